@@ -1,0 +1,165 @@
+"""The epoch loop and stopping rule shared by every fastgd estimator.
+
+An estimator supplies two callables, one that trains for one epoch and
+returns the epoch's training objective, and (with early stopping) one that
+scores the current model on held-out data; :func:`run_epochs` calls them,
+records the history, prints progress and decides when to stop, with
+scikit-learn's rule:
+
+* without early stopping, an epoch *improves* when its training loss is lower
+  than the best loss so far by more than ``tol``;
+* with early stopping, when its validation score is higher than the best
+  score so far by more than ``tol``;
+* after ``n_iter_no_change`` epochs in a row without improvement the loop
+  stops, unless ``on_plateau`` says to go on (the "adaptive" learning-rate
+  schedule divides the step by 5 there, and stops once it is tiny).
+"""
+
+import math
+import time
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
+
+from fastgd.exceptions import DivergenceError
+
+
+class TrainingHistory:
+    """Per-epoch record of a fit and the state of the stopping rule.
+
+    Parameters
+    ----------
+    tol : float or None
+        Minimum improvement; ``None`` disables the stopping rule.
+    n_iter_no_change : int
+        Number of epochs without improvement tolerated before stopping.
+    early_stopping : bool
+        Judge improvement by the validation score instead of the training loss.
+
+    Attributes
+    ----------
+    loss_curve : list of float
+        Training objective per epoch.
+    validation_scores : list of float
+        Validation score per epoch (early stopping only).
+    best_loss, best_score : float
+        Best training loss and best validation score seen.
+    best_epoch : int
+        Index of the epoch that was best by the criterion in use, or -1.
+    """
+
+    def __init__(self, tol, n_iter_no_change, early_stopping):
+        self.tol = -math.inf if tol is None else tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.loss_curve = []
+        self.validation_scores = []
+        self.best_loss = math.inf
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.epochs_without_improvement = 0
+
+    def record(self, loss, score=None):
+        """Record one epoch; return True if it improved on the best so far."""
+        self.loss_curve.append(float(loss))
+        if self.early_stopping:
+            self.validation_scores.append(float(score))
+            improved = score > self.best_score + self.tol
+            if score > self.best_score:
+                self.best_score = float(score)
+                self.best_epoch = len(self.loss_curve) - 1
+        else:
+            improved = loss < self.best_loss - self.tol
+            if loss < self.best_loss:
+                self.best_epoch = len(self.loss_curve) - 1
+        self.best_loss = min(self.best_loss, float(loss))
+        self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
+        return improved
+
+    @property
+    def plateaued(self):
+        """True once ``n_iter_no_change`` epochs in a row did not improve."""
+        return self.epochs_without_improvement >= self.n_iter_no_change
+
+
+def check_finite_loss(loss, epoch, hint):
+    """Raise :class:`DivergenceError` if ``loss`` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise DivergenceError(
+            f"The fit diverged at epoch {epoch}: the training loss became "
+            f"{loss}. {hint}"
+        )
+
+
+def run_epochs(
+    train_epoch,
+    history,
+    max_iter,
+    *,
+    validation_score=None,
+    on_plateau=None,
+    on_improvement=None,
+    verbose=0,
+    divergence_hint="Try a smaller learning rate.",
+    estimator_name="estimator",
+):
+    """Train epoch after epoch until the stopping rule or ``max_iter`` ends it.
+
+    Parameters
+    ----------
+    train_epoch : callable ``(epoch) -> float``
+        Trains one epoch (0-based index) and returns its training objective.
+    history : TrainingHistory
+        Receives the record of every epoch; holds the stopping rule.
+    max_iter : int
+        Maximum number of epochs.
+    validation_score : callable ``() -> float``, optional
+        Score of the current model on held-out data (required when
+        ``history.early_stopping``).
+    on_plateau : callable ``() -> bool``, optional
+        Called when the rule would stop; returning True resets the count of
+        epochs without improvement and training goes on.
+    on_improvement : callable ``(epoch) -> None``, optional
+        Called after every improving epoch (for example to keep the best
+        weights).
+    verbose : int
+        Print one line per epoch when positive.
+    divergence_hint : str
+        Advice appended to the divergence error.
+    estimator_name : str
+        Name used in warnings.
+
+    Returns
+    -------
+    n_epochs : int
+        Number of epochs run.
+    """
+    n_epochs = 0
+    for epoch in range(max_iter):
+        started = time.perf_counter()
+        loss = train_epoch(epoch)
+        n_epochs = epoch + 1
+        check_finite_loss(loss, n_epochs, divergence_hint)
+        score = validation_score() if history.early_stopping else None
+        improved = history.record(loss, score)
+        if verbose:
+            line = f"-- Epoch {n_epochs}: loss {loss:.6g}"
+            if score is not None:
+                line += f", validation score {score:.6g}"
+            print(f"{line}, {time.perf_counter() - started:.3f} s", flush=True)
+        if improved and on_improvement is not None:
+            on_improvement(epoch)
+        if history.plateaued:
+            if on_plateau is not None and on_plateau():
+                history.epochs_without_improvement = 0
+                continue
+            if verbose:
+                print(f"Convergence after {n_epochs} epochs", flush=True)
+            return n_epochs
+    if history.tol > -math.inf and max_iter > 0:
+        warnings.warn(
+            f"Maximum number of epochs ({max_iter}) reached and {estimator_name} "
+            "has not converged; consider increasing max_iter.",
+            ConvergenceWarning,
+        )
+    return n_epochs

@@ -1,0 +1,50 @@
+"""Integer codes shared by every kernel.
+
+Kernels receive options as small integers rather than strings so that the
+compiled loops never touch Python objects. The Cython module ``_sgd_fast``
+declares the same numbers in an enum; ``tests/test_codes.py`` checks that the
+two agree.
+"""
+
+# Regression losses (``loss`` parameter of GDRegressor).
+SQUARED_ERROR = 0
+HUBER = 1
+EPSILON_INSENSITIVE = 2
+SQUARED_EPSILON_INSENSITIVE = 3
+
+LOSS_CODES = {
+    "squared_error": SQUARED_ERROR,
+    "huber": HUBER,
+    "epsilon_insensitive": EPSILON_INSENSITIVE,
+    "squared_epsilon_insensitive": SQUARED_EPSILON_INSENSITIVE,
+}
+
+# Optimizers (``optimizer`` parameter of every estimator).
+SGD = 0
+MOMENTUM = 1
+NESTEROV = 2
+ADAGRAD = 3
+RMSPROP = 4
+ADAM = 5
+
+OPTIMIZER_CODES = {
+    "sgd": SGD,
+    "momentum": MOMENTUM,
+    "nesterov": NESTEROV,
+    "adagrad": ADAGRAD,
+    "rmsprop": RMSPROP,
+    "adam": ADAM,
+}
+
+# Learning-rate schedules (``learning_rate`` parameter of GDRegressor).
+CONSTANT = 0
+OPTIMAL = 1
+INVSCALING = 2
+ADAPTIVE = 3
+
+SCHEDULE_CODES = {
+    "constant": CONSTANT,
+    "optimal": OPTIMAL,
+    "invscaling": INVSCALING,
+    "adaptive": ADAPTIVE,
+}
