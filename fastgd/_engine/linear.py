@@ -1,0 +1,371 @@
+"""Training engine for linear models: data, solver state and the epoch driver.
+
+The estimator turns its parameters into a :class:`LinearConfig` (integer
+codes and floats), wraps the validated data in a :class:`LinearData`, and
+calls :func:`train_linear`. This module picks the kernel (Cython or Numba
+per-sample loop, Numba batch loop), draws each epoch's row order from the
+random state, and runs the shared epoch loop of
+:mod:`fastgd._engine.training`. It never sees the estimator.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from fastgd._engine.training import TrainingHistory, run_epochs
+from fastgd._kernels import codes
+from fastgd.exceptions import DivergenceError
+
+# Slots of the counters array shared with the kernels.
+INTERCEPT, AVG_INTERCEPT, T, L1_TOTAL, N_AVERAGED, N_UPDATES = range(6)
+
+# The adaptive schedule divides the rate by this on a plateau, down to MIN_ETA.
+ADAPTIVE_DIVISOR = 5.0
+MIN_ETA = 1e-6
+
+DIVERGENCE_HINT = (
+    "The step size is too large for this problem: use a smaller eta0 (or "
+    "standardise the features, e.g. with StandardScaler)."
+)
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Everything the kernels need to know about the algorithm (no data).
+
+    ``batch_size`` is 1 for per-sample SGD, ``None`` for full-batch GD, or
+    the number of rows of a mini-batch. ``backend`` is "cython" or "numba"
+    and selects the per-sample kernel.
+    """
+
+    loss: int
+    epsilon: float
+    alpha: float
+    l1_ratio: float
+    penalty_l2: float
+    penalty_l1: float
+    fit_intercept: bool
+    batch_size: int | None
+    optimizer: int
+    momentum: float
+    beta_1: float
+    beta_2: float
+    optimizer_eps: float
+    schedule: int
+    eta0: float
+    power_t: float
+    average_start: float
+    backend: str
+
+    @property
+    def per_sample(self):
+        return self.batch_size == 1
+
+    @property
+    def optimal_t0(self):
+        """Offset t₀ of the "optimal" schedule η = 1 / (α (t₀ + t − 1)).
+
+        Léon Bottou's heuristic, as in scikit-learn: t₀ is chosen so that the
+        first step has the size of a typical weight, 1/√(√α).
+        """
+        if self.schedule != codes.OPTIMAL:
+            return 0.0
+        from fastgd._kernels._sgd_fast import py_loss_derivative
+
+        typical_w = math.sqrt(1.0 / math.sqrt(self.alpha))
+        initial_eta = typical_w / max(
+            1.0, py_loss_derivative(self.loss, -typical_w, 1.0, self.epsilon)
+        )
+        return 1.0 / (initial_eta * self.alpha)
+
+
+class LinearData:
+    """Training rows in the form the kernels take, without copying X.
+
+    Dense X must be C-contiguous; CSR X is passed as its three arrays. The
+    unused representation is an empty array of matching dtype.
+    """
+
+    def __init__(self, X, y, sample_weight):
+        self.dtype = X.dtype
+        self.n_samples, self.n_features = X.shape
+        self.is_sparse = sp.issparse(X)
+        empty_values = np.empty(0, dtype=X.dtype)
+        if self.is_sparse:
+            index_dtype = X.indices.dtype
+            self.dense = np.empty((0, 0), dtype=X.dtype)
+            self.data, self.indices, self.indptr = X.data, X.indices, X.indptr
+            if X.indptr.dtype != index_dtype:
+                self.indptr = X.indptr.astype(index_dtype)
+        else:
+            empty_index = np.empty(0, dtype=np.int32)
+            self.dense = X
+            self.data, self.indices, self.indptr = empty_values, empty_index, empty_index
+        self.y = y
+        self.sample_weight = sample_weight
+
+    def kernel_arrays(self):
+        """The leading kernel arguments: X (four arrays and a flag), y, weights."""
+        return (
+            self.dense,
+            self.data,
+            self.indices,
+            self.indptr,
+            self.is_sparse,
+            self.y,
+            self.sample_weight,
+        )
+
+
+class LinearState:
+    """Everything that evolves during training, kept between ``partial_fit`` calls.
+
+    Parameters are held in one flat buffer ``params = [w, b]``; ``coef`` is a
+    view of its first ``d`` entries.
+    """
+
+    def __init__(self, n_features, dtype, coef_init=None, intercept_init=0.0):
+        self.params = np.zeros(n_features + 1, dtype=dtype)
+        if coef_init is not None:
+            self.params[:n_features] = coef_init
+        self.params[n_features] = intercept_init
+        self.avg_params = np.zeros(n_features + 1, dtype=dtype)
+        self.state_1 = np.zeros(n_features + 1, dtype=dtype)
+        self.state_2 = np.zeros(n_features + 1, dtype=dtype)
+        self.l1_received = np.zeros(n_features, dtype=np.float64)
+        self.counters = np.zeros(6, dtype=np.float64)
+        self.counters[T] = 1.0
+        self.eta = None  # current rate of the adaptive schedule
+
+    @property
+    def n_features(self):
+        return self.params.shape[0] - 1
+
+    @property
+    def coef(self):
+        return self.params[:-1]
+
+    @property
+    def intercept(self):
+        return self.params[-1]
+
+    @property
+    def t(self):
+        return self.counters[T]
+
+    def averaging(self, config):
+        """True once the averaged model is in use (``average_start`` reached)."""
+        return config.average_start > 0 and self.counters[N_AVERAGED] > 0
+
+    def model(self, config):
+        """``(coef, intercept)`` of the model to predict with (averaged or not)."""
+        source = self.avg_params if self.averaging(config) else self.params
+        return source[:-1], source[-1]
+
+
+class _Workspace:
+    """Scratch buffers of one fit, allocated once."""
+
+    def __init__(self, config, n_rows, n_features, dtype):
+        self.grad = np.zeros(n_features + 1, dtype=dtype)
+        if config.per_sample:
+            self.partials = self.chunk_losses = None
+        else:
+            from fastgd._kernels.batch_numba import n_chunks_for
+
+            n_chunks = n_chunks_for(config.batch_size or n_rows)
+            self.partials = np.zeros((n_chunks, n_features + 1), dtype=dtype)
+            self.chunk_losses = np.zeros(n_chunks, dtype=np.float64)
+
+
+def _per_sample_kernel(backend):
+    if backend == "numba":
+        from fastgd._kernels.sgd_numba import sgd_epoch
+    else:
+        from fastgd._kernels._sgd_fast import sgd_epoch
+    return sgd_epoch
+
+
+def penalty(coef, config):
+    """α·(l1_ratio·‖w‖₁ + (1 − l1_ratio)/2·‖w‖²)."""
+    value = 0.0
+    if config.penalty_l1 > 0:
+        value += config.penalty_l1 * float(np.abs(coef).sum(dtype=np.float64))
+    if config.penalty_l2 > 0:
+        value += 0.5 * config.penalty_l2 * float(np.dot(coef, coef))
+    return value
+
+
+def run_one_epoch(data, state, config, order, workspace):
+    """Train one pass over ``data.rows[order]``; return the epoch's objective.
+
+    The objective is the mean weighted loss seen during the epoch (each row
+    or batch scored before its own update, as scikit-learn does) plus the
+    penalty at the end of the epoch.
+    """
+    eta = state.eta if state.eta is not None else config.eta0
+    schedule_args = (config.schedule, eta, config.power_t, config.optimal_t0, config.alpha)
+    optimizer_args = (
+        config.optimizer,
+        config.momentum,
+        config.beta_1,
+        config.beta_2,
+        config.optimizer_eps,
+    )
+    if config.per_sample:
+        # The per-sample kernels keep the intercept in the counters.
+        state.counters[INTERCEPT] = state.params[-1]
+        state.counters[AVG_INTERCEPT] = state.avg_params[-1]
+        kernel = _per_sample_kernel(config.backend)
+        loss_sum = kernel(
+            *data.kernel_arrays(),
+            order,
+            state.coef,
+            state.avg_params[:-1],
+            state.l1_received,
+            state.state_1,
+            state.state_2,
+            workspace.grad[:-1],
+            state.counters,
+            config.loss,
+            config.epsilon,
+            config.penalty_l2,
+            config.penalty_l1,
+            *schedule_args,
+            *optimizer_args,
+            config.fit_intercept,
+            config.average_start,
+        )
+        state.params[-1] = state.counters[INTERCEPT]
+        state.avg_params[-1] = state.counters[AVG_INTERCEPT]
+    else:
+        from fastgd._kernels.batch_numba import batch_epoch
+
+        loss_sum = batch_epoch(
+            *data.kernel_arrays(),
+            order,
+            config.batch_size or order.shape[0],
+            state.params,
+            state.avg_params,
+            state.l1_received,
+            state.state_1,
+            state.state_2,
+            workspace.grad,
+            workspace.partials,
+            workspace.chunk_losses,
+            state.counters,
+            config.loss,
+            config.epsilon,
+            config.penalty_l2,
+            config.penalty_l1,
+            config.batch_size is None,
+            *schedule_args,
+            *optimizer_args,
+            config.fit_intercept,
+            config.average_start,
+        )
+    coef, _ = state.model(config)
+    objective = loss_sum / max(1, order.shape[0]) + penalty(coef, config)
+    if not (math.isfinite(objective) and np.isfinite(state.params).all()):
+        raise DivergenceError(
+            "The fit diverged: the loss or the coefficients became NaN or "
+            f"infinite after {int(state.t) - 1} updates. {DIVERGENCE_HINT}"
+        )
+    return objective
+
+
+def _epoch_order(rows, shuffle, rng):
+    """The rows to visit this epoch, in visiting order."""
+    if shuffle:
+        return rng.permutation(rows)
+    return rows
+
+
+def r2_score_of(state, config, validation):
+    """R² of the current model on ``validation = (X, y, sample_weight)``."""
+    X_val, y_val, w_val = validation
+    coef, intercept = state.model(config)
+    pred = X_val @ coef + intercept
+    residual = np.average((y_val - pred) ** 2, weights=w_val)
+    spread = np.average((y_val - np.average(y_val, weights=w_val)) ** 2, weights=w_val)
+    if spread == 0:
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / spread
+
+
+def train_linear(
+    data,
+    state,
+    config,
+    *,
+    max_iter,
+    rng,
+    rows=None,
+    shuffle=True,
+    tol=None,
+    n_iter_no_change=5,
+    validation=None,
+    verbose=0,
+    estimator_name="GDRegressor",
+):
+    """Train ``state`` on ``data`` for up to ``max_iter`` epochs.
+
+    Parameters
+    ----------
+    data : LinearData
+    state : LinearState
+        Updated in place.
+    config : LinearConfig
+    max_iter : int
+        Maximum number of epochs.
+    rng : numpy.random.RandomState
+        Source of each epoch's row order.
+    rows : ndarray of int, optional
+        The rows of ``data`` to train on (default all); the others are left
+        alone, so a validation split costs no copy of the training rows.
+    shuffle : bool
+        Visit rows in a new random order every epoch.
+    tol, n_iter_no_change :
+        Stopping rule (see :class:`~fastgd._engine.training.TrainingHistory`).
+    validation : tuple (X, y, sample_weight), optional
+        Held-out data; when given, early stopping watches its R².
+    verbose : int
+        Print one line per epoch.
+
+    Returns
+    -------
+    history : TrainingHistory
+    n_epochs : int
+    """
+    if rows is None:
+        rows = np.arange(data.n_samples, dtype=np.intp)
+    rows = np.asarray(rows, dtype=np.intp)
+    workspace = _Workspace(config, rows.shape[0], data.n_features, data.dtype)
+    history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation is not None)
+    if config.schedule == codes.ADAPTIVE:
+        state.eta = config.eta0
+
+    def train_epoch(epoch):
+        order = _epoch_order(rows, shuffle, rng)
+        return run_one_epoch(data, state, config, order, workspace)
+
+    def on_plateau():
+        # "adaptive": divide the step by 5 on every plateau until it is tiny.
+        if config.schedule == codes.ADAPTIVE and state.eta > MIN_ETA:
+            state.eta /= ADAPTIVE_DIVISOR
+            return True
+        return False
+
+    n_epochs = run_epochs(
+        train_epoch,
+        history,
+        max_iter,
+        validation_score=(lambda: r2_score_of(state, config, validation)),
+        on_plateau=on_plateau,
+        verbose=verbose,
+        divergence_hint=DIVERGENCE_HINT,
+        estimator_name=estimator_name,
+    )
+    return history, n_epochs

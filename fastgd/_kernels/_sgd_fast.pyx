@@ -1,0 +1,406 @@
+# cython: language_level=3
+"""Per-sample SGD epoch for linear regression (Cython, ahead-of-time).
+
+One call runs one epoch over the rows of X in the order given by ``order``
+(drawn by the caller from ``random_state``), updating the coefficients in
+place. The loop runs without the GIL and allocates nothing. It is the twin of
+:func:`fastgd._kernels.sgd_numba.sgd_epoch`: both implement the same
+algorithm, step for step, and are tested to agree.
+
+The algorithm, for each sample i (weight s, target y):
+
+1. prediction p = w·x + b and the loss derivative dℓ = s · ∂ℓ(p, y)/∂p;
+2. learning rate η of step t from the schedule;
+3. update, by optimizer:
+
+   * ``sgd``: the L2 shrinkage w ← (1 − η·l2)·w is applied lazily by
+     keeping w = scale · v and multiplying ``scale`` only, so a sparse
+     sample costs O(nnz) rather than O(d); then v ← v − η·dℓ·x / scale;
+   * the other optimizers take the full gradient g = dℓ·x + l2·w and update
+     every coordinate with the rule in :mod:`fastgd._kernels.optimizers`;
+
+4. L1 by the cumulative penalty (Tsuruoka, Tsujii & Ananiadou, 2009):
+   ``u`` is the total L1 shrinkage every weight should have received so far,
+   ``q[j]`` what weight j actually received; each coordinate the step
+   updated (for ``sgd``: the features with x_j ≠ 0) is clipped towards 0 by
+   the difference, never crossing 0;
+5. averaged SGD: from step ``average_start`` on, the running mean of w.
+"""
+
+from libc.math cimport fabs, pow, sqrt
+
+cimport numpy as cnp
+from cython cimport floating
+
+cnp.import_array()
+
+ctypedef fused index_t:
+    int
+    long long
+
+# Must match fastgd._kernels.codes (checked by tests/test_codes.py).
+cpdef enum:
+    SQUARED_ERROR = 0
+    HUBER = 1
+    EPSILON_INSENSITIVE = 2
+    SQUARED_EPSILON_INSENSITIVE = 3
+
+cpdef enum:
+    SGD = 0
+    MOMENTUM = 1
+    NESTEROV = 2
+    ADAGRAD = 3
+    RMSPROP = 4
+    ADAM = 5
+
+cpdef enum:
+    CONSTANT = 0
+    OPTIMAL = 1
+    INVSCALING = 2
+    ADAPTIVE = 3
+
+# Slots of the ``counters`` array shared with the caller.
+cpdef enum:
+    INTERCEPT = 0       # b
+    AVG_INTERCEPT = 1   # averaged b
+    T = 2               # 1-based index of the next step (scikit-learn's t_)
+    L1_TOTAL = 3        # u of the cumulative penalty
+    N_AVERAGED = 4      # steps in the running mean
+    N_UPDATES = 5       # optimizer steps taken (Adam's bias correction)
+
+# Below this, the lazy L2 scale is folded into the weights to keep precision.
+cdef double MIN_SCALE = 1e-9
+
+
+cdef inline double loss_value(int loss, double p, double y, double epsilon) noexcept nogil:
+    cdef double r = p - y
+    cdef double z
+    if loss == SQUARED_ERROR:
+        return 0.5 * r * r
+    if loss == HUBER:
+        if fabs(r) <= epsilon:
+            return 0.5 * r * r
+        return epsilon * fabs(r) - 0.5 * epsilon * epsilon
+    z = fabs(r) - epsilon
+    if z <= 0.0:
+        return 0.0
+    if loss == EPSILON_INSENSITIVE:
+        return z
+    return z * z
+
+
+cdef inline double loss_derivative(int loss, double p, double y, double epsilon) noexcept nogil:
+    """dℓ/dp."""
+    cdef double r = p - y
+    if loss == SQUARED_ERROR:
+        return r
+    if loss == HUBER:
+        if fabs(r) <= epsilon:
+            return r
+        return epsilon if r > 0.0 else -epsilon
+    if loss == EPSILON_INSENSITIVE:
+        if r > epsilon:
+            return 1.0
+        if r < -epsilon:
+            return -1.0
+        return 0.0
+    if r > epsilon:
+        return 2.0 * (r - epsilon)
+    if r < -epsilon:
+        return 2.0 * (r + epsilon)
+    return 0.0
+
+
+def py_loss_value(int loss, double p, double y, double epsilon):
+    """Python access to the kernel's loss (for tests)."""
+    return loss_value(loss, p, y, epsilon)
+
+
+def py_loss_derivative(int loss, double p, double y, double epsilon):
+    """Python access to the kernel's loss derivative dℓ/dp (for tests)."""
+    return loss_derivative(loss, p, y, epsilon)
+
+
+cdef inline double learning_rate(int schedule, double eta0, double power_t,
+                                 double optimal_t0, double alpha, double t) noexcept nogil:
+    if schedule == OPTIMAL:
+        return 1.0 / (alpha * (optimal_t0 + t - 1.0))
+    if schedule == INVSCALING:
+        return eta0 / pow(t, power_t)
+    return eta0  # constant, or the adaptive schedule's current rate
+
+
+cdef inline double dense_dot(const floating* x, const floating* w, Py_ssize_t d) noexcept nogil:
+    # Four independent partial sums: breaks the add-latency chain and lets the
+    # compiler vectorise, with a fixed summation order (the Numba twin uses the
+    # same one, so the backends agree).
+    cdef floating a0 = 0, a1 = 0, a2 = 0, a3 = 0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= d:
+        a0 += x[j] * w[j]
+        a1 += x[j + 1] * w[j + 1]
+        a2 += x[j + 2] * w[j + 2]
+        a3 += x[j + 3] * w[j + 3]
+        j += 4
+    while j < d:
+        a0 += x[j] * w[j]
+        j += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+cdef inline double sparse_dot(const floating* values, const index_t* columns,
+                              Py_ssize_t nnz, const floating* w) noexcept nogil:
+    cdef floating acc = 0
+    cdef Py_ssize_t k
+    for k in range(nnz):
+        acc += values[k] * w[columns[k]]
+    return acc
+
+
+cdef inline double coordinate_step(int optimizer, double w, double g, floating* s1, floating* s2,
+                                   double lr, double momentum, double beta_1, double beta_2,
+                                   double eps, double bias_1, double bias_2,
+                                   double* effective_step) noexcept nogil:
+    """One optimizer update of one coordinate (rules in fastgd._kernels.optimizers)."""
+    # State is read into doubles, updated, used, and only then stored, so the
+    # arithmetic matches the Numba twin exactly in float32 as well.
+    cdef double m = s1[0]
+    cdef double v = s2[0]
+    cdef double step
+    if optimizer == MOMENTUM or optimizer == NESTEROV:
+        m = momentum * m - lr * g
+        s1[0] = m
+        effective_step[0] = lr
+        if optimizer == MOMENTUM:
+            return w + m
+        return w + momentum * m - lr * g
+    if optimizer == ADAGRAD or optimizer == RMSPROP:
+        if optimizer == ADAGRAD:
+            v = v + g * g
+        else:
+            v = beta_2 * v + (1.0 - beta_2) * g * g
+        s2[0] = v
+        step = lr / (sqrt(v) + eps)
+        effective_step[0] = step
+        return w - step * g
+    if optimizer == ADAM:
+        m = beta_1 * m + (1.0 - beta_1) * g
+        v = beta_2 * v + (1.0 - beta_2) * g * g
+        s1[0] = m
+        s2[0] = v
+        step = lr / (sqrt(v / bias_2) + eps)
+        effective_step[0] = step
+        return w - step * (m / bias_1)
+    effective_step[0] = lr
+    return w - lr * g
+
+
+cdef inline double clip_towards_zero(double w, double total, double received,
+                                     double* received_out) noexcept nogil:
+    """Cumulative L1 penalty for one weight: shrink by (total − received), never past 0."""
+    cdef double new_w = w
+    if w > 0.0:
+        new_w = w - (total + received)
+        if new_w < 0.0:
+            new_w = 0.0
+    elif w < 0.0:
+        new_w = w + (total - received)
+        if new_w > 0.0:
+            new_w = 0.0
+    received_out[0] = received + (new_w - w)
+    return new_w
+
+
+def sgd_epoch(
+    const floating[:, ::1] X,
+    const floating[::1] X_data,
+    const index_t[::1] X_indices,
+    const index_t[::1] X_indptr,
+    bint is_sparse,
+    const floating[::1] y,
+    const floating[::1] sample_weight,
+    const cnp.intp_t[::1] order,
+    floating[::1] coef,
+    floating[::1] avg_coef,
+    double[::1] l1_received,
+    floating[::1] state_1,
+    floating[::1] state_2,
+    floating[::1] grad_buffer,
+    double[::1] counters,
+    int loss,
+    double epsilon,
+    double l2,
+    double l1,
+    int schedule,
+    double eta0,
+    double power_t,
+    double optimal_t0,
+    double alpha,
+    int optimizer,
+    double momentum,
+    double beta_1,
+    double beta_2,
+    double opt_eps,
+    bint fit_intercept,
+    double average_start,
+):
+    """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
+
+    Parameters
+    ----------
+    X : memoryview of shape (n, d), C-contiguous
+        Dense samples (ignored, may be empty, when ``is_sparse``).
+    X_data, X_indices, X_indptr : memoryviews
+        CSR samples (ignored, may be empty, when not ``is_sparse``).
+    is_sparse : bool
+        Which of the two representations holds the samples.
+    y, sample_weight : memoryviews of shape (n,)
+        Targets and sample weights.
+    order : memoryview of shape (n_steps,)
+        Row indices in visiting order.
+    coef : memoryview of shape (d,)
+        Weights, updated in place.
+    avg_coef : memoryview of shape (d,)
+        Averaged weights (used when ``average_start > 0``).
+    l1_received : memoryview of shape (d,)
+        Cumulative L1 penalty each weight has received (when ``l1 > 0``).
+    state_1, state_2 : memoryviews of shape (d + 1,)
+        Optimizer state; the last slot belongs to the intercept.
+    grad_buffer : memoryview of shape (d,)
+        Zero-filled scratch space (left zero-filled on return).
+    counters : memoryview of shape (6,)
+        Scalars carried between epochs: intercept, averaged intercept, t,
+        cumulative L1 total, number of averaged steps, number of optimizer
+        steps.
+    loss, schedule, optimizer : int
+        Codes from :mod:`fastgd._kernels.codes`.
+    epsilon : float
+        Width of the Huber / epsilon-insensitive losses.
+    l2, l1 : float
+        Penalty strengths, ``alpha·(1 − l1_ratio)`` and ``alpha·l1_ratio``.
+    eta0, power_t, optimal_t0, alpha : float
+        Learning-rate schedule constants (``eta0`` is the current rate of
+        the constant and adaptive schedules).
+    momentum, beta_1, beta_2, opt_eps : float
+        Optimizer constants.
+    fit_intercept : bool
+        Whether the intercept is learned.
+    average_start : float
+        Averaging starts at step ``t ≥ average_start``; 0 disables it.
+    """
+    cdef Py_ssize_t n_features = coef.shape[0]
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t step_index, i, j, k, nnz, row_start
+    cdef const floating* row = NULL
+    cdef const index_t* columns = NULL
+    cdef floating* w = &coef[0]
+    cdef double scale = 1.0
+    cdef double intercept = counters[INTERCEPT]
+    cdef double t = counters[T]
+    cdef double l1_total = counters[L1_TOTAL]
+    cdef double n_averaged = counters[N_AVERAGED]
+    cdef double n_updates = counters[N_UPDATES]
+    cdef double avg_intercept = counters[AVG_INTERCEPT]
+    cdef double p, dloss, eta, shrink, update, wj, bias_1, bias_2, effective_step, received
+    cdef double loss_sum = 0.0
+    cdef double mu
+    cdef bint lazy = optimizer == SGD
+
+    with nogil:
+        for step_index in range(n_steps):
+            i = order[step_index]
+            if is_sparse:
+                row_start = X_indptr[i]
+                nnz = X_indptr[i + 1] - row_start
+                row = &X_data[row_start]
+                columns = &X_indices[row_start]
+                p = scale * sparse_dot(row, columns, nnz, w) + intercept
+            else:
+                nnz = n_features
+                row = &X[i, 0]
+                p = scale * dense_dot(row, w, n_features) + intercept
+            loss_sum += sample_weight[i] * loss_value(loss, p, y[i], epsilon)
+            dloss = sample_weight[i] * loss_derivative(loss, p, y[i], epsilon)
+            eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+            n_updates += 1.0
+
+            if lazy:
+                if l2 > 0.0:
+                    shrink = 1.0 - eta * l2
+                    if shrink <= 0.0:
+                        # The step wipes the weights out entirely.
+                        for j in range(n_features):
+                            w[j] = 0
+                        scale = 1.0
+                    else:
+                        scale *= shrink
+                update = -eta * dloss / scale
+                if update != 0.0:
+                    if is_sparse:
+                        for k in range(nnz):
+                            w[columns[k]] += update * row[k]
+                    else:
+                        for j in range(n_features):
+                            w[j] += update * row[j]
+                if fit_intercept:
+                    intercept -= eta * dloss
+                if l1 > 0.0:
+                    l1_total += eta * l1
+                    for k in range(nnz):
+                        if row[k] == 0:
+                            continue
+                        j = columns[k] if is_sparse else k
+                        wj = clip_towards_zero(scale * w[j], l1_total, l1_received[j], &received)
+                        l1_received[j] = received
+                        w[j] = wj / scale
+            else:
+                bias_1 = 1.0 - pow(beta_1, n_updates)
+                bias_2 = 1.0 - pow(beta_2, n_updates)
+                if is_sparse:
+                    for k in range(nnz):
+                        grad_buffer[columns[k]] += dloss * row[k]
+                else:
+                    for j in range(n_features):
+                        grad_buffer[j] = dloss * row[j]
+                if l1 > 0.0:
+                    l1_total += eta * l1
+                for j in range(n_features):
+                    wj = coordinate_step(optimizer, w[j], grad_buffer[j] + l2 * w[j],
+                                         &state_1[j], &state_2[j], eta, momentum, beta_1,
+                                         beta_2, opt_eps, bias_1, bias_2, &effective_step)
+                    grad_buffer[j] = 0
+                    if l1 > 0.0:
+                        wj = clip_towards_zero(wj, l1_total, l1_received[j], &received)
+                        l1_received[j] = received
+                    w[j] = wj
+                if fit_intercept:
+                    intercept = coordinate_step(optimizer, intercept, dloss,
+                                                &state_1[n_features], &state_2[n_features],
+                                                eta, momentum, beta_1, beta_2, opt_eps,
+                                                bias_1, bias_2, &effective_step)
+
+            if average_start > 0.0 and t >= average_start:
+                # Running mean of the weights: avg ← avg + (w − avg) / n.
+                n_averaged += 1.0
+                mu = 1.0 / n_averaged
+                for j in range(n_features):
+                    avg_coef[j] += mu * (scale * w[j] - avg_coef[j])
+                avg_intercept += mu * (intercept - avg_intercept)
+
+            if scale < MIN_SCALE:
+                for j in range(n_features):
+                    w[j] *= scale
+                scale = 1.0
+            t += 1.0
+
+        if scale != 1.0:
+            for j in range(n_features):
+                w[j] *= scale
+
+    counters[INTERCEPT] = intercept
+    counters[AVG_INTERCEPT] = avg_intercept
+    counters[T] = t
+    counters[L1_TOTAL] = l1_total
+    counters[N_AVERAGED] = n_averaged
+    counters[N_UPDATES] = n_updates
+    return loss_sum

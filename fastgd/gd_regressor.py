@@ -1,0 +1,488 @@
+"""GDRegressor: linear regression by per-sample SGD, mini-batch or full-batch GD."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.model_selection import ShuffleSplit
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
+from fastgd._kernels import codes
+
+
+def _cython_available():
+    try:
+        from fastgd._kernels import _sgd_fast  # noqa: F401
+    except ImportError:  # a source checkout without the built extension
+        return False
+    return True
+
+
+class GDRegressor(RegressorMixin, BaseEstimator):
+    """Linear regression trained by compiled gradient descent.
+
+    A drop-in replacement for :class:`sklearn.linear_model.SGDRegressor`:
+    every parameter the two share has the same name, meaning and default.
+    On top of it, GDRegressor offers mini-batch and full-batch gradient
+    descent, the momentum, Nesterov, AdaGrad, RMSprop and Adam optimizers,
+    exact L1 / elastic net by proximal steps (full batch), a loss history and
+    early stopping on a validation set of your own.
+
+    The model minimises
+
+        (1/n) Σᵢ sᵢ ℓ(w·xᵢ + b, yᵢ) + α (ρ‖w‖₁ + (1 − ρ)/2 ‖w‖²)
+
+    with ρ = ``l1_ratio`` (ρ = 0 for ``penalty="l2"``, 1 for ``"l1"``).
+    For ``loss="squared_error"`` (ℓ = ½r²) and ``penalty="l2"`` this is
+    :class:`~sklearn.linear_model.Ridge` with ``alpha = n·α``; with
+    ``penalty="elasticnet"`` it is :class:`~sklearn.linear_model.ElasticNet`
+    with the same ``alpha`` and ``l1_ratio``.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "huber", "epsilon_insensitive", \
+            "squared_epsilon_insensitive"}, default="squared_error"
+        The loss ℓ. "huber" is quadratic within ``epsilon`` of the target and
+        linear outside; the epsilon-insensitive losses ignore errors smaller
+        than ``epsilon``.
+    penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
+        The regulariser.
+    alpha : float, default=0.0001
+        Regularisation strength (also sets the "optimal" learning rate).
+    l1_ratio : float, default=0.15
+        Share of L1 in the elastic net (only with ``penalty="elasticnet"``).
+    fit_intercept : bool, default=True
+        Learn an intercept.
+    max_iter : int, default=1000
+        Maximum number of epochs (passes over the data).
+    tol : float or None, default=1e-3
+        Training stops when the loss (or, with early stopping, the validation
+        score) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+        None disables the rule.
+    shuffle : bool, default=True
+        Visit the rows in a new random order every epoch.
+    verbose : int, default=0
+        Print one line per epoch.
+    epsilon : float, default=0.1
+        Width of the Huber and epsilon-insensitive losses.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the row order and the validation split. The same seed gives a
+        bit-identical model.
+    learning_rate : {"constant", "optimal", "invscaling", "adaptive"}, \
+            default="invscaling"
+        Schedule of the step size η at step t: "constant" η = eta0;
+        "optimal" η = 1 / (α (t₀ + t − 1)); "invscaling" η = eta0 / t^power_t;
+        "adaptive" η = eta0, divided by 5 whenever ``n_iter_no_change``
+        epochs pass without improvement.
+    eta0 : float, default=0.01
+        Initial step size.
+    power_t : float, default=0.25
+        Exponent of "invscaling".
+    early_stopping : bool, default=False
+        Stop when the R² on held-out data stops improving. The held-out data
+        is the ``eval_set`` passed to ``fit`` or, without one, a random
+        ``validation_fraction`` of the training data.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
+    n_iter_no_change : int, default=5
+        Epochs without improvement before stopping.
+    warm_start : bool, default=False
+        Start ``fit`` from the previous solution.
+    average : bool or int, default=False
+        Averaged SGD: ``coef_`` is the mean of the iterates, from the first
+        step (True) or from step ``average`` on.
+    batch_size : int or "full", default=1
+        1: per-sample SGD. k > 1: mini-batch GD with batches of k rows.
+        "full": full-batch GD (with proximal L1 steps).
+    optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}, \
+            default="sgd"
+        Update rule applied to each (mini-)batch gradient, scaled by the
+        learning-rate schedule. "rmsprop" uses ``beta_2`` as its decay.
+    momentum : float, default=0.9
+        Momentum of "momentum" and "nesterov".
+    beta_1, beta_2 : float, default=0.9, 0.999
+        Decay rates of Adam's first and second moments (``beta_2`` also for
+        RMSprop).
+    optimizer_eps : float, default=1e-8
+        Stability constant of AdaGrad, RMSprop and Adam (not the loss's
+        ``epsilon``).
+    backend : {"auto", "cython", "numba"}, default="auto"
+        Implementation of the per-sample loop: the ahead-of-time Cython
+        kernel (no warm-up; "auto" picks it when built) or the Numba kernel.
+        Both give the same coefficients. Mini-batch and full-batch GD always
+        run the Numba batch kernel.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        Weights, in the dtype of the training data (float32 or float64).
+    intercept_ : ndarray of shape (1,)
+        Intercept.
+    n_iter_ : int
+        Number of epochs run.
+    t_ : float
+        Number of weight updates plus one (as in scikit-learn).
+    loss_curve_ : list of float
+        Training objective per epoch: the mean loss seen during the epoch
+        plus the penalty at its end.
+    validation_scores_ : list of float
+        Validation R² per epoch (early stopping only).
+    best_score_ : float
+        Best validation R² (early stopping only).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of str
+        Column names, when X was a DataFrame with string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.SGDRegressor : the scikit-learn estimator this
+        replaces.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from fastgd import GDRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), GDRegressor(random_state=0))
+    >>> round(model.fit(X, y).score(X, y), 2)
+    0.51
+    """
+
+    _parameter_constraints = {
+        "loss": [StrOptions(set(codes.LOSS_CODES))],
+        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, None, None, closed="neither"), None],
+        "shuffle": ["boolean"],
+        "verbose": ["verbose"],
+        "epsilon": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "learning_rate": [StrOptions(set(codes.SCHEDULE_CODES))],
+        "eta0": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, None, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "average": [Interval(Integral, 0, None, closed="left"), "boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"full"})],
+        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "optimizer_eps": [Interval(Real, 0, None, closed="neither")],
+        "backend": [StrOptions({"auto", "cython", "numba"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        *,
+        penalty="l2",
+        alpha=0.0001,
+        l1_ratio=0.15,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-3,
+        shuffle=True,
+        verbose=0,
+        epsilon=0.1,
+        random_state=None,
+        learning_rate="invscaling",
+        eta0=0.01,
+        power_t=0.25,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        average=False,
+        batch_size=1,
+        optimizer="sgd",
+        momentum=0.9,
+        beta_1=0.9,
+        beta_2=0.999,
+        optimizer_eps=1e-8,
+        backend="auto",
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.optimizer_eps = optimizer_eps
+        self.backend = backend
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_config(self):
+        if self.learning_rate == "optimal" and self.alpha == 0:
+            raise ValueError(
+                "learning_rate='optimal' needs alpha > 0 (its step size is "
+                "1 / (alpha * t)); use another schedule or a positive alpha."
+            )
+        l1_ratio = {"l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio, None: 0.0}[self.penalty]
+        alpha = 0.0 if self.penalty is None else self.alpha
+        backend = self.backend
+        if backend == "auto":
+            backend = "cython" if _cython_available() else "numba"
+        elif backend == "cython" and not _cython_available():
+            raise ValueError(
+                "backend='cython' but fastgd's Cython extension is not built; "
+                "reinstall fastgd with `pip install .` or use backend='numba'."
+            )
+        return LinearConfig(
+            loss=codes.LOSS_CODES[self.loss],
+            epsilon=float(self.epsilon),
+            alpha=float(self.alpha),
+            l1_ratio=float(l1_ratio),
+            penalty_l2=float(alpha * (1.0 - l1_ratio)),
+            penalty_l1=float(alpha * l1_ratio),
+            fit_intercept=bool(self.fit_intercept),
+            batch_size=None if self.batch_size == "full" else int(self.batch_size),
+            optimizer=codes.OPTIMIZER_CODES[self.optimizer],
+            momentum=float(self.momentum),
+            beta_1=float(self.beta_1),
+            beta_2=float(self.beta_2),
+            optimizer_eps=float(self.optimizer_eps),
+            schedule=codes.SCHEDULE_CODES[self.learning_rate],
+            eta0=float(self.eta0),
+            power_t=float(self.power_t),
+            average_start=float(self.average),
+            backend=backend,
+        )
+
+    def _validate_training_data(self, X, y, sample_weight, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            order="C",
+            y_numeric=True,
+            reset=reset,
+        )
+        if not reset and X.dtype != self.coef_.dtype:
+            X = X.astype(self.coef_.dtype)
+        y = np.ascontiguousarray(y, dtype=X.dtype)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        return X, y, np.ascontiguousarray(sample_weight)
+
+    def _validate_eval_set(self, eval_set, dtype):
+        try:
+            X_val, y_val = eval_set
+        except (TypeError, ValueError):
+            raise ValueError(
+                "eval_set must be a pair (X_val, y_val) of held-out samples and targets."
+            ) from None
+        X_val, y_val = validate_data(
+            self, X_val, y_val, accept_sparse="csr", dtype=dtype, y_numeric=True, reset=False
+        )
+        return X_val, y_val.astype(dtype, copy=False), np.ones(X_val.shape[0], dtype=dtype)
+
+    def _validation_split(self, X, y, sample_weight, rng):
+        """Hold out ``validation_fraction`` of the rows: (train_rows, validation)."""
+        n_samples = X.shape[0]
+        splitter = ShuffleSplit(
+            test_size=self.validation_fraction, random_state=rng.randint(np.iinfo(np.int32).max)
+        )
+        train_rows, val_rows = next(splitter.split(np.zeros((n_samples, 1))))
+        if val_rows.shape[0] < 2 or train_rows.shape[0] < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {n_samples} samples "
+                "leaves too few samples for training or validation; use more data, "
+                "another validation_fraction, or pass eval_set."
+            )
+        validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
+        return train_rows, validation
+
+    def _initial_state(self, n_features, dtype, coef_init, intercept_init):
+        if coef_init is None and self.warm_start and hasattr(self, "_state"):
+            coef_init, intercept_init = self._state.coef, self._state.intercept
+        if coef_init is not None:
+            coef_init = np.asarray(coef_init, dtype=dtype).reshape(-1)
+            if coef_init.shape != (n_features,):
+                raise ValueError(
+                    f"coef_init has {coef_init.shape[0]} entries; expected one per "
+                    f"feature ({n_features})."
+                )
+        if intercept_init is not None:
+            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(-1)
+            if intercept_init.shape != (1,):
+                raise ValueError("intercept_init must be a single number.")
+            intercept_init = float(intercept_init[0])
+        return LinearState(n_features, dtype, coef_init, intercept_init or 0.0)
+
+    def _publish(self, state, config):
+        """Set the public fitted attributes from the solver state."""
+        coef, intercept = state.model(config)
+        self.coef_ = coef.copy()
+        self.intercept_ = np.array([intercept], dtype=coef.dtype)
+        self.t_ = float(state.t)
+
+    # -------------------------------------------------------------- training
+
+    def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None, eval_set=None):
+        """Fit the linear model by gradient descent.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. float32 data is trained and predicted in float32;
+            other dtypes become float64. Sparse matrices are used as CSR.
+        y : array-like of shape (n_samples,)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples (non-negative).
+        coef_init : array-like of shape (n_features,), default=None
+            Initial weights.
+        intercept_init : float or array-like of shape (1,), default=None
+            Initial intercept.
+        eval_set : tuple (X_val, y_val), default=None
+            Held-out data for early stopping (requires
+            ``early_stopping=True``); replaces the random validation split.
+
+        Returns
+        -------
+        self : GDRegressor
+            The fitted estimator.
+        """
+        self._validate_params()
+        config = self._make_config()
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
+        if eval_set is not None and not self.early_stopping:
+            raise ValueError("eval_set is only used with early_stopping=True; set it or drop eval_set.")
+        rng = check_random_state(self.random_state)
+        state = self._initial_state(X.shape[1], X.dtype, coef_init, intercept_init)
+
+        rows, validation = None, None
+        if self.early_stopping:
+            if eval_set is not None:
+                validation = self._validate_eval_set(eval_set, X.dtype)
+            else:
+                rows, validation = self._validation_split(X, y, sample_weight, rng)
+
+        history, n_epochs = train_linear(
+            LinearData(X, y, sample_weight),
+            state,
+            config,
+            max_iter=self.max_iter,
+            rng=rng,
+            rows=rows,
+            shuffle=self.shuffle,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            validation=validation,
+            verbose=self.verbose,
+        )
+        self._state = state
+        self.n_iter_ = n_epochs
+        self.loss_curve_ = history.loss_curve
+        if self.early_stopping:
+            self.validation_scores_ = history.validation_scores
+            self.best_score_ = history.best_score
+        self._publish(state, config)
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Run one epoch over (X, y), continuing from the current state.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            A chunk of training data.
+        y : array-like of shape (n_samples,)
+            Its targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : GDRegressor
+            The updated estimator.
+        """
+        first_call = not hasattr(self, "_state")
+        if first_call:
+            self._validate_params()
+        config = self._make_config()
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=first_call)
+        if first_call:
+            self._state = LinearState(X.shape[1], X.dtype)
+            self._partial_rng = check_random_state(self.random_state)
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+        history, n_epochs = train_linear(
+            LinearData(X, y, sample_weight),
+            self._state,
+            config,
+            max_iter=1,
+            rng=self._partial_rng,
+            shuffle=self.shuffle,
+            tol=None,
+            verbose=self.verbose,
+        )
+        self.n_iter_ += n_epochs
+        self.loss_curve_ = self.loss_curve_ + history.loss_curve
+        self._publish(self._state, config)
+        return self
+
+    # ------------------------------------------------------------ prediction
+
+    def predict(self, X):
+        """Predict targets: ``X @ coef_ + intercept_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predictions, in the dtype of ``coef_`` when X is float32.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False
+        )
+        if X.dtype != self.coef_.dtype:
+            X = X.astype(np.result_type(X.dtype, self.coef_.dtype), copy=False)
+        pred = safe_sparse_dot(X, self.coef_) + self.intercept_[0]
+        return np.asarray(pred).reshape(-1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+__all__ = ["GDRegressor"]
