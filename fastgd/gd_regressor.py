@@ -405,6 +405,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             verbose=self.verbose,
         )
         self._state = state
+        self._partial_rng = rng  # partial_fit continues the same stream
         self.n_iter_ = n_epochs
         self.loss_curve_ = history.loss_curve
         if self.early_stopping:

@@ -131,19 +131,20 @@ def sgd_epochs(X, y, sw, orders, *, loss=0, epsilon=0.1, l2=0.0, l1=0.0, schedul
 
 
 def batch_gradient(X, y, sw, rows, w, b, loss, epsilon, l2, fit_intercept=True):
-    """Mean gradient over ``rows`` of the penalised objective; (grad_w, grad_b, loss_sum)."""
+    """Weighted-mean gradient over ``rows`` of the penalised objective; (grad_w, grad_b, loss_sum)."""
     X = np.asarray(X, dtype=np.float64)[rows]
     p = X @ w + b
     dl = sw[rows] * loss_derivative(loss, p, y[rows], epsilon)
-    grad_w = X.T @ dl / len(rows) + l2 * w
-    grad_b = dl.mean() if fit_intercept else 0.0
+    weight_sum = sw[rows].sum()
+    grad_w = X.T @ dl / weight_sum + l2 * w
+    grad_b = dl.sum() / weight_sum if fit_intercept else 0.0
     return grad_w, grad_b, float(np.sum(sw[rows] * loss_value(loss, p, y[rows], epsilon)))
 
 
 def objective(X, y, sw, w, b, loss, epsilon, l2, l1):
-    """(1/n) Σ sᵢ ℓᵢ + l1‖w‖₁ + l2/2 ‖w‖²."""
+    """Σ sᵢ ℓᵢ / Σ sᵢ + l1‖w‖₁ + l2/2 ‖w‖²."""
     p = np.asarray(X, dtype=np.float64) @ w + b
-    return float(np.mean(sw * loss_value(loss, p, y, epsilon)) + l1 * np.abs(w).sum()
+    return float(np.average(loss_value(loss, p, y, epsilon), weights=sw) + l1 * np.abs(w).sum()
                  + 0.5 * l2 * w @ w)
 
 

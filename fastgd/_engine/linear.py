@@ -201,9 +201,9 @@ def penalty(coef, config):
 def run_one_epoch(data, state, config, order, workspace):
     """Train one pass over ``data.rows[order]``; return the epoch's objective.
 
-    The objective is the mean weighted loss seen during the epoch (each row
-    or batch scored before its own update, as scikit-learn does) plus the
-    penalty at the end of the epoch.
+    The objective is the weighted mean loss seen during the epoch,
+    Σ sᵢ ℓᵢ / Σ sᵢ (each row or batch scored before its own update, as
+    scikit-learn does), plus the penalty at the end of the epoch.
     """
     eta = state.eta if state.eta is not None else config.eta0
     schedule_args = (config.schedule, eta, config.power_t, config.optimal_t0, config.alpha)
@@ -267,7 +267,9 @@ def run_one_epoch(data, state, config, order, workspace):
             config.average_start,
         )
     coef, _ = state.model(config)
-    objective = loss_sum / max(1, order.shape[0]) + penalty(coef, config)
+    weight_sum = float(data.sample_weight[order].sum(dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        objective = (loss_sum / weight_sum if weight_sum > 0 else 0.0) + penalty(coef, config)
     if not (math.isfinite(objective) and np.isfinite(state.params).all()):
         raise DivergenceError(
             "The fit diverged: the loss or the coefficients became NaN or "

@@ -82,12 +82,39 @@ class TrainingHistory:
         return self.epochs_without_improvement >= self.n_iter_no_change
 
 
-def check_finite_loss(loss, epoch, hint):
-    """Raise :class:`DivergenceError` if ``loss`` is NaN or infinite."""
+# Gradient descent with too large a step grows the loss geometrically. A fit
+# is declared diverged when an epoch's loss exceeds DIVERGENCE_GROWTH times the
+# first epoch's, or when training ends above FINAL_GROWTH times it (a loss that
+# grew and then stalled). Noise near a perfect fit never comes close: the
+# first epoch's loss is the largest a working fit sees.
+DIVERGENCE_GROWTH = 1e3
+FINAL_GROWTH = 10.0
+
+
+def check_divergence(loss, reference_loss, epoch, hint, growth=DIVERGENCE_GROWTH):
+    """Raise :class:`DivergenceError` if ``loss`` is not finite or has blown up.
+
+    Parameters
+    ----------
+    loss : float
+        Training loss of the epoch.
+    reference_loss : float
+        Training loss of the first epoch (``inf`` before there is one).
+    epoch : int
+        1-based epoch number, for the message.
+    hint : str
+        Advice appended to the message.
+    growth : float
+        Largest tolerated ratio ``loss / reference_loss``.
+    """
     if not math.isfinite(loss):
         raise DivergenceError(
-            f"The fit diverged at epoch {epoch}: the training loss became "
-            f"{loss}. {hint}"
+            f"The fit diverged at epoch {epoch}: the training loss became {loss}. {hint}"
+        )
+    if math.isfinite(reference_loss) and loss > growth * reference_loss:
+        raise DivergenceError(
+            f"The fit diverged at epoch {epoch}: the training loss grew from "
+            f"{reference_loss:.4g} to {loss:.4g}. {hint}"
         )
 
 
@@ -139,7 +166,8 @@ def run_epochs(
         started = time.perf_counter()
         loss = train_epoch(epoch)
         n_epochs = epoch + 1
-        check_finite_loss(loss, n_epochs, divergence_hint)
+        first_loss = history.loss_curve[0] if history.loss_curve else math.inf
+        check_divergence(loss, first_loss, n_epochs, divergence_hint)
         score = validation_score() if history.early_stopping else None
         improved = history.record(loss, score)
         if verbose:
@@ -153,13 +181,21 @@ def run_epochs(
             if on_plateau is not None and on_plateau():
                 history.epochs_without_improvement = 0
                 continue
-            if verbose:
-                print(f"Convergence after {n_epochs} epochs", flush=True)
-            return n_epochs
+            break
+    else:
+        _warn_if_not_converged(history, max_iter, estimator_name)
+    if history.loss_curve:
+        curve = history.loss_curve
+        check_divergence(curve[-1], curve[0], n_epochs, divergence_hint, FINAL_GROWTH)
+    if verbose and n_epochs < max_iter:
+        print(f"Convergence after {n_epochs} epochs", flush=True)
+    return n_epochs
+
+
+def _warn_if_not_converged(history, max_iter, estimator_name):
     if history.tol > -math.inf and max_iter > 0:
         warnings.warn(
             f"Maximum number of epochs ({max_iter}) reached and {estimator_name} "
             "has not converged; consider increasing max_iter.",
             ConvergenceWarning,
         )
-    return n_epochs

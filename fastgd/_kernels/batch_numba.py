@@ -4,7 +4,7 @@ One call of :func:`batch_epoch` runs one epoch: the rows, in the order given
 by ``order``, are cut into consecutive batches of ``batch_size`` rows; for
 each batch the kernel computes the mean gradient
 
-    g = (1/B) Σᵢ sᵢ ∂ℓ(pᵢ, yᵢ)/∂p · [xᵢ, 1] + l2 · [w, 0]
+    g = (Σᵢ sᵢ ∂ℓ(pᵢ, yᵢ)/∂p · [xᵢ, 1]) / Σᵢ sᵢ + l2 · [w, 0]
 
 and hands it to the shared optimizer rule (:mod:`fastgd._kernels.optimizers`).
 The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
@@ -19,8 +19,6 @@ soft-threshold (ISTA), so the iterates reach the exact elastic-net optimum
 with exact zeros; otherwise (mini-batch) the cumulative penalty of
 Tsuruoka et al. (2009) clips every weight after each step.
 """
-
-import numpy as np
 
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, PARALLEL_KERNEL_OPTIONS, numba
 from fastgd._kernels.optimizers import optimizer_step
@@ -81,7 +79,7 @@ def batch_gradient(
     X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows, params,
     loss, epsilon, l2, fit_intercept, partials, chunk_losses, grad,
 ):
-    """Mean gradient of the penalised objective over ``rows``, into ``grad``.
+    """Weighted-mean gradient of the penalised objective over ``rows``, into ``grad``.
 
     Parameters
     ----------
@@ -114,13 +112,18 @@ def batch_gradient(
                 X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight,
                 rows[start:stop], params, loss, epsilon, partials[c],
             )
+    # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
+    # 2 counts as that sample twice, exactly, in full-batch GD).
+    weight_sum = 0.0
+    for i in rows:
+        weight_sum += sample_weight[i]
+    inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
     # Fixed-order reduction over chunks (thread count does not matter).
-    inv_rows = 1.0 / n_rows
     for j in range(n_params):
         acc = 0.0
         for c in range(n_chunks):
             acc += partials[c, j]
-        grad[j] = acc * inv_rows
+        grad[j] = acc * inv_weight
     for j in range(n_params - 1):
         grad[j] += l2 * params[j]
     if not fit_intercept:
