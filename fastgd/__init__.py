@@ -11,6 +11,8 @@ __version__ = "0.1.0.dev0"
 
 _LAZY_ATTRIBUTES = {
     "GDRegressor": "fastgd.gd_regressor",
+    "FusionClassifier": "fastgd.fusion",
+    "stack_modalities": "fastgd._branches",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES) + ["__version__"]

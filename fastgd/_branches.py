@@ -1,0 +1,221 @@
+"""Branch specifications: which columns of X feed which layers.
+
+A branch is ``(name, layers, columns)``, in the manner of scikit-learn's
+``ColumnTransformer``. ``columns`` selects the branch's input columns:
+
+* a ``slice`` (``slice(0, 64)``),
+* a list / array of ints (negative ints count from the end),
+* a boolean mask of length ``n_features``,
+* a list of column names (X must then be a pandas DataFrame),
+* a single int or a single name (one column).
+
+The helpers here validate branch lists and resolve ``columns`` to a slice
+(when the columns are a contiguous range in order, so that the network can
+read a view of X) or an int array. :func:`stack_modalities` builds X and the
+column of each modality from one array per modality.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["stack_modalities", "validate_branches", "resolve_columns"]
+
+
+def validate_branches(branches, reserved=()):
+    """Check the structure of a branch list; return it as a list of tuples.
+
+    Parameters
+    ----------
+    branches : list of (str, list of Layer, columns)
+    reserved : collection of str
+        Names a branch may not take (the estimator's parameter names).
+
+    Raises
+    ------
+    ValueError
+        On a malformed entry, an empty list, a duplicate or reserved name,
+        or a name containing ``"__"``.
+    """
+    from fastgd.layers import Layer
+
+    if not isinstance(branches, (list, tuple)) or len(branches) == 0:
+        raise ValueError(
+            "branches must be a non-empty list of (name, layers, columns) tuples, "
+            f"got {branches!r}."
+        )
+    out = []
+    seen = set()
+    for i, entry in enumerate(branches):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise ValueError(
+                f"Branch {i} must be a (name, layers, columns) tuple, got {entry!r}."
+            )
+        name, layers, columns = entry
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Branch {i}: the name must be a non-empty string, got {name!r}.")
+        if "__" in name:
+            raise ValueError(f"Branch {name!r}: a branch name must not contain '__'.")
+        if name in reserved:
+            raise ValueError(
+                f"Branch {name!r}: the name clashes with a parameter of the estimator; "
+                "choose another name."
+            )
+        if name in seen:
+            raise ValueError(f"Branch {name!r}: branch names must be unique.")
+        seen.add(name)
+        if isinstance(layers, Layer):
+            layers = [layers]
+        if not isinstance(layers, (list, tuple)):
+            raise ValueError(
+                f"Branch {name!r}: layers must be a list of fastgd.layers objects, "
+                f"got {layers!r}."
+            )
+        for j, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(
+                    f"Branch {name!r}, layer {j}: expected a layer from fastgd.layers, "
+                    f"got {layer!r}."
+                )
+        out.append((name, list(layers), columns))
+    return out
+
+
+def resolve_columns(name, columns, n_features, feature_names=None):
+    """Resolve a branch's column spec against X.
+
+    Parameters
+    ----------
+    name : str
+        Branch name (for error messages).
+    columns : slice, int, str, array-like of int / bool / str
+    n_features : int
+    feature_names : ndarray of str or None
+        ``feature_names_in_`` when X was a DataFrame with string columns.
+
+    Returns
+    -------
+    cols : slice or ndarray of int
+        A slice when the columns are a contiguous increasing range, else
+        the indices.
+
+    Raises
+    ------
+    ValueError
+        Naming the branch, if columns are out of range, empty, names without
+        a DataFrame, unknown names, or of a wrong type.
+    """
+    where = f"Branch {name!r}"
+    if isinstance(columns, slice):
+        idx = np.arange(n_features)[columns]
+    elif isinstance(columns, (str, numbers.Integral)) and not isinstance(columns, bool):
+        return resolve_columns(name, [columns], n_features, feature_names)
+    else:
+        try:
+            arr = np.asarray(columns)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise ValueError(f"{where}: cannot read the column spec {columns!r}.") from exc
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{where}: columns must be a slice, a 1-D list of ints, a boolean mask "
+                f"or a list of column names, got {columns!r}."
+            )
+        if arr.dtype == bool:
+            if arr.shape[0] != n_features:
+                raise ValueError(
+                    f"{where}: the boolean column mask has {arr.shape[0]} entries but X "
+                    f"has {n_features} features."
+                )
+            idx = np.flatnonzero(arr)
+        elif arr.dtype.kind in "UO" and arr.size and all(isinstance(c, str) for c in arr):
+            if feature_names is None:
+                raise ValueError(
+                    f"{where}: columns given by name ({list(arr[:3])}...) need X to be a "
+                    "pandas DataFrame with string column names."
+                )
+            lookup = {str(f): i for i, f in enumerate(feature_names)}
+            missing = [c for c in arr if c not in lookup]
+            if missing:
+                raise ValueError(f"{where}: unknown column names {missing[:5]!r}.")
+            idx = np.array([lookup[c] for c in arr], dtype=np.intp)
+        elif arr.dtype.kind in "iu" or arr.size == 0:
+            idx = arr.astype(np.intp)
+            bad = idx[(idx >= n_features) | (idx < -n_features)]
+            if bad.size:
+                raise ValueError(
+                    f"{where}: column index {int(bad[0])} is out of range for X with "
+                    f"{n_features} features."
+                )
+            idx = np.where(idx < 0, idx + n_features, idx)
+        else:
+            raise ValueError(
+                f"{where}: columns must be a slice, a list of ints, a boolean mask or "
+                f"a list of column names, got {columns!r}."
+            )
+    if idx.size == 0:
+        raise ValueError(f"{where}: the column spec {columns!r} selects no column of X.")
+    if idx.size > 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    if idx.size == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1)
+    return idx
+
+
+def stack_modalities(modalities):
+    """Put one array per modality side by side in a single 2-D X.
+
+    Parameters
+    ----------
+    modalities : dict of str → array-like
+        Every array has the samples on its first axis: vectors
+        ``(n, d)``, images ``(n, H, W, C)`` or ``(n, C, H, W)`` (or any other
+        shape); each is flattened per sample in C order, so an image keeps
+        its own layout (use ``Reshape((H, W, C), channels_last=True)`` for
+        ``(n, H, W, C)`` images and ``Reshape((C, H, W))`` for
+        ``(n, C, H, W)``).
+
+    Returns
+    -------
+    X : ndarray of shape (n, total number of values per sample)
+        The flattened modalities, in the dict's order, with their common
+        floating dtype (float64 unless every array is float32).
+    columns : dict of str → slice
+        The columns of each modality, ready to be a branch's ``columns``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgd import stack_modalities
+    >>> X, cols = stack_modalities({"image": np.zeros((5, 8, 8, 1)), "text": np.ones((5, 3))})
+    >>> X.shape, cols["text"]
+    ((5, 67), slice(64, 67, None))
+    """
+    if not isinstance(modalities, dict) or not modalities:
+        raise ValueError("modalities must be a non-empty dict of name → array.")
+    arrays = {}
+    n = None
+    for name, value in modalities.items():
+        arr = np.asarray(value)
+        if arr.ndim < 1:
+            raise ValueError(f"Modality {name!r}: expected an array with samples on axis 0.")
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise ValueError(
+                f"Modality {name!r} has {arr.shape[0]} samples but the first modality "
+                f"has {n}."
+            )
+        arrays[name] = arr.reshape(n, -1)
+    dtypes = [a.dtype for a in arrays.values()]
+    dtype = np.float32 if all(d == np.float32 for d in dtypes) else np.float64
+    width = sum(a.shape[1] for a in arrays.values())
+    X = np.empty((n, width), dtype=dtype)
+    columns = {}
+    offset = 0
+    for name, a in arrays.items():
+        X[:, offset : offset + a.shape[1]] = a
+        columns[name] = slice(offset, offset + a.shape[1])
+        offset += a.shape[1]
+    return X, columns

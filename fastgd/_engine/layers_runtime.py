@@ -1,0 +1,522 @@
+"""Runtime layers: the objects that own weights and call the kernels.
+
+A public layer specification (:mod:`fastgd.layers`) only stores numbers. When
+a network is built, each specification becomes a runtime layer here, which
+
+* checks its specification against the shape it receives (errors name the
+  branch and the layer's position, through ``where``),
+* declares its parameters (:meth:`RuntimeLayer.param_specs`); the network
+  packs every parameter of the model into one flat buffer and hands each
+  layer *views* into it (:meth:`RuntimeLayer.bind`), so one optimizer kernel
+  updates the whole model,
+* creates, once per fit or predict call, a :class:`LayerState` holding the
+  buffers it writes (outputs, input gradients, masks, workspaces) for a
+  given batch capacity,
+* ``forward(X, state, n, training)`` computes the output of ``n`` samples
+  into the state's buffers and keeps what the backward pass needs,
+* ``backward(dA, state, n)`` fills the gradient views and returns ``dX``
+  (or None when the layer is told its input needs no gradient).
+
+Shapes are per sample (``input_shape``, ``output_shape``); images are
+``(C, H, W)``. No method allocates per batch: buffers are sliced to ``n``.
+"""
+
+import math
+
+import numpy as np
+
+from fastgd import layers as L
+from fastgd._kernels import codes
+
+__all__ = ["build_layer", "LayerState", "RuntimeLayer"]
+
+
+def _kernels():
+    """Import the Numba kernel modules (lazily: importing Numba is slow)."""
+    global _K
+    if _K is None:
+        from fastgd._kernels import conv2d, dense, dropout, pooling
+
+        _K = (dense, conv2d, pooling, dropout)
+    return _K
+
+
+_K = None
+
+
+class LayerState:
+    """Buffers of one layer for one batch capacity (a plain attribute bag)."""
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _positive_int(value, name, where):
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _pair(value, name, where):
+    if _is_int(value):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(
+            f"{where}: {name} must be a positive integer or a pair of them, got {value!r}."
+        )
+    return tuple(_positive_int(v, name, where) for v in value)
+
+
+def _activation_code(activation, where):
+    if activation is None:
+        return codes.IDENTITY
+    if isinstance(activation, str) and activation in codes.ACTIVATION_CODES:
+        return codes.ACTIVATION_CODES[activation]
+    raise ValueError(
+        f"{where}: unknown activation {activation!r}; expected one of "
+        f"{sorted(codes.ACTIVATION_CODES)} or None."
+    )
+
+
+def _shape_str(shape):
+    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+
+class ParamSpec:
+    """One parameter tensor a layer asks for.
+
+    Attributes
+    ----------
+    layer : RuntimeLayer
+        Owner.
+    key : str
+        Name inside the layer (``"W"``, ``"b"``).
+    shape : tuple of int
+        Shape of the view.
+    penalized : bool
+        Whether the L2 penalty applies (weights yes, biases no).
+    init : tuple
+        ``("uniform", limit)`` or ``("constant", value)``.
+    """
+
+    def __init__(self, layer, key, shape, penalized, init):
+        self.layer = layer
+        self.key = key
+        self.shape = tuple(int(s) for s in shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.penalized = penalized
+        self.init = init
+
+
+def _weight_limit(code, fan_in, fan_out):
+    """Uniform-init bound: He (√(6/fan_in)) for ReLU, Glorot otherwise."""
+    if code == codes.RELU:
+        return math.sqrt(6.0 / fan_in)
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+class RuntimeLayer:
+    """Base runtime layer: no parameters, identity forward."""
+
+    trainable = False
+
+    def __init__(self, spec, input_shape, where):
+        self.spec = spec
+        self.input_shape = tuple(input_shape)
+        self.where = where
+        self.output_shape = self.input_shape
+
+    def param_specs(self):
+        return []
+
+    def bind(self, views, grads):
+        """Receive parameter and gradient views, keyed like ``param_specs``."""
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = LayerState()
+        st.need_dx = need_dx
+        return st
+
+    @property
+    def activation_size(self):
+        """Values stored per sample in the forward pass (for chunk sizing)."""
+        return int(np.prod(self.output_shape, dtype=np.int64))
+
+
+class DenseLayer(RuntimeLayer):
+    trainable = True
+
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        self.units = _positive_int(spec.units, "units", where)
+        self.code = _activation_code(spec.activation, where)
+        if len(self.input_shape) != 1:
+            raise ValueError(
+                f"{where}: Dense expects flat input but receives samples of shape "
+                f"{_shape_str(self.input_shape)}; put Flatten() before it."
+            )
+        self.n_in = self.input_shape[0]
+        self.output_shape = (self.units,)
+
+    def param_specs(self):
+        limit = _weight_limit(self.code, self.n_in, self.units)
+        return [
+            ParamSpec(self, "W", (self.n_in, self.units), True, ("uniform", limit)),
+            ParamSpec(self, "b", (self.units,), False, ("constant", 0.0)),
+        ]
+
+    def bind(self, views, grads):
+        self.W, self.b = views["W"], views["b"]
+        self.dW, self.db = grads["W"], grads["b"]
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.out = np.empty((capacity, self.units), dtype=dtype)
+        if training and need_dx:
+            st.dx = np.empty((capacity, self.n_in), dtype=dtype)
+        else:
+            st.dx = None
+        st.X = None
+        return st
+
+    def forward(self, X, st, n, training):
+        out = st.out[:n]
+        _kernels()[0].dense_forward(X, self.W, self.b, out, self.code)
+        st.X = X
+        return out
+
+    def backward(self, dA, st, n):
+        dx = st.dx[:n] if st.dx is not None else None
+        _kernels()[0].dense_backward(
+            st.X, self.W, st.out[:n], dA, self.code, self.dW, self.db, dx, dx is not None
+        )
+        return dx
+
+
+class Conv2DLayer(RuntimeLayer):
+    trainable = True
+
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        if len(self.input_shape) != 3:
+            raise ValueError(
+                f"{where}: Conv2D expects (C, H, W) images but receives samples of "
+                f"shape {_shape_str(self.input_shape)}; start the branch with "
+                "Reshape((C, H, W)) or Reshape((H, W, C), channels_last=True)."
+            )
+        self.filters = _positive_int(spec.filters, "filters", where)
+        self.kh, self.kw = _pair(spec.kernel_size, "kernel_size", where)
+        self.stride = _positive_int(spec.stride, "stride", where)
+        self.code = _activation_code(spec.activation, where)
+        c, h, w = self.input_shape
+        s = self.stride
+        if spec.padding == "valid":
+            if self.kh > h or self.kw > w:
+                raise ValueError(
+                    f"{where}: the {self.kh}x{self.kw} kernel is larger than its "
+                    f"{h}x{w} input (padding='valid')."
+                )
+            oh, ow = (h - self.kh) // s + 1, (w - self.kw) // s + 1
+            self.pad_top = self.pad_left = 0
+        elif spec.padding == "same":
+            oh, ow = -(-h // s), -(-w // s)
+            # Total padding so that the last window ends at the padded border;
+            # the odd pixel goes to the bottom / right (TensorFlow's rule).
+            pad_h = max((oh - 1) * s + self.kh - h, 0)
+            pad_w = max((ow - 1) * s + self.kw - w, 0)
+            self.pad_top, self.pad_left = pad_h // 2, pad_w // 2
+        else:
+            raise ValueError(
+                f"{where}: padding must be 'valid' or 'same', got {spec.padding!r}."
+            )
+        self.channels = c
+        self.output_shape = (self.filters, oh, ow)
+
+    @property
+    def activation_size(self):
+        # Output plus the im2col workspace row.
+        ckk = self.channels * self.kh * self.kw
+        return int(np.prod(self.output_shape)) * (1 + ckk // self.filters + 1)
+
+    def param_specs(self):
+        fan_in = self.channels * self.kh * self.kw
+        fan_out = self.filters * self.kh * self.kw
+        limit = _weight_limit(self.code, fan_in, fan_out)
+        return [
+            ParamSpec(
+                self, "W", (self.filters, self.channels, self.kh, self.kw), True,
+                ("uniform", limit),
+            ),
+            ParamSpec(self, "b", (self.filters,), False, ("constant", 0.0)),
+        ]
+
+    def bind(self, views, grads):
+        self.W, self.b = views["W"], views["b"]
+        self.dW, self.db = grads["W"], grads["b"]
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
+        st.dx = None
+        conv2d = _kernels()[1]
+        shape = conv2d.conv2d_workspace_shape(
+            capacity, self.channels, self.filters, self.kh, self.kw,
+            self.output_shape[1], self.output_shape[2],
+        )
+        if training:
+            if need_dx:
+                st.dx = np.empty((capacity,) + self.input_shape, dtype=dtype)
+        else:
+            # The forward pass only needs the im2col part of each row.
+            ckk = self.channels * self.kh * self.kw
+            shape = (capacity, ckk * self.output_shape[1] * self.output_shape[2])
+        st.workspace = np.empty(shape, dtype=dtype)
+        st.X = None
+        return st
+
+    def forward(self, X, st, n, training):
+        out = st.out[:n]
+        _kernels()[1].conv2d_forward(
+            X, self.W, self.b, self.stride, self.pad_top, self.pad_left, out,
+            self.code, st.workspace,
+        )
+        st.X = X
+        return out
+
+    def backward(self, dA, st, n):
+        dx = st.dx[:n] if st.dx is not None else None
+        _kernels()[1].conv2d_backward(
+            st.X, self.W, st.out[:n], dA, self.code, self.stride, self.pad_top,
+            self.pad_left, self.dW, self.db, dx, st.workspace, dx is not None,
+        )
+        return dx
+
+
+class _PoolLayer(RuntimeLayer):
+    kind = "pool"
+
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        name = type(spec).__name__
+        if len(self.input_shape) != 3:
+            raise ValueError(
+                f"{where}: {name} expects (C, H, W) images but receives samples of "
+                f"shape {_shape_str(self.input_shape)}."
+            )
+        self.ph, self.pw = _pair(spec.pool_size, "pool_size", where)
+        if spec.stride is None:
+            if self.ph != self.pw:
+                raise ValueError(
+                    f"{where}: a non-square pool_size {spec.pool_size!r} needs an "
+                    "explicit stride."
+                )
+            self.stride = self.ph
+        else:
+            self.stride = _positive_int(spec.stride, "stride", where)
+        c, h, w = self.input_shape
+        if self.ph > h or self.pw > w:
+            raise ValueError(
+                f"{where}: the {self.ph}x{self.pw} pooling window is larger than its "
+                f"{h}x{w} input."
+            )
+        s = self.stride
+        self.output_shape = (c, (h - self.ph) // s + 1, (w - self.pw) // s + 1)
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
+        st.dx = (
+            np.empty((capacity,) + self.input_shape, dtype=dtype)
+            if training and need_dx
+            else None
+        )
+        return st
+
+
+class MaxPoolLayer(_PoolLayer):
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.argmax = np.empty((capacity,) + self.output_shape, dtype=np.int64)
+        return st
+
+    def forward(self, X, st, n, training):
+        out = st.out[:n]
+        _kernels()[2].maxpool2d_forward(X, self.ph, self.pw, self.stride, out, st.argmax[:n])
+        return out
+
+    def backward(self, dA, st, n):
+        if st.dx is None:
+            return None
+        dx = st.dx[:n]
+        _kernels()[2].maxpool2d_backward(dA, st.argmax[:n], dx)
+        return dx
+
+
+class AvgPoolLayer(_PoolLayer):
+    def forward(self, X, st, n, training):
+        out = st.out[:n]
+        _kernels()[2].avgpool2d_forward(X, self.ph, self.pw, self.stride, out)
+        return out
+
+    def backward(self, dA, st, n):
+        if st.dx is None:
+            return None
+        dx = st.dx[:n]
+        _kernels()[2].avgpool2d_backward(dA, self.ph, self.pw, self.stride, dx)
+        return dx
+
+
+class FlattenLayer(RuntimeLayer):
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        self.output_shape = (int(np.prod(self.input_shape, dtype=np.int64)),)
+
+    def forward(self, X, st, n, training):
+        # Buffers are C-contiguous, so this is a view.
+        return X.reshape(n, self.output_shape[0])
+
+    def backward(self, dA, st, n):
+        return dA.reshape((n,) + self.input_shape) if st.need_dx else None
+
+
+class ReshapeLayer(RuntimeLayer):
+    """Reshape, with an optional (H, W, C) → (C, H, W) transpose.
+
+    When the network folds the transpose into the column gather of its
+    branch (the layer is the first of the branch), ``folded`` is True and the
+    layer is a free view.
+    """
+
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        shape = spec.shape
+        if _is_int(shape):
+            shape = (shape,)
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise ValueError(f"{where}: shape must be a tuple of positive integers, got {shape!r}.")
+        shape = tuple(_positive_int(s, "every entry of shape", where) for s in shape)
+        size = int(np.prod(self.input_shape, dtype=np.int64))
+        if int(np.prod(shape, dtype=np.int64)) != size:
+            raise ValueError(
+                f"{where}: Reshape{_shape_str(shape)} needs "
+                f"{int(np.prod(shape, dtype=np.int64))} values per sample but receives "
+                f"{size} (samples of shape {_shape_str(self.input_shape)})."
+            )
+        self.channels_last = bool(spec.channels_last)
+        if self.channels_last:
+            if len(shape) != 3:
+                raise ValueError(
+                    f"{where}: channels_last=True needs an (H, W, C) shape, got {shape!r}."
+                )
+            h, w, c = shape
+            self.hwc = (h, w, c)
+            self.output_shape = (c, h, w)
+        else:
+            self.output_shape = (1,) + shape if len(shape) == 2 else shape
+        self.folded = False
+
+    def column_permutation(self):
+        """Flat index, in (H, W, C) storage, of each (C, H, W) output value."""
+        h, w, c = self.hwc
+        return np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).ravel()
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.out = st.dx = None
+        if self.channels_last and not self.folded:
+            st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
+            if training and need_dx:
+                st.dx = np.empty((capacity,) + self.input_shape, dtype=dtype)
+        return st
+
+    def forward(self, X, st, n, training):
+        if st.out is None:
+            return X.reshape((n,) + self.output_shape)
+        out = st.out[:n]
+        np.copyto(out, X.reshape((n,) + self.hwc).transpose(0, 3, 1, 2))
+        return out
+
+    def backward(self, dA, st, n):
+        if not st.need_dx:
+            return None
+        if st.dx is None:
+            return dA.reshape((n,) + self.input_shape)
+        dx = st.dx[:n]
+        np.copyto(dx.reshape((n,) + self.hwc), dA.transpose(0, 2, 3, 1))
+        return dx
+
+
+class DropoutLayer(RuntimeLayer):
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        rate = spec.rate
+        if (
+            isinstance(rate, (bool, np.bool_))
+            or not isinstance(rate, (int, float, np.integer, np.floating))
+            or not 0.0 <= rate < 1.0
+        ):
+            raise ValueError(f"{where}: Dropout rate must be in [0, 1), got {rate!r}.")
+        self.rate = float(rate)
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.active = training and self.rate > 0.0
+        st.rng = None  # set by the network (a numpy Generator)
+        if st.active:
+            shape = (capacity,) + self.input_shape
+            st.mask = np.empty(shape, dtype=dtype)
+            st.out = np.empty(shape, dtype=dtype)
+            st.dx = np.empty(shape, dtype=dtype) if need_dx else None
+        return st
+
+    def forward(self, X, st, n, training):
+        if not (training and st.active):
+            return X
+        mask, out = st.mask[:n], st.out[:n]
+        st.rng.random(out=mask, dtype=mask.dtype.type)
+        _kernels()[3].dropout_forward(X, mask, self.rate, out)
+        return out
+
+    def backward(self, dA, st, n):
+        if not st.need_dx:
+            return None
+        if not st.active:
+            return dA
+        dx = st.dx[:n]
+        _kernels()[3].dropout_backward(dA, st.mask[:n], self.rate, dx)
+        return dx
+
+
+_RUNTIME = {
+    L.Dense: DenseLayer,
+    L.Conv2D: Conv2DLayer,
+    L.MaxPool2D: MaxPoolLayer,
+    L.AvgPool2D: AvgPoolLayer,
+    L.Flatten: FlattenLayer,
+    L.Reshape: ReshapeLayer,
+    L.Dropout: DropoutLayer,
+}
+
+
+def build_layer(spec, input_shape, where):
+    """Runtime layer for a public layer specification.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is not a fastgd layer or does not fit ``input_shape``;
+        the message starts with ``where``.
+    """
+    cls = _RUNTIME.get(type(spec))
+    if cls is None:
+        for base, candidate in _RUNTIME.items():
+            if isinstance(spec, base):
+                cls = candidate
+                break
+    if cls is None:
+        raise ValueError(
+            f"{where}: expected a layer from fastgd.layers (Dense, Conv2D, MaxPool2D, "
+            f"AvgPool2D, Flatten, Dropout, Reshape), got {spec!r}."
+        )
+    return cls(spec, input_shape, where)

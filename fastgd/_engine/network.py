@@ -1,0 +1,528 @@
+"""A multimodal network: branches → fusion → trunk/head → outputs, plus its loss.
+
+Structure
+---------
+Each *branch* receives its own columns of X and runs its own layers. The
+branch outputs are then fused:
+
+* ``"concat"`` (early fusion): the (flattened) branch outputs are
+  concatenated, then run through the ``head`` layers (a shared trunk) and a
+  final identity :class:`~fastgd.layers.Dense` with ``n_outputs`` units.
+* ``"late"``: every branch ends in its own identity Dense with ``n_outputs``
+  units; the output is ``Σᵢ αᵢ·outᵢ`` with α learned (initialised to 1/B)
+  or fixed.
+* ``"hybrid"``: the sum of both.
+
+The network's output is raw scores (logits for classification, predictions
+for regression); a *loss object* turns them into an objective and its
+gradient, so the same engine serves classification (softmax cross-entropy)
+and multi-task regression (masked multi-output loss).
+
+Parameters
+----------
+All parameters live in one flat buffer ``params`` (gradients in ``grads``);
+layers hold views. Weights subject to the L2 penalty come first
+(``params[:n_penalized]``), then biases and the fusion weights α, so the
+penalty is a single vector operation.
+"""
+
+import numpy as np
+
+from fastgd import layers as L
+from fastgd._engine.layers_runtime import DenseLayer, ReshapeLayer, build_layer
+
+__all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
+
+FUSIONS = ("concat", "late", "hybrid")
+
+# Target number of bytes of activations per prediction chunk.
+_PREDICT_CHUNK_BYTES = 32 * 2**20
+
+
+class _Workspace:
+    """Every buffer one forward/backward pass needs, for ``capacity`` samples."""
+
+
+class Network:
+    """Runtime network built from layer specifications.
+
+    Parameters
+    ----------
+    branches : list of (name, list of Layer, int)
+        Branch name, its layer specifications and its number of input columns.
+    fusion : {"concat", "late", "hybrid"}
+        How branch outputs are combined.
+    head : sequence of Layer
+        Layers after the concatenation (``"concat"`` and ``"hybrid"``).
+    n_outputs : int
+        Width of the output (number of classes, or of tasks).
+    fusion_weights : array-like of shape (n_branches,) or None
+        Fixed α of the late part; None learns them.
+    dtype : numpy dtype
+        Compute dtype (float32 or float64).
+
+    Attributes
+    ----------
+    input_permutations : list of (ndarray or None)
+        For each branch, a reordering of its columns the caller must apply
+        when gathering inputs (it folds a leading channels-last Reshape into
+        the gather), or None.
+    params, grads : ndarray of shape (n_params,)
+        Flat parameter and gradient buffers.
+    n_penalized : int
+        Number of leading entries of ``params`` the L2 penalty applies to.
+    """
+
+    def __init__(self, branches, fusion, head, n_outputs, fusion_weights, dtype):
+        from sklearn.base import clone
+
+        self.config = (
+            [(name, [clone(layer) for layer in layers], int(n_cols)) for name, layers, n_cols in branches],
+            fusion,
+            [clone(layer) for layer in head],
+            int(n_outputs),
+            None if fusion_weights is None else np.asarray(fusion_weights, dtype=np.float64).copy(),
+            np.dtype(dtype),
+        )
+        self._build()
+        self.params = np.zeros(self.n_params, dtype=self.dtype)
+        self.grads = np.zeros(self.n_params, dtype=self.dtype)
+        self._bind()
+
+    # ------------------------------------------------------------------ build
+    def _build(self):
+        branches, fusion, head, n_outputs, fusion_weights, dtype = self.config
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+        self.fusion = fusion
+        self.dtype = dtype
+        self.n_outputs = n_outputs
+        self.use_concat = fusion in ("concat", "hybrid")
+        self.use_late = fusion in ("late", "hybrid")
+        self.branch_names = [name for name, _, _ in branches]
+        self.n_columns = [n for _, _, n in branches]
+        self.branch_layers = []
+        self.input_permutations = []
+        for name, specs, n_cols in branches:
+            shape = (n_cols,)
+            runtime = []
+            for i, spec in enumerate(specs):
+                layer = build_layer(spec, shape, f"Branch {name!r}, layer {i} ({type(spec).__name__})")
+                runtime.append(layer)
+                shape = layer.output_shape
+            perm = None
+            if runtime and isinstance(runtime[0], ReshapeLayer) and runtime[0].channels_last:
+                runtime[0].folded = True
+                perm = runtime[0].column_permutation()
+            self.input_permutations.append(perm)
+            self.branch_layers.append(runtime)
+        self.branch_shapes = [
+            layers[-1].output_shape if layers else (n,)
+            for layers, n in zip(self.branch_layers, self.n_columns)
+        ]
+        self.branch_widths = [int(np.prod(s, dtype=np.int64)) for s in self.branch_shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.branch_widths)]).astype(int)
+
+        self.head_layers = []
+        if self.use_concat:
+            shape = (int(self.offsets[-1]),)
+            for i, spec in enumerate(head):
+                if isinstance(spec, (L.Conv2D, L.MaxPool2D, L.AvgPool2D, L.Reshape)):
+                    raise ValueError(
+                        f"Head layer {i} ({type(spec).__name__}): the head works on the "
+                        "flat concatenation of the branches; only Dense and Dropout "
+                        "layers are allowed there."
+                    )
+                layer = build_layer(spec, shape, f"Head layer {i} ({type(spec).__name__})")
+                self.head_layers.append(layer)
+                shape = layer.output_shape
+            self.head_layers.append(
+                DenseLayer(L.Dense(n_outputs), shape, "Output layer")
+            )
+        elif head:
+            raise ValueError(
+                "head layers are only used with fusion='concat' or 'hybrid'; with "
+                "fusion='late' each branch ends in its own output layer. Set head=()."
+            )
+
+        self.late_layers = []
+        self.n_branches = len(branches)
+        if self.use_late:
+            for name, width in zip(self.branch_names, self.branch_widths):
+                self.late_layers.append(
+                    DenseLayer(L.Dense(n_outputs), (width,), f"Branch {name!r} output layer")
+                )
+            if fusion_weights is not None:
+                fw = np.asarray(fusion_weights, dtype=np.float64)
+                if fw.shape != (self.n_branches,) or not np.all(np.isfinite(fw)):
+                    raise ValueError(
+                        f"fusion_weights must be {self.n_branches} finite numbers (one "
+                        f"per branch), got {fusion_weights!r}."
+                    )
+                self.learn_alpha = False
+                self.fixed_alpha = fw
+            else:
+                self.learn_alpha = True
+        elif fusion_weights is not None:
+            raise ValueError("fusion_weights is only used with fusion='late' or 'hybrid'.")
+
+        # Which layers must compute a gradient for their input: everything
+        # downstream of the first trainable layer of some branch.
+        self.branch_trainable = [any(l.trainable for l in layers) for layers in self.branch_layers]
+        self.first_trainable = [
+            next((i for i, l in enumerate(layers) if l.trainable), len(layers))
+            for layers in self.branch_layers
+        ]
+        self.any_branch_trainable = any(self.branch_trainable)
+
+        # Parameter layout: penalized weights first.
+        specs = []
+        for layer in self._all_layers():
+            specs.extend(layer.param_specs())
+        ordered = [s for s in specs if s.penalized] + [s for s in specs if not s.penalized]
+        self.param_specs = ordered
+        self.n_penalized = sum(s.size for s in ordered if s.penalized)
+        n = sum(s.size for s in ordered)
+        self.alpha_offset = n
+        if self.use_late and self.learn_alpha:
+            n += self.n_branches
+        self.n_params = n
+
+    def _all_layers(self):
+        for layers in self.branch_layers:
+            yield from layers
+        yield from self.head_layers
+        yield from self.late_layers
+
+    def _bind(self):
+        offset = 0
+        per_layer = {}
+        for s in self.param_specs:
+            views, grads = per_layer.setdefault(id(s.layer), (s.layer, {}, {}))[1:]
+            views[s.key] = self.params[offset : offset + s.size].reshape(s.shape)
+            grads[s.key] = self.grads[offset : offset + s.size].reshape(s.shape)
+            offset += s.size
+        for layer, views, grads in per_layer.values():
+            layer.bind(views, grads)
+        if self.use_late:
+            if self.learn_alpha:
+                self.alpha = self.params[self.alpha_offset : self.alpha_offset + self.n_branches]
+                self.dalpha = self.grads[self.alpha_offset : self.alpha_offset + self.n_branches]
+            else:
+                self.alpha = self.fixed_alpha.astype(self.dtype)
+                self.dalpha = None
+
+    def initialize(self, random_state):
+        """Draw initial weights (He / Glorot uniform) from a RandomState.
+
+        Parameters are drawn in layer order (branches, head, late outputs),
+        in float64, then cast, so a seed gives the same model in both dtypes
+        up to rounding.
+        """
+        views = {}
+        offset = 0
+        for s in self.param_specs:
+            views[id(s)] = (offset, s)
+            offset += s.size
+        ordered = []
+        for layer in self._all_layers():
+            for s in (p for p in self.param_specs if p.layer is layer):
+                ordered.append(s)
+        for s in ordered:
+            start, _ = views[id(s)]
+            kind, value = s.init
+            target = self.params[start : start + s.size]
+            if kind == "uniform":
+                target[:] = random_state.uniform(-value, value, size=s.size)
+            else:
+                target[:] = value
+        if self.use_late and self.learn_alpha:
+            self.alpha[:] = 1.0 / self.n_branches
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self):
+        return {"config": self.config, "params": self.params}
+
+    def __setstate__(self, state):
+        self.config = state["config"]
+        self._build()
+        self.params = np.array(state["params"], dtype=self.dtype, copy=True)
+        self.grads = np.zeros_like(self.params)
+        self._bind()
+
+    # ------------------------------------------------------------ workspace
+    def activation_size(self):
+        """Number of values the forward pass stores per sample."""
+        total = sum(self.n_columns) + 2 * self.n_outputs
+        for layer in self._all_layers():
+            total += layer.activation_size
+        if self.use_concat:
+            total += int(self.offsets[-1])
+        return total
+
+    def predict_chunk_size(self, n_samples, minimum=64):
+        """Rows per prediction chunk so activations stay around 32 MiB."""
+        per_sample = self.activation_size() * self.dtype.itemsize
+        chunk = max(minimum, _PREDICT_CHUNK_BYTES // max(per_sample, 1))
+        return int(min(chunk, max(n_samples, 1)))
+
+    def make_workspace(self, capacity, training, rng=None):
+        """Allocate every buffer of a pass over at most ``capacity`` samples.
+
+        Parameters
+        ----------
+        capacity : int
+            Maximum batch size.
+        training : bool
+            Allocate what the backward pass needs too (and activate dropout).
+        rng : numpy.random.Generator, optional
+            Source of the dropout masks (training only).
+        """
+        ws = _Workspace()
+        ws.capacity = capacity
+        ws.training = training
+        dt = self.dtype
+        ws.inputs = [np.empty((capacity, n), dtype=dt) for n in self.n_columns]
+        ws.branch_states = []
+        for b, layers in enumerate(self.branch_layers):
+            states = []
+            for i, layer in enumerate(layers):
+                # The first trainable layer's input is data: no gradient needed.
+                need_dx = training and i > self.first_trainable[b]
+                st = layer.make_state(capacity, dt, training, need_dx)
+                if hasattr(st, "rng"):
+                    st.rng = rng
+                states.append(st)
+            ws.branch_states.append(states)
+        ws.head_states = []
+        for i, layer in enumerate(self.head_layers):
+            need_dx = training and (i > 0 or self.any_branch_trainable)
+            st = layer.make_state(capacity, dt, training, need_dx)
+            if hasattr(st, "rng"):
+                st.rng = rng
+            ws.head_states.append(st)
+        ws.late_states = [
+            layer.make_state(capacity, dt, training, training and self.branch_trainable[b])
+            for b, layer in enumerate(self.late_layers)
+        ]
+        single = self.n_branches == 1
+        ws.fused = (
+            np.empty((capacity, int(self.offsets[-1])), dtype=dt)
+            if self.use_concat and not single
+            else None
+        )
+        ws.scores = np.empty((capacity, self.n_outputs), dtype=dt) if self.use_late else None
+        ws.tmp = np.empty((capacity, self.n_outputs), dtype=dt) if self.use_late else None
+        ws.dscores = np.empty((capacity, self.n_outputs), dtype=dt) if training else None
+        if training:
+            ws.dlate = [
+                np.empty((capacity, self.n_outputs), dtype=dt) for _ in self.late_layers
+            ]
+            # A contiguous buffer for each branch's output gradient when it
+            # cannot be a view of another buffer.
+            needs_own = (self.use_concat and not single) or self.fusion == "hybrid"
+            ws.dbranch = [
+                np.empty((capacity, w), dtype=dt) if needs_own and self.branch_trainable[b] else None
+                for b, w in enumerate(self.branch_widths)
+            ]
+        ws.branch_out = [None] * self.n_branches
+        return ws
+
+    # -------------------------------------------------------------- passes
+    def forward(self, inputs, ws, n, training):
+        """Scores of ``n`` samples; ``inputs[b]`` holds branch b's columns.
+
+        Returns a view of a workspace buffer (valid until the next pass).
+        """
+        flat_outs = []
+        for b in range(self.n_branches):
+            X = inputs[b]
+            for layer, st in zip(self.branch_layers[b], ws.branch_states[b]):
+                X = layer.forward(X, st, n, training)
+            ws.branch_out[b] = X
+            flat_outs.append(X.reshape(n, self.branch_widths[b]))
+        out = None
+        if self.use_concat:
+            if ws.fused is None:
+                Z = flat_outs[0]
+            else:
+                Z = ws.fused[:n]
+                for b, F in enumerate(flat_outs):
+                    Z[:, self.offsets[b] : self.offsets[b + 1]] = F
+            for layer, st in zip(self.head_layers, ws.head_states):
+                Z = layer.forward(Z, st, n, training)
+            out = Z
+        if self.use_late:
+            scores = ws.scores[:n]
+            tmp = ws.tmp[:n]
+            alpha = self.alpha
+            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states)):
+                s = layer.forward(flat_outs[b], st, n, training)
+                if b == 0 and out is None:
+                    np.multiply(s, alpha[0], out=scores)
+                else:
+                    np.multiply(s, alpha[b], out=tmp)
+                    np.add(scores if b > 0 else out, tmp, out=scores)
+            out = scores
+        return out
+
+    def backward(self, dscores, ws, n):
+        """Fill ``grads`` from the gradient of the loss w.r.t. the scores."""
+        dbranch = [None] * self.n_branches
+        if self.use_late:
+            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states)):
+                s = st.out[:n]
+                if self.learn_alpha:
+                    # ∂L/∂αᵢ = Σ dscores ⊙ scoresᵢ
+                    self.dalpha[b] = np.vdot(dscores, s)
+                d = ws.dlate[b][:n]
+                np.multiply(dscores, self.alpha[b], out=d)
+                dbranch[b] = layer.backward(d, st, n)
+        if self.use_concat:
+            d = dscores
+            for layer, st in zip(reversed(self.head_layers), reversed(ws.head_states)):
+                d = layer.backward(d, st, n)
+            if self.any_branch_trainable:
+                for b in range(self.n_branches):
+                    if not self.branch_trainable[b]:
+                        continue
+                    if ws.fused is None and dbranch[b] is None:
+                        dbranch[b] = d
+                        continue
+                    buf = ws.dbranch[b][:n]
+                    part = d[:, self.offsets[b] : self.offsets[b + 1]] if ws.fused is not None else d
+                    if dbranch[b] is None:
+                        np.copyto(buf, part)
+                    else:
+                        np.add(dbranch[b], part, out=buf)
+                    dbranch[b] = buf
+        for b in range(self.n_branches):
+            if not self.branch_trainable[b]:
+                continue
+            d = dbranch[b].reshape((n,) + self.branch_shapes[b])
+            layers = self.branch_layers[b]
+            states = ws.branch_states[b]
+            for i in range(len(layers) - 1, self.first_trainable[b] - 1, -1):
+                d = layers[i].backward(d, states[i], n)
+
+    # ------------------------------------------------------------ inference
+    def gather_sources(self, X, columns):
+        """Per-branch 2-D sources of X in the order the network reads them.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Validated input (compute dtype).
+        columns : list of (slice or ndarray of int)
+            Resolved columns of each branch.
+
+        Returns
+        -------
+        sources : list of ndarray
+            Views of X where the columns are a contiguous range in order,
+            copies otherwise.
+        """
+        sources = []
+        for cols, perm in zip(columns, self.input_permutations):
+            if perm is not None:
+                idx = np.arange(X.shape[1])[cols][perm]
+                cols = _as_slice(idx)
+            if isinstance(cols, slice):
+                sources.append(X[:, cols])
+            else:
+                sources.append(np.ascontiguousarray(X[:, cols]))
+        return sources
+
+    def predict(self, sources, n_samples):
+        """Scores of every sample, computed in chunks.
+
+        Parameters
+        ----------
+        sources : list of ndarray
+            From :meth:`gather_sources`.
+        n_samples : int
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_outputs)
+        """
+        result = np.empty((n_samples, self.n_outputs), dtype=self.dtype)
+        if n_samples == 0:
+            return result
+        chunk = self.predict_chunk_size(n_samples)
+        ws = self.make_workspace(chunk, training=False)
+        inputs = [None] * self.n_branches
+        for start in range(0, n_samples, chunk):
+            stop = min(start + chunk, n_samples)
+            m = stop - start
+            for b, src in enumerate(sources):
+                rows = src[start:stop]
+                if rows.flags.c_contiguous:
+                    inputs[b] = rows
+                else:
+                    buf = ws.inputs[b][:m]
+                    np.copyto(buf, rows)
+                    inputs[b] = buf
+            result[start:stop] = self.forward(inputs, ws, m, training=False)
+        return result
+
+    def fusion_weights(self):
+        """Current α of the late part (a copy), or None."""
+        if not self.use_late:
+            return None
+        return np.array(self.alpha, dtype=np.float64)
+
+
+def _as_slice(idx):
+    """A slice equivalent to an increasing contiguous index array, else idx."""
+    idx = np.asarray(idx)
+    if idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+class SoftmaxCrossEntropyLoss:
+    """Weighted mean softmax cross-entropy over class indices.
+
+    Targets are ``(y_index, sample_weight)``: class indices (int64) and
+    per-sample weights.
+    """
+
+    def __init__(self, n_classes):
+        self.n_outputs = int(n_classes)
+
+    def make_buffers(self, capacity, dtype):
+        self.proba = np.empty((capacity, self.n_outputs), dtype=dtype)
+
+    def __call__(self, scores, targets, dscores, n):
+        from fastgd._kernels.nn_losses import softmax_cross_entropy
+
+        y_index, weight = targets
+        return softmax_cross_entropy(scores, y_index, weight, self.proba[:n], dscores)
+
+
+class MaskedRegressionLoss:
+    """Σ λₜ · (mean over task t's labelled samples of Lₜ), NaN targets masked.
+
+    Targets are ``(y, mask)``: float targets with missing entries set to any
+    finite value and a 0/1 mask of the same shape. For MultiTaskRegressor.
+    """
+
+    def __init__(self, n_tasks, task_weights, loss_code, huber_delta=1.0):
+        self.n_outputs = int(n_tasks)
+        self.task_weights = np.asarray(task_weights, dtype=np.float64)
+        self.loss_code = int(loss_code)
+        self.huber_delta = float(huber_delta)
+
+    def make_buffers(self, capacity, dtype):
+        self.task_weights_dt = self.task_weights.astype(dtype)
+        self.task_losses = np.zeros(self.n_outputs, dtype=np.float64)
+
+    def __call__(self, scores, targets, dscores, n):
+        from fastgd._kernels.nn_losses import masked_regression_loss
+
+        y, mask = targets
+        return masked_regression_loss(
+            scores, y, mask, self.task_weights_dt, self.loss_code, self.huber_delta,
+            dscores, self.task_losses,
+        )

@@ -1,0 +1,219 @@
+"""Mini-batch training of a :class:`~fastgd._engine.network.Network`.
+
+:class:`NetworkTrainer` owns everything one fit needs besides the model: the
+optimizer state (two flat buffers shaped like the parameters and the step
+count), the workspace of the forward/backward passes and the target
+buffers, all allocated once. One epoch is a loop over mini-batches in which
+Python only slices preallocated buffers and calls kernels:
+
+1. gather the batch rows of every branch's columns and of the targets
+   (``np.take(..., out=)``, no allocation),
+2. forward pass → scores, loss and its gradient (the loss object),
+3. backward pass → ``grads``; L2: ``grads[:p] += (alpha / m) · params[:p]``,
+4. one :func:`~fastgd._kernels.optimizers.optimizer_step` over the flat
+   buffer.
+
+The objective of a batch of m samples is the loss plus
+``alpha / (2 m) · ‖W‖²`` over the weights (scikit-learn's MLP convention);
+the epoch's objective is the mean over samples of the batch objectives.
+The epoch loop, stopping rule and history are
+:func:`fastgd._engine.training.run_epochs`.
+"""
+
+import math
+
+import numpy as np
+
+from fastgd._engine.training import run_epochs
+from fastgd._kernels import codes
+from fastgd.exceptions import DivergenceError
+
+__all__ = ["NetworkTrainer"]
+
+_DIVERGENCE_HINT = (
+    "Try a smaller learning_rate_init, scaling the input features, or a "
+    "larger alpha."
+)
+
+
+class NetworkTrainer:
+    """Optimizer state and preallocated buffers for training a network.
+
+    Parameters
+    ----------
+    network : Network
+        The model (its ``params`` are updated in place).
+    loss : loss object
+        ``loss(scores, targets, dscores, n) -> float`` writing the gradient
+        of the (mean) loss into ``dscores``; ``loss.make_buffers(capacity,
+        dtype)`` is called once.
+    optimizer : str
+        Key of :data:`fastgd._kernels.codes.OPTIMIZER_CODES`.
+    learning_rate : float
+    batch_size : int
+        Capacity of every buffer.
+    alpha : float
+        L2 penalty.
+    target_dtypes : sequence of numpy dtypes
+        dtype of each target array (buffers are allocated for them).
+    target_shapes : sequence of tuples
+        Per-sample shape of each target array.
+    random_state : numpy.random.RandomState
+        Source of the shuffling permutations and of the dropout masks.
+    momentum, beta_1, beta_2, epsilon : float
+        Optimizer constants.
+    """
+
+    def __init__(
+        self,
+        network,
+        loss,
+        *,
+        optimizer,
+        learning_rate,
+        batch_size,
+        alpha,
+        target_dtypes,
+        target_shapes,
+        random_state,
+        momentum=0.9,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+    ):
+        self.network = network
+        self.loss = loss
+        self.optimizer_code = codes.OPTIMIZER_CODES[optimizer]
+        self.learning_rate = float(learning_rate)
+        self.batch_size = int(batch_size)
+        self.alpha = float(alpha)
+        self.momentum = float(momentum)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.random_state = random_state
+        dt = network.dtype
+        n = network.n_params
+        self.state_1 = np.zeros(n, dtype=dt)
+        self.state_2 = np.zeros(n, dtype=dt)
+        self.step_count = 0
+        # Dropout masks come from a Generator seeded from the RandomState
+        # (Generator.random can fill a float32 buffer in place).
+        self.mask_rng = np.random.default_rng(random_state.randint(0, 2**31 - 1))
+        self.workspace = network.make_workspace(self.batch_size, True, self.mask_rng)
+        loss.make_buffers(self.batch_size, dt)
+        self.target_buffers = [
+            np.empty((self.batch_size,) + tuple(shape), dtype=tdt)
+            for tdt, shape in zip(target_dtypes, target_shapes)
+        ]
+        p = network.n_penalized
+        self.pen_params = network.params[:p]
+        self.pen_grads = network.grads[:p]
+        self.pen_tmp = np.empty(p, dtype=dt) if self.alpha > 0 else None
+
+    def __getstate__(self):
+        # Workspaces are rebuilt on demand; never pickle them.
+        raise TypeError("NetworkTrainer objects are not picklable.")
+
+    def train_epoch(self, sources, targets, shuffle):
+        """One pass over the data; returns the mean objective per sample."""
+        from fastgd._kernels.optimizers import optimizer_step
+
+        net = self.network
+        ws = self.workspace
+        n_samples = sources[0].shape[0] if sources else targets[0].shape[0]
+        if shuffle:
+            order = self.random_state.permutation(n_samples)
+        else:
+            order = np.arange(n_samples)
+        bs = self.batch_size
+        inputs = [None] * len(sources)
+        tbuf = [None] * len(targets)
+        params, grads = net.params, net.grads
+        s1, s2 = self.state_1, self.state_2
+        alpha = self.alpha
+        total = 0.0
+        for start in range(0, n_samples, bs):
+            idx = order[start : start + bs]
+            m = idx.shape[0]
+            for b, src in enumerate(sources):
+                buf = ws.inputs[b] if m == bs else ws.inputs[b][:m]
+                np.take(src, idx, axis=0, out=buf, mode="clip")
+                inputs[b] = buf
+            for t, arr in enumerate(targets):
+                buf = self.target_buffers[t] if m == bs else self.target_buffers[t][:m]
+                np.take(arr, idx, axis=0, out=buf, mode="clip")
+                tbuf[t] = buf
+            scores = net.forward(inputs, ws, m, True)
+            dscores = ws.dscores if m == bs else ws.dscores[:m]
+            loss = float(self.loss(scores, tbuf, dscores, m))
+            net.backward(dscores, ws, m)
+            if alpha > 0.0:
+                # objective += alpha/(2m)·‖W‖²;  gradient += (alpha/m)·W
+                loss += 0.5 * alpha / m * float(np.dot(self.pen_params, self.pen_params))
+                np.multiply(self.pen_params, alpha / m, out=self.pen_tmp)
+                np.add(self.pen_grads, self.pen_tmp, out=self.pen_grads)
+            if not math.isfinite(loss):
+                raise DivergenceError(
+                    f"The fit diverged: the training loss of a mini-batch became "
+                    f"{loss} after {self.step_count} updates. {_DIVERGENCE_HINT}"
+                )
+            self.step_count += 1
+            optimizer_step(
+                params, grads, s1, s2, self.learning_rate, self.step_count,
+                self.optimizer_code, self.momentum, self.beta_1, self.beta_2,
+                self.epsilon,
+            )
+            total += loss * m
+        return total / max(n_samples, 1)
+
+    def fit(
+        self,
+        sources,
+        targets,
+        history,
+        max_iter,
+        *,
+        shuffle=True,
+        validation_score=None,
+        verbose=0,
+        estimator_name="estimator",
+    ):
+        """Train until the stopping rule ends it; keeps the best weights.
+
+        With early stopping (``history.early_stopping``) the parameters of
+        the epoch with the best validation score are restored at the end.
+
+        Returns
+        -------
+        n_epochs : int
+        """
+        net = self.network
+        best = None
+        score_fn = None
+        if history.early_stopping:
+            best = np.empty_like(net.params)
+
+            def score_fn():
+                score = validation_score()
+                if score > history.best_score:
+                    best[:] = net.params
+                return score
+
+        n_epochs = run_epochs(
+            lambda epoch: self.train_epoch(sources, targets, shuffle),
+            history,
+            max_iter,
+            validation_score=score_fn,
+            verbose=verbose,
+            divergence_hint=_DIVERGENCE_HINT,
+            estimator_name=estimator_name,
+        )
+        if best is not None and history.best_epoch >= 0:
+            net.params[:] = best
+        if not np.all(np.isfinite(net.params)):
+            raise DivergenceError(
+                f"The fit diverged: the weights became NaN or infinite after "
+                f"{n_epochs} epochs. {_DIVERGENCE_HINT}"
+            )
+        return n_epochs
