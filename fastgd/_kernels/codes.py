@@ -48,3 +48,16 @@ SCHEDULE_CODES = {
     "invscaling": INVSCALING,
     "adaptive": ADAPTIVE,
 }
+
+# Activations (layer ``activation`` parameter of the neural estimators).
+IDENTITY = 0
+RELU = 1
+TANH = 2
+SIGMOID = 3
+
+ACTIVATION_CODES = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "tanh": TANH,
+    "sigmoid": SIGMOID,
+}
