@@ -198,12 +198,13 @@ def penalty(coef, config):
     return value
 
 
-def run_one_epoch(data, state, config, order, workspace):
+def run_one_epoch(data, state, config, order, workspace, weight_sum):
     """Train one pass over ``data.rows[order]``; return the epoch's objective.
 
     The objective is the weighted mean loss seen during the epoch,
     Σ sᵢ ℓᵢ / Σ sᵢ (each row or batch scored before its own update, as
     scikit-learn does), plus the penalty at the end of the epoch.
+    ``weight_sum`` is Σ sᵢ over the epoch's rows.
     """
     eta = state.eta if state.eta is not None else config.eta0
     schedule_args = (config.schedule, eta, config.power_t, config.optimal_t0, config.alpha)
@@ -267,7 +268,6 @@ def run_one_epoch(data, state, config, order, workspace):
             config.average_start,
         )
     coef, _ = state.model(config)
-    weight_sum = float(data.sample_weight[order].sum(dtype=np.float64))
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         objective = (loss_sum / weight_sum if weight_sum > 0 else 0.0) + penalty(coef, config)
     if not (math.isfinite(objective) and np.isfinite(state.params).all()):
@@ -345,13 +345,14 @@ def train_linear(
         rows = np.arange(data.n_samples, dtype=np.intp)
     rows = np.asarray(rows, dtype=np.intp)
     workspace = _Workspace(config, rows.shape[0], data.n_features, data.dtype)
+    weight_sum = float(data.sample_weight[rows].sum(dtype=np.float64))
     history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation is not None)
     if config.schedule == codes.ADAPTIVE:
         state.eta = config.eta0
 
     def train_epoch(epoch):
         order = _epoch_order(rows, shuffle, rng)
-        return run_one_epoch(data, state, config, order, workspace)
+        return run_one_epoch(data, state, config, order, workspace, weight_sum)
 
     def on_plateau():
         # "adaptive": divide the step by 5 on every plateau until it is tiny.

@@ -9,10 +9,10 @@ each batch the kernel computes the mean gradient
 and hands it to the shared optimizer rule (:mod:`fastgd._kernels.optimizers`).
 The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
 
-Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; chunks
-run in parallel, each writing its own partial gradient, and the partials are
-summed in chunk order. The result therefore does not depend on the number of
-threads.
+Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
+chunk writes its own partial gradient, and the partials are summed in chunk
+order. Large batches run their chunks in parallel; the result does not
+depend on the number of threads, nor on whether the batch ran in parallel.
 
 L1: with ``l1_proximal`` (full batch) every step ends with a proximal
 soft-threshold (ISTA), so the iterates reach the exact elastic-net optimum
@@ -33,10 +33,16 @@ from fastgd._kernels.sgd_numba import (
     clip_towards_zero,
     dense_dot,
     learning_rate,
+    prefetch_row,
     sparse_dot,
 )
+from fastgd._kernels.prefetch import ROWS_AHEAD
 
 CHUNK_ROWS = 64
+# Batches smaller than this many values of X run on one thread: a parallel
+# region costs microseconds when the machine is idle and milliseconds when
+# another process holds a core, more than a small batch's arithmetic.
+PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 def n_chunks_for(batch_size):
@@ -46,16 +52,19 @@ def n_chunks_for(batch_size):
 
 @numba.njit(**KERNEL_OPTIONS)
 def _chunk_gradient(
-    X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows, params,
-    loss, epsilon, partial,
+    X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows, start, stop,
+    params, loss, epsilon, partial,
 ):
-    """Σ over ``rows`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ."""
+    """Σ over ``rows[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ."""
     n_features = params.shape[0] - 1
     w = params[:n_features]
     intercept = params[n_features]
     partial[:] = 0
     loss_sum = 0.0
-    for i in rows:
+    for k in range(start, stop):
+        if k + ROWS_AHEAD < rows.shape[0]:
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, rows[k + ROWS_AHEAD])
+        i = rows[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
         else:
@@ -65,8 +74,8 @@ def _chunk_gradient(
         if dloss == 0.0:
             continue
         if is_sparse:
-            for k in range(X_indptr[i], X_indptr[i + 1]):
-                partial[X_indices[k]] += dloss * X_data[k]
+            for q in range(X_indptr[i], X_indptr[i + 1]):
+                partial[X_indices[q]] += dloss * X_data[q]
         else:
             for j in range(n_features):
                 partial[j] += dloss * X[i, j]
@@ -99,18 +108,19 @@ def batch_gradient(
     n_rows = rows.shape[0]
     n_params = params.shape[0]
     n_chunks = -(-n_rows // CHUNK_ROWS)
-    if n_chunks == 1:
-        chunk_losses[0] = _chunk_gradient(
-            X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
-            params, loss, epsilon, partials[0],
-        )
+    if n_chunks == 1 or n_rows * n_params < PARALLEL_MIN_ELEMENTS:
+        for c in range(n_chunks):
+            start = c * CHUNK_ROWS
+            chunk_losses[c] = _chunk_gradient(
+                X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
+                start, min(start + CHUNK_ROWS, n_rows), params, loss, epsilon, partials[c],
+            )
     else:
         for c in numba.prange(n_chunks):
             start = c * CHUNK_ROWS
-            stop = min(start + CHUNK_ROWS, n_rows)
             chunk_losses[c] = _chunk_gradient(
-                X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight,
-                rows[start:stop], params, loss, epsilon, partials[c],
+                X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
+                start, min(start + CHUNK_ROWS, n_rows), params, loss, epsilon, partials[c],
             )
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
     # 2 counts as that sample twice, exactly, in full-batch GD).

@@ -11,6 +11,12 @@ import numpy as np
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
 from fastgd._kernels.optimizers import coordinate_step
+from fastgd._kernels.prefetch import (
+    ROWS_AHEAD,
+    prefetch_dense_row,
+    prefetch_element,
+    prefetch_sparse_row,
+)
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 
 SGD = codes.SGD
@@ -62,6 +68,15 @@ def sparse_dot(data, indices, start, end, w):
     for k in range(start, end):
         acc += data[k] * w[indices[k]]
     return acc
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, i):
+    """Start loading row i (dense or CSR) into cache."""
+    if is_sparse:
+        prefetch_sparse_row(X_data, X_indices, X_indptr, i)
+    else:
+        prefetch_dense_row(X, i)
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -128,7 +143,13 @@ def sgd_epoch(
     loss_sum = 0.0
     lazy = optimizer == SGD
 
-    for step_index in range(order.shape[0]):
+    n_steps = order.shape[0]
+    for step_index in range(n_steps):
+        if step_index + ROWS_AHEAD < n_steps:
+            ahead = order[step_index + ROWS_AHEAD]
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, ahead)
+            prefetch_element(y, ahead)
+            prefetch_element(sample_weight, ahead)
         i = order[step_index]
         if is_sparse:
             start = X_indptr[i]

@@ -1,0 +1,1 @@
+"""fastgd's benchmark suite (not collected by the normal test run)."""
