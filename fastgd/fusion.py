@@ -608,11 +608,14 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Columns follow ``classes_``; dtype is the compute dtype.
+            Columns follow ``classes_``; float64 whatever the compute dtype.
         """
         from fastgd._kernels.nn_losses import softmax
 
-        scores = self._scores(X)
+        # In float64 whatever the compute dtype: float32 probabilities round to
+        # exactly 1 far too early for log(predict_proba) to agree with
+        # predict_log_proba.
+        scores = self._scores(X).astype(np.float64)
         softmax(scores, scores)
         return scores
 
@@ -629,7 +632,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         """
         from fastgd._kernels.nn_losses import log_softmax
 
-        scores = self._scores(X)
+        scores = self._scores(X).astype(np.float64)
         log_softmax(scores, scores)
         return scores
 

@@ -1,0 +1,153 @@
+"""Engine tests: the network's backward pass against finite differences,
+parameter layout, workspaces, pickling and the trainer."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from fastgd._engine.network import Network, SoftmaxCrossEntropyLoss
+from fastgd._engine.network_training import NetworkTrainer
+from fastgd._engine.training import TrainingHistory
+from fastgd.exceptions import DivergenceError
+from fastgd.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
+
+N_CLASSES = 3
+
+
+def _branches():
+    image = [
+        Reshape((6, 6, 2), channels_last=True),  # folded into the column gather
+        Conv2D(3, 3, padding="same", activation="tanh"),
+        MaxPool2D(2),
+        Conv2D(2, 2, stride=1, activation="sigmoid"),
+        AvgPool2D(1),
+        Flatten(),
+    ]
+    vector = [Dense(5, activation="tanh"), Dropout(0.0), Dense(4, activation="relu")]
+    # A channels-last Reshape in the middle is a real transpose.
+    late_reshape = [Dense(12, activation="tanh"), Reshape((2, 3, 2), channels_last=True), Flatten()]
+    return [("image", image, 72), ("vector", vector, 7), ("mixed", late_reshape, 7), ("raw", [], 3)]
+
+
+def _inputs(rng, n, perms):
+    X = [rng.standard_normal((n, c)) for c in (72, 7, 7, 3)]
+    return [x if p is None else np.ascontiguousarray(x[:, p]) for x, p in zip(X, perms)]
+
+
+def _loss_and_grad(net, loss, inputs, targets, n):
+    ws = net.make_workspace(n, True, np.random.default_rng(0))
+    loss.make_buffers(n, net.dtype)
+    scores = net.forward(inputs, ws, n, True)
+    dscores = ws.dscores[:n]
+    value = loss(scores, targets, dscores, n)
+    net.backward(dscores, ws, n)
+    return value
+
+
+@pytest.mark.parametrize("fusion", ["concat", "late", "hybrid"])
+def test_backward_matches_finite_differences(fusion):
+    rng = np.random.RandomState(0)
+    head = [Dense(6, activation="tanh")] if fusion != "late" else []
+    net = Network(_branches(), fusion, head, N_CLASSES, None, np.float64)
+    net.initialize(rng)
+    if net.use_late:
+        net.alpha[:] = rng.uniform(0.5, 1.5, size=net.n_branches)
+    n = 5
+    inputs = _inputs(rng, n, net.input_permutations)
+    targets = (rng.randint(0, N_CLASSES, n).astype(np.int64), rng.uniform(0.5, 2, n))
+    loss = SoftmaxCrossEntropyLoss(N_CLASSES)
+    _loss_and_grad(net, loss, inputs, targets, n)
+    grads = net.grads.copy()
+
+    def f():
+        ws = net.make_workspace(n, False)
+        loss.make_buffers(n, net.dtype)
+        scores = net.forward(inputs, ws, n, False).copy()
+        return loss(scores, targets, np.empty_like(scores), n)
+
+    eps = 1e-6
+    idx = rng.choice(net.n_params, size=min(net.n_params, 150), replace=False)
+    if net.use_late:
+        idx = np.union1d(idx, np.arange(net.alpha_offset, net.n_params))
+    numeric = np.empty(idx.size)
+    for k, j in enumerate(idx):
+        saved = net.params[j]
+        net.params[j] = saved + eps
+        up = f()
+        net.params[j] = saved - eps
+        down = f()
+        net.params[j] = saved
+        numeric[k] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(grads[idx], numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_parameter_layout_penalized_first():
+    net = Network(
+        [("a", [Dense(4)], 3), ("b", [Reshape((1, 4, 4)), Conv2D(2, 3)], 16)],
+        "late", [], 2, None, np.float32,
+    )
+    # Weights: 3*4 + 2*1*3*3 + late outputs 4*2 + 8*2.
+    assert net.n_penalized == 12 + 18 + 8 + 16
+    # Biases 4 + 2 + 2 + 2, then 2 fusion weights.
+    assert net.n_params == net.n_penalized + 10 + 2
+    assert net.params.dtype == np.float32
+    for layer in net._all_layers():
+        if layer.trainable:
+            assert np.shares_memory(layer.W, net.params)
+            assert np.shares_memory(layer.dW, net.grads)
+
+
+def test_pickle_rebinds_views():
+    net = Network([("a", [Dense(4, activation="relu")], 3)], "hybrid", [Dense(3)], 2, None, np.float64)
+    net.initialize(np.random.RandomState(0))
+    clone = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(clone.params, net.params)
+    clone.params[:] = 0.0
+    assert np.all(clone.branch_layers[0][0].W == 0.0)
+    assert np.any(net.branch_layers[0][0].W != 0.0)
+
+
+def test_forward_prediction_is_chunk_independent():
+    net = Network([("a", [Dense(4, activation="relu")], 3)], "concat", [], 2, None, np.float64)
+    net.initialize(np.random.RandomState(0))
+    X = np.random.RandomState(1).standard_normal((50, 3))
+    full = net.predict([X], 50)
+    ws = net.make_workspace(7, False)
+    part = net.forward([np.ascontiguousarray(X[:7])], ws, 7, False)
+    np.testing.assert_allclose(part, full[:7], rtol=1e-12)
+
+
+def _trainer(net, rs, **kwargs):
+    params = dict(
+        optimizer="adam", learning_rate=1e-2, batch_size=16, alpha=1e-4,
+        target_dtypes=(np.int64, net.dtype), target_shapes=((), ()), random_state=rs,
+    )
+    params.update(kwargs)
+    return NetworkTrainer(net, SoftmaxCrossEntropyLoss(net.n_outputs), **params)
+
+
+def test_trainer_learns_and_does_not_allocate_new_buffers():
+    rs = np.random.RandomState(0)
+    X = rs.standard_normal((200, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    net = Network([("a", [Dense(8, activation="tanh"), Dropout(0.1)], 4)], "concat", [], 2, None, np.float64)
+    net.initialize(rs)
+    trainer = _trainer(net, rs)
+    buffers = [id(b) for b in trainer.workspace.inputs] + [id(trainer.state_1), id(net.params)]
+    history = TrainingHistory(None, 10, False)
+    trainer.fit([X], (y, np.ones(200)), history, 30)
+    assert history.loss_curve[-1] < 0.5 * history.loss_curve[0]
+    assert [id(b) for b in trainer.workspace.inputs] + [id(trainer.state_1), id(net.params)] == buffers
+    assert trainer.step_count == 30 * 13
+
+
+def test_trainer_raises_on_divergence():
+    rs = np.random.RandomState(0)
+    X = rs.standard_normal((64, 4)) * 1e3
+    y = rs.randint(0, 2, 64).astype(np.int64)
+    net = Network([("a", [Dense(8)], 4)], "concat", [], 2, None, np.float32)
+    net.initialize(rs)
+    trainer = _trainer(net, rs, optimizer="sgd", learning_rate=1e6, alpha=0.0)
+    with pytest.raises(DivergenceError):
+        trainer.fit([X], (y, np.ones(64, dtype=np.float32)), TrainingHistory(None, 10, False), 20)
