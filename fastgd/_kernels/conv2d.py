@@ -43,6 +43,22 @@ from fastgd._kernels.activations import (
 )
 
 
+# Largest M·N·K of one BLAS GEMM call made inside a parallel loop. Below
+# this size OpenBLAS runs the product in the calling thread (its
+# multithreading threshold is 65536 × GEMM_MULTITHREAD_THRESHOLD = 4), so
+# splitting the per-sample products into calls of at most this size keeps
+# BLAS from starting its own threads under ``prange`` (oversubscription made
+# the kernels several times slower on a loaded machine). It does not change
+# any result: each call computes whole rows of the output.
+_GEMM_MAX_MNK = 1 << 18
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def _rows_per_call(n_rows, other_dims):
+    """Rows of the output per GEMM call so that M·N·K ≤ _GEMM_MAX_MNK."""
+    return min(n_rows, max(1, _GEMM_MAX_MNK // max(1, other_dims)))
+
+
 def conv2d_output_shape(H, W, KH, KW, stride, pad_h, pad_w):
     """Output height and width of a convolution (or of valid pooling).
 
@@ -261,15 +277,16 @@ def conv2d_forward(X, W, b, stride, pad_top, pad_left, out, code, workspace=None
     ohw = OH * OW
     W2 = W.reshape(F, ckk)
     direct = KH == 1 and KW == 1 and stride == 1 and pad_top == 0 and pad_left == 0
-    direct = direct and OH == H and OW == Wd
+    direct = direct and OH == H and OW == Wd and X.flags.c_contiguous
     if workspace is not None:
         if workspace.shape[0] < B or workspace.shape[1] < ckk * ohw:
             raise ValueError("conv2d_forward: workspace too small")
+    fb = _rows_per_call(F, ckk * ohw)
     for n in numba.prange(B):
         o2 = out[n].reshape(F, ohw)
         if direct:
             # 1x1 convolution without padding: X[n] already is the im2col matrix.
-            np.dot(W2, X[n].reshape(C, ohw), o2)
+            cols = X[n].reshape(C, ohw)
         else:
             if workspace is None:
                 buf = np.empty(ckk * ohw, dtype=X.dtype)
@@ -277,9 +294,11 @@ def conv2d_forward(X, W, b, stride, pad_top, pad_left, out, code, workspace=None
                 buf = workspace[n, : ckk * ohw]
             cols = buf.reshape(ckk, ohw)
             _im2col(X[n], KH, KW, stride, pad_top, pad_left, OH, OW, cols)
-            np.dot(W2, cols, o2)
-        for f in range(F):
-            bias_activation_forward_range(o2[f], 0, ohw, b[f], code)
+        for f0 in range(0, F, fb):
+            f1 = min(F, f0 + fb)
+            np.dot(W2[f0:f1], cols, o2[f0:f1])
+            for f in range(f0, f1):
+                bias_activation_forward_range(o2[f], 0, ohw, b[f], code)
 
 
 @numba.njit(**PARALLEL_KERNEL_OPTIONS)
@@ -347,17 +366,21 @@ def conv2d_backward(
         if compute_dx and dX.shape != X.shape:
             raise ValueError("conv2d_backward: dX must have the shape of X")
     W2 = W.reshape(F, ckk)
-    W2T = W2.T
     direct = KH == 1 and KW == 1 and stride == 1 and pad_top == 0 and pad_left == 0
-    direct = direct and OH == H and OW == Wd
+    direct = direct and OH == H and OW == Wd and X.flags.c_contiguous
+    # Wᵀ as a C-contiguous (C·KH·KW, F) matrix, so that row blocks of it are
+    # contiguous (one small copy per call).
+    W2T = np.ascontiguousarray(W2.T)
+    fb = _rows_per_call(F, ckk * ohw)
+    kb = _rows_per_call(ckk, F * ohw)
     for n in numba.prange(B):
         ws = workspace[n]
-        cols = ws[: ckk * ohw].reshape(ckk, ohw)
         dw_n = ws[ckk * ohw : ckk * ohw + F * ckk].reshape(F, ckk)
         db_n = ws[ckk * ohw + F * ckk : ckk * ohw + F * ckk + F]
         dz = dA[n].reshape(F, ohw)
         a = A[n].reshape(F, ohw)
         for f in range(F):
+            # dZ = dA · act'(z), and the bias gradient partial Σ_pixels dZ.
             activation_backward_range(a[f], dz[f], 0, ohw, code)
             s = 0.0
             row = dz[f]
@@ -365,20 +388,29 @@ def conv2d_backward(
                 s += row[j]
             db_n[f] = s
         if direct:
-            xcols = X[n].reshape(C, ohw)
-            np.dot(dz, xcols.T, dw_n)
+            cols = X[n].reshape(C, ohw)
         else:
+            cols = ws[: ckk * ohw].reshape(ckk, ohw)
             _im2col(X[n], KH, KW, stride, pad_top, pad_left, OH, OW, cols)
-            np.dot(dz, cols.T, dw_n)
+        # dW_n = dZ colsᵀ
+        for f0 in range(0, F, fb):
+            f1 = min(F, f0 + fb)
+            np.dot(dz[f0:f1], cols.T, dw_n[f0:f1])
         # (Nested ifs: Numba prunes the ``is not None`` branch when dX is None.)
         if dX is not None:
             if compute_dx:
+                # dcols = Wᵀ dZ, folded back onto the input by col2im. In the
+                # direct (1x1) case dcols is dX[n] itself; otherwise the
+                # workspace's im2col block is free again and holds it.
                 if direct:
-                    np.dot(W2T, dz, dX[n].reshape(C, ohw))
+                    dcols = dX[n].reshape(C, ohw)
                 else:
-                    # cols is free again: reuse it for the unfolded input gradient.
-                    np.dot(W2T, dz, cols)
-                    _col2im(cols, KH, KW, stride, pad_top, pad_left, OH, OW, dX[n])
+                    dcols = ws[: ckk * ohw].reshape(ckk, ohw)
+                for k0 in range(0, ckk, kb):
+                    k1 = min(ckk, k0 + kb)
+                    np.dot(W2T[k0:k1], dz, dcols[k0:k1])
+                if not direct:
+                    _col2im(dcols, KH, KW, stride, pad_top, pad_left, OH, OW, dX[n])
     # Fixed-order reduction of the per-sample partials.
     dw = dW.reshape(F * ckk)
     start = ckk * ohw
