@@ -52,3 +52,346 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+# --------------------------------------------------------------------- data
+def _digits_views():
+    digits = load_digits()
+    images = digits.images / 16.0
+    # Second view: the 8 row sums and 8 column sums of each image.
+    sums = np.hstack([images.sum(axis=2), images.sum(axis=1)]) / 8.0
+    X, columns = stack_modalities({"image": images, "sums": sums})
+    return X, digits.target, columns
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    X, y, columns = _digits_views()
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.3, random_state=0, stratify=y
+    )
+    return X_train, X_test, y_train, y_test, columns
+
+
+def _image_branch(columns, filters=8):
+    return (
+        "image",
+        [Reshape((8, 8)), Conv2D(filters, 3, activation="relu"), MaxPool2D(2), Flatten()],
+        columns["image"],
+    )
+
+
+def _sums_branch(columns):
+    return ("sums", [Dense(32, activation="relu")], columns["sums"])
+
+
+def _small_problem(n=120, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((n, 20)).astype(np.float32)
+    y = (X[:, 0] + X[:, 16] > 0).astype(int)
+    return X, y
+
+
+def _small_branches():
+    return [
+        ("image", [Reshape((1, 4, 4)), Conv2D(2, 3, activation="relu"), Flatten()], slice(0, 16)),
+        ("meta", [Dense(4, activation="relu")], slice(16, 20)),
+    ]
+
+
+# ----------------------------------------------------------- behaviour
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_digits_fusion_beats_either_branch(digits_split):
+    X_train, X_test, y_train, y_test, columns = digits_split
+    configs = {
+        "image": [_image_branch(columns)],
+        "sums": [_sums_branch(columns)],
+        "fused": [_image_branch(columns), _sums_branch(columns)],
+    }
+    accuracy = {}
+    for name, branches in configs.items():
+        scores = [
+            FusionClassifier(branches=branches, max_iter=60, random_state=seed)
+            .fit(X_train, y_train)
+            .score(X_test, y_test)
+            for seed in range(3)
+        ]
+        accuracy[name] = np.mean(scores)
+    assert accuracy["fused"] >= 0.97, accuracy
+    assert accuracy["fused"] > accuracy["image"], accuracy
+    assert accuracy["fused"] > accuracy["sums"], accuracy
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("fusion", ["late", "hybrid"])
+def test_digits_late_and_hybrid_fusion_train(digits_split, fusion):
+    X_train, X_test, y_train, y_test, columns = digits_split
+    clf = FusionClassifier(
+        branches=[_image_branch(columns), _sums_branch(columns)],
+        fusion=fusion, head=(Dense(16, activation="relu"),) if fusion == "hybrid" else (),
+        max_iter=40, random_state=0,
+    ).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.95
+    assert clf.fusion_weights_.shape == (2,)
+    assert not np.allclose(clf.fusion_weights_, 0.5)  # learned
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fixed_fusion_weights_are_kept():
+    X, y = _small_problem()
+    clf = FusionClassifier(
+        branches=_small_branches(), fusion="late", fusion_weights=[0.25, 2.0],
+        max_iter=3, random_state=0,
+    ).fit(X, y)
+    np.testing.assert_array_equal(clf.fusion_weights_, [0.25, 2.0])
+
+
+def test_get_params_exposes_layers_and_set_params_changes_them():
+    clf = FusionClassifier(branches=_small_branches(), head=(Dense(8), Dropout(0.1)))
+    params = clf.get_params(deep=True)
+    assert params["image__1__filters"] == 2
+    assert params["image__1__kernel_size"] == 3
+    assert params["meta__0__units"] == 4
+    assert params["head__1__rate"] == 0.1
+    assert isinstance(params["image__1"], Conv2D)
+    assert set(clf.get_params(deep=False)) <= set(params)
+
+    clf.set_params(image__1__filters=5, head__0__units=3, meta__0=Dense(6), alpha=0.5)
+    assert clf.branches[0][1][1].filters == 5
+    assert clf.head[0].units == 3
+    assert clf.branches[1][1][0].units == 6
+    assert clf.alpha == 0.5
+    # clone keeps the nested values and copies the layers
+    copy = clone(clf)
+    assert copy.get_params()["image__1__filters"] == 5
+    assert copy.branches[0][1][1] is not clf.branches[0][1][1]
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        clf.set_params(image__9__filters=3)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        clf.set_params(nobranch__0__units=3)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_grid_search_tunes_a_layer_parameter():
+    X, y = _small_problem()
+    search = GridSearchCV(
+        FusionClassifier(branches=_small_branches(), max_iter=5, random_state=0),
+        {"image__1__filters": [1, 3], "meta__0__activation": ["relu", "tanh"]},
+        cv=2,
+    ).fit(X, y)
+    assert set(search.best_params_) == {"image__1__filters", "meta__0__activation"}
+    best = search.best_estimator_
+    assert best.branches[0][1][1].filters == search.best_params_["image__1__filters"]
+    conv = best._network.branch_layers[0][1]
+    assert conv.filters == search.best_params_["image__1__filters"]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_pickle_round_trip_and_continue_training():
+    X, y = _small_problem()
+    clf = FusionClassifier(branches=_small_branches(), fusion="hybrid", max_iter=5, random_state=0)
+    clf.fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    restored.partial_fit(X, y)
+    assert restored.n_iter_ == clf.n_iter_ + 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reproducible_from_random_state(dtype):
+    X, y = _small_problem()
+    branches = _small_branches() + [("drop", [Dense(3), Dropout(0.5)], slice(0, 20))]
+
+    def fit(seed):
+        return FusionClassifier(
+            branches=branches, max_iter=4, random_state=seed, dtype=dtype,
+            early_stopping=True, validation_fraction=0.2,
+        ).fit(X, y)
+
+    a, b, c = fit(0), fit(0), fit(1)
+    np.testing.assert_array_equal(a._network.params, b._network.params)
+    assert a.loss_curve_ == b.loss_curve_
+    assert not np.array_equal(a._network.params, c._network.params)
+    assert a._network.params.dtype == dtype
+
+
+def test_user_arrays_are_not_modified():
+    X, y = _small_problem()
+    X_copy, y_copy = X.copy(), y.copy()
+    w = np.ones(len(y))
+    clf = FusionClassifier(branches=_small_branches(), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y, sample_weight=w)
+    clf.predict_proba(X)
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(y, y_copy)
+    assert np.all(w == 1)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_channels_last_reads_hwc_images():
+    rng = np.random.RandomState(0)
+    chw = rng.rand(80, 2, 5, 5).astype(np.float32)
+    y = (chw[:, 1].mean(axis=(1, 2)) > 0.5).astype(int)
+    hwc = chw.transpose(0, 2, 3, 1)
+
+    def model(reshape):
+        return FusionClassifier(
+            branches=[("img", [reshape, Conv2D(3, 3), Flatten()], slice(None))],
+            max_iter=3, random_state=0,
+        )
+
+    first = model(Reshape((2, 5, 5))).fit(chw.reshape(80, -1), y)
+    last = model(Reshape((5, 5, 2), channels_last=True)).fit(hwc.reshape(80, -1), y)
+    np.testing.assert_array_equal(first._network.params, last._network.params)
+    np.testing.assert_array_equal(
+        first.predict_proba(chw.reshape(80, -1)), last.predict_proba(hwc.reshape(80, -1))
+    )
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_column_specs_and_dataframes():
+    pd = pytest.importorskip("pandas")
+    X, y = _small_problem()
+    names = [f"f{i}" for i in range(20)]
+    df = pd.DataFrame(X, columns=names)
+    mask = np.zeros(20, dtype=bool)
+    mask[16:] = True
+    specs = {
+        "slice": slice(16, 20),
+        "ints": [16, 17, 18, 19],
+        "negative": [-4, -3, -2, -1],
+        "mask": mask,
+        "names": names[16:],
+    }
+    probas = []
+    for spec in specs.values():
+        clf = FusionClassifier(
+            branches=[("meta", [Dense(4, activation="relu")], spec)], max_iter=3, random_state=0
+        )
+        clf.fit(df, y)
+        probas.append(clf.predict_proba(df))
+    for p in probas[1:]:
+        np.testing.assert_array_equal(p, probas[0])
+    assert list(clf.feature_names_in_) == names
+    # Non-contiguous columns in any order work too.
+    FusionClassifier(branches=[("m", [Dense(2)], [5, 1, 17])], max_iter=2).fit(X, y).predict(X)
+
+
+def test_stack_modalities():
+    images = np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2)
+    text = np.ones((2, 4), dtype=np.float32)
+    X, columns = stack_modalities({"image": images, "text": text})
+    assert X.shape == (2, 22) and X.dtype == np.float32
+    assert columns == {"image": slice(0, 18), "text": slice(18, 22)}
+    np.testing.assert_array_equal(X[:, columns["image"]].reshape(2, 3, 3, 2), images)
+    X64, _ = stack_modalities({"a": np.zeros((2, 1)), "b": text})
+    assert X64.dtype == np.float64
+    with pytest.raises(ValueError, match="'b' has 3 samples"):
+        stack_modalities({"a": np.zeros((2, 1)), "b": np.zeros((3, 1))})
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_binary_string_labels_partial_fit_and_verbose(capsys):
+    X, y = _small_problem()
+    labels = np.array(["no", "yes"], dtype=object)[y]
+    clf = FusionClassifier(branches=_small_branches(), max_iter=3, random_state=0, verbose=1)
+    clf.fit(X, labels)
+    assert "Epoch 1" in capsys.readouterr().out
+    assert set(clf.predict(X)) <= {"no", "yes"}
+    assert clf.predict_proba(X).shape == (len(y), 2)
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X), rtol=1e-6)
+
+    inc = FusionClassifier(branches=_small_branches(), random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        inc.partial_fit(X, labels)
+    for _ in range(3):
+        inc.partial_fit(X, labels, classes=["no", "yes"])
+    assert inc.n_iter_ == 3 and len(inc.loss_curve_) == 3
+    with pytest.raises(ValueError, match="not in classes_"):
+        inc.partial_fit(X, np.array(["maybe"] * len(y), dtype=object))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_restores_best_weights():
+    X, y = _small_problem(n=200)
+    clf = FusionClassifier(
+        branches=_small_branches(), early_stopping=True, validation_fraction=0.25,
+        n_iter_no_change=3, max_iter=50, learning_rate_init=0.05, random_state=0,
+    ).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ == len(clf.loss_curve_)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ == min(clf.loss_curve_)
+
+
+def test_warm_start_continues():
+    X, y = _small_problem()
+    clf = FusionClassifier(branches=_small_branches(), max_iter=2, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        first = clf._network
+        clf.fit(X, y)
+    assert clf._network is first
+    clf.set_params(meta__0__units=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf._network is not first
+
+
+# ----------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "branches, kwargs, match",
+    [
+        ([("a", [Dense(2)], [0, 25])], {}, r"Branch 'a': column index 25 is out of range"),
+        ([("a", [Dense(2)], slice(30, 40))], {}, r"Branch 'a': the column spec .* selects no column"),
+        ([("a", [Dense(2)], ["x", "y"])], {}, r"Branch 'a': columns given by name"),
+        ([("a", [Dense(2)], np.ones(3, dtype=bool))], {}, r"Branch 'a': the boolean column mask has 3"),
+        ([("img", [Reshape((3, 3)), Dense(2)], slice(0, 16))], {},
+         r"Branch 'img', layer 0 \(Reshape\): Reshape\(3, 3\) needs 9 values per sample but receives 16"),
+        ([("img", [Reshape((1, 4, 4)), Conv2D(2, 5)], slice(0, 16))], {},
+         r"Branch 'img', layer 1 \(Conv2D\): the 5x5 kernel is larger than its 4x4 input"),
+        ([("a", [Dense(2)], [0]), ("a", [Dense(2)], [1])], {}, r"Branch 'a': branch names must be unique"),
+        ([("alpha", [Dense(2)], [0])], {}, r"clashes with a parameter"),
+        ([("a__b", [Dense(2)], [0])], {}, r"must not contain '__'"),
+        ([("a", ["dense"], [0])], {}, r"Branch 'a', layer 0: expected a layer"),
+        ([("a", [Dense(2)], [0])], {"fusion": "late", "head": (Dense(3),)}, r"head layers are only used"),
+        ([("a", [Dense(2)], [0])], {"fusion": "late", "fusion_weights": [1, 2]}, r"fusion_weights must be 1"),
+        ([("a", [Dense(2)], [0])], {"dtype": np.int32}, r"'dtype' parameter"),
+        ([("a", [Dense(2)], [0])], {"head": ("x",)}, r"Head layer 0"),
+    ],
+)
+def test_bad_specs_raise_clear_errors(branches, kwargs, match):
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match=match):
+        FusionClassifier(branches=branches, max_iter=1, **kwargs).fit(X, y)
+
+
+def test_nan_and_inf_name_the_branch():
+    X, y = _small_problem()
+    clf = FusionClassifier(branches=_small_branches(), max_iter=1)
+    X_bad = X.copy()
+    X_bad[3, 17] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity in the columns of branch 'meta'"):
+        clf.fit(X_bad, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    X_bad = X.copy()
+    X_bad[0, 2] = np.inf
+    with pytest.raises(ValueError, match="branch 'image'"):
+        clf.predict(X_bad)
+
+
+def test_divergence_raises():
+    X, y = _small_problem()
+    clf = FusionClassifier(
+        branches=[("a", [Dense(16)], slice(None))], optimizer="sgd",
+        learning_rate_init=1e8, alpha=0.0, max_iter=50, random_state=0,
+    )
+    with pytest.raises(DivergenceError):
+        clf.fit(X * 1e3, y)
