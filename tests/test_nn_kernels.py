@@ -231,7 +231,7 @@ CONV_CASES = [
 
 def _conv_setup(rng, case, dtype):
     B, C, H, W, F, KH, KW, stride, padding = case
-    pt, pb, pl, pr = conv2d_padding(padding, KH, KW)
+    pt, pb, pl, pr = conv2d_padding(padding, KH, KW, stride, H, W)
     OH, OW = conv2d_output_shape(H, W, KH, KW, stride, pt + pb, pl + pr)
     X = rng.standard_normal((B, C, H, W)).astype(dtype)
     Wt = (rng.standard_normal((F, C, KH, KW)) / np.sqrt(C * KH * KW)).astype(dtype)
@@ -244,6 +244,11 @@ def test_conv2d_shapes_and_padding():
     assert conv2d_padding("same", 4, 2) == (1, 2, 0, 1)
     assert conv2d_padding("valid", 5, 5) == (0, 0, 0, 0)
     assert conv2d_padding(2, 5, 5) == (2, 2, 2, 2)
+    # TensorFlow's rule with stride 2: 9 -> 5 rows needs 2 (3x3) padding rows;
+    # 10 -> 5 columns needs 1, which goes to the right.
+    assert conv2d_padding("same", 3, 3, 2, 9, 10) == (1, 1, 0, 1)
+    with pytest.raises(ValueError):
+        conv2d_padding("same", 3, 3, 2)
     assert conv2d_output_shape(32, 32, 3, 3, 1, 2, 2) == (32, 32)
     assert conv2d_output_shape(9, 10, 3, 3, 2, 2, 2) == (5, 5)
     assert conv2d_output_shape(11, 9, 3, 2, 2, 0, 0) == (5, 4)

@@ -12,7 +12,8 @@ columns on the left, and as many zero rows / columns below and on the right
 as the output size (OH, OW), taken from the output buffer, needs. Padding
 can therefore be asymmetric: Keras-style "same" padding with stride 1 is
 ``pad_top = (KH − 1) // 2`` and the remaining ``KH − 1 − pad_top`` rows at
-the bottom (see :func:`conv2d_padding`).
+the bottom (see :func:`conv2d_padding`, which also gives TensorFlow's rule
+for stride > 1).
 
 Algorithm: per sample, im2col (unfold the receptive fields into a matrix
 ``cols`` of shape (C·KH·KW, OH·OW)), then one BLAS GEMM
@@ -93,19 +94,24 @@ def conv2d_output_shape(H, W, KH, KW, stride, pad_h, pad_w):
     return OH, OW
 
 
-def conv2d_padding(padding, KH, KW):
+def conv2d_padding(padding, KH, KW, stride=1, H=None, W=None):
     """Padding of each side for a padding mode.
 
     Parameters
     ----------
     padding : {"valid", "same"} or int or tuple of 2 ints
-        "valid": no padding. "same": total padding ``K − 1``, with
-        ``(K − 1) // 2`` on the top / left and the rest on the bottom /
-        right (with stride 1 the output has the input's size; this is the
-        Keras / TensorFlow convention). An int ``p`` or a pair ``(ph, pw)``:
+        "valid": no padding. "same" (TensorFlow / Keras rule): the output
+        has ``ceil(H / stride)`` rows, the total padding is
+        ``max((OH − 1)·stride + KH − H, 0)`` (``KH − 1`` with stride 1),
+        half of it (rounded down) on the top and the rest on the bottom;
+        likewise for columns. An int ``p`` or a pair ``(ph, pw)``:
         symmetric padding of that many rows / columns on each side.
     KH, KW : int
         Kernel height and width.
+    stride : int, default=1
+        Stride; with "same" and ``stride > 1`` the input size is needed.
+    H, W : int, optional
+        Input height and width (only used by "same" with ``stride > 1``).
 
     Returns
     -------
@@ -118,8 +124,14 @@ def conv2d_padding(padding, KH, KW):
         if padding == "valid":
             return 0, 0, 0, 0
         if padding == "same":
-            top, left = (KH - 1) // 2, (KW - 1) // 2
-            return top, KH - 1 - top, left, KW - 1 - left
+            if stride == 1:
+                ph, pw = KH - 1, KW - 1
+            else:
+                if H is None or W is None:
+                    raise ValueError("'same' padding with stride > 1 needs H and W")
+                ph = max((-(-H // stride) - 1) * stride + KH - H, 0)
+                pw = max((-(-W // stride) - 1) * stride + KW - W, 0)
+            return ph // 2, ph - ph // 2, pw // 2, pw - pw // 2
         raise ValueError(f"unknown padding {padding!r}; use 'valid' or 'same'")
     if isinstance(padding, (tuple, list)):
         ph, pw = (int(p) for p in padding)
