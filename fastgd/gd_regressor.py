@@ -3,15 +3,22 @@
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import ShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _assert_all_finite,
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
 from fastgd._kernels import codes
+from fastgd.exceptions import DivergenceError
 
 
 def _cython_available():
@@ -281,6 +288,10 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         )
 
     def _validate_training_data(self, X, y, sample_weight, reset):
+        # X's finiteness is not checked here: the first epoch reads every
+        # training row anyway, and a NaN or inf feature makes its loss
+        # non-finite. _train then names the cause (see _train), which saves a
+        # whole pass over X per fit.
         X, y = validate_data(
             self,
             X,
@@ -289,8 +300,10 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             dtype=[np.float64, np.float32],
             order="C",
             y_numeric=True,
+            ensure_all_finite=False,
             reset=reset,
         )
+        _assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
         if not reset and X.dtype != self.coef_.dtype:
             X = X.astype(self.coef_.dtype)
         y = np.ascontiguousarray(y, dtype=X.dtype)
@@ -323,7 +336,27 @@ class GDRegressor(RegressorMixin, BaseEstimator):
                 "another validation_fraction, or pass eval_set."
             )
         validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
+        self._check_finite_features(validation[0])
         return train_rows, validation
+
+    def _check_finite_features(self, X):
+        """Raise scikit-learn's ValueError if X holds NaN or infinity."""
+        _assert_all_finite(
+            X.data if sp.issparse(X) else X, input_name="X", estimator_name=type(self).__name__
+        )
+
+    def _train(self, X, *args, **kwargs):
+        """Run :func:`train_linear`; a NaN or inf in X is reported as bad input.
+
+        A non-finite feature value makes the training loss non-finite, which
+        the engine reports as divergence; checking X only then names the real
+        cause without a separate pass over X in every fit.
+        """
+        try:
+            return train_linear(*args, **kwargs)
+        except DivergenceError:
+            self._check_finite_features(X)
+            raise
 
     def _initial_state(self, n_features, dtype, coef_init, intercept_init):
         if coef_init is None and self.warm_start and hasattr(self, "_state"):
@@ -391,7 +424,8 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             else:
                 rows, validation = self._validation_split(X, y, sample_weight, rng)
 
-        history, n_epochs = train_linear(
+        history, n_epochs = self._train(
+            X,
             LinearData(X, y, sample_weight),
             state,
             config,
@@ -441,7 +475,8 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             self._partial_rng = check_random_state(self.random_state)
             self.n_iter_ = 0
             self.loss_curve_ = []
-        history, n_epochs = train_linear(
+        history, n_epochs = self._train(
+            X,
             LinearData(X, y, sample_weight),
             self._state,
             config,

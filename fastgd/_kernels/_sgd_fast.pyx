@@ -36,13 +36,14 @@ cnp.import_array()
 
 cdef extern from *:
     """
-    #define FASTGD_PREFETCH(address) __builtin_prefetch((const void *)(address), 0, 3)
+    #define FASTGD_PREFETCH(address) __builtin_prefetch((const void *)(address), 0, 2)
     """
     void FASTGD_PREFETCH(const void *address) noexcept nogil
 
 # Shuffled rows defeat the hardware prefetcher; while working on one row the
-# loop asks for the row ROWS_AHEAD steps later (see fastgd/_kernels/prefetch.py).
-DEF ROWS_AHEAD = 4
+# loop asks for the row ROWS_AHEAD steps later, into L2 (locality 2); the
+# measurements behind these numbers are in fastgd/_kernels/prefetch.py.
+DEF ROWS_AHEAD = 8
 DEF CACHE_LINE_BYTES = 64
 
 ctypedef fused index_t:
