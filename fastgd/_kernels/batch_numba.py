@@ -36,7 +36,7 @@ from fastgd._kernels.sgd_numba import (
     prefetch_row,
     sparse_dot,
 )
-from fastgd._kernels.prefetch import ROWS_AHEAD
+from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
 
 CHUNK_ROWS = 64
 # Batches smaller than this many values of X run on one thread: a parallel
@@ -63,7 +63,10 @@ def _chunk_gradient(
     loss_sum = 0.0
     for k in range(start, stop):
         if k + ROWS_AHEAD < rows.shape[0]:
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, rows[k + ROWS_AHEAD])
+            ahead = rows[k + ROWS_AHEAD]
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, ahead)
+            prefetch_element(y, ahead)
+            prefetch_element(sample_weight, ahead)
         i = rows[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
