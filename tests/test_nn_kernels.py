@@ -401,6 +401,10 @@ def test_maxpool_int32_argmax_and_ties():
     maxpool2d_forward(X, 2, 2, 2, out, arg)
     assert arg[0, 0, 0, 0] == 4  # first maximum in row-major order: (1, 0)
     assert arg[0, 0, 0, 1] == 2 and out[0, 0, 0, 0] == 5.0
+    X[0, 0, 3, 2] = np.nan  # a NaN is not hidden by the max
+    maxpool2d_forward(X, 2, 2, 2, out, arg)
+    assert np.isnan(out[0, 0, 1, 1]) and arg[0, 0, 1, 1] == 14
+    assert out[0, 0, 0, 0] == 5.0
 
 
 @pytest.mark.parametrize("case", POOL_CASES[1:])

@@ -91,19 +91,24 @@ def maxpool2d_forward(X, pool_h, pool_w, stride, out, argmax):
             h0 = i * stride
             for j in range(OW):
                 w0 = j * stride
+                # Scan the window in row-major order with branch-free
+                # selects; k counts the pixels visited. Strict ">" keeps the
+                # first maximum; the first NaN of a window wins over any
+                # number, so NaN propagates.
                 best = x[h0, w0]
-                best_idx = h0 * W + w0
+                k_best = 0
+                k = 0
                 for p in range(pool_h):
                     row = x[h0 + p]
                     for q in range(pool_w):
                         v = row[w0 + q]
-                        # Strict ">" keeps the first maximum; the first NaN
-                        # of a window wins over any number.
-                        if v > best or (v != v and best == best):
-                            best = v
-                            best_idx = (h0 + p) * W + w0 + q
+                        take = (v > best) | ((v != v) & (best == best))
+                        best = v if take else best
+                        k_best = k if take else k_best
+                        k += 1
                 o[i, j] = best
-                am[i, j] = best_idx
+                p_best = k_best // pool_w
+                am[i, j] = (h0 + p_best) * W + w0 + (k_best - p_best * pool_w)
 
 
 @numba.njit(**PARALLEL_KERNEL_OPTIONS)
@@ -156,6 +161,7 @@ def avgpool2d_forward(X, pool_h, pool_w, stride, out):
     B, C, H, W = X.shape
     OH, OW = out.shape[2], out.shape[3]
     scale = X.dtype.type(1.0 / (pool_h * pool_w))
+    zero = X.dtype.type(0.0)
     for nc in numba.prange(B * C):
         n = nc // C
         c = nc - n * C
@@ -163,14 +169,18 @@ def avgpool2d_forward(X, pool_h, pool_w, stride, out):
         o = out[n, c]
         for i in range(OH):
             h0 = i * stride
+            acc = o[i]
             for j in range(OW):
-                w0 = j * stride
-                s = x.dtype.type(0.0)
-                for p in range(pool_h):
-                    row = x[h0 + p]
-                    for q in range(pool_w):
-                        s += row[w0 + q]
-                o[i, j] = s * scale
+                acc[j] = zero
+            # Sum the window's pixels in row-major order, all windows of the
+            # output row at once.
+            for p in range(pool_h):
+                row = x[h0 + p]
+                for q in range(pool_w):
+                    for j in range(OW):
+                        acc[j] += row[j * stride + q]
+            for j in range(OW):
+                acc[j] = acc[j] * scale
 
 
 @numba.njit(**PARALLEL_KERNEL_OPTIONS)
