@@ -95,10 +95,8 @@ def measure(n_samples, n_features, repeats=3, cold_start=True):
     jobs = {"X @ w": lambda: X @ w}
     for name, (model, X_case, y_case) in cases.items():
         for n_epochs in (1, 1 + EPOCHS):
-            jobs[(name, n_epochs)] = (
-                lambda m=model, a=X_case, b=y_case, k=n_epochs: fit_quietly(
-                    m.set_params(max_iter=k), a, b
-                )
+            jobs[(name, n_epochs)] = lambda m=model, a=X_case, b=y_case, k=n_epochs: fit_quietly(
+                m.set_params(max_iter=k), a, b
             )
     raw = interleaved_median_times(jobs, repeats=repeats)
     times = {name: (raw[(name, 1 + EPOCHS)] - raw[(name, 1)]) for name in cases}
@@ -167,7 +165,9 @@ def format_table(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 x 100 instead of 1,000,000 x 100")
+    parser.add_argument(
+        "--quick", action="store_true", help="100,000 x 100 instead of 1,000,000 x 100"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)

@@ -33,14 +33,22 @@ def demo_gd_regressor(repeats=7, out=sys.stdout):
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    ours, our_time = _median_fit_seconds(lambda: GDRegressor(random_state=0), X_train, y_train, repeats)
+    ours, our_time = _median_fit_seconds(
+        lambda: GDRegressor(random_state=0), X_train, y_train, repeats
+    )
     theirs, their_time = _median_fit_seconds(
         lambda: SGDRegressor(random_state=0), X_train, y_train, repeats
     )
     our_r2, their_r2 = ours.score(X_test, y_test), theirs.score(X_test, y_test)
     print("GDRegressor on scikit-learn's diabetes data (held-out R², median fit time)", file=out)
-    print(f"  fastgd.GDRegressor                  R² {our_r2:.4f}   {our_time * 1e3:8.2f} ms", file=out)
-    print(f"  sklearn.linear_model.SGDRegressor   R² {their_r2:.4f}   {their_time * 1e3:8.2f} ms", file=out)
+    print(
+        f"  fastgd.GDRegressor                  R² {our_r2:.4f}   {our_time * 1e3:8.2f} ms",
+        file=out,
+    )
+    print(
+        f"  sklearn.linear_model.SGDRegressor   R² {their_r2:.4f}   {their_time * 1e3:8.2f} ms",
+        file=out,
+    )
     print(f"  speed-up: {their_time / our_time:.1f}x", file=out)
     return our_r2, their_r2
 

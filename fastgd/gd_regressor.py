@@ -307,7 +307,9 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         if not reset and X.dtype != self.coef_.dtype:
             X = X.astype(self.coef_.dtype)
         y = np.ascontiguousarray(y, dtype=X.dtype)
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+        )
         return X, y, np.ascontiguousarray(sample_weight)
 
     def _validate_eval_set(self, eval_set, dtype):
@@ -413,7 +415,9 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         config = self._make_config()
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
         if eval_set is not None and not self.early_stopping:
-            raise ValueError("eval_set is only used with early_stopping=True; set it or drop eval_set.")
+            raise ValueError(
+                "eval_set is only used with early_stopping=True; set it or drop eval_set."
+            )
         rng = check_random_state(self.random_state)
         state = self._initial_state(X.shape[1], X.dtype, coef_init, intercept_init)
 
@@ -507,9 +511,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             Predictions, in the dtype of ``coef_`` when X is float32.
         """
         check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False
-        )
+        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False)
         if X.dtype != self.coef_.dtype:
             X = X.astype(np.result_type(X.dtype, self.coef_.dtype), copy=False)
         pred = safe_sparse_dot(X, self.coef_) + self.intercept_[0]

@@ -84,9 +84,25 @@ def clip_towards_zero(w, total, received):
     return new_w, received + (new_w - w)
 
 
-def sgd_epochs(X, y, sw, orders, *, loss=0, epsilon=0.1, l2=0.0, l1=0.0, schedule=0,
-               eta0=0.01, power_t=0.25, t0=0.0, alpha=1e-4, optimizer=0,
-               fit_intercept=True, average_start=0):
+def sgd_epochs(
+    X,
+    y,
+    sw,
+    orders,
+    *,
+    loss=0,
+    epsilon=0.1,
+    l2=0.0,
+    l1=0.0,
+    schedule=0,
+    eta0=0.01,
+    power_t=0.25,
+    t0=0.0,
+    alpha=1e-4,
+    optimizer=0,
+    fit_intercept=True,
+    average_start=0,
+):
     """Per-sample SGD over the given epoch orders; returns (coef, intercept, avg, losses)."""
     X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
@@ -131,7 +147,10 @@ def sgd_epochs(X, y, sw, orders, *, loss=0, epsilon=0.1, l2=0.0, l1=0.0, schedul
 
 
 def batch_gradient(X, y, sw, rows, w, b, loss, epsilon, l2, fit_intercept=True):
-    """Weighted-mean gradient over ``rows`` of the penalised objective; (grad_w, grad_b, loss_sum)."""
+    """Weighted-mean gradient of the penalised objective over ``rows``.
+
+    Returns (grad_w, grad_b, loss_sum).
+    """
     X = np.asarray(X, dtype=np.float64)[rows]
     p = X @ w + b
     dl = sw[rows] * loss_derivative(loss, p, y[rows], epsilon)
@@ -144,8 +163,11 @@ def batch_gradient(X, y, sw, rows, w, b, loss, epsilon, l2, fit_intercept=True):
 def objective(X, y, sw, w, b, loss, epsilon, l2, l1):
     """Σ sᵢ ℓᵢ / Σ sᵢ + l1‖w‖₁ + l2/2 ‖w‖²."""
     p = np.asarray(X, dtype=np.float64) @ w + b
-    return float(np.average(loss_value(loss, p, y, epsilon), weights=sw) + l1 * np.abs(w).sum()
-                 + 0.5 * l2 * w @ w)
+    return float(
+        np.average(loss_value(loss, p, y, epsilon), weights=sw)
+        + l1 * np.abs(w).sum()
+        + 0.5 * l2 * w @ w
+    )
 
 
 def soft_threshold(w, threshold):

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import make_linear_problem
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, Ridge, SGDRegressor
 from sklearn.metrics import r2_score
@@ -14,15 +15,21 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import make_linear_problem
 from fastgd import GDRegressor
 from fastgd.exceptions import DivergenceError
 
-OPTIMIZER_STEPS = {"sgd": 0.01, "momentum": 0.002, "nesterov": 0.002, "adagrad": 0.5,
-                   "rmsprop": 0.02, "adam": 0.05}
+OPTIMIZER_STEPS = {
+    "sgd": 0.01,
+    "momentum": 0.002,
+    "nesterov": 0.002,
+    "adagrad": 0.5,
+    "rmsprop": 0.02,
+    "adam": 0.05,
+}
 
 
 # ----------------------------------------------------------------- accuracy
+
 
 def test_matches_sgdregressor_on_diabetes(diabetes):
     X, y = diabetes
@@ -36,8 +43,9 @@ def test_matches_sgdregressor_on_diabetes(diabetes):
 def test_full_batch_l2_converges_to_ridge(diabetes):
     X, y = diabetes
     alpha = 0.01
-    model = GDRegressor(batch_size="full", learning_rate="constant", eta0=0.2, alpha=alpha,
-                        max_iter=20000, tol=None).fit(X, y)
+    model = GDRegressor(
+        batch_size="full", learning_rate="constant", eta0=0.2, alpha=alpha, max_iter=20000, tol=None
+    ).fit(X, y)
     ridge = Ridge(alpha=alpha * X.shape[0]).fit(X, y)
     np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-6, atol=1e-6)
     assert model.intercept_[0] == pytest.approx(ridge.intercept_, rel=1e-8)
@@ -49,16 +57,25 @@ def test_full_batch_with_sample_weight_converges_to_weighted_ridge(diabetes):
     X, y = diabetes
     sw = np.random.RandomState(0).uniform(0.2, 3.0, size=X.shape[0])
     alpha = 0.01
-    model = GDRegressor(batch_size="full", learning_rate="constant", eta0=0.2, alpha=alpha,
-                        max_iter=20000, tol=None).fit(X, y, sample_weight=sw)
+    model = GDRegressor(
+        batch_size="full", learning_rate="constant", eta0=0.2, alpha=alpha, max_iter=20000, tol=None
+    ).fit(X, y, sample_weight=sw)
     ridge = Ridge(alpha=alpha * sw.sum()).fit(X, y, sample_weight=sw)
     np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-6, atol=1e-6)
 
 
 def test_full_batch_elastic_net_reaches_exact_optimum_with_exact_zeros(diabetes):
     X, y = diabetes
-    model = GDRegressor(batch_size="full", penalty="elasticnet", alpha=4.0, l1_ratio=0.9,
-                        learning_rate="constant", eta0=0.2, max_iter=20000, tol=None).fit(X, y)
+    model = GDRegressor(
+        batch_size="full",
+        penalty="elasticnet",
+        alpha=4.0,
+        l1_ratio=0.9,
+        learning_rate="constant",
+        eta0=0.2,
+        max_iter=20000,
+        tol=None,
+    ).fit(X, y)
     enet = ElasticNet(alpha=4.0, l1_ratio=0.9, tol=1e-12, max_iter=100000).fit(X, y)
     np.testing.assert_allclose(model.coef_, enet.coef_, atol=1e-6)
     assert (enet.coef_ == 0).sum() >= 2, "the test needs a sparse optimum"
@@ -75,9 +92,15 @@ def test_every_optimizer_learns_diabetes(diabetes, optimizer, batch_size):
     # optimizers decay their own steps, and batches are less noisy.
     plain = optimizer in ("sgd", "momentum", "nesterov")
     schedule = "invscaling" if batch_size == 1 and plain else "constant"
-    model = GDRegressor(optimizer=optimizer, batch_size=batch_size, learning_rate=schedule,
-                        eta0=eta0, max_iter=3000 if batch_size == "full" else 300,
-                        tol=None, random_state=0).fit(X_train, y_train)
+    model = GDRegressor(
+        optimizer=optimizer,
+        batch_size=batch_size,
+        learning_rate=schedule,
+        eta0=eta0,
+        max_iter=3000 if batch_size == "full" else 300,
+        tol=None,
+        random_state=0,
+    ).fit(X_train, y_train)
     assert model.score(X_test, y_test) > 0.35
     assert np.isfinite(model.loss_curve_).all()
 
@@ -86,8 +109,14 @@ def test_every_optimizer_learns_diabetes(diabetes, optimizer, batch_size):
 def test_robust_losses_learn_diabetes(diabetes, loss):
     X, y = diabetes
     epsilon = 1.0 if loss != "huber" else 50.0
-    model = GDRegressor(loss=loss, epsilon=epsilon, eta0=0.05 if loss == "epsilon_insensitive" else 0.01,
-                        learning_rate="constant", max_iter=200, random_state=0).fit(X, y)
+    model = GDRegressor(
+        loss=loss,
+        epsilon=epsilon,
+        eta0=0.05 if loss == "epsilon_insensitive" else 0.01,
+        learning_rate="constant",
+        max_iter=200,
+        random_state=0,
+    ).fit(X, y)
     assert model.score(X, y) > 0.3
 
 
@@ -106,12 +135,16 @@ def test_huber_resists_outliers():
 
 # --------------------------------------------------- backends, dtypes, sparse
 
-@pytest.mark.parametrize("params", [
-    dict(),
-    dict(penalty="elasticnet", l1_ratio=0.5, alpha=0.01),
-    dict(optimizer="adam", loss="huber", epsilon=5.0),
-    dict(average=10, learning_rate="optimal", alpha=0.1),
-])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(),
+        dict(penalty="elasticnet", l1_ratio=0.5, alpha=0.01),
+        dict(optimizer="adam", loss="huber", epsilon=5.0),
+        dict(average=10, learning_rate="optimal", alpha=0.1),
+    ],
+)
 def test_backends_give_the_same_model(diabetes, params):
     X, y = diabetes
     cython = GDRegressor(backend="cython", random_state=1, **params).fit(X, y)
@@ -121,12 +154,15 @@ def test_backends_give_the_same_model(diabetes, params):
     assert cython.n_iter_ == numba.n_iter_
 
 
-@pytest.mark.parametrize("params", [
-    dict(penalty="elasticnet", alpha=0.01, l1_ratio=0.5),
-    dict(optimizer="rmsprop", penalty="l1", alpha=0.01),
-    dict(batch_size=16, penalty="elasticnet", alpha=0.01),
-    dict(batch_size="full", learning_rate="constant", eta0=0.1, penalty="l1", alpha=0.05),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(penalty="elasticnet", alpha=0.01, l1_ratio=0.5),
+        dict(optimizer="rmsprop", penalty="l1", alpha=0.01),
+        dict(batch_size=16, penalty="elasticnet", alpha=0.01),
+        dict(batch_size="full", learning_rate="constant", eta0=0.1, penalty="l1", alpha=0.05),
+    ],
+)
 @pytest.mark.parametrize("backend", ["cython", "numba"])
 def test_sparse_and_dense_input_give_the_same_model(params, backend):
     X, y = make_linear_problem(n=300, d=20, density=0.3, seed=2)
@@ -142,8 +178,14 @@ def test_sparse_and_dense_input_give_the_same_model(params, backend):
 def test_float32_stays_float32(diabetes, batch_size, sparse):
     X, y = diabetes
     X32 = X.astype(np.float32)
-    kwargs = dict(batch_size=batch_size, random_state=0, max_iter=50, tol=None,
-                  learning_rate="constant", eta0=0.01 if batch_size == 1 else 0.1)
+    kwargs = dict(
+        batch_size=batch_size,
+        random_state=0,
+        max_iter=50,
+        tol=None,
+        learning_rate="constant",
+        eta0=0.01 if batch_size == 1 else 0.1,
+    )
     X_in = sp.csr_matrix(X32) if sparse else X32
     m32 = GDRegressor(**kwargs).fit(X_in, y)
     m64 = GDRegressor(**kwargs).fit(X, y)
@@ -167,6 +209,7 @@ def test_c_contiguous_input_is_not_copied():
 
 
 # ------------------------------------------------- partial_fit, warm start, ES
+
 
 def test_partial_fit_epochs_equal_fit_epochs(diabetes):
     X, y = diabetes
@@ -193,15 +236,22 @@ def test_warm_start_continues_from_previous_coefficients(diabetes):
     first_curve = list(first.loss_curve_)
     first.fit(X, y)
     from_init = GDRegressor(max_iter=3, tol=None, random_state=0).fit(
-        X, y, coef_init=coef, intercept_init=intercept)
+        X, y, coef_init=coef, intercept_init=intercept
+    )
     np.testing.assert_array_equal(first.coef_, from_init.coef_)
     assert first.loss_curve_[0] < first_curve[0]
 
 
 def test_early_stopping_on_a_random_split(diabetes):
     X, y = diabetes
-    model = GDRegressor(early_stopping=True, n_iter_no_change=3, max_iter=1000, random_state=0,
-                        learning_rate="constant", eta0=0.01).fit(X, y)
+    model = GDRegressor(
+        early_stopping=True,
+        n_iter_no_change=3,
+        max_iter=1000,
+        random_state=0,
+        learning_rate="constant",
+        eta0=0.01,
+    ).fit(X, y)
     assert model.n_iter_ < 1000
     assert len(model.validation_scores_) == model.n_iter_
     assert model.best_score_ == max(model.validation_scores_)
@@ -211,8 +261,9 @@ def test_early_stopping_on_a_random_split(diabetes):
 def test_early_stopping_on_a_user_validation_set(diabetes):
     X, y = diabetes
     X_train, X_val, y_train, y_val = train_test_split(X, y, random_state=0)
-    model = GDRegressor(early_stopping=True, n_iter_no_change=3, random_state=0,
-                        learning_rate="constant", eta0=0.01)
+    model = GDRegressor(
+        early_stopping=True, n_iter_no_change=3, random_state=0, learning_rate="constant", eta0=0.01
+    )
     model.fit(X_train, y_train, eval_set=(X_val, y_val))
     # The last recorded score is the R² of the final model on the given set.
     assert model.validation_scores_[-1] == pytest.approx(r2_score(y_val, model.predict(X_val)))
@@ -265,29 +316,39 @@ def test_integer_sample_weight_is_like_repeating_the_sample(diabetes):
 
 # ----------------------------------------------------- bad input and faults
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), y), "NaN"),
-    (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.inf, X), y), "infinity"),
-    (lambda X, y: (X, np.r_[np.nan, y[1:]]), "NaN"),
-    (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
-    (lambda X, y: (X[:, :, None], y), "dim 3"),
-])
+
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), y), "NaN"),
+        (
+            lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.inf, X), y),
+            "infinity",
+        ),
+        (lambda X, y: (X, np.r_[np.nan, y[1:]]), "NaN"),
+        (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
+        (lambda X, y: (X[:, :, None], y), "dim 3"),
+    ],
+)
 def test_bad_training_data_is_rejected(diabetes, make_bad, message):
     X, y = make_bad(*diabetes)
     with pytest.raises(ValueError, match=message):
         GDRegressor().fit(X, y)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(loss="absolute"), "loss"),
-    (dict(optimizer="lbfgs"), "optimizer"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(batch_size="half"), "batch_size"),
-    (dict(learning_rate="cyclic"), "learning_rate"),
-    (dict(backend="cuda"), "backend"),
-    (dict(eta0=-1.0), "eta0"),
-    (dict(learning_rate="optimal", alpha=0.0), "alpha > 0"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(loss="absolute"), "loss"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size="half"), "batch_size"),
+        (dict(learning_rate="cyclic"), "learning_rate"),
+        (dict(backend="cuda"), "backend"),
+        (dict(eta0=-1.0), "eta0"),
+        (dict(learning_rate="optimal", alpha=0.0), "alpha > 0"),
+    ],
+)
 def test_bad_parameters_are_named(diabetes, params, message):
     with pytest.raises(ValueError, match=message):
         GDRegressor(**params).fit(*diabetes)
@@ -314,8 +375,9 @@ def test_other_bad_calls_are_named(diabetes):
 @pytest.mark.parametrize("backend", ["cython", "numba"])
 def test_divergence_raises_a_clear_error(diabetes, batch_size, backend):
     X, y = diabetes
-    model = GDRegressor(learning_rate="constant", eta0=50.0, batch_size=batch_size,
-                        backend=backend, random_state=0)
+    model = GDRegressor(
+        learning_rate="constant", eta0=50.0, batch_size=batch_size, backend=backend, random_state=0
+    )
     with pytest.raises(DivergenceError, match="diverged.*eta0"):
         model.fit(X, y)
     assert not hasattr(model, "coef_")
@@ -328,7 +390,8 @@ def test_user_arrays_are_not_modified(diabetes):
         y_in, sw = y.copy(), np.ones_like(y)
         init = np.ones(X.shape[1])
         GDRegressor(max_iter=3, tol=None, penalty="elasticnet").fit(
-            X_in, y_in, sample_weight=sw, coef_init=init)
+            X_in, y_in, sample_weight=sw, coef_init=init
+        )
         after = X_in
         if sp.issparse(X_in):
             before, after = before.toarray(), X_in.toarray()
@@ -340,8 +403,15 @@ def test_user_arrays_are_not_modified(diabetes):
 
 # ------------------------------------------- reproducibility and ecosystem
 
-@pytest.mark.parametrize("params", [dict(), dict(batch_size=64, optimizer="adam"),
-                                    dict(batch_size="full", learning_rate="constant", eta0=0.1)])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(),
+        dict(batch_size=64, optimizer="adam"),
+        dict(batch_size="full", learning_rate="constant", eta0=0.1),
+    ],
+)
 def test_same_random_state_gives_a_bit_identical_model(diabetes, params):
     X, y = diabetes
     a = GDRegressor(random_state=7, max_iter=20, tol=None, **params).fit(X, y)
@@ -355,8 +425,12 @@ def test_same_random_state_gives_a_bit_identical_model(diabetes, params):
 
 def test_fits_in_threads_equal_serial_fits():
     X, y = make_linear_problem(n=20000, d=30, seed=4)
-    configs = [dict(backend="cython"), dict(backend="numba"), dict(batch_size=256),
-               dict(batch_size="full", learning_rate="constant", eta0=0.1)] * 2
+    configs = [
+        dict(backend="cython"),
+        dict(backend="numba"),
+        dict(batch_size=256),
+        dict(batch_size="full", learning_rate="constant", eta0=0.1),
+    ] * 2
 
     def fit(params):
         return GDRegressor(random_state=0, max_iter=5, tol=None, **params).fit(X, y).coef_
@@ -364,7 +438,7 @@ def test_fits_in_threads_equal_serial_fits():
     serial = [fit(p) for p in configs]
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(fit, configs))
-    for a, b in zip(serial, threaded):
+    for a, b in zip(serial, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -383,8 +457,9 @@ def test_grid_search_in_a_pipeline_with_two_jobs(diabetes):
     grid = {"gdregressor__alpha": [1e-4, 1.0], "gdregressor__batch_size": [1, 32]}
     parallel = GridSearchCV(pipe, grid, cv=3, n_jobs=2).fit(X, y)
     serial = GridSearchCV(pipe, grid, cv=3, n_jobs=1).fit(X, y)
-    np.testing.assert_allclose(parallel.cv_results_["mean_test_score"],
-                               serial.cv_results_["mean_test_score"], rtol=1e-12)
+    np.testing.assert_allclose(
+        parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"], rtol=1e-12
+    )
     assert parallel.best_score_ > 0.4
 
 

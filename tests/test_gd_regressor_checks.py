@@ -8,14 +8,27 @@ CONFIGURATIONS = [
     GDRegressor(random_state=0),
     GDRegressor(backend="numba", penalty="elasticnet", average=True, random_state=0),
     GDRegressor(optimizer="adam", batch_size=32, random_state=0),
-    GDRegressor(optimizer="nesterov", batch_size=32, learning_rate="constant", eta0=0.001,
-                random_state=0),
-    GDRegressor(batch_size="full", learning_rate="constant", eta0=0.01, penalty="elasticnet",
-                random_state=0),
-    GDRegressor(optimizer="adam", loss="huber", batch_size="full", learning_rate="adaptive",
-                eta0=0.1, random_state=0),
-    GDRegressor(optimizer="adagrad", loss="epsilon_insensitive", learning_rate="constant",
-                eta0=0.1, random_state=0),
+    GDRegressor(
+        optimizer="nesterov", batch_size=32, learning_rate="constant", eta0=0.001, random_state=0
+    ),
+    GDRegressor(
+        batch_size="full", learning_rate="constant", eta0=0.01, penalty="elasticnet", random_state=0
+    ),
+    GDRegressor(
+        optimizer="adam",
+        loss="huber",
+        batch_size="full",
+        learning_rate="adaptive",
+        eta0=0.1,
+        random_state=0,
+    ),
+    GDRegressor(
+        optimizer="adagrad",
+        loss="epsilon_insensitive",
+        learning_rate="constant",
+        eta0=0.1,
+        random_state=0,
+    ),
 ]
 
 # These checks fit features centred at 100, on which gradient steps that are not
@@ -31,8 +44,10 @@ DIVERGING_ON_UNSCALED_DATA = {
 # two fits differ (scikit-learn marks SGDRegressor the same way).
 STOCHASTIC_WEIGHTS = {
     name: "per-sample SGD is stochastic: weighting is not the same as repeating"
-    for name in ("check_sample_weight_equivalence_on_dense_data",
-                 "check_sample_weight_equivalence_on_sparse_data")
+    for name in (
+        "check_sample_weight_equivalence_on_dense_data",
+        "check_sample_weight_equivalence_on_sparse_data",
+    )
 }
 
 

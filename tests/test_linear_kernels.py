@@ -1,11 +1,11 @@
 """The linear kernels against their plain-NumPy twins (tests/naive_linear.py)."""
 
+import naive_linear as naive
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-import naive_linear as naive
 from conftest import make_linear_problem
+
 from fastgd._kernels import _sgd_fast, batch_numba, codes, regression_losses, sgd_numba
 from fastgd._kernels.optimizers import optimizer_step
 
@@ -29,7 +29,7 @@ def test_cython_codes_match_python_codes():
 def test_losses_match_numpy_and_finite_differences(loss):
     rng = np.random.RandomState(loss)
     eps = 0.3
-    for p, y in zip(rng.randn(200) * 2, rng.randn(200) * 2):
+    for p, y in zip(rng.randn(200) * 2, rng.randn(200) * 2, strict=True):
         expected = float(naive.loss_value(loss, p, y, eps))
         assert _sgd_fast.py_loss_value(loss, p, y, eps) == pytest.approx(expected, abs=1e-14)
         assert regression_losses.loss_value(loss, p, y, eps) == pytest.approx(expected, abs=1e-14)
@@ -40,13 +40,32 @@ def test_losses_match_numpy_and_finite_differences(loss):
         r = abs(p - y)
         if min(abs(r - eps), r) > 1e-3:
             h = 1e-6
-            fd = (naive.loss_value(loss, p + h, y, eps) - naive.loss_value(loss, p - h, y, eps)) / (2 * h)
+            fd = (naive.loss_value(loss, p + h, y, eps) - naive.loss_value(loss, p - h, y, eps)) / (
+                2 * h
+            )
             assert d_expected == pytest.approx(fd, rel=1e-5, abs=1e-7)
 
 
-def run_kernel(kernel, X, y, sw, orders, *, loss=0, epsilon=0.1, l2=0.0, l1=0.0, schedule=0,
-               eta0=0.01, power_t=0.25, t0=0.0, alpha=1e-4, optimizer=0,
-               fit_intercept=True, average_start=0):
+def run_kernel(
+    kernel,
+    X,
+    y,
+    sw,
+    orders,
+    *,
+    loss=0,
+    epsilon=0.1,
+    l2=0.0,
+    l1=0.0,
+    schedule=0,
+    eta0=0.01,
+    power_t=0.25,
+    t0=0.0,
+    alpha=1e-4,
+    optimizer=0,
+    fit_intercept=True,
+    average_start=0,
+):
     """Drive a per-sample kernel over several epochs, as the engine does."""
     dtype = y.dtype
     if sp.issparse(X):
@@ -61,11 +80,41 @@ def run_kernel(kernel, X, y, sw, orders, *, loss=0, epsilon=0.1, l2=0.0, l1=0.0,
     counters = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     losses = []
     for order in orders:
-        losses.append(kernel(dense, data, indices, indptr, sp.issparse(X), y, sw,
-                             np.asarray(order, dtype=np.intp), coef, avg, received, s1, s2,
-                             grad, counters, loss, epsilon, l2, l1, schedule, eta0, power_t,
-                             t0, alpha, optimizer, 0.9, 0.9, 0.999, 1e-8, fit_intercept,
-                             float(average_start)))
+        losses.append(
+            kernel(
+                dense,
+                data,
+                indices,
+                indptr,
+                sp.issparse(X),
+                y,
+                sw,
+                np.asarray(order, dtype=np.intp),
+                coef,
+                avg,
+                received,
+                s1,
+                s2,
+                grad,
+                counters,
+                loss,
+                epsilon,
+                l2,
+                l1,
+                schedule,
+                eta0,
+                power_t,
+                t0,
+                alpha,
+                optimizer,
+                0.9,
+                0.9,
+                0.999,
+                1e-8,
+                fit_intercept,
+                float(average_start),
+            )
+        )
     assert not grad.any(), "the scratch gradient must be left zero-filled"
     return coef, counters[0], avg, losses
 
@@ -74,8 +123,14 @@ CASES = [
     dict(),
     dict(loss=codes.HUBER, epsilon=0.2, l2=0.01),
     dict(loss=codes.EPSILON_INSENSITIVE, l1=0.01, schedule=codes.INVSCALING, eta0=0.05),
-    dict(loss=codes.SQUARED_EPSILON_INSENSITIVE, l2=0.01, l1=0.005, schedule=codes.OPTIMAL,
-         t0=50.0, alpha=0.05),
+    dict(
+        loss=codes.SQUARED_EPSILON_INSENSITIVE,
+        l2=0.01,
+        l1=0.005,
+        schedule=codes.OPTIMAL,
+        t0=50.0,
+        alpha=0.05,
+    ),
     dict(l2=0.3, eta0=0.1, average_start=5),
     dict(l1=0.02, fit_intercept=False),
 ] + [dict(optimizer=o, l2=0.01, l1=0.002) for o in OPTIMIZERS[1:]]
@@ -83,7 +138,9 @@ CASES = [
 
 @pytest.mark.parametrize("backend", PER_SAMPLE_KERNELS)
 @pytest.mark.parametrize("density", [1.0, 0.4])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "plain")
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "plain"
+)
 def test_per_sample_kernel_matches_naive(backend, density, case):
     X, y = make_linear_problem(n=40, d=7, density=density, seed=3)
     sw = np.random.RandomState(1).uniform(0.5, 2.0, size=40)
@@ -143,10 +200,13 @@ def test_batch_gradient_matches_naive(loss, density, n_rows):
     rows = np.random.RandomState(4).permutation(200)[:n_rows].astype(np.intp)
     params = np.random.RandomState(5).randn(10)
     partials, chunk_losses, grad = batch_buffers(n_rows, 9, np.float64)
-    loss_sum = batch_numba.batch_gradient(*csr_parts(X), y, sw, rows, params, loss, 0.3, 0.05,
-                                          True, partials, chunk_losses, grad)
+    loss_sum = batch_numba.batch_gradient(
+        *csr_parts(X), y, sw, rows, params, loss, 0.3, 0.05, True, partials, chunk_losses, grad
+    )
     X_dense = X.toarray() if sp.issparse(X) else X
-    gw, gb, ref_loss = naive.batch_gradient(X_dense, y, sw, rows, params[:9], params[9], loss, 0.3, 0.05)
+    gw, gb, ref_loss = naive.batch_gradient(
+        X_dense, y, sw, rows, params[:9], params[9], loss, 0.3, 0.05
+    )
     np.testing.assert_allclose(grad[:9], gw, rtol=1e-10, atol=1e-12)
     assert grad[9] == pytest.approx(gb, rel=1e-10, abs=1e-12)
     assert loss_sum == pytest.approx(ref_loss, rel=1e-12)
@@ -160,23 +220,38 @@ def test_batch_gradient_finite_differences(loss):
     rows = np.arange(150, dtype=np.intp)
     params = np.random.RandomState(9).randn(6) * 0.3
     partials, chunk_losses, grad = batch_buffers(150, 5, np.float64)
-    batch_numba.batch_gradient(*csr_parts(X), y, sw, rows, params, loss, 0.5, 0.1, True,
-                               partials, chunk_losses, grad)
+    batch_numba.batch_gradient(
+        *csr_parts(X), y, sw, rows, params, loss, 0.5, 0.1, True, partials, chunk_losses, grad
+    )
     h = 1e-6
     for j in range(6):
         up, down = params.copy(), params.copy()
         up[j] += h
         down[j] -= h
-        fd = (naive.objective(X, y, sw, up[:5], up[5], loss, 0.5, 0.1, 0.0)
-              - naive.objective(X, y, sw, down[:5], down[5], loss, 0.5, 0.1, 0.0)) / (2 * h)
+        fd = (
+            naive.objective(X, y, sw, up[:5], up[5], loss, 0.5, 0.1, 0.0)
+            - naive.objective(X, y, sw, down[:5], down[5], loss, 0.5, 0.1, 0.0)
+        ) / (2 * h)
         assert grad[j] == pytest.approx(fd, rel=1e-5, abs=1e-7)
 
 
 def test_batch_gradient_ignores_intercept_when_not_fitted():
     X, y = make_linear_problem(n=50, d=3)
     partials, chunk_losses, grad = batch_buffers(50, 3, np.float64)
-    batch_numba.batch_gradient(*csr_parts(X), y, np.ones(50), np.arange(50, dtype=np.intp),
-                               np.zeros(4), 0, 0.1, 0.0, False, partials, chunk_losses, grad)
+    batch_numba.batch_gradient(
+        *csr_parts(X),
+        y,
+        np.ones(50),
+        np.arange(50, dtype=np.intp),
+        np.zeros(4),
+        0,
+        0.1,
+        0.0,
+        False,
+        partials,
+        chunk_losses,
+        grad,
+    )
     assert grad[3] == 0.0
     assert np.abs(grad[:3]).sum() > 0
 
@@ -206,12 +281,42 @@ def test_full_batch_epoch_is_proximal_gradient_descent():
     counters = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     expected_w, expected_b = np.zeros(d), 0.0
     for _ in range(5):
-        batch_numba.batch_epoch(*csr_parts(X), y, sw, np.arange(80, dtype=np.intp), 80, params,
-                                np.zeros(d + 1), np.zeros(d), np.zeros(d + 1), np.zeros(d + 1),
-                                grad, partials, chunk_losses, counters, 0, 0.1, 0.02, 0.05, True,
-                                codes.CONSTANT, 0.2, 0.25, 0.0, 1e-4, codes.SGD, 0.9, 0.9, 0.999,
-                                1e-8, True, 0.0)
-        gw, gb, _ = naive.batch_gradient(X, y, sw, np.arange(80), expected_w, expected_b, 0, 0.1, 0.02)
+        batch_numba.batch_epoch(
+            *csr_parts(X),
+            y,
+            sw,
+            np.arange(80, dtype=np.intp),
+            80,
+            params,
+            np.zeros(d + 1),
+            np.zeros(d),
+            np.zeros(d + 1),
+            np.zeros(d + 1),
+            grad,
+            partials,
+            chunk_losses,
+            counters,
+            0,
+            0.1,
+            0.02,
+            0.05,
+            True,
+            codes.CONSTANT,
+            0.2,
+            0.25,
+            0.0,
+            1e-4,
+            codes.SGD,
+            0.9,
+            0.9,
+            0.999,
+            1e-8,
+            True,
+            0.0,
+        )
+        gw, gb, _ = naive.batch_gradient(
+            X, y, sw, np.arange(80), expected_w, expected_b, 0, 0.1, 0.02
+        )
         expected_w = naive.soft_threshold(expected_w - 0.2 * gw, 0.2 * 0.05)
         expected_b -= 0.2 * gb
     np.testing.assert_allclose(params[:d], expected_w, rtol=1e-10, atol=1e-13)

@@ -198,4 +198,5 @@ def _warn_if_not_converged(history, max_iter, estimator_name):
             f"Maximum number of epochs ({max_iter}) reached and {estimator_name} "
             "has not converged; consider increasing max_iter.",
             ConvergenceWarning,
+            stacklevel=4,
         )

@@ -22,10 +22,9 @@ Tsuruoka et al. (2009) clips every weight after each step.
 
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, PARALLEL_KERNEL_OPTIONS, numba
 from fastgd._kernels.optimizers import optimizer_step
+from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 from fastgd._kernels.sgd_numba import (
-    AVG_INTERCEPT,
-    INTERCEPT,
     L1_TOTAL,
     N_AVERAGED,
     N_UPDATES,
@@ -36,7 +35,6 @@ from fastgd._kernels.sgd_numba import (
     prefetch_row,
     sparse_dot,
 )
-from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
 
 CHUNK_ROWS = 64
 # Batches smaller than this many values of X run on one thread: a parallel
@@ -52,8 +50,20 @@ def n_chunks_for(batch_size):
 
 @numba.njit(**KERNEL_OPTIONS)
 def _chunk_gradient(
-    X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows, start, stop,
-    params, loss, epsilon, partial,
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y,
+    sample_weight,
+    rows,
+    start,
+    stop,
+    params,
+    loss,
+    epsilon,
+    partial,
 ):
     """Σ over ``rows[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ."""
     n_features = params.shape[0] - 1
@@ -88,8 +98,22 @@ def _chunk_gradient(
 
 @numba.njit(**PARALLEL_KERNEL_OPTIONS)
 def batch_gradient(
-    X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows, params,
-    loss, epsilon, l2, fit_intercept, partials, chunk_losses, grad,
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y,
+    sample_weight,
+    rows,
+    params,
+    loss,
+    epsilon,
+    l2,
+    fit_intercept,
+    partials,
+    chunk_losses,
+    grad,
 ):
     """Weighted-mean gradient of the penalised objective over ``rows``, into ``grad``.
 
@@ -115,15 +139,39 @@ def batch_gradient(
         for c in range(n_chunks):
             start = c * CHUNK_ROWS
             chunk_losses[c] = _chunk_gradient(
-                X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
-                start, min(start + CHUNK_ROWS, n_rows), params, loss, epsilon, partials[c],
+                X,
+                X_data,
+                X_indices,
+                X_indptr,
+                is_sparse,
+                y,
+                sample_weight,
+                rows,
+                start,
+                min(start + CHUNK_ROWS, n_rows),
+                params,
+                loss,
+                epsilon,
+                partials[c],
             )
     else:
         for c in numba.prange(n_chunks):
             start = c * CHUNK_ROWS
             chunk_losses[c] = _chunk_gradient(
-                X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
-                start, min(start + CHUNK_ROWS, n_rows), params, loss, epsilon, partials[c],
+                X,
+                X_data,
+                X_indices,
+                X_indptr,
+                is_sparse,
+                y,
+                sample_weight,
+                rows,
+                start,
+                min(start + CHUNK_ROWS, n_rows),
+                params,
+                loss,
+                epsilon,
+                partials[c],
             )
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
     # 2 counts as that sample twice, exactly, in full-batch GD).
@@ -149,11 +197,41 @@ def batch_gradient(
 
 @numba.njit(**KERNEL_OPTIONS)
 def batch_epoch(
-    X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, order,
-    batch_size, params, avg_params, l1_received, state_1, state_2, grad,
-    partials, chunk_losses, counters, loss, epsilon, l2, l1, l1_proximal,
-    schedule, eta0, power_t, optimal_t0, alpha, optimizer, momentum, beta_1,
-    beta_2, opt_eps, fit_intercept, average_start,
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y,
+    sample_weight,
+    order,
+    batch_size,
+    params,
+    avg_params,
+    l1_received,
+    state_1,
+    state_2,
+    grad,
+    partials,
+    chunk_losses,
+    counters,
+    loss,
+    epsilon,
+    l2,
+    l1,
+    l1_proximal,
+    schedule,
+    eta0,
+    power_t,
+    optimal_t0,
+    alpha,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    opt_eps,
+    fit_intercept,
+    average_start,
 ):
     """Run one epoch of mini-batch (or full-batch) GD in place.
 
@@ -174,23 +252,46 @@ def batch_epoch(
     n_averaged = counters[N_AVERAGED]
     loss_sum = 0.0
     for start in range(0, n_rows, batch_size):
-        rows = order[start:min(start + batch_size, n_rows)]
+        rows = order[start : min(start + batch_size, n_rows)]
         loss_sum += batch_gradient(
-            X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, rows,
-            params, loss, epsilon, l2, fit_intercept, partials, chunk_losses, grad,
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y,
+            sample_weight,
+            rows,
+            params,
+            loss,
+            epsilon,
+            l2,
+            fit_intercept,
+            partials,
+            chunk_losses,
+            grad,
         )
         eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
         n_updates += 1.0
         optimizer_step(
-            params, grad, state_1, state_2, eta, n_updates, optimizer, momentum,
-            beta_1, beta_2, opt_eps, l1 if l1_proximal else 0.0, n_features,
+            params,
+            grad,
+            state_1,
+            state_2,
+            eta,
+            n_updates,
+            optimizer,
+            momentum,
+            beta_1,
+            beta_2,
+            opt_eps,
+            l1 if l1_proximal else 0.0,
+            n_features,
         )
         if l1 > 0.0 and not l1_proximal:
             l1_total += eta * l1
             for j in range(n_features):
-                params[j], l1_received[j] = clip_towards_zero(
-                    params[j], l1_total, l1_received[j]
-                )
+                params[j], l1_received[j] = clip_towards_zero(params[j], l1_total, l1_received[j])
         if average_start > 0.0 and t >= average_start:
             n_averaged += 1.0
             mu = 1.0 / n_averaged

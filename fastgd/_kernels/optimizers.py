@@ -45,9 +45,7 @@ ADAM = codes.ADAM
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
-def coordinate_step(
-    optimizer, w, g, s1, s2, lr, momentum, beta_1, beta_2, eps, bias_1, bias_2
-):
+def coordinate_step(optimizer, w, g, s1, s2, lr, momentum, beta_1, beta_2, eps, bias_1, bias_2):
     """Update one coordinate; return ``(w, s1, s2, effective_step)``.
 
     ``bias_1`` and ``bias_2`` are Adam's bias corrections ``1 − β₁ᵗ`` and

@@ -6,7 +6,6 @@ the algorithm), so the two backends give the same coefficients. This is the
 ``backend="numba"`` path of GDRegressor.
 """
 
-import numpy as np
 
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
@@ -194,9 +193,7 @@ def sgd_epoch(
                         x_j = X[i, k]
                     if x_j == 0:
                         continue
-                    wj, l1_received[j] = clip_towards_zero(
-                        scale * w[j], l1_total, l1_received[j]
-                    )
+                    wj, l1_received[j] = clip_towards_zero(scale * w[j], l1_total, l1_received[j])
                     w[j] = wj / scale
         else:
             bias_1 = 1.0 - beta_1**n_updates
