@@ -533,10 +533,8 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
 
         validation_score = None
         if early_stopping:
-            val_sources = network.gather_sources(X_val, columns)
-
             def validation_score():
-                scores = network.predict(val_sources, X_val.shape[0])
+                scores = network.predict(X_val, columns)
                 correct = np.argmax(scores, axis=1) == y_val
                 return float(np.average(correct, weights=w_val)) if w_val.sum() > 0 else float(correct.mean())
 
@@ -595,8 +593,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         )
         columns = self._columns
         self._check_finite(X, self._network.branch_names, columns)
-        sources = self._network.gather_sources(X, columns)
-        return self._network.predict(sources, X.shape[0])
+        return self._network.predict(X, columns)
 
     def predict_proba(self, X):
         """Class probabilities (softmax of the network's scores).

@@ -112,7 +112,7 @@ def test_forward_prediction_is_chunk_independent():
     net = Network([("a", [Dense(4, activation="relu")], 3)], "concat", [], 2, None, np.float64)
     net.initialize(np.random.RandomState(0))
     X = np.random.RandomState(1).standard_normal((50, 3))
-    full = net.predict([X], 50)
+    full = net.predict(X, [slice(None)])
     ws = net.make_workspace(7, False)
     part = net.forward([np.ascontiguousarray(X[:7])], ws, 7, False)
     np.testing.assert_allclose(part, full[:7], rtol=1e-12)
