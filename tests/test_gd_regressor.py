@@ -429,6 +429,7 @@ def test_fits_in_threads_equal_serial_fits():
         dict(backend="cython"),
         dict(backend="numba"),
         dict(batch_size=256),
+        dict(batch_size=512, optimizer="adam"),  # large enough to run in parallel
         dict(batch_size="full", learning_rate="constant", eta0=0.1),
     ] * 2
 

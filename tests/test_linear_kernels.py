@@ -322,3 +322,37 @@ def test_full_batch_epoch_is_proximal_gradient_descent():
     np.testing.assert_allclose(params[:d], expected_w, rtol=1e-10, atol=1e-13)
     assert params[d] == pytest.approx(expected_b, rel=1e-10)
     assert counters[2] == 6.0
+
+
+def test_batch_gradient_does_not_depend_on_the_number_of_threads():
+    import numba
+
+    X, y = make_linear_problem(n=3000, d=40, seed=12)
+    sw = np.random.RandomState(13).uniform(0.5, 2.0, 3000)
+    rows = np.random.RandomState(14).permutation(3000).astype(np.intp)
+    params = np.random.RandomState(15).randn(41)
+    assert 3000 * 41 >= batch_numba.PARALLEL_MIN_ELEMENTS, "the test needs the parallel path"
+    results = []
+    for n_threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(n_threads)
+        try:
+            partials, chunk_losses, grad = batch_buffers(3000, 40, np.float64)
+            loss = batch_numba.batch_gradient(
+                *csr_parts(X),
+                y,
+                sw,
+                rows,
+                params,
+                0,
+                0.1,
+                0.01,
+                True,
+                partials,
+                chunk_losses,
+                grad,
+            )
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        results.append((grad.copy(), loss))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]

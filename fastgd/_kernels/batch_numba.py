@@ -37,10 +37,13 @@ from fastgd._kernels.sgd_numba import (
 )
 
 CHUNK_ROWS = 64
-# Batches smaller than this many values of X run on one thread: a parallel
-# region costs microseconds when the machine is idle and milliseconds when
-# another process holds a core, more than a small batch's arithmetic.
-PARALLEL_MIN_ELEMENTS = 1 << 20
+# Batches with fewer values of X than this run on one thread. A parallel region
+# costs a few microseconds on idle cores; a batch of 256 shuffled rows of 100
+# features takes ~50 us on one thread and half that on two (measured), so
+# parallelism pays from about 8K values on. (joblib's process workers cap
+# Numba's threads through NUMBA_NUM_THREADS, so grid searches do not
+# oversubscribe the cores.)
+PARALLEL_MIN_ELEMENTS = 1 << 13
 
 
 def n_chunks_for(batch_size):
