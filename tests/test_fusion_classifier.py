@@ -395,3 +395,22 @@ def test_divergence_raises():
     )
     with pytest.raises(DivergenceError):
         clf.fit(X * 1e3, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_thread_count_does_not_change_the_model():
+    import numba
+
+    X, y = _small_problem(200)
+    branches = _small_branches() + [("d", [Dense(6, activation="tanh"), Dropout(0.3)], slice(None))]
+    before = numba.get_num_threads()
+    params = []
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            clf = FusionClassifier(branches=branches, fusion="hybrid", max_iter=3, random_state=0)
+            params.append(clf.fit(X, y)._network.params.copy())
+    finally:
+        numba.set_num_threads(before)
+    for p in params[1:]:
+        np.testing.assert_array_equal(p, params[0])

@@ -138,11 +138,13 @@ class NetworkTrainer:
             m = idx.shape[0]
             for b, src in enumerate(sources):
                 buf = ws.inputs[b] if m == bs else ws.inputs[b][:m]
-                np.take(src, idx, axis=0, out=buf, mode="clip")
+                # mode="clip" lets take write straight into ``out`` (no
+                # intermediate buffer); indices are always in range.
+                src.take(idx, axis=0, out=buf, mode="clip")
                 inputs[b] = buf
             for t, arr in enumerate(targets):
                 buf = self.target_buffers[t] if m == bs else self.target_buffers[t][:m]
-                np.take(arr, idx, axis=0, out=buf, mode="clip")
+                arr.take(idx, axis=0, out=buf, mode="clip")
                 tbuf[t] = buf
             scores = net.forward(inputs, ws, m, True)
             dscores = ws.dscores if m == bs else ws.dscores[:m]
