@@ -122,6 +122,12 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         kernel (no warm-up; "auto" picks it when built) or the Numba kernel.
         Both give the same coefficients. Mini-batch and full-batch GD always
         run the Numba batch kernel.
+    callbacks : list of callables, default=None
+        Called as ``callback(estimator, report)`` after every epoch, with
+        ``coef_`` and ``intercept_`` set to the current model and ``report``
+        an :class:`~fastgd.callbacks.EpochReport` (epoch, loss, validation
+        score, learning rate, time). A callback returning True stops
+        training. See :mod:`fastgd.callbacks`.
 
     Attributes
     ----------
@@ -189,6 +195,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "optimizer_eps": [Interval(Real, 0, None, closed="neither")],
         "backend": [StrOptions({"auto", "cython", "numba"})],
+        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -220,6 +227,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         beta_2=0.999,
         optimizer_eps=1e-8,
         backend="auto",
+        callbacks=None,
     ):
         self.loss = loss
         self.penalty = penalty
@@ -247,6 +255,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.optimizer_eps = optimizer_eps
         self.backend = backend
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ setup
 
@@ -347,15 +356,27 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             X.data if sp.issparse(X) else X, input_name="X", estimator_name=type(self).__name__
         )
 
-    def _train(self, X, *args, **kwargs):
+    def _train(self, X, data, state, config, **kwargs):
         """Run :func:`train_linear`; a NaN or inf in X is reported as bad input.
 
         A non-finite feature value makes the training loss non-finite, which
         the engine reports as divergence; checking X only then names the real
         cause without a separate pass over X in every fit.
         """
+        callbacks = list(self.callbacks or ())
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(f"callbacks must be callables; got {callback!r}.")
         try:
-            return train_linear(*args, **kwargs)
+            return train_linear(
+                data,
+                state,
+                config,
+                callbacks=callbacks,
+                callback_target=self,
+                before_callbacks=lambda: self._publish(state, config),
+                **kwargs,
+            )
         except DivergenceError:
             self._check_finite_features(X)
             raise

@@ -471,3 +471,67 @@ def test_dataframe_input_records_feature_names(diabetes):
     model = GDRegressor(max_iter=5, tol=None).fit(frame, y)
     np.testing.assert_array_equal(model.feature_names_in_, frame.columns)
     np.testing.assert_allclose(model.predict(frame), model.predict(X))
+
+
+# ------------------------------------------------------- callbacks, verbose
+
+
+def test_callbacks_see_every_epoch_and_can_stop_training(diabetes):
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = diabetes
+    log = HistoryLogger()
+    seen_coefs = []
+
+    def stop_after_four(estimator, report):
+        seen_coefs.append(estimator.coef_.copy())
+        return report.epoch >= 4
+
+    model = GDRegressor(callbacks=[log, stop_after_four], tol=None, random_state=0).fit(X, y)
+    assert model.n_iter_ == 4
+    assert log.column("epoch") == [1, 2, 3, 4]
+    assert log.column("loss") == model.loss_curve_
+    # invscaling: the reported rate is eta0 / t**power_t at the end of each epoch
+    expected_rates = [0.01 / (1 + k * X.shape[0]) ** 0.25 for k in (1, 2, 3, 4)]
+    np.testing.assert_allclose(log.column("learning_rate"), expected_rates)
+    # the estimator seen by the callback holds the model of that epoch
+    np.testing.assert_array_equal(seen_coefs[-1], model.coef_)
+    assert not np.array_equal(seen_coefs[0], seen_coefs[-1])
+
+
+def test_callbacks_receive_validation_scores(diabetes):
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = diabetes
+    log = HistoryLogger()
+    model = GDRegressor(early_stopping=True, callbacks=[log], random_state=0).fit(X, y)
+    assert log.column("validation_score") == model.validation_scores_
+
+
+def test_verbose_prints_one_line_per_epoch(diabetes, capsys):
+    X, y = diabetes
+    model = GDRegressor(verbose=1, max_iter=3, tol=None, random_state=0).fit(X, y)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("-- Epoch")]
+    assert len(lines) == model.n_iter_ == 3
+    assert "loss" in lines[0] and "learning rate" in lines[0]
+
+
+def test_a_callback_that_is_not_callable_is_named(diabetes):
+    with pytest.raises(ValueError, match="callbacks must be callables"):
+        GDRegressor(callbacks=["log"]).fit(*diabetes)
+
+
+def test_progress_bar_counts_epochs(diabetes):
+    pytest.importorskip("tqdm")
+    import io
+
+    from fastgd.callbacks import ProgressBar
+
+    X, y = diabetes
+    stream = io.StringIO()
+    bar = ProgressBar(file=stream, mininterval=0)
+    model = GDRegressor(callbacks=[bar], max_iter=7, tol=None, random_state=0).fit(X, y)
+    assert bar._bar.n == model.n_iter_ == 7
+    bar.close()
+    assert "7/7" in stream.getvalue()
+    pickle.loads(pickle.dumps(model))  # a model with a progress bar still pickles

@@ -285,6 +285,16 @@ def _epoch_order(rows, shuffle, rng):
     return rows
 
 
+def current_learning_rate(state, config):
+    """Step size of the next update under the configured schedule."""
+    t = state.t
+    if config.schedule == codes.OPTIMAL:
+        return 1.0 / (config.alpha * (config.optimal_t0 + t - 1.0))
+    if config.schedule == codes.INVSCALING:
+        return config.eta0 / t**config.power_t
+    return state.eta if state.eta is not None else config.eta0
+
+
 def r2_score_of(state, config, validation):
     """R² of the current model on ``validation = (X, y, sample_weight)``."""
     X_val, y_val, w_val = validation
@@ -311,6 +321,9 @@ def train_linear(
     validation=None,
     verbose=0,
     estimator_name="GDRegressor",
+    callbacks=(),
+    callback_target=None,
+    before_callbacks=None,
 ):
     """Train ``state`` on ``data`` for up to ``max_iter`` epochs.
 
@@ -335,6 +348,8 @@ def train_linear(
         Held-out data; when given, early stopping watches its R².
     verbose : int
         Print one line per epoch.
+    callbacks, callback_target, before_callbacks :
+        Per-epoch user callbacks (see :func:`~fastgd._engine.training.run_epochs`).
 
     Returns
     -------
@@ -370,5 +385,9 @@ def train_linear(
         verbose=verbose,
         divergence_hint=DIVERGENCE_HINT,
         estimator_name=estimator_name,
+        callbacks=callbacks,
+        callback_target=callback_target,
+        before_callbacks=before_callbacks,
+        learning_rate=lambda: current_learning_rate(state, config),
     )
     return history, n_epochs

@@ -12,12 +12,15 @@ scikit-learn's rule:
   score so far by more than ``tol``;
 * after ``n_iter_no_change`` epochs in a row without improvement the loop
   stops, unless ``on_plateau`` says to go on (the "adaptive" learning-rate
-  schedule divides the step by 5 there, and stops once it is tiny).
+  schedule divides the step by 5 there, and stops once it is tiny);
+* user callbacks (see :mod:`fastgd.callbacks`) receive an
+  :class:`EpochReport` after every epoch and may stop training.
 """
 
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 from sklearn.exceptions import ConvergenceWarning
 
@@ -118,6 +121,43 @@ def check_divergence(loss, reference_loss, epoch, hint, growth=DIVERGENCE_GROWTH
         )
 
 
+@dataclass(frozen=True)
+class EpochReport:
+    """What callbacks receive after every epoch.
+
+    Attributes
+    ----------
+    epoch : int
+        1-based number of the epoch just finished.
+    max_iter : int
+        Maximum number of epochs of this fit.
+    loss : float
+        Training objective of the epoch.
+    validation_score : float or None
+        Validation score after the epoch (early stopping only).
+    learning_rate : float or None
+        Learning rate at the end of the epoch, where the estimator has one.
+    seconds : float
+        Wall time of the epoch.
+    """
+
+    epoch: int
+    max_iter: int
+    loss: float
+    validation_score: float | None
+    learning_rate: float | None
+    seconds: float
+
+
+def _run_callbacks(callbacks, target, report):
+    """Call every callback; return True if any asks training to stop."""
+    stop = False
+    for callback in callbacks:
+        if callback(target, report):
+            stop = True
+    return stop
+
+
 def run_epochs(
     train_epoch,
     history,
@@ -129,6 +169,10 @@ def run_epochs(
     verbose=0,
     divergence_hint="Try a smaller learning rate.",
     estimator_name="estimator",
+    callbacks=(),
+    callback_target=None,
+    before_callbacks=None,
+    learning_rate=None,
 ):
     """Train epoch after epoch until the stopping rule or ``max_iter`` ends it.
 
@@ -155,6 +199,15 @@ def run_epochs(
         Advice appended to the divergence error.
     estimator_name : str
         Name used in warnings.
+    callbacks : sequence of callables ``(target, EpochReport) -> bool``
+        Run after every epoch; a callback returning True stops training.
+    callback_target : object
+        First argument of the callbacks (the estimator being fitted).
+    before_callbacks : callable ``() -> None``, optional
+        Run before the callbacks of each epoch (for example to publish the
+        current coefficients on the estimator).
+    learning_rate : callable ``() -> float``, optional
+        Current learning rate, for the reports.
 
     Returns
     -------
@@ -162,6 +215,7 @@ def run_epochs(
         Number of epochs run.
     """
     n_epochs = 0
+    converged = False
     for epoch in range(max_iter):
         started = time.perf_counter()
         loss = train_epoch(epoch)
@@ -170,26 +224,48 @@ def run_epochs(
         check_divergence(loss, first_loss, n_epochs, divergence_hint)
         score = validation_score() if history.early_stopping else None
         improved = history.record(loss, score)
+        report = EpochReport(
+            epoch=n_epochs,
+            max_iter=max_iter,
+            loss=float(loss),
+            validation_score=None if score is None else float(score),
+            learning_rate=None if learning_rate is None else float(learning_rate()),
+            seconds=time.perf_counter() - started,
+        )
         if verbose:
-            line = f"-- Epoch {n_epochs}: loss {loss:.6g}"
-            if score is not None:
-                line += f", validation score {score:.6g}"
-            print(f"{line}, {time.perf_counter() - started:.3f} s", flush=True)
+            print(_progress_line(report), flush=True)
         if improved and on_improvement is not None:
             on_improvement(epoch)
+        if callbacks and before_callbacks is not None:
+            before_callbacks()
+        if _run_callbacks(callbacks, callback_target, report):
+            if verbose:
+                print(f"Stopped by a callback after {n_epochs} epochs", flush=True)
+            break
         if history.plateaued:
             if on_plateau is not None and on_plateau():
                 history.epochs_without_improvement = 0
                 continue
+            converged = True
             break
     else:
         _warn_if_not_converged(history, max_iter, estimator_name)
     if history.loss_curve:
         curve = history.loss_curve
         check_divergence(curve[-1], curve[0], n_epochs, divergence_hint, FINAL_GROWTH)
-    if verbose and n_epochs < max_iter:
+    if verbose and converged:
         print(f"Convergence after {n_epochs} epochs", flush=True)
     return n_epochs
+
+
+def _progress_line(report):
+    """One verbose line: epoch, loss, validation score, learning rate, time."""
+    line = f"-- Epoch {report.epoch}: loss {report.loss:.6g}"
+    if report.validation_score is not None:
+        line += f", validation score {report.validation_score:.6g}"
+    if report.learning_rate is not None:
+        line += f", learning rate {report.learning_rate:.4g}"
+    return f"{line}, {report.seconds:.3f} s"
 
 
 def _warn_if_not_converged(history, max_iter, estimator_name):
