@@ -355,7 +355,14 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _check_finite(X, names, columns):
         """ValueError naming the branches whose columns hold NaN or inf."""
-        if X.size == 0 or np.isfinite(X).all():
+        if X.size == 0:
+            return
+        # Fast path (as scikit-learn): a finite sum means every value is
+        # finite; the sum only overflows or turns NaN if something is off.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(X.sum(dtype=np.float64)):
+                return
+        if np.isfinite(X).all():
             return
         bad = ~np.isfinite(X).all(axis=0)
         for name, cols in zip(names, columns):
@@ -367,7 +374,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     def _n_columns(self, cols, n_features):
         return len(np.arange(n_features)[cols])
 
-    def _build_network(self, specs, columns, n_features, dtype):
+    def _build_network(self, specs, columns, n_features, dtype, n_classes):
         from fastgd._engine.network import Network
 
         branches = [
@@ -375,11 +382,11 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             for (name, layers, _), cols in zip(specs, columns)
         ]
         return Network(
-            branches, self.fusion, self._head_specs(), len(self.classes_),
+            branches, self.fusion, self._head_specs(), n_classes,
             self.fusion_weights, dtype,
         )
 
-    def _signature(self, specs, columns, n_features, dtype):
+    def _signature(self, specs, columns, n_features, dtype, classes):
         """What must not change for a warm start to reuse the weights."""
         return repr(
             (
@@ -389,7 +396,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                 [repr(l) for l in self._head_specs()],
                 n_features,
                 str(dtype),
-                self.classes_.tolist(),
+                classes.tolist(),
             )
         )
 
@@ -460,18 +467,20 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         elif incremental:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            self.classes_ = np.unique(np.asarray(classes))
-            unseen = np.setdiff1d(np.unique(y), self.classes_)
+            classes = np.unique(np.asarray(classes))
+            unseen = np.setdiff1d(np.unique(y), classes)
             if unseen.size:
                 raise ValueError(f"y contains labels {unseen.tolist()} not in classes.")
         else:
-            self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
+            classes = np.unique(y)
+        if continuing:
+            classes = self.classes_
+        if len(classes) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; the data "
-                f"contains only one class: {self.classes_.tolist()}."
+                f"contains only one class: {classes.tolist()}."
             )
-        y_index = np.searchsorted(self.classes_, y).astype(np.int64)
+        y_index = np.searchsorted(classes, y).astype(np.int64)
 
         sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
 
@@ -479,17 +488,18 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         columns = self._resolve_columns(specs, n_features)
         self._check_finite(X, [name for name, _, _ in specs], columns)
 
-        signature = self._signature(specs, columns, n_features, dtype)
+        signature = self._signature(specs, columns, n_features, dtype, classes)
         reuse = (continuing or self.warm_start) and getattr(self, "_fit_signature", None) == signature
         if reuse:
             network = self._network
         else:
-            network = self._build_network(specs, columns, n_features, dtype)
+            network = self._build_network(specs, columns, n_features, dtype, len(classes))
             if continuing:
                 raise ValueError(
                     "The architecture changed since the last call to partial_fit; "
                     "call fit instead."
                 )
+        self.classes_ = classes
         if incremental:
             if not hasattr(self, "_partial_random_state"):
                 self._partial_random_state = check_random_state(self.random_state)
@@ -512,7 +522,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             batch_size = self.batch_size if incremental else min(self.batch_size, X_train.shape[0])
             trainer = NetworkTrainer(
                 network,
-                SoftmaxCrossEntropyLoss(len(self.classes_)),
+                SoftmaxCrossEntropyLoss(len(classes)),
                 optimizer=self.optimizer,
                 learning_rate=self.learning_rate_init,
                 batch_size=batch_size,
