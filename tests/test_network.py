@@ -151,3 +151,41 @@ def test_trainer_raises_on_divergence():
     trainer = _trainer(net, rs, optimizer="sgd", learning_rate=1e6, alpha=0.0)
     with pytest.raises(DivergenceError):
         trainer.fit([X], (y, np.ones(64, dtype=np.float32)), TrainingHistory(None, 10, False), 20)
+
+
+@pytest.mark.parametrize("trunk", [[], [Dense(5, activation="tanh")]])
+def test_task_heads_and_masked_loss_match_finite_differences(trunk):
+    from fastgd._engine.network import MaskedRegressionLoss
+    from fastgd._kernels import codes
+
+    rng = np.random.RandomState(0)
+    n_tasks, n = 3, 6
+    branches = [("a", [Dense(4, activation="relu")], 4), ("b", [Dense(3, activation="sigmoid")], 2)]
+    heads = [[Dense(3, activation="tanh")], [], [Dense(2, activation="relu"), Dense(2)]]
+    net = Network(branches, "concat", trunk, n_tasks, None, np.float64, task_heads=heads)
+    net.initialize(rng)
+    inputs = [rng.standard_normal((n, 4)), rng.standard_normal((n, 2))]
+    y = rng.standard_normal((n, n_tasks))
+    mask = (rng.rand(n, n_tasks) > 0.3).astype(np.float64)
+    y[mask == 0] = np.nan  # never read
+    loss = MaskedRegressionLoss(n_tasks, [1.0, 0.5, 2.0], codes.HUBER, huber_delta=0.7)
+    _loss_and_grad(net, loss, inputs, (y, mask), n)
+    grads = net.grads.copy()
+
+    def f():
+        ws = net.make_workspace(n, False)
+        loss.make_buffers(n, net.dtype)
+        scores = net.forward(inputs, ws, n, False).copy()
+        return loss(scores, (y, mask), np.empty_like(scores), n)
+
+    eps = 1e-6
+    numeric = np.empty(net.n_params)
+    for j in range(net.n_params):
+        saved = net.params[j]
+        net.params[j] = saved + eps
+        up = f()
+        net.params[j] = saved - eps
+        down = f()
+        net.params[j] = saved
+        numeric[j] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-8)

@@ -13,6 +13,9 @@ branch outputs are then fused:
   or fixed.
 * ``"hybrid"``: the sum of both.
 
+For multi-task learning, ``task_heads`` replaces the final Dense by one
+small stack of layers per output (a head per task on the shared trunk).
+
 The network's output is raw scores (logits for classification, predictions
 for regression); a *loss object* turns them into an objective and its
 gradient, so the same engine serves classification (softmax cross-entropy)
@@ -53,7 +56,12 @@ class Network:
     fusion : {"concat", "late", "hybrid"}
         How branch outputs are combined.
     head : sequence of Layer
-        Layers after the concatenation (``"concat"`` and ``"hybrid"``).
+        Layers after the concatenation (``"concat"`` and ``"hybrid"``): the
+        shared trunk.
+    task_heads : list of (list of Layer) or None
+        One small stack of layers per output (multi-task learning); each is
+        followed by an identity ``Dense(1)`` that produces its output column.
+        None: a single identity ``Dense(n_outputs)`` after the trunk.
     n_outputs : int
         Width of the output (number of classes, or of tasks).
     fusion_weights : array-like of shape (n_branches,) or None
@@ -73,7 +81,9 @@ class Network:
         Number of leading entries of ``params`` the L2 penalty applies to.
     """
 
-    def __init__(self, branches, fusion, head, n_outputs, fusion_weights, dtype):
+    def __init__(
+        self, branches, fusion, head, n_outputs, fusion_weights, dtype, task_heads=None
+    ):
         from sklearn.base import clone
 
         self.config = (
@@ -83,6 +93,7 @@ class Network:
             int(n_outputs),
             None if fusion_weights is None else np.asarray(fusion_weights, dtype=np.float64).copy(),
             np.dtype(dtype),
+            None if task_heads is None else [[clone(l) for l in layers] for layers in task_heads],
         )
         self._build()
         self.params = np.zeros(self.n_params, dtype=self.dtype)
@@ -91,7 +102,7 @@ class Network:
 
     # ------------------------------------------------------------------ build
     def _build(self):
-        branches, fusion, head, n_outputs, fusion_weights, dtype = self.config
+        branches, fusion, head, n_outputs, fusion_weights, dtype, task_heads = self.config
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
         self.fusion = fusion
@@ -124,6 +135,7 @@ class Network:
         self.offsets = np.concatenate([[0], np.cumsum(self.branch_widths)]).astype(int)
 
         self.head_layers = []
+        self.task_layers = []
         if self.use_concat:
             shape = (int(self.offsets[-1]),)
             for i, spec in enumerate(head):
@@ -136,12 +148,30 @@ class Network:
                 layer = build_layer(spec, shape, f"Head layer {i} ({type(spec).__name__})")
                 self.head_layers.append(layer)
                 shape = layer.output_shape
-            self.head_layers.append(
-                DenseLayer(L.Dense(n_outputs), shape, "Output layer")
-            )
-        elif head:
+            if task_heads is None:
+                self.head_layers.append(DenseLayer(L.Dense(n_outputs), shape, "Output layer"))
+            else:
+                if len(task_heads) != n_outputs:
+                    raise ValueError(
+                        f"task_heads must hold one layer list per output ({n_outputs}), "
+                        f"got {len(task_heads)}."
+                    )
+                self.trunk_width = shape[0]
+                for t, specs in enumerate(task_heads):
+                    tshape = shape
+                    layers = []
+                    for i, spec in enumerate(specs):
+                        layer = build_layer(
+                            spec, tshape, f"Task head {t}, layer {i} ({type(spec).__name__})"
+                        )
+                        layers.append(layer)
+                        tshape = layer.output_shape
+                    layers.append(DenseLayer(L.Dense(1), tshape, f"Task head {t} output layer"))
+                    self.task_layers.append(layers)
+        elif head or task_heads is not None:
             raise ValueError(
-                "head layers are only used with fusion='concat' or 'hybrid'; with "
+                "head (and task head) layers are only used with fusion='concat' or "
+                "'hybrid'; with "
                 "fusion='late' each branch ends in its own output layer. Set head=()."
             )
 
@@ -174,6 +204,10 @@ class Network:
             for layers in self.branch_layers
         ]
         self.any_branch_trainable = any(self.branch_trainable)
+        # Does the input of the task heads need a gradient?
+        self.trunk_needs_grad = self.any_branch_trainable or any(
+            l.trainable for l in self.head_layers
+        )
 
         # Parameter layout: penalized weights first.
         specs = []
@@ -192,6 +226,8 @@ class Network:
         for layers in self.branch_layers:
             yield from layers
         yield from self.head_layers
+        for layers in self.task_layers:
+            yield from layers
         yield from self.late_layers
 
     def _bind(self):
@@ -301,6 +337,21 @@ class Network:
             if hasattr(st, "rng"):
                 st.rng = rng
             ws.head_states.append(st)
+        ws.task_states = []
+        for layers in self.task_layers:
+            states = []
+            for i, layer in enumerate(layers):
+                need_dx = training and (i > 0 or self.trunk_needs_grad)
+                st = layer.make_state(capacity, dt, training, need_dx)
+                if hasattr(st, "rng"):
+                    st.rng = rng
+                states.append(st)
+            ws.task_states.append(states)
+        if self.task_layers:
+            ws.task_scores = np.empty((capacity, self.n_outputs), dtype=dt)
+            if training:
+                ws.dtask = [np.empty((capacity, 1), dtype=dt) for _ in self.task_layers]
+                ws.dtrunk = np.empty((capacity, self.trunk_width), dtype=dt)
         ws.late_states = [
             layer.make_state(capacity, dt, training, training and self.branch_trainable[b])
             for b, layer in enumerate(self.late_layers)
@@ -351,6 +402,14 @@ class Network:
                     Z[:, self.offsets[b] : self.offsets[b + 1]] = F
             for layer, st in zip(self.head_layers, ws.head_states):
                 Z = layer.forward(Z, st, n, training)
+            if self.task_layers:
+                scores = ws.task_scores[:n]
+                for t, (layers, states) in enumerate(zip(self.task_layers, ws.task_states)):
+                    H = Z
+                    for layer, st in zip(layers, states):
+                        H = layer.forward(H, st, n, training)
+                    scores[:, t] = H[:, 0]
+                Z = scores
             out = Z
         if self.use_late:
             scores = ws.scores[:n]
@@ -380,6 +439,21 @@ class Network:
                 dbranch[b] = layer.backward(d, st, n)
         if self.use_concat:
             d = dscores
+            if self.task_layers:
+                # Each task head sees its own column; their input gradients add up.
+                dtrunk = ws.dtrunk[:n]
+                for t, (layers, states) in enumerate(zip(self.task_layers, ws.task_states)):
+                    dt = ws.dtask[t][:n]
+                    dt[:, 0] = dscores[:, t]
+                    for layer, st in zip(reversed(layers), reversed(states)):
+                        dt = layer.backward(dt, st, n)
+                    if dt is None:
+                        continue
+                    if t == 0:
+                        np.copyto(dtrunk, dt)
+                    else:
+                        np.add(dtrunk, dt, out=dtrunk)
+                d = dtrunk
             for layer, st in zip(reversed(self.head_layers), reversed(ws.head_states)):
                 d = layer.backward(d, st, n)
             if self.any_branch_trainable:
