@@ -464,7 +464,6 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             verbose=self.verbose,
         )
         self._state = state
-        self._partial_rng = rng  # partial_fit continues the same stream
         self.n_iter_ = n_epochs
         self.loss_curve_ = history.loss_curve
         if self.early_stopping:
@@ -497,7 +496,6 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=first_call)
         if first_call:
             self._state = LinearState(X.shape[1], X.dtype)
-            self._partial_rng = check_random_state(self.random_state)
             self.n_iter_ = 0
             self.loss_curve_ = []
         history, n_epochs = self._train(
@@ -506,7 +504,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             self._state,
             config,
             max_iter=1,
-            rng=self._partial_rng,
+            rng=check_random_state(self.random_state),
             shuffle=self.shuffle,
             tol=None,
             verbose=self.verbose,

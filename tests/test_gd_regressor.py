@@ -88,10 +88,10 @@ def test_every_optimizer_learns_diabetes(diabetes, optimizer, batch_size):
     X, y = diabetes
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
     eta0 = OPTIMIZER_STEPS[optimizer] * (1 if batch_size == 1 else 10)
-    # Plain per-sample steps need a decaying rate to settle; the adaptive
-    # optimizers decay their own steps, and batches are less noisy.
+    # Plain stochastic steps need a decaying rate to settle; the adaptive
+    # optimizers decay their own steps, and full batches have no noise.
     plain = optimizer in ("sgd", "momentum", "nesterov")
-    schedule = "invscaling" if batch_size == 1 and plain else "constant"
+    schedule = "invscaling" if batch_size != "full" and plain else "constant"
     model = GDRegressor(
         optimizer=optimizer,
         batch_size=batch_size,
@@ -101,7 +101,9 @@ def test_every_optimizer_learns_diabetes(diabetes, optimizer, batch_size):
         tol=None,
         random_state=0,
     ).fit(X_train, y_train)
-    assert model.score(X_test, y_test) > 0.35
+    # Within 0.03 of the least-squares fit's held-out R² (0.359 on this split).
+    least_squares = Ridge(alpha=1e-6).fit(X_train, y_train).score(X_test, y_test)
+    assert model.score(X_test, y_test) > least_squares - 0.03
     assert np.isfinite(model.loss_curve_).all()
 
 

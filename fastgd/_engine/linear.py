@@ -138,6 +138,10 @@ class LinearState:
         self.counters = np.zeros(6, dtype=np.float64)
         self.counters[T] = 1.0
         self.eta = None  # current rate of the adaptive schedule
+        # Row order: a buffer shuffled in place every epoch by a generator
+        # seeded once from random_state, kept across partial_fit calls.
+        self.shuffler = None
+        self.order = None
 
     @property
     def n_features(self):
@@ -278,11 +282,14 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
     return objective
 
 
-def _epoch_order(rows, shuffle, rng):
-    """The rows to visit this epoch, in visiting order."""
-    if shuffle:
-        return rng.permutation(rows)
-    return rows
+def _prepare_order(state, n_samples, rows, rng):
+    """Set up ``state.order`` (the rows to visit) and ``state.shuffler``."""
+    if state.shuffler is None:
+        state.shuffler = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+    if rows is not None:
+        state.order = np.array(rows, dtype=np.intp)
+    elif state.order is None or state.order.shape[0] != n_samples:
+        state.order = np.arange(n_samples, dtype=np.intp)
 
 
 def current_learning_rate(state, config):
@@ -336,7 +343,8 @@ def train_linear(
     max_iter : int
         Maximum number of epochs.
     rng : numpy.random.RandomState
-        Source of each epoch's row order.
+        Seeds the generator of the row orders, the first time ``state`` is
+        trained.
     rows : ndarray of int, optional
         The rows of ``data`` to train on (default all); the others are left
         alone, so a validation split costs no copy of the training rows.
@@ -356,17 +364,18 @@ def train_linear(
     history : TrainingHistory
     n_epochs : int
     """
-    if rows is None:
-        rows = np.arange(data.n_samples, dtype=np.intp)
-    rows = np.asarray(rows, dtype=np.intp)
-    workspace = _Workspace(config, rows.shape[0], data.n_features, data.dtype)
-    weight_sum = float(data.sample_weight[rows].sum(dtype=np.float64))
+    _prepare_order(state, data.n_samples, rows, rng)
+    order = state.order
+    workspace = _Workspace(config, order.shape[0], data.n_features, data.dtype)
+    weights = data.sample_weight if rows is None else data.sample_weight[order]
+    weight_sum = float(weights.sum(dtype=np.float64))
     history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation is not None)
     if config.schedule == codes.ADAPTIVE:
         state.eta = config.eta0
 
     def train_epoch(epoch):
-        order = _epoch_order(rows, shuffle, rng)
+        if shuffle:
+            state.shuffler.shuffle(order)
         return run_one_epoch(data, state, config, order, workspace, weight_sum)
 
     def on_plateau():
