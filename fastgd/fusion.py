@@ -360,7 +360,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         # Fast path (as scikit-learn): a finite sum means every value is
         # finite; the sum only overflows or turns NaN if something is off.
         with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(X.sum(dtype=np.float64)):
+            if np.isfinite(X.sum()):
                 return
         if np.isfinite(X).all():
             return
