@@ -309,13 +309,19 @@ if pytest is not None:
 
 
 # ================================================================== CLI
-def _best_time(fn, repeats):
-    times = []
+def _interleaved_best(fns, repeats):
+    """Best time of each callable, running them in turn ``repeats`` times.
+
+    Interleaving makes a slow phase of a shared machine hit every
+    implementation alike instead of whichever ran then.
+    """
+    best = {name: float("inf") for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def main(argv=None):
@@ -330,55 +336,58 @@ def main(argv=None):
         threads = int(argv[argv.index("--threads") + 1])
         numba.set_num_threads(threads)
         threadpool_limits(threads)
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 7
     warnings.simplefilter("ignore")
     rows = []
 
+    def record(workload, best):
+        fast = best["fastgd"]
+        for impl, seconds in best.items():
+            rows.append((workload, impl, seconds, None if impl == "fastgd" else seconds / fast))
+
+    # Reference multimodal model.
     X, y, columns, images, text = multimodal_data(512 if quick else 2048)
     clf = fastgd_epoch(fastgd_multimodal(columns), X, y)
-    t_fast = _best_time(lambda: fastgd_epoch(clf, X, y), repeats)
-    check_accuracy(clf.predict(X), y, 0.5)
-    rows.append(("multimodal epoch", "fastgd", t_fast, None))
+    fns = {"fastgd": lambda: fastgd_epoch(clf, X, y)}
     if torch is not None:
         inputs, yt = torch_multimodal_inputs(images, text), torch.from_numpy(y)
         trainer = TorchTrainer(TorchMultimodal(), 32).epoch(inputs, yt)
-        t_torch = _best_time(lambda: trainer.epoch(inputs, yt), repeats)
+        fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
+    record("multimodal epoch", _interleaved_best(fns, repeats))
+    check_accuracy(clf.predict(X), y, 0.5)
+    if torch is not None:
         check_accuracy(trainer.predict(inputs), y, 0.5)
-        rows.append(("multimodal epoch", "pytorch", t_torch, t_torch / t_fast))
 
     Xp, yp, _, images_p, text_p = multimodal_data(2000 if quick else 10_000, seed=1)
-    t_fast = _best_time(lambda: clf.predict(Xp), repeats)
-    check_accuracy(clf.predict(Xp), yp, 0.5)
-    rows.append((f"multimodal predict {len(yp)}", "fastgd", t_fast, None))
+    fns = {"fastgd": lambda: clf.predict(Xp)}
     if torch is not None:
         inputs_p = torch_multimodal_inputs(images_p, text_p)
-        t_torch = _best_time(lambda: trainer.predict(inputs_p), repeats)
-        rows.append((f"multimodal predict {len(yp)}", "pytorch", t_torch, t_torch / t_fast))
+        fns["pytorch"] = lambda: trainer.predict(inputs_p)
+    record(f"multimodal predict {len(yp)}", _interleaved_best(fns, max(2, repeats // 2)))
+    check_accuracy(clf.predict(Xp), yp, 0.5)
 
+    # MLP 784-256-128-10.
     X, y = mlp_data(2048 if quick else 8192)
     clf = fastgd_epoch(fastgd_mlp(), X, y)
-    t_fast = _best_time(lambda: fastgd_epoch(clf, X, y), repeats)
-    check_accuracy(clf.predict(X), y, 0.8)
-    rows.append(("mlp 784-256-128-10 epoch", "fastgd", t_fast, None))
     sk = sklearn_mlp()
     sk.partial_fit(X, y, classes=np.arange(N_CLASSES))
-    t_sk = _best_time(lambda: sk.partial_fit(X, y), repeats)
-    check_accuracy(sk.predict(X), y, 0.8)
-    rows.append(("mlp 784-256-128-10 epoch", "sklearn", t_sk, t_sk / t_fast))
+    fns = {"fastgd": lambda: fastgd_epoch(clf, X, y), "sklearn": lambda: sk.partial_fit(X, y)}
     if torch is not None:
         inputs, yt = (torch.from_numpy(X),), torch.from_numpy(y)
         trainer = TorchTrainer(TorchMLP(), 128).epoch(inputs, yt)
-        t_torch = _best_time(lambda: trainer.epoch(inputs, yt), repeats)
+        fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
+    record("mlp 784-256-128-10 epoch", _interleaved_best(fns, repeats))
+    check_accuracy(clf.predict(X), y, 0.8)
+    check_accuracy(sk.predict(X), y, 0.8)
+    if torch is not None:
         check_accuracy(trainer.predict(inputs), y, 0.8)
-        rows.append(("mlp 784-256-128-10 epoch", "pytorch", t_torch, t_torch / t_fast))
 
     Xp = np.tile(X, (5, 1))[:10_000]
-    t_fast = _best_time(lambda: clf.predict(Xp), repeats)
-    rows.append(("mlp predict 10000", "fastgd", t_fast, None))
+    fns = {"fastgd": lambda: clf.predict(Xp), "sklearn": lambda: sk.predict(Xp)}
     if torch is not None:
         inputs_p = (torch.from_numpy(Xp),)
-        t_torch = _best_time(lambda: trainer.predict(inputs_p, 10_000), repeats)
-        rows.append(("mlp predict 10000", "pytorch", t_torch, t_torch / t_fast))
+        fns["pytorch"] = lambda: trainer.predict(inputs_p, 10_000)
+    record("mlp predict 10000", _interleaved_best(fns, 3 * repeats))
 
     print(f"threads: {n_threads()}  (ratio = other time / fastgd time; > 1 means fastgd is faster)")
     print(f"{'workload':<28} {'impl':<8} {'seconds':>9} {'ratio':>7}")
