@@ -198,16 +198,19 @@ def test_float32_stays_float32(diabetes, batch_size, sparse):
 
 
 def test_c_contiguous_input_is_not_copied():
+    n_samples, n_features = 20000, 100
     rng = np.random.RandomState(0)
-    X = rng.randn(20000, 50)
-    y = X[:, 0] + 0.1 * rng.randn(20000)
-    GDRegressor(max_iter=1, tol=None, random_state=0).fit(X[:100], y[:100])  # warm imports
+    X = rng.randn(n_samples, n_features)
+    y = X[:, 0] + 0.1 * rng.randn(n_samples)
     for batch_size in (1, 256):
+        # Warm up first: imports and Numba compilation allocate memory too.
+        GDRegressor(max_iter=1, tol=None, batch_size=batch_size).fit(X[:300], y[:300])
         tracemalloc.start()
         GDRegressor(max_iter=2, tol=None, batch_size=batch_size, random_state=0).fit(X, y)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        assert peak < 0.1 * X.nbytes, f"peak {peak} bytes for X of {X.nbytes} bytes"
+        # O(n + d) working memory: a few vectors of n numbers, no copy of X.
+        assert peak < 8 * n_samples * 8, f"peak {peak} bytes for X of {X.nbytes} bytes"
 
 
 # ------------------------------------------------- partial_fit, warm start, ES

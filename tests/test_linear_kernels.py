@@ -80,6 +80,7 @@ def run_kernel(
     counters = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     losses = []
     for order in orders:
+        order = np.asarray(order, dtype=np.intp)
         losses.append(
             kernel(
                 dense,
@@ -87,9 +88,9 @@ def run_kernel(
                 indices,
                 indptr,
                 sp.issparse(X),
-                y,
-                sw,
-                np.asarray(order, dtype=np.intp),
+                y[order],  # the kernels take targets and weights in visiting order
+                sw[order],
+                order,
                 coef,
                 avg,
                 received,
@@ -201,7 +202,18 @@ def test_batch_gradient_matches_naive(loss, density, n_rows):
     params = np.random.RandomState(5).randn(10)
     partials, chunk_losses, grad = batch_buffers(n_rows, 9, np.float64)
     loss_sum = batch_numba.batch_gradient(
-        *csr_parts(X), y, sw, rows, params, loss, 0.3, 0.05, True, partials, chunk_losses, grad
+        *csr_parts(X),
+        y[rows],
+        sw[rows],
+        rows,
+        params,
+        loss,
+        0.3,
+        0.05,
+        True,
+        partials,
+        chunk_losses,
+        grad,
     )
     X_dense = X.toarray() if sp.issparse(X) else X
     gw, gb, ref_loss = naive.batch_gradient(
@@ -221,7 +233,18 @@ def test_batch_gradient_finite_differences(loss):
     params = np.random.RandomState(9).randn(6) * 0.3
     partials, chunk_losses, grad = batch_buffers(150, 5, np.float64)
     batch_numba.batch_gradient(
-        *csr_parts(X), y, sw, rows, params, loss, 0.5, 0.1, True, partials, chunk_losses, grad
+        *csr_parts(X),
+        y[rows],
+        sw[rows],
+        rows,
+        params,
+        loss,
+        0.5,
+        0.1,
+        True,
+        partials,
+        chunk_losses,
+        grad,
     )
     h = 1e-6
     for j in range(6):
@@ -339,8 +362,8 @@ def test_batch_gradient_does_not_depend_on_the_number_of_threads():
             partials, chunk_losses, grad = batch_buffers(3000, 40, np.float64)
             loss = batch_numba.batch_gradient(
                 *csr_parts(X),
-                y,
-                sw,
+                y[rows],
+                sw[rows],
                 rows,
                 params,
                 0,

@@ -246,8 +246,8 @@ def sgd_epoch(
     const index_t[::1] X_indices,
     const index_t[::1] X_indptr,
     bint is_sparse,
-    const floating[::1] y,
-    const floating[::1] sample_weight,
+    const floating[::1] y_ordered,
+    const floating[::1] weight_ordered,
     const cnp.intp_t[::1] order,
     floating[::1] coef,
     floating[::1] avg_coef,
@@ -283,8 +283,10 @@ def sgd_epoch(
         CSR samples (ignored, may be empty, when not ``is_sparse``).
     is_sparse : bool
         Which of the two representations holds the samples.
-    y, sample_weight : memoryviews of shape (n,)
-        Targets and sample weights.
+    y_ordered, weight_ordered : memoryviews of shape (n_steps,)
+        Target and sample weight of each visited row, in visiting order
+        (``y[order]``, ``sample_weight[order]``): read sequentially, they cost
+        no cache misses, unlike ``y[order[k]]``.
     order : memoryview of shape (n_steps,)
         Row indices in visiting order.
     coef : memoryview of shape (d,)
@@ -319,7 +321,7 @@ def sgd_epoch(
     """
     cdef Py_ssize_t n_features = coef.shape[0]
     cdef Py_ssize_t n_steps = order.shape[0]
-    cdef Py_ssize_t step_index, i, j, k, nnz, row_start, ahead
+    cdef Py_ssize_t step_index, i, j, k, nnz, row_start
     cdef const floating* row = NULL
     cdef const index_t* columns = NULL
     cdef floating* w = &coef[0]
@@ -338,10 +340,8 @@ def sgd_epoch(
     with nogil:
         for step_index in range(n_steps):
             if step_index + ROWS_AHEAD < n_steps:
-                ahead = order[step_index + ROWS_AHEAD]
-                prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, ahead)
-                FASTGD_PREFETCH(&y[ahead])
-                FASTGD_PREFETCH(&sample_weight[ahead])
+                prefetch_row(X, X_data, X_indices, X_indptr, is_sparse,
+                             order[step_index + ROWS_AHEAD])
             i = order[step_index]
             if is_sparse:
                 row_start = X_indptr[i]
@@ -353,8 +353,10 @@ def sgd_epoch(
                 nnz = n_features
                 row = &X[i, 0]
                 p = scale * dense_dot(row, w, n_features) + intercept
-            loss_sum += sample_weight[i] * loss_value(loss, p, y[i], epsilon)
-            dloss = sample_weight[i] * loss_derivative(loss, p, y[i], epsilon)
+            loss_sum += weight_ordered[step_index] * loss_value(
+                loss, p, y_ordered[step_index], epsilon)
+            dloss = weight_ordered[step_index] * loss_derivative(
+                loss, p, y_ordered[step_index], epsilon)
             eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
             n_updates += 1.0
 

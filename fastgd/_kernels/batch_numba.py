@@ -22,7 +22,7 @@ Tsuruoka et al. (2009) clips every weight after each step.
 
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, PARALLEL_KERNEL_OPTIONS, numba
 from fastgd._kernels.optimizers import optimizer_step
-from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
+from fastgd._kernels.prefetch import ROWS_AHEAD
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 from fastgd._kernels.sgd_numba import (
     L1_TOTAL,
@@ -58,8 +58,8 @@ def _chunk_gradient(
     X_indices,
     X_indptr,
     is_sparse,
-    y,
-    sample_weight,
+    y_ordered,
+    weight_ordered,
     rows,
     start,
     stop,
@@ -68,7 +68,10 @@ def _chunk_gradient(
     epsilon,
     partial,
 ):
-    """Σ over ``rows[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ."""
+    """Σ over ``rows[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ.
+
+    ``y_ordered[k]`` and ``weight_ordered[k]`` belong to row ``rows[k]``.
+    """
     n_features = params.shape[0] - 1
     w = params[:n_features]
     intercept = params[n_features]
@@ -76,17 +79,14 @@ def _chunk_gradient(
     loss_sum = 0.0
     for k in range(start, stop):
         if k + ROWS_AHEAD < rows.shape[0]:
-            ahead = rows[k + ROWS_AHEAD]
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, ahead)
-            prefetch_element(y, ahead)
-            prefetch_element(sample_weight, ahead)
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, rows[k + ROWS_AHEAD])
         i = rows[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
         else:
             p = dense_dot(X, i, w) + intercept
-        loss_sum += sample_weight[i] * loss_value(loss, p, y[i], epsilon)
-        dloss = sample_weight[i] * loss_derivative(loss, p, y[i], epsilon)
+        loss_sum += weight_ordered[k] * loss_value(loss, p, y_ordered[k], epsilon)
+        dloss = weight_ordered[k] * loss_derivative(loss, p, y_ordered[k], epsilon)
         if dloss == 0.0:
             continue
         if is_sparse:
@@ -106,8 +106,8 @@ def batch_gradient(
     X_indices,
     X_indptr,
     is_sparse,
-    y,
-    sample_weight,
+    y_ordered,
+    weight_ordered,
     rows,
     params,
     loss,
@@ -122,6 +122,8 @@ def batch_gradient(
 
     Parameters
     ----------
+    y_ordered, weight_ordered : ndarray of shape (len(rows),)
+        Target and sample weight of each row of ``rows``, in that order.
     partials : ndarray of shape (n_chunks, d + 1)
         Scratch space for the per-chunk sums (``n_chunks_for(len(rows))`` rows
         at least).
@@ -147,8 +149,8 @@ def batch_gradient(
                 X_indices,
                 X_indptr,
                 is_sparse,
-                y,
-                sample_weight,
+                y_ordered,
+                weight_ordered,
                 rows,
                 start,
                 min(start + CHUNK_ROWS, n_rows),
@@ -166,8 +168,8 @@ def batch_gradient(
                 X_indices,
                 X_indptr,
                 is_sparse,
-                y,
-                sample_weight,
+                y_ordered,
+                weight_ordered,
                 rows,
                 start,
                 min(start + CHUNK_ROWS, n_rows),
@@ -179,8 +181,8 @@ def batch_gradient(
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
     # 2 counts as that sample twice, exactly, in full-batch GD).
     weight_sum = 0.0
-    for i in rows:
-        weight_sum += sample_weight[i]
+    for k in range(n_rows):
+        weight_sum += weight_ordered[k]
     inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
     # Fixed-order reduction over chunks (thread count does not matter).
     for j in range(n_params):
@@ -205,8 +207,8 @@ def batch_epoch(
     X_indices,
     X_indptr,
     is_sparse,
-    y,
-    sample_weight,
+    y_ordered,
+    weight_ordered,
     order,
     batch_size,
     params,
@@ -255,15 +257,16 @@ def batch_epoch(
     n_averaged = counters[N_AVERAGED]
     loss_sum = 0.0
     for start in range(0, n_rows, batch_size):
-        rows = order[start : min(start + batch_size, n_rows)]
+        stop = min(start + batch_size, n_rows)
+        rows = order[start:stop]
         loss_sum += batch_gradient(
             X,
             X_data,
             X_indices,
             X_indptr,
             is_sparse,
-            y,
-            sample_weight,
+            y_ordered[start:stop],
+            weight_ordered[start:stop],
             rows,
             params,
             loss,

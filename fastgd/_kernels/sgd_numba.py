@@ -6,16 +6,10 @@ the algorithm), so the two backends give the same coefficients. This is the
 ``backend="numba"`` path of GDRegressor.
 """
 
-
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
 from fastgd._kernels.optimizers import coordinate_step
-from fastgd._kernels.prefetch import (
-    ROWS_AHEAD,
-    prefetch_dense_row,
-    prefetch_element,
-    prefetch_sparse_row,
-)
+from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_dense_row, prefetch_sparse_row
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 
 SGD = codes.SGD
@@ -99,8 +93,8 @@ def sgd_epoch(
     X_indices,
     X_indptr,
     is_sparse,
-    y,
-    sample_weight,
+    y_ordered,
+    weight_ordered,
     order,
     coef,
     avg_coef,
@@ -145,10 +139,7 @@ def sgd_epoch(
     n_steps = order.shape[0]
     for step_index in range(n_steps):
         if step_index + ROWS_AHEAD < n_steps:
-            ahead = order[step_index + ROWS_AHEAD]
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, ahead)
-            prefetch_element(y, ahead)
-            prefetch_element(sample_weight, ahead)
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[step_index + ROWS_AHEAD])
         i = order[step_index]
         if is_sparse:
             start = X_indptr[i]
@@ -158,8 +149,10 @@ def sgd_epoch(
             start = 0
             end = n_features
             p = scale * dense_dot(X, i, w) + intercept
-        loss_sum += sample_weight[i] * loss_value(loss, p, y[i], epsilon)
-        dloss = sample_weight[i] * loss_derivative(loss, p, y[i], epsilon)
+        loss_sum += weight_ordered[step_index] * loss_value(loss, p, y_ordered[step_index], epsilon)
+        dloss = weight_ordered[step_index] * loss_derivative(
+            loss, p, y_ordered[step_index], epsilon
+        )
         eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
         n_updates += 1.0
 
