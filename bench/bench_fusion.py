@@ -150,7 +150,11 @@ class TorchMLP(torch.nn.Module if torch is not None else object):
         super().__init__()
         nn = torch.nn
         self.net = nn.Sequential(
-            nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, N_CLASSES)
+            nn.Linear(784, 256),
+            nn.ReLU(),
+            nn.Linear(256, 128),
+            nn.ReLU(),
+            nn.Linear(128, N_CLASSES),
         )
 
     def forward(self, x):
@@ -204,8 +208,12 @@ def sklearn_mlp():
     from sklearn.neural_network import MLPClassifier
 
     return MLPClassifier(
-        hidden_layer_sizes=(256, 128), batch_size=128, alpha=0.0, solver="adam",
-        learning_rate_init=1e-3, random_state=0,
+        hidden_layer_sizes=(256, 128),
+        batch_size=128,
+        alpha=0.0,
+        solver="adam",
+        learning_rate_init=1e-3,
+        random_state=0,
     )
 
 
@@ -275,9 +283,7 @@ if pytest is not None:
         clf = fastgd_epoch(fastgd_mlp(), X, y)
         Xp = np.tile(X, (2, 1))[:10_000]
         pred = benchmark(clf.predict, Xp)
-        np.testing.assert_array_equal(
-            pred, clf.classes_[np.argmax(clf.predict_proba(Xp), axis=1)]
-        )
+        np.testing.assert_array_equal(pred, clf.classes_[np.argmax(clf.predict_proba(Xp), axis=1)])
         check_accuracy(pred, np.tile(y, 2)[:10_000], 0.8)
 
     @needs_torch

@@ -48,9 +48,7 @@ def validate_branches(branches, reserved=()):
     seen = set()
     for i, entry in enumerate(branches):
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            raise ValueError(
-                f"Branch {i} must be a (name, layers, columns) tuple, got {entry!r}."
-            )
+            raise ValueError(f"Branch {i} must be a (name, layers, columns) tuple, got {entry!r}.")
         name, layers, columns = entry
         if not isinstance(name, str) or not name:
             raise ValueError(f"Branch {i}: the name must be a non-empty string, got {name!r}.")
@@ -68,8 +66,7 @@ def validate_branches(branches, reserved=()):
             layers = [layers]
         if not isinstance(layers, (list, tuple)):
             raise ValueError(
-                f"Branch {name!r}: layers must be a list of fastgd.layers objects, "
-                f"got {layers!r}."
+                f"Branch {name!r}: layers must be a list of fastgd.layers objects, got {layers!r}."
             )
         for j, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -204,8 +201,7 @@ def stack_modalities(modalities):
             n = arr.shape[0]
         elif arr.shape[0] != n:
             raise ValueError(
-                f"Modality {name!r} has {arr.shape[0]} samples but the first modality "
-                f"has {n}."
+                f"Modality {name!r} has {arr.shape[0]} samples but the first modality has {n}."
             )
         arrays[name] = arr.reshape(n, -1)
     dtypes = [a.dtype for a in arrays.values()]

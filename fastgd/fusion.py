@@ -211,7 +211,11 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         branches = self.branches
         if isinstance(branches, (list, tuple)):
             for entry in branches:
-                if isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str):
+                if (
+                    isinstance(entry, (list, tuple))
+                    and len(entry) == 3
+                    and isinstance(entry[0], str)
+                ):
                     layers = entry[1]
                     if isinstance(layers, Layer):
                         layers = [layers]
@@ -275,9 +279,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             prefix, i = parts[0], int(parts[1])
             layers = lists[prefix]
             if i >= len(layers):
-                raise ValueError(
-                    f"Invalid parameter {key!r}: {prefix!r} has {len(layers)} layers."
-                )
+                raise ValueError(f"Invalid parameter {key!r}: {prefix!r} has {len(layers)} layers.")
             if len(parts) == 3:
                 if not isinstance(layers[i], Layer):
                     raise ValueError(f"Invalid parameter {key!r}: {layers[i]!r} is not a layer.")
@@ -342,8 +344,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                 layer = Dense(int(layer), activation="relu")
             elif not isinstance(layer, Layer):
                 raise ValueError(
-                    f"Head layer {i}: expected a layer from fastgd.layers or an int, "
-                    f"got {layer!r}."
+                    f"Head layer {i}: expected a layer from fastgd.layers or an int, got {layer!r}."
                 )
             head.append(layer)
         return head
@@ -365,7 +366,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         if np.isfinite(X).all():
             return
         bad = ~np.isfinite(X).all(axis=0)
-        for name, cols in zip(names, columns):
+        for name, cols in zip(names, columns, strict=False):
             if bad[cols].any():
                 raise ValueError(
                     f"Input X contains NaN or infinity in the columns of branch {name!r}."
@@ -379,21 +380,28 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
 
         branches = [
             (name, layers, self._n_columns(cols, n_features))
-            for (name, layers, _), cols in zip(specs, columns)
+            for (name, layers, _), cols in zip(specs, columns, strict=False)
         ]
         return Network(
-            branches, self.fusion, self._head_specs(), n_classes,
-            self.fusion_weights, dtype,
+            branches,
+            self.fusion,
+            self._head_specs(),
+            n_classes,
+            self.fusion_weights,
+            dtype,
         )
 
     def _signature(self, specs, columns, n_features, dtype, classes):
         """What must not change for a warm start to reuse the weights."""
         return repr(
             (
-                [(n, [repr(l) for l in layers], str(c)) for (n, layers, _), c in zip(specs, columns)],
+                [
+                    (n, [repr(spec) for spec in layers], str(c))
+                    for (n, layers, _), c in zip(specs, columns, strict=False)
+                ],
                 self.fusion,
                 None if self.fusion_weights is None else np.asarray(self.fusion_weights).tolist(),
-                [repr(l) for l in self._head_specs()],
+                [repr(spec) for spec in self._head_specs()],
                 n_features,
                 str(dtype),
                 classes.tolist(),
@@ -451,8 +459,14 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "classes_")
         X, y = validate_data(
-            self, X, y, reset=not continuing, dtype=dtype, order="C",
-            ensure_all_finite=False, accept_sparse=False,
+            self,
+            X,
+            y,
+            reset=not continuing,
+            dtype=dtype,
+            order="C",
+            ensure_all_finite=False,
+            accept_sparse=False,
         )
         check_classification_targets(y)
         n_samples, n_features = X.shape
@@ -482,22 +496,25 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             )
         y_index = np.searchsorted(classes, y).astype(np.int64)
 
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=dtype, ensure_non_negative=True
+        )
 
         specs = self._branch_specs()
         columns = self._resolve_columns(specs, n_features)
         self._check_finite(X, [name for name, _, _ in specs], columns)
 
         signature = self._signature(specs, columns, n_features, dtype, classes)
-        reuse = (continuing or self.warm_start) and getattr(self, "_fit_signature", None) == signature
+        reuse = (continuing or self.warm_start) and getattr(
+            self, "_fit_signature", None
+        ) == signature
         if reuse:
             network = self._network
         else:
             network = self._build_network(specs, columns, n_features, dtype, len(classes))
             if continuing:
                 raise ValueError(
-                    "The architecture changed since the last call to partial_fit; "
-                    "call fit instead."
+                    "The architecture changed since the last call to partial_fit; call fit instead."
                 )
         self.classes_ = classes
         if incremental:
@@ -543,10 +560,15 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
 
         validation_score = None
         if early_stopping:
+
             def validation_score():
                 scores = network.predict(X_val, columns)
                 correct = np.argmax(scores, axis=1) == y_val
-                return float(np.average(correct, weights=w_val)) if w_val.sum() > 0 else float(correct.mean())
+                return (
+                    float(np.average(correct, weights=w_val))
+                    if w_val.sum() > 0
+                    else float(correct.mean())
+                )
 
         self._network = network
         self._columns = columns
@@ -589,8 +611,12 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         counts = np.bincount(y_index)
         stratify = y_index if counts[counts > 0].min() >= 2 and n_val >= len(counts) else None
         return train_test_split(
-            X, y_index, sample_weight, test_size=self.validation_fraction,
-            random_state=seed, stratify=stratify,
+            X,
+            y_index,
+            sample_weight,
+            test_size=self.validation_fraction,
+            random_state=seed,
+            stratify=stratify,
         )
 
     # ----------------------------------------------------------- predict
@@ -598,7 +624,12 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "_network")
         dtype = self._network.dtype
         X = validate_data(
-            self, X, reset=False, dtype=dtype, order="C", ensure_all_finite=False,
+            self,
+            X,
+            reset=False,
+            dtype=dtype,
+            order="C",
+            ensure_all_finite=False,
             accept_sparse=False,
         )
         columns = self._columns

@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastgd import FusionClassifier, stack_modalities
 from fastgd.exceptions import DivergenceError
-from fastgd.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
+from fastgd.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
 
 _EXPECTED_FAILURES = {
     # Stochastic mini-batch training: a weight of 2 is not the same as a
@@ -128,8 +128,10 @@ def test_digits_late_and_hybrid_fusion_train(digits_split, fusion):
     X_train, X_test, y_train, y_test, columns = digits_split
     clf = FusionClassifier(
         branches=[_image_branch(columns), _sums_branch(columns)],
-        fusion=fusion, head=(Dense(16, activation="relu"),) if fusion == "hybrid" else (),
-        max_iter=40, random_state=0,
+        fusion=fusion,
+        head=(Dense(16, activation="relu"),) if fusion == "hybrid" else (),
+        max_iter=40,
+        random_state=0,
     ).fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.95
     assert clf.fusion_weights_.shape == (2,)
@@ -141,8 +143,11 @@ def test_digits_late_and_hybrid_fusion_train(digits_split, fusion):
 def test_fixed_fusion_weights_are_kept():
     X, y = _small_problem()
     clf = FusionClassifier(
-        branches=_small_branches(), fusion="late", fusion_weights=[0.25, 2.0],
-        max_iter=3, random_state=0,
+        branches=_small_branches(),
+        fusion="late",
+        fusion_weights=[0.25, 2.0],
+        max_iter=3,
+        random_state=0,
     ).fit(X, y)
     np.testing.assert_array_equal(clf.fusion_weights_, [0.25, 2.0])
 
@@ -206,8 +211,12 @@ def test_reproducible_from_random_state(dtype):
 
     def fit(seed):
         return FusionClassifier(
-            branches=branches, max_iter=4, random_state=seed, dtype=dtype,
-            early_stopping=True, validation_fraction=0.2,
+            branches=branches,
+            max_iter=4,
+            random_state=seed,
+            dtype=dtype,
+            early_stopping=True,
+            validation_fraction=0.2,
         ).fit(X, y)
 
     a, b, c = fit(0), fit(0), fit(1)
@@ -241,7 +250,8 @@ def test_channels_last_reads_hwc_images():
     def model(reshape):
         return FusionClassifier(
             branches=[("img", [reshape, Conv2D(3, 3), Flatten()], slice(None))],
-            max_iter=3, random_state=0,
+            max_iter=3,
+            random_state=0,
         )
 
     first = model(Reshape((2, 5, 5))).fit(chw.reshape(80, -1), y)
@@ -319,8 +329,13 @@ def test_binary_string_labels_partial_fit_and_verbose(capsys):
 def test_early_stopping_restores_best_weights():
     X, y = _small_problem(n=200)
     clf = FusionClassifier(
-        branches=_small_branches(), early_stopping=True, validation_fraction=0.25,
-        n_iter_no_change=3, max_iter=50, learning_rate_init=0.05, random_state=0,
+        branches=_small_branches(),
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=3,
+        max_iter=50,
+        learning_rate_init=0.05,
+        random_state=0,
     ).fit(X, y)
     assert len(clf.validation_scores_) == clf.n_iter_ == len(clf.loss_curve_)
     assert clf.best_validation_score_ == max(clf.validation_scores_)
@@ -348,19 +363,46 @@ def test_warm_start_continues():
     "branches, kwargs, match",
     [
         ([("a", [Dense(2)], [0, 25])], {}, r"Branch 'a': column index 25 is out of range"),
-        ([("a", [Dense(2)], slice(30, 40))], {}, r"Branch 'a': the column spec .* selects no column"),
+        (
+            [("a", [Dense(2)], slice(30, 40))],
+            {},
+            r"Branch 'a': the column spec .* selects no column",
+        ),
         ([("a", [Dense(2)], ["x", "y"])], {}, r"Branch 'a': columns given by name"),
-        ([("a", [Dense(2)], np.ones(3, dtype=bool))], {}, r"Branch 'a': the boolean column mask has 3"),
-        ([("img", [Reshape((3, 3)), Dense(2)], slice(0, 16))], {},
-         r"Branch 'img', layer 0 \(Reshape\): Reshape\(3, 3\) needs 9 values per sample but receives 16"),
-        ([("img", [Reshape((1, 4, 4)), Conv2D(2, 5)], slice(0, 16))], {},
-         r"Branch 'img', layer 1 \(Conv2D\): the 5x5 kernel is larger than its 4x4 input"),
-        ([("a", [Dense(2)], [0]), ("a", [Dense(2)], [1])], {}, r"Branch 'a': branch names must be unique"),
+        (
+            [("a", [Dense(2)], np.ones(3, dtype=bool))],
+            {},
+            r"Branch 'a': the boolean column mask has 3",
+        ),
+        (
+            [("img", [Reshape((3, 3)), Dense(2)], slice(0, 16))],
+            {},
+            r"Branch 'img', layer 0 \(Reshape\): Reshape\(3, 3\) needs 9 values per sample "
+            "but receives 16",
+        ),
+        (
+            [("img", [Reshape((1, 4, 4)), Conv2D(2, 5)], slice(0, 16))],
+            {},
+            r"Branch 'img', layer 1 \(Conv2D\): the 5x5 kernel is larger than its 4x4 input",
+        ),
+        (
+            [("a", [Dense(2)], [0]), ("a", [Dense(2)], [1])],
+            {},
+            r"Branch 'a': branch names must be unique",
+        ),
         ([("alpha", [Dense(2)], [0])], {}, r"clashes with a parameter"),
         ([("a__b", [Dense(2)], [0])], {}, r"must not contain '__'"),
         ([("a", ["dense"], [0])], {}, r"Branch 'a', layer 0: expected a layer"),
-        ([("a", [Dense(2)], [0])], {"fusion": "late", "head": (Dense(3),)}, r"head .*layers are only used"),
-        ([("a", [Dense(2)], [0])], {"fusion": "late", "fusion_weights": [1, 2]}, r"fusion_weights must be 1"),
+        (
+            [("a", [Dense(2)], [0])],
+            {"fusion": "late", "head": (Dense(3),)},
+            r"head .*layers are only used",
+        ),
+        (
+            [("a", [Dense(2)], [0])],
+            {"fusion": "late", "fusion_weights": [1, 2]},
+            r"fusion_weights must be 1",
+        ),
         ([("a", [Dense(2)], [0])], {"dtype": np.int32}, r"'dtype' parameter"),
         ([("a", [Dense(2)], [0])], {"head": ("x",)}, r"Head layer 0"),
     ],
@@ -390,8 +432,12 @@ def test_nan_and_inf_name_the_branch():
 def test_divergence_raises():
     X, y = _small_problem()
     clf = FusionClassifier(
-        branches=[("a", [Dense(16)], slice(None))], optimizer="sgd",
-        learning_rate_init=1e8, alpha=0.0, max_iter=50, random_state=0,
+        branches=[("a", [Dense(16)], slice(None))],
+        optimizer="sgd",
+        learning_rate_init=1e8,
+        alpha=0.0,
+        max_iter=50,
+        random_state=0,
     )
     with pytest.raises(DivergenceError):
         clf.fit(X * 1e3, y)

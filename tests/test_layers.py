@@ -18,7 +18,7 @@ ALL_LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("layer", ALL_LAYERS, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("layer", ALL_LAYERS, ids=lambda layer: type(layer).__name__)
 def test_get_set_params_and_clone(layer):
     params = layer.get_params()
     copy = clone(layer)

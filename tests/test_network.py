@@ -32,7 +32,9 @@ def _branches():
 
 def _inputs(rng, n, perms):
     X = [rng.standard_normal((n, c)) for c in (72, 7, 7, 3)]
-    return [x if p is None else np.ascontiguousarray(x[:, p]) for x, p in zip(X, perms)]
+    return [
+        x if p is None else np.ascontiguousarray(x[:, p]) for x, p in zip(X, perms, strict=False)
+    ]
 
 
 def _loss_and_grad(net, loss, inputs, targets, n):
@@ -85,7 +87,11 @@ def test_backward_matches_finite_differences(fusion):
 def test_parameter_layout_penalized_first():
     net = Network(
         [("a", [Dense(4)], 3), ("b", [Reshape((1, 4, 4)), Conv2D(2, 3)], 16)],
-        "late", [], 2, None, np.float32,
+        "late",
+        [],
+        2,
+        None,
+        np.float32,
     )
     # Weights: 3*4 + 2*1*3*3 + late outputs 4*2 + 8*2.
     assert net.n_penalized == 12 + 18 + 8 + 16
@@ -99,7 +105,9 @@ def test_parameter_layout_penalized_first():
 
 
 def test_pickle_rebinds_views():
-    net = Network([("a", [Dense(4, activation="relu")], 3)], "hybrid", [Dense(3)], 2, None, np.float64)
+    net = Network(
+        [("a", [Dense(4, activation="relu")], 3)], "hybrid", [Dense(3)], 2, None, np.float64
+    )
     net.initialize(np.random.RandomState(0))
     clone = pickle.loads(pickle.dumps(net))
     np.testing.assert_array_equal(clone.params, net.params)
@@ -120,8 +128,13 @@ def test_forward_prediction_is_chunk_independent():
 
 def _trainer(net, rs, **kwargs):
     params = dict(
-        optimizer="adam", learning_rate=1e-2, batch_size=16, alpha=1e-4,
-        target_dtypes=(np.int64, net.dtype), target_shapes=((), ()), random_state=rs,
+        optimizer="adam",
+        learning_rate=1e-2,
+        batch_size=16,
+        alpha=1e-4,
+        target_dtypes=(np.int64, net.dtype),
+        target_shapes=((), ()),
+        random_state=rs,
     )
     params.update(kwargs)
     return NetworkTrainer(net, SoftmaxCrossEntropyLoss(net.n_outputs), **params)
@@ -131,14 +144,19 @@ def test_trainer_learns_and_does_not_allocate_new_buffers():
     rs = np.random.RandomState(0)
     X = rs.standard_normal((200, 4))
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
-    net = Network([("a", [Dense(8, activation="tanh"), Dropout(0.1)], 4)], "concat", [], 2, None, np.float64)
+    net = Network(
+        [("a", [Dense(8, activation="tanh"), Dropout(0.1)], 4)], "concat", [], 2, None, np.float64
+    )
     net.initialize(rs)
     trainer = _trainer(net, rs)
     buffers = [id(b) for b in trainer.workspace.inputs] + [id(trainer.state_1), id(net.params)]
     history = TrainingHistory(None, 10, False)
     trainer.fit([X], (y, np.ones(200)), history, 30)
     assert history.loss_curve[-1] < 0.5 * history.loss_curve[0]
-    assert [id(b) for b in trainer.workspace.inputs] + [id(trainer.state_1), id(net.params)] == buffers
+    assert [id(b) for b in trainer.workspace.inputs] + [
+        id(trainer.state_1),
+        id(net.params),
+    ] == buffers
     assert trainer.step_count == 30 * 13
 
 

@@ -227,9 +227,7 @@ class Conv2DLayer(RuntimeLayer):
             pad_w = max((ow - 1) * s + self.kw - w, 0)
             self.pad_top, self.pad_left = pad_h // 2, pad_w // 2
         else:
-            raise ValueError(
-                f"{where}: padding must be 'valid' or 'same', got {spec.padding!r}."
-            )
+            raise ValueError(f"{where}: padding must be 'valid' or 'same', got {spec.padding!r}.")
         self.channels = c
         self.output_shape = (self.filters, oh, ow)
 
@@ -245,7 +243,10 @@ class Conv2DLayer(RuntimeLayer):
         limit = _weight_limit(self.code, fan_in, fan_out)
         return [
             ParamSpec(
-                self, "W", (self.filters, self.channels, self.kh, self.kw), True,
+                self,
+                "W",
+                (self.filters, self.channels, self.kh, self.kw),
+                True,
                 ("uniform", limit),
             ),
             ParamSpec(self, "b", (self.filters,), False, ("constant", 0.0)),
@@ -261,8 +262,13 @@ class Conv2DLayer(RuntimeLayer):
         st.dx = None
         conv2d = _kernels()[1]
         shape = conv2d.conv2d_workspace_shape(
-            capacity, self.channels, self.filters, self.kh, self.kw,
-            self.output_shape[1], self.output_shape[2],
+            capacity,
+            self.channels,
+            self.filters,
+            self.kh,
+            self.kw,
+            self.output_shape[1],
+            self.output_shape[2],
         )
         if training:
             if need_dx:
@@ -278,8 +284,15 @@ class Conv2DLayer(RuntimeLayer):
     def forward(self, X, st, n, training):
         out = st.out[:n]
         _kernels()[1].conv2d_forward(
-            X, self.W, self.b, self.stride, self.pad_top, self.pad_left, out,
-            self.code, st.workspace,
+            X,
+            self.W,
+            self.b,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+            out,
+            self.code,
+            st.workspace,
         )
         st.X = X
         return out
@@ -287,8 +300,19 @@ class Conv2DLayer(RuntimeLayer):
     def backward(self, dA, st, n):
         dx = st.dx[:n] if st.dx is not None else None
         _kernels()[1].conv2d_backward(
-            st.X, self.W, st.out[:n], dA, self.code, self.stride, self.pad_top,
-            self.pad_left, self.dW, self.db, dx, st.workspace, dx is not None,
+            st.X,
+            self.W,
+            st.out[:n],
+            dA,
+            self.code,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+            self.dW,
+            self.db,
+            dx,
+            st.workspace,
+            dx is not None,
         )
         return dx
 
@@ -308,8 +332,7 @@ class _PoolLayer(RuntimeLayer):
         if spec.stride is None:
             if self.ph != self.pw:
                 raise ValueError(
-                    f"{where}: a non-square pool_size {spec.pool_size!r} needs an "
-                    "explicit stride."
+                    f"{where}: a non-square pool_size {spec.pool_size!r} needs an explicit stride."
                 )
             self.stride = self.ph
         else:
@@ -317,8 +340,7 @@ class _PoolLayer(RuntimeLayer):
         c, h, w = self.input_shape
         if self.ph > h or self.pw > w:
             raise ValueError(
-                f"{where}: the {self.ph}x{self.pw} pooling window is larger than its "
-                f"{h}x{w} input."
+                f"{where}: the {self.ph}x{self.pw} pooling window is larger than its {h}x{w} input."
             )
         s = self.stride
         self.output_shape = (c, (h - self.ph) // s + 1, (w - self.pw) // s + 1)
@@ -327,9 +349,7 @@ class _PoolLayer(RuntimeLayer):
         st = super().make_state(capacity, dtype, training, need_dx)
         st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
         st.dx = (
-            np.empty((capacity,) + self.input_shape, dtype=dtype)
-            if training and need_dx
-            else None
+            np.empty((capacity,) + self.input_shape, dtype=dtype) if training and need_dx else None
         )
         return st
 

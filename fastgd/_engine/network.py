@@ -83,19 +83,22 @@ class Network:
         Number of leading entries of ``params`` the L2 penalty applies to.
     """
 
-    def __init__(
-        self, branches, fusion, head, n_outputs, fusion_weights, dtype, task_heads=None
-    ):
+    def __init__(self, branches, fusion, head, n_outputs, fusion_weights, dtype, task_heads=None):
         from sklearn.base import clone
 
         self.config = (
-            [(name, [clone(layer) for layer in layers], int(n_cols)) for name, layers, n_cols in branches],
+            [
+                (name, [clone(layer) for layer in layers], int(n_cols))
+                for name, layers, n_cols in branches
+            ],
             fusion,
             [clone(layer) for layer in head],
             int(n_outputs),
             None if fusion_weights is None else np.asarray(fusion_weights, dtype=np.float64).copy(),
             np.dtype(dtype),
-            None if task_heads is None else [[clone(l) for l in layers] for layers in task_heads],
+            None
+            if task_heads is None
+            else [[clone(spec) for spec in layers] for layers in task_heads],
         )
         self._build()
         self.params = np.zeros(self.n_params, dtype=self.dtype)
@@ -120,7 +123,9 @@ class Network:
             shape = (n_cols,)
             runtime = []
             for i, spec in enumerate(specs):
-                layer = build_layer(spec, shape, f"Branch {name!r}, layer {i} ({type(spec).__name__})")
+                layer = build_layer(
+                    spec, shape, f"Branch {name!r}, layer {i} ({type(spec).__name__})"
+                )
                 runtime.append(layer)
                 shape = layer.output_shape
             perm = None
@@ -131,7 +136,7 @@ class Network:
             self.branch_layers.append(runtime)
         self.branch_shapes = [
             layers[-1].output_shape if layers else (n,)
-            for layers, n in zip(self.branch_layers, self.n_columns)
+            for layers, n in zip(self.branch_layers, self.n_columns, strict=False)
         ]
         self.branch_widths = [int(np.prod(s, dtype=np.int64)) for s in self.branch_shapes]
         self.offsets = np.concatenate([[0], np.cumsum(self.branch_widths)]).astype(int)
@@ -180,7 +185,7 @@ class Network:
         self.late_layers = []
         self.n_branches = len(branches)
         if self.use_late:
-            for name, width in zip(self.branch_names, self.branch_widths):
+            for name, width in zip(self.branch_names, self.branch_widths, strict=False):
                 self.late_layers.append(
                     DenseLayer(L.Dense(n_outputs), (width,), f"Branch {name!r} output layer")
                 )
@@ -200,15 +205,17 @@ class Network:
 
         # Which layers must compute a gradient for their input: everything
         # downstream of the first trainable layer of some branch.
-        self.branch_trainable = [any(l.trainable for l in layers) for layers in self.branch_layers]
+        self.branch_trainable = [
+            any(lyr.trainable for lyr in layers) for layers in self.branch_layers
+        ]
         self.first_trainable = [
-            next((i for i, l in enumerate(layers) if l.trainable), len(layers))
+            next((i for i, lyr in enumerate(layers) if lyr.trainable), len(layers))
             for layers in self.branch_layers
         ]
         self.any_branch_trainable = any(self.branch_trainable)
         # Does the input of the task heads need a gradient?
         self.trunk_needs_grad = self.any_branch_trainable or any(
-            l.trainable for l in self.head_layers
+            lyr.trainable for lyr in self.head_layers
         )
 
         # Parameter layout: penalized weights first.
@@ -368,14 +375,14 @@ class Network:
         ws.tmp = np.empty((capacity, self.n_outputs), dtype=dt) if self.use_late else None
         ws.dscores = np.empty((capacity, self.n_outputs), dtype=dt) if training else None
         if training:
-            ws.dlate = [
-                np.empty((capacity, self.n_outputs), dtype=dt) for _ in self.late_layers
-            ]
+            ws.dlate = [np.empty((capacity, self.n_outputs), dtype=dt) for _ in self.late_layers]
             # A contiguous buffer for each branch's output gradient when it
             # cannot be a view of another buffer.
             needs_own = (self.use_concat and not single) or self.fusion == "hybrid"
             ws.dbranch = [
-                np.empty((capacity, w), dtype=dt) if needs_own and self.branch_trainable[b] else None
+                np.empty((capacity, w), dtype=dt)
+                if needs_own and self.branch_trainable[b]
+                else None
                 for b, w in enumerate(self.branch_widths)
             ]
         ws.branch_out = [None] * self.n_branches
@@ -390,7 +397,7 @@ class Network:
         flat_outs = []
         for b in range(self.n_branches):
             X = inputs[b]
-            for layer, st in zip(self.branch_layers[b], ws.branch_states[b]):
+            for layer, st in zip(self.branch_layers[b], ws.branch_states[b], strict=False):
                 X = layer.forward(X, st, n, training)
             ws.branch_out[b] = X
             flat_outs.append(X.reshape(n, self.branch_widths[b]))
@@ -402,13 +409,15 @@ class Network:
                 Z = ws.fused[:n]
                 for b, F in enumerate(flat_outs):
                     Z[:, self.offsets[b] : self.offsets[b + 1]] = F
-            for layer, st in zip(self.head_layers, ws.head_states):
+            for layer, st in zip(self.head_layers, ws.head_states, strict=False):
                 Z = layer.forward(Z, st, n, training)
             if self.task_layers:
                 scores = ws.task_scores[:n]
-                for t, (layers, states) in enumerate(zip(self.task_layers, ws.task_states)):
+                for t, (layers, states) in enumerate(
+                    zip(self.task_layers, ws.task_states, strict=False)
+                ):
                     H = Z
-                    for layer, st in zip(layers, states):
+                    for layer, st in zip(layers, states, strict=False):
                         H = layer.forward(H, st, n, training)
                     scores[:, t] = H[:, 0]
                 Z = scores
@@ -417,7 +426,7 @@ class Network:
             scores = ws.scores[:n]
             tmp = ws.tmp[:n]
             alpha = self.alpha
-            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states)):
+            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states, strict=False)):
                 s = layer.forward(flat_outs[b], st, n, training)
                 if b == 0 and out is None:
                     np.multiply(s, alpha[0], out=scores)
@@ -431,7 +440,7 @@ class Network:
         """Fill ``grads`` from the gradient of the loss w.r.t. the scores."""
         dbranch = [None] * self.n_branches
         if self.use_late:
-            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states)):
+            for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states, strict=False)):
                 s = st.out[:n]
                 if self.learn_alpha:
                     # ∂L/∂αᵢ = Σ dscores ⊙ scoresᵢ
@@ -444,10 +453,12 @@ class Network:
             if self.task_layers:
                 # Each task head sees its own column; their input gradients add up.
                 dtrunk = ws.dtrunk[:n]
-                for t, (layers, states) in enumerate(zip(self.task_layers, ws.task_states)):
+                for t, (layers, states) in enumerate(
+                    zip(self.task_layers, ws.task_states, strict=False)
+                ):
                     dt = ws.dtask[t][:n]
                     dt[:, 0] = dscores[:, t]
-                    for layer, st in zip(reversed(layers), reversed(states)):
+                    for layer, st in zip(reversed(layers), reversed(states), strict=False):
                         dt = layer.backward(dt, st, n)
                     if dt is None:
                         continue
@@ -456,7 +467,9 @@ class Network:
                     else:
                         np.add(dtrunk, dt, out=dtrunk)
                 d = dtrunk
-            for layer, st in zip(reversed(self.head_layers), reversed(ws.head_states)):
+            for layer, st in zip(
+                reversed(self.head_layers), reversed(ws.head_states), strict=False
+            ):
                 d = layer.backward(d, st, n)
             if self.any_branch_trainable:
                 for b in range(self.n_branches):
@@ -466,7 +479,9 @@ class Network:
                         dbranch[b] = d
                         continue
                     buf = ws.dbranch[b][:n]
-                    part = d[:, self.offsets[b] : self.offsets[b + 1]] if ws.fused is not None else d
+                    part = (
+                        d[:, self.offsets[b] : self.offsets[b + 1]] if ws.fused is not None else d
+                    )
                     if dbranch[b] is None:
                         np.copyto(buf, part)
                     else:
@@ -552,7 +567,9 @@ class Network:
                 if hwcs[b] is not None:
                     buf = ws.inputs[b][:m]
                     h, w, c = hwcs[b]
-                    np.copyto(buf.reshape(m, c, h, w), rows.reshape(m, h, w, c).transpose(0, 3, 1, 2))
+                    np.copyto(
+                        buf.reshape(m, c, h, w), rows.reshape(m, h, w, c).transpose(0, 3, 1, 2)
+                    )
                     inputs[b] = buf
                 elif rows.flags.c_contiguous:
                     inputs[b] = rows
@@ -612,6 +629,12 @@ class MaskedRegressionLoss:
 
         y, mask = targets
         return masked_regression_loss(
-            scores, y, mask, self.task_weights_dt, self.loss_code, self.huber_delta,
-            dscores, self.task_losses,
+            scores,
+            y,
+            mask,
+            self.task_weights_dt,
+            self.loss_code,
+            self.huber_delta,
+            dscores,
+            self.task_losses,
         )

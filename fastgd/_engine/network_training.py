@@ -31,8 +31,7 @@ from fastgd.exceptions import DivergenceError
 __all__ = ["NetworkTrainer"]
 
 _DIVERGENCE_HINT = (
-    "Try a smaller learning_rate_init, scaling the input features, or a "
-    "larger alpha."
+    "Try a smaller learning_rate_init, scaling the input features, or a larger alpha."
 )
 
 
@@ -104,7 +103,7 @@ class NetworkTrainer:
         loss.make_buffers(self.batch_size, dt)
         self.target_buffers = [
             np.empty((self.batch_size,) + tuple(shape), dtype=tdt)
-            for tdt, shape in zip(target_dtypes, target_shapes)
+            for tdt, shape in zip(target_dtypes, target_shapes, strict=False)
         ]
         p = network.n_penalized
         self.pen_params = network.params[:p]
@@ -162,8 +161,16 @@ class NetworkTrainer:
                 )
             self.step_count += 1
             optimizer_step(
-                params, grads, s1, s2, self.learning_rate, self.step_count,
-                self.optimizer_code, self.momentum, self.beta_1, self.beta_2,
+                params,
+                grads,
+                s1,
+                s2,
+                self.learning_rate,
+                self.step_count,
+                self.optimizer_code,
+                self.momentum,
+                self.beta_1,
+                self.beta_2,
                 self.epsilon,
             )
             total += loss * m
