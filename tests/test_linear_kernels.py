@@ -350,16 +350,17 @@ def test_full_batch_epoch_is_proximal_gradient_descent():
 def test_batch_gradient_does_not_depend_on_the_number_of_threads():
     import numba
 
-    X, y = make_linear_problem(n=3000, d=40, seed=12)
-    sw = np.random.RandomState(13).uniform(0.5, 2.0, 3000)
-    rows = np.random.RandomState(14).permutation(3000).astype(np.intp)
+    n = 26000
+    X, y = make_linear_problem(n=n, d=40, seed=12)
+    sw = np.random.RandomState(13).uniform(0.5, 2.0, n)
+    rows = np.random.RandomState(14).permutation(n).astype(np.intp)
     params = np.random.RandomState(15).randn(41)
-    assert 3000 * 41 >= batch_numba.PARALLEL_MIN_ELEMENTS, "the test needs the parallel path"
+    assert n * 41 >= batch_numba.PARALLEL_MIN_ELEMENTS, "the test needs the parallel path"
     results = []
     for n_threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(n_threads)
         try:
-            partials, chunk_losses, grad = batch_buffers(3000, 40, np.float64)
+            partials, chunk_losses, grad = batch_buffers(n, 40, np.float64)
             loss = batch_numba.batch_gradient(
                 *csr_parts(X),
                 y[rows],

@@ -37,13 +37,12 @@ from fastgd._kernels.sgd_numba import (
 )
 
 CHUNK_ROWS = 64
-# Batches with fewer values of X than this run on one thread. A parallel region
-# costs a few microseconds on idle cores; a batch of 256 shuffled rows of 100
-# features takes ~50 us on one thread and half that on two (measured), so
-# parallelism pays from about 8K values on. (joblib's process workers cap
-# Numba's threads through NUMBA_NUM_THREADS, so grid searches do not
-# oversubscribe the cores.)
-PARALLEL_MIN_ELEMENTS = 1 << 13
+# Batches with fewer values of X than this run on one thread. A parallel
+# region costs a few microseconds on idle cores, but when another process
+# holds a core every region waits for a descheduled thread: with regions per
+# 256-row batch an epoch went from 0.16 s (idle) to 22 s (one core busy),
+# measured. From 2^20 values (~1 ms of work) on, a region is worth its risk.
+PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 def n_chunks_for(batch_size):
