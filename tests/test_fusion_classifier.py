@@ -102,19 +102,22 @@ def _small_branches():
 # ----------------------------------------------------------- behaviour
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_digits_fusion_beats_either_branch(digits_split):
+    # The row / column sums add little the image does not hold, so the gain
+    # is small: compare means over 5 seeds. (Measured: image 0.967, sums
+    # 0.856, hybrid fusion 0.974 with every seed ≥ 0.972.)
     X_train, X_test, y_train, y_test, columns = digits_split
     configs = {
-        "image": [_image_branch(columns)],
-        "sums": [_sums_branch(columns)],
-        "fused": [_image_branch(columns), _sums_branch(columns)],
+        "image": ([_image_branch(columns)], "concat"),
+        "sums": ([_sums_branch(columns)], "concat"),
+        "fused": ([_image_branch(columns), _sums_branch(columns)], "hybrid"),
     }
     accuracy = {}
-    for name, branches in configs.items():
+    for name, (branches, fusion) in configs.items():
         scores = [
-            FusionClassifier(branches=branches, max_iter=60, random_state=seed)
+            FusionClassifier(branches=branches, fusion=fusion, max_iter=60, random_state=seed)
             .fit(X_train, y_train)
             .score(X_test, y_test)
-            for seed in range(3)
+            for seed in range(5)
         ]
         accuracy[name] = np.mean(scores)
     assert accuracy["fused"] >= 0.97, accuracy
@@ -123,20 +126,23 @@ def test_digits_fusion_beats_either_branch(digits_split):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("fusion", ["late", "hybrid"])
-def test_digits_late_and_hybrid_fusion_train(digits_split, fusion):
+@pytest.mark.parametrize("fusion", ["concat", "late"])
+def test_digits_concat_and_late_fusion_train(digits_split, fusion):
     X_train, X_test, y_train, y_test, columns = digits_split
     clf = FusionClassifier(
         branches=[_image_branch(columns), _sums_branch(columns)],
         fusion=fusion,
-        head=(Dense(16, activation="relu"),) if fusion == "hybrid" else (),
+        head=(Dense(16, activation="relu"),) if fusion == "concat" else (),
         max_iter=40,
         random_state=0,
     ).fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.95
-    assert clf.fusion_weights_.shape == (2,)
-    assert not np.allclose(clf.fusion_weights_, 0.5)  # learned
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    if fusion == "late":
+        assert clf.fusion_weights_.shape == (2,)
+        assert not np.allclose(clf.fusion_weights_, 0.5)  # learned
+    else:
+        assert clf.fusion_weights_ is None
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
