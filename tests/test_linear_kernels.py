@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from conftest import make_linear_problem
 
 from fastgd._kernels import _sgd_fast, batch_numba, codes, regression_losses, sgd_numba
+from fastgd._kernels._numba_setup import PARALLEL_MIN_WORK
 from fastgd._kernels.optimizers import optimizer_step
 
 LOSSES = list(codes.LOSS_CODES.values())
@@ -355,7 +356,7 @@ def test_batch_gradient_does_not_depend_on_the_number_of_threads():
     sw = np.random.RandomState(13).uniform(0.5, 2.0, n)
     rows = np.random.RandomState(14).permutation(n).astype(np.intp)
     params = np.random.RandomState(15).randn(41)
-    assert n * 41 >= batch_numba.PARALLEL_MIN_ELEMENTS, "the test needs the parallel path"
+    assert n * 41 >= PARALLEL_MIN_WORK, "the test needs the parallel path"
     results = []
     for n_threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(n_threads)

@@ -29,8 +29,9 @@ import numpy as np
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
-    PARALLEL_KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
     numba,
+    parallel_and_serial,
 )
 
 IDENTITY = codes.IDENTITY
@@ -113,7 +114,21 @@ def activation_backward_range(a, da, start, stop, code):
             da[i] = da[i] * (ai * (one - ai))
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
+def _activation_forward_body(Z, code):
+    """Body of :func:`activation_forward`, compiled parallel and serial."""
+    z = Z.reshape(-1)
+    n = z.shape[0]
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for c in numba.prange(n_chunks):
+        activation_forward_range(z, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
+
+
+_activation_forward_parallel, _activation_forward_serial = parallel_and_serial(
+    _activation_forward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def activation_forward(Z, code):
     """Apply an activation in place.
 
@@ -124,14 +139,29 @@ def activation_forward(Z, code):
     code : int
         Activation code (``codes.ACTIVATION_CODES``).
     """
-    z = Z.reshape(-1)
-    n = z.shape[0]
+    if Z.size >= PARALLEL_MIN_WORK:
+        return _activation_forward_parallel(Z, code)
+    return _activation_forward_serial(Z, code)
+
+
+def _activation_backward_body(A, dA, code):
+    """Body of :func:`activation_backward`, compiled parallel and serial."""
+    a = A.reshape(-1)
+    da = dA.reshape(-1)
+    n = da.shape[0]
+    if a.shape[0] != n:
+        raise ValueError("activation_backward: A and dA differ in size")
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in numba.prange(n_chunks):
-        activation_forward_range(z, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
+        activation_backward_range(a, da, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
+_activation_backward_parallel, _activation_backward_serial = parallel_and_serial(
+    _activation_backward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def activation_backward(A, dA, code):
     """Multiply an upstream gradient by the activation derivative, in place.
 
@@ -145,14 +175,9 @@ def activation_backward(A, dA, code):
     code : int
         Activation code.
     """
-    a = A.reshape(-1)
-    da = dA.reshape(-1)
-    n = da.shape[0]
-    if a.shape[0] != n:
-        raise ValueError("activation_backward: A and dA differ in size")
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
-    for c in numba.prange(n_chunks):
-        activation_backward_range(a, da, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
+    if dA.size >= PARALLEL_MIN_WORK:
+        return _activation_backward_parallel(A, dA, code)
+    return _activation_backward_serial(A, dA, code)
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -178,7 +203,24 @@ def bias_activation_rows(Z, b, row_start, row_stop, code):
                 row[j] = row[j] + b[j]
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
+def _bias_activation_forward_body(Z, b, code):
+    """Body of :func:`bias_activation_forward`, compiled parallel and serial."""
+    n_rows = Z.shape[0]
+    if b.shape[0] != Z.shape[1]:
+        raise ValueError("bias_activation_forward: b does not match Z.shape[1]")
+    # Rows per work item: about _CHUNK elements each.
+    rows = max(1, _CHUNK // max(1, Z.shape[1]))
+    n_chunks = (n_rows + rows - 1) // rows
+    for c in numba.prange(n_chunks):
+        bias_activation_rows(Z, b, c * rows, min(n_rows, (c + 1) * rows), code)
+
+
+_bias_activation_forward_parallel, _bias_activation_forward_serial = parallel_and_serial(
+    _bias_activation_forward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def bias_activation_forward(Z, b, code):
     """Add a bias to every row, then apply an activation, in place (fused).
 
@@ -191,11 +233,6 @@ def bias_activation_forward(Z, b, code):
     code : int
         Activation code.
     """
-    n_rows = Z.shape[0]
-    if b.shape[0] != Z.shape[1]:
-        raise ValueError("bias_activation_forward: b does not match Z.shape[1]")
-    # Rows per work item: about _CHUNK elements each.
-    rows = max(1, _CHUNK // max(1, Z.shape[1]))
-    n_chunks = (n_rows + rows - 1) // rows
-    for c in numba.prange(n_chunks):
-        bias_activation_rows(Z, b, c * rows, min(n_rows, (c + 1) * rows), code)
+    if Z.size >= PARALLEL_MIN_WORK:
+        return _bias_activation_forward_parallel(Z, b, code)
+    return _bias_activation_forward_serial(Z, b, code)

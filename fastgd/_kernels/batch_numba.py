@@ -11,8 +11,9 @@ The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
 
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
-order. Large batches run their chunks in parallel; the result does not
-depend on the number of threads, nor on whether the batch ran in parallel.
+order. Large batches run their chunks in parallel (small ones on one thread,
+see :data:`~fastgd._kernels._numba_setup.PARALLEL_MIN_WORK`); the result
+does not depend on the number of threads.
 
 L1: with ``l1_proximal`` (full batch) every step ends with a proximal
 soft-threshold (ISTA), so the iterates reach the exact elastic-net optimum
@@ -20,7 +21,12 @@ with exact zeros; otherwise (mini-batch) the cumulative penalty of
 Tsuruoka et al. (2009) clips every weight after each step.
 """
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, PARALLEL_KERNEL_OPTIONS, numba
+from fastgd._kernels._numba_setup import (
+    KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
+    numba,
+    parallel_and_serial,
+)
 from fastgd._kernels.optimizers import optimizer_step
 from fastgd._kernels.prefetch import ROWS_AHEAD
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
@@ -37,12 +43,6 @@ from fastgd._kernels.sgd_numba import (
 )
 
 CHUNK_ROWS = 64
-# Batches with fewer values of X than this run on one thread. A parallel
-# region costs a few microseconds on idle cores, but when another process
-# holds a core every region waits for a descheduled thread: with regions per
-# 256-row batch an epoch went from 0.16 s (idle) to 22 s (one core busy),
-# measured. From 2^20 values (~1 ms of work) on, a region is worth its risk.
-PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 def n_chunks_for(batch_size):
@@ -98,7 +98,72 @@ def _chunk_gradient(
     return loss_sum
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
+def _batch_gradient_body(
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y_ordered,
+    weight_ordered,
+    rows,
+    params,
+    loss,
+    epsilon,
+    l2,
+    fit_intercept,
+    partials,
+    chunk_losses,
+    grad,
+):
+    """Body of :func:`batch_gradient`, compiled parallel and serial."""
+    n_rows = rows.shape[0]
+    n_params = params.shape[0]
+    n_chunks = -(-n_rows // CHUNK_ROWS)
+    for c in numba.prange(n_chunks):
+        start = c * CHUNK_ROWS
+        chunk_losses[c] = _chunk_gradient(
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y_ordered,
+            weight_ordered,
+            rows,
+            start,
+            min(start + CHUNK_ROWS, n_rows),
+            params,
+            loss,
+            epsilon,
+            partials[c],
+        )
+    # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
+    # 2 counts as that sample twice, exactly, in full-batch GD).
+    weight_sum = 0.0
+    for k in range(n_rows):
+        weight_sum += weight_ordered[k]
+    inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
+    # Fixed-order reduction over chunks (thread count does not matter).
+    for j in range(n_params):
+        acc = 0.0
+        for c in range(n_chunks):
+            acc += partials[c, j]
+        grad[j] = acc * inv_weight
+    for j in range(n_params - 1):
+        grad[j] += l2 * params[j]
+    if not fit_intercept:
+        grad[n_params - 1] = 0.0
+    loss_sum = 0.0
+    for c in range(n_chunks):
+        loss_sum += chunk_losses[c]
+    return loss_sum
+
+
+_batch_gradient_parallel, _batch_gradient_serial = parallel_and_serial(_batch_gradient_body)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def batch_gradient(
     X,
     X_data,
@@ -136,67 +201,43 @@ def batch_gradient(
     loss_sum : float
         Σ sᵢ·ℓ(pᵢ, yᵢ) over the rows, at the parameters before any update.
     """
-    n_rows = rows.shape[0]
-    n_params = params.shape[0]
-    n_chunks = -(-n_rows // CHUNK_ROWS)
-    if n_chunks == 1 or n_rows * n_params < PARALLEL_MIN_ELEMENTS:
-        for c in range(n_chunks):
-            start = c * CHUNK_ROWS
-            chunk_losses[c] = _chunk_gradient(
-                X,
-                X_data,
-                X_indices,
-                X_indptr,
-                is_sparse,
-                y_ordered,
-                weight_ordered,
-                rows,
-                start,
-                min(start + CHUNK_ROWS, n_rows),
-                params,
-                loss,
-                epsilon,
-                partials[c],
-            )
-    else:
-        for c in numba.prange(n_chunks):
-            start = c * CHUNK_ROWS
-            chunk_losses[c] = _chunk_gradient(
-                X,
-                X_data,
-                X_indices,
-                X_indptr,
-                is_sparse,
-                y_ordered,
-                weight_ordered,
-                rows,
-                start,
-                min(start + CHUNK_ROWS, n_rows),
-                params,
-                loss,
-                epsilon,
-                partials[c],
-            )
-    # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
-    # 2 counts as that sample twice, exactly, in full-batch GD).
-    weight_sum = 0.0
-    for k in range(n_rows):
-        weight_sum += weight_ordered[k]
-    inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
-    # Fixed-order reduction over chunks (thread count does not matter).
-    for j in range(n_params):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += partials[c, j]
-        grad[j] = acc * inv_weight
-    for j in range(n_params - 1):
-        grad[j] += l2 * params[j]
-    if not fit_intercept:
-        grad[n_params - 1] = 0.0
-    loss_sum = 0.0
-    for c in range(n_chunks):
-        loss_sum += chunk_losses[c]
-    return loss_sum
+    if rows.shape[0] * params.shape[0] >= PARALLEL_MIN_WORK:
+        return _batch_gradient_parallel(
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y_ordered,
+            weight_ordered,
+            rows,
+            params,
+            loss,
+            epsilon,
+            l2,
+            fit_intercept,
+            partials,
+            chunk_losses,
+            grad,
+        )
+    return _batch_gradient_serial(
+        X,
+        X_data,
+        X_indices,
+        X_indptr,
+        is_sparse,
+        y_ordered,
+        weight_ordered,
+        rows,
+        params,
+        loss,
+        epsilon,
+        l2,
+        fit_intercept,
+        partials,
+        chunk_losses,
+        grad,
+    )
 
 
 @numba.njit(**KERNEL_OPTIONS)

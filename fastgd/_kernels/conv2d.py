@@ -35,14 +35,14 @@ import numpy as np
 
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
-    PARALLEL_KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
     numba,
+    parallel_and_serial,
 )
 from fastgd._kernels.activations import (
     activation_backward_range,
     bias_activation_forward_range,
 )
-
 
 # Largest M·N·K of one BLAS GEMM call made inside a parallel loop. Below
 # this size OpenBLAS runs the product in the calling thread (its
@@ -256,31 +256,8 @@ def _check_shapes(X, W, b, out, stride, pad_top, pad_left):
         raise ValueError("conv2d: padding larger than kernel + input")
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def conv2d_forward(X, W, b, stride, pad_top, pad_left, out, code, workspace=None):
-    """Convolution, bias and activation: ``out = act(conv(X, W) + b)``.
-
-    Parameters
-    ----------
-    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
-        Input batch.
-    W : C-contiguous ndarray of shape (F, C, KH, KW), same dtype
-        Filters.
-    b : ndarray of shape (F,), same dtype
-        Bias.
-    stride : int
-        Stride in both directions.
-    pad_top, pad_left : int
-        Zero rows above / zero columns left of the input; the bottom / right
-        padding is whatever the output size needs (see module docstring).
-    out : C-contiguous ndarray of shape (B, F, OH, OW), same dtype
-        Output buffer; its shape sets OH and OW. Overwritten.
-    code : int
-        Activation code (``codes.ACTIVATION_CODES``).
-    workspace : ndarray of shape ``conv2d_workspace_shape(...)``, optional
-        Scratch buffer (same dtype) for the im2col matrices. If None, one
-        buffer per sample is allocated by this call.
-    """
+def _conv2d_forward_body(X, W, b, stride, pad_top, pad_left, out, code, workspace=None):
+    """Body of :func:`conv2d_forward`, compiled parallel and serial."""
     _check_shapes(X, W, b, out, stride, pad_top, pad_left)
     B, C, H, Wd = X.shape
     F, _, KH, KW = W.shape
@@ -313,8 +290,40 @@ def conv2d_forward(X, W, b, stride, pad_top, pad_left, out, code, workspace=None
                 bias_activation_forward_range(o2[f], 0, ohw, b[f], code)
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def conv2d_backward(
+_conv2d_forward_parallel, _conv2d_forward_serial = parallel_and_serial(_conv2d_forward_body)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def conv2d_forward(X, W, b, stride, pad_top, pad_left, out, code, workspace=None):
+    """Convolution, bias and activation: ``out = act(conv(X, W) + b)``.
+
+    Parameters
+    ----------
+    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
+        Input batch.
+    W : C-contiguous ndarray of shape (F, C, KH, KW), same dtype
+        Filters.
+    b : ndarray of shape (F,), same dtype
+        Bias.
+    stride : int
+        Stride in both directions.
+    pad_top, pad_left : int
+        Zero rows above / zero columns left of the input; the bottom / right
+        padding is whatever the output size needs (see module docstring).
+    out : C-contiguous ndarray of shape (B, F, OH, OW), same dtype
+        Output buffer; its shape sets OH and OW. Overwritten.
+    code : int
+        Activation code (``codes.ACTIVATION_CODES``).
+    workspace : ndarray of shape ``conv2d_workspace_shape(...)``, optional
+        Scratch buffer (same dtype) for the im2col matrices. If None, one
+        buffer per sample is allocated by this call.
+    """
+    if X.shape[0] * W.size * out.shape[2] * out.shape[3] >= PARALLEL_MIN_WORK:
+        return _conv2d_forward_parallel(X, W, b, stride, pad_top, pad_left, out, code, workspace)
+    return _conv2d_forward_serial(X, W, b, stride, pad_top, pad_left, out, code, workspace)
+
+
+def _conv2d_backward_body(
     X,
     W,
     A,
@@ -329,40 +338,7 @@ def conv2d_backward(
     workspace,
     compute_dx=True,
 ):
-    """Gradients of a convolution layer.
-
-    Parameters
-    ----------
-    X : C-contiguous ndarray of shape (B, C, H, W)
-        Input of the forward pass.
-    W : C-contiguous ndarray of shape (F, C, KH, KW)
-        Filters.
-    A : C-contiguous ndarray of shape (B, F, OH, OW)
-        Output of the forward pass (after the activation).
-    dA : C-contiguous ndarray of shape (B, F, OH, OW)
-        Gradient of the loss with respect to A. **Overwritten** with the
-        gradient with respect to the pre-activation.
-    code : int
-        Activation code used in the forward pass.
-    stride, pad_top, pad_left : int
-        As in :func:`conv2d_forward`.
-    dW : ndarray of shape (F, C, KH, KW), C-contiguous
-        Filled with the weight gradient (overwritten, not accumulated).
-    db : ndarray of shape (F,)
-        Filled with the bias gradient.
-    dX : ndarray of shape (B, C, H, W), C-contiguous, or None
-        Filled with the input gradient. Pass None (or ``compute_dx=False``)
-        for the first layer, whose input gradient is not needed.
-    workspace : ndarray of shape ``conv2d_workspace_shape(B, C, F, KH, KW, OH, OW)``
-        Scratch buffer, same dtype as X (a buffer with more rows is fine).
-    compute_dx : bool, default=True
-        If False, dX is not touched (it may be None).
-
-    Notes
-    -----
-    All arrays share one dtype (float32 or float64). Deterministic: per-sample
-    gradient partials are summed serially in sample order.
-    """
+    """Body of :func:`conv2d_backward`, compiled parallel and serial."""
     B, C, H, Wd = X.shape
     F, _, KH, KW = W.shape
     OH, OW = A.shape[2], A.shape[3]
@@ -436,3 +412,65 @@ def conv2d_backward(
             dw[k] += ws[start + k]
         for f in range(F):
             db[f] += ws[start + F * ckk + f]
+
+
+_conv2d_backward_parallel, _conv2d_backward_serial = parallel_and_serial(_conv2d_backward_body)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def conv2d_backward(
+    X,
+    W,
+    A,
+    dA,
+    code,
+    stride,
+    pad_top,
+    pad_left,
+    dW,
+    db,
+    dX,
+    workspace,
+    compute_dx=True,
+):
+    """Gradients of a convolution layer.
+
+    Parameters
+    ----------
+    X : C-contiguous ndarray of shape (B, C, H, W)
+        Input of the forward pass.
+    W : C-contiguous ndarray of shape (F, C, KH, KW)
+        Filters.
+    A : C-contiguous ndarray of shape (B, F, OH, OW)
+        Output of the forward pass (after the activation).
+    dA : C-contiguous ndarray of shape (B, F, OH, OW)
+        Gradient of the loss with respect to A. **Overwritten** with the
+        gradient with respect to the pre-activation.
+    code : int
+        Activation code used in the forward pass.
+    stride, pad_top, pad_left : int
+        As in :func:`conv2d_forward`.
+    dW : ndarray of shape (F, C, KH, KW), C-contiguous
+        Filled with the weight gradient (overwritten, not accumulated).
+    db : ndarray of shape (F,)
+        Filled with the bias gradient.
+    dX : ndarray of shape (B, C, H, W), C-contiguous, or None
+        Filled with the input gradient. Pass None (or ``compute_dx=False``)
+        for the first layer, whose input gradient is not needed.
+    workspace : ndarray of shape ``conv2d_workspace_shape(B, C, F, KH, KW, OH, OW)``
+        Scratch buffer, same dtype as X (a buffer with more rows is fine).
+    compute_dx : bool, default=True
+        If False, dX is not touched (it may be None).
+
+    Notes
+    -----
+    All arrays share one dtype (float32 or float64). Deterministic: per-sample
+    gradient partials are summed serially in sample order.
+    """
+    if X.shape[0] * W.size * A.shape[2] * A.shape[3] >= PARALLEL_MIN_WORK:
+        return _conv2d_backward_parallel(
+            X, W, A, dA, code, stride, pad_top, pad_left, dW, db, dX, workspace, compute_dx
+        )
+    return _conv2d_backward_serial(
+        X, W, A, dA, code, stride, pad_top, pad_left, dW, db, dX, workspace, compute_dx
+    )

@@ -11,15 +11,16 @@ scaled by ``1 / (1 − rate)`` so that the expected output equals the input
 
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
-    PARALLEL_KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
     numba,
+    parallel_and_serial,
 )
 
 _CHUNK = 16384
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def _masked_scale(src, mask, rate, dst):
+def _masked_scale_body(src, mask, rate, dst):
+    """Body of :func:`_masked_scale`, compiled parallel and serial."""
     s = src.reshape(-1)
     m = mask.reshape(-1)
     d = dst.reshape(-1)
@@ -35,6 +36,16 @@ def _masked_scale(src, mask, rate, dst):
     for c in numba.prange(n_chunks):
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             d[i] = s[i] * scale if m[i] >= rate else zero
+
+
+_masked_scale_parallel, _masked_scale_serial = parallel_and_serial(_masked_scale_body)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _masked_scale(src, mask, rate, dst):
+    if dst.size >= PARALLEL_MIN_WORK:
+        return _masked_scale_parallel(src, mask, rate, dst)
+    return _masked_scale_serial(src, mask, rate, dst)
 
 
 @numba.njit(**KERNEL_OPTIONS)

@@ -22,8 +22,9 @@ import numpy as np
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
-    PARALLEL_KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
     numba,
+    parallel_and_serial,
 )
 
 SQUARED_ERROR = codes.SQUARED_ERROR
@@ -108,7 +109,18 @@ def softmax_cross_entropy(scores, y_index, sample_weight, proba, dscores):
     return loss * inv_w
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
+def _softmax_body(scores, out):
+    """Body of :func:`softmax`, compiled parallel and serial."""
+    if out.shape != scores.shape:
+        raise ValueError("softmax: out has the wrong shape")
+    for i in numba.prange(scores.shape[0]):
+        _softmax_row(scores[i], out[i])
+
+
+_softmax_parallel, _softmax_serial = parallel_and_serial(_softmax_body)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def softmax(scores, out):
     """Row-wise softmax (stable).
 
@@ -119,23 +131,13 @@ def softmax(scores, out):
     out : ndarray of the same shape and dtype
         Filled with the probabilities (may be ``scores``).
     """
-    if out.shape != scores.shape:
-        raise ValueError("softmax: out has the wrong shape")
-    for i in numba.prange(scores.shape[0]):
-        _softmax_row(scores[i], out[i])
+    if scores.size >= PARALLEL_MIN_WORK:
+        return _softmax_parallel(scores, out)
+    return _softmax_serial(scores, out)
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def log_softmax(scores, out):
-    """Row-wise log-softmax: ``s_k − max(s) − log Σ_j exp(s_j − max(s))``.
-
-    Parameters
-    ----------
-    scores : ndarray of shape (n_samples, n_classes), float32 or float64
-        Raw class scores.
-    out : ndarray of the same shape and dtype
-        Filled with the log-probabilities (may be ``scores``).
-    """
+def _log_softmax_body(scores, out):
+    """Body of :func:`log_softmax`, compiled parallel and serial."""
     if out.shape != scores.shape:
         raise ValueError("log_softmax: out has the wrong shape")
     K = scores.shape[1]
@@ -154,10 +156,27 @@ def log_softmax(scores, out):
             o[k] = s[k] - shift
 
 
+_log_softmax_parallel, _log_softmax_serial = parallel_and_serial(_log_softmax_body)
+
+
 @numba.njit(**KERNEL_OPTIONS)
-def masked_regression_loss(
-    pred, y, mask, task_weights, loss_code, huber_delta, dpred, task_losses
-):
+def log_softmax(scores, out):
+    """Row-wise log-softmax: ``s_k − max(s) − log Σ_j exp(s_j − max(s))``.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples, n_classes), float32 or float64
+        Raw class scores.
+    out : ndarray of the same shape and dtype
+        Filled with the log-probabilities (may be ``scores``).
+    """
+    if scores.size >= PARALLEL_MIN_WORK:
+        return _log_softmax_parallel(scores, out)
+    return _log_softmax_serial(scores, out)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def masked_regression_loss(pred, y, mask, task_weights, loss_code, huber_delta, dpred, task_losses):
     """Multi-task regression loss with missing targets.
 
     For task t, with residual r = pred − y and per-element loss ℓ::

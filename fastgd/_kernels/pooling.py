@@ -14,8 +14,9 @@ contributions of every window an input pixel belongs to.
 
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
-    PARALLEL_KERNEL_OPTIONS,
+    PARALLEL_MIN_WORK,
     numba,
+    parallel_and_serial,
 )
 
 
@@ -38,9 +39,7 @@ def pool2d_output_shape(H, W, pool_h, pool_w, stride):
     if stride < 1 or pool_h < 1 or pool_w < 1:
         raise ValueError("pool size and stride must be >= 1")
     if pool_h > H or pool_w > W:
-        raise ValueError(
-            f"pool window {pool_h}x{pool_w} larger than the input {H}x{W}"
-        )
+        raise ValueError(f"pool window {pool_h}x{pool_w} larger than the input {H}x{W}")
     return (H - pool_h) // stride + 1, (W - pool_w) // stride + 1
 
 
@@ -56,26 +55,8 @@ def _check(X, pool_h, pool_w, stride, out):
         raise ValueError("pooling: output size too large for the input")
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def maxpool2d_forward(X, pool_h, pool_w, stride, out, argmax):
-    """Max pooling; remembers where each maximum came from.
-
-    Parameters
-    ----------
-    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
-        Input.
-    pool_h, pool_w : int
-        Window size.
-    stride : int
-        Step between windows.
-    out : ndarray of shape (B, C, OH, OW), same dtype as X
-        Filled with the window maxima (its shape sets OH and OW).
-    argmax : integer ndarray of shape (B, C, OH, OW)
-        Filled with the flat index ``h * W + w`` of each maximum inside its
-        input plane; :func:`maxpool2d_backward` needs it. On ties the first
-        maximum in row-major order wins. A NaN in a window is propagated
-        (the output is NaN and its index is recorded).
-    """
+def _maxpool2d_forward_body(X, pool_h, pool_w, stride, out, argmax):
+    """Body of :func:`maxpool2d_forward`, compiled parallel and serial."""
     _check(X, pool_h, pool_w, stride, out)
     B, C, H, W = X.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -111,19 +92,38 @@ def maxpool2d_forward(X, pool_h, pool_w, stride, out, argmax):
                 am[i, j] = (h0 + p_best) * W + w0 + (k_best - p_best * pool_w)
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def maxpool2d_backward(dOut, argmax, dX):
-    """Gradient of max pooling: route each output gradient to its maximum.
+_maxpool2d_forward_parallel, _maxpool2d_forward_serial = parallel_and_serial(
+    _maxpool2d_forward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def maxpool2d_forward(X, pool_h, pool_w, stride, out, argmax):
+    """Max pooling; remembers where each maximum came from.
 
     Parameters
     ----------
-    dOut : ndarray of shape (B, C, OH, OW)
-        Gradient with respect to the pooled output.
+    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
+        Input.
+    pool_h, pool_w : int
+        Window size.
+    stride : int
+        Step between windows.
+    out : ndarray of shape (B, C, OH, OW), same dtype as X
+        Filled with the window maxima (its shape sets OH and OW).
     argmax : integer ndarray of shape (B, C, OH, OW)
-        As filled by :func:`maxpool2d_forward`.
-    dX : C-contiguous ndarray of shape (B, C, H, W), same dtype as dOut
-        Zeroed, then receives (adds, for overlapping windows) the gradients.
+        Filled with the flat index ``h * W + w`` of each maximum inside its
+        input plane; :func:`maxpool2d_backward` needs it. On ties the first
+        maximum in row-major order wins. A NaN in a window is propagated
+        (the output is NaN and its index is recorded).
     """
+    if X.size >= PARALLEL_MIN_WORK:
+        return _maxpool2d_forward_parallel(X, pool_h, pool_w, stride, out, argmax)
+    return _maxpool2d_forward_serial(X, pool_h, pool_w, stride, out, argmax)
+
+
+def _maxpool2d_backward_body(dOut, argmax, dX):
+    """Body of :func:`maxpool2d_backward`, compiled parallel and serial."""
     B, C, H, W = dX.shape
     OH, OW = dOut.shape[2], dOut.shape[3]
     if dOut.shape[0] != B or dOut.shape[1] != C or argmax.shape != dOut.shape:
@@ -142,21 +142,31 @@ def maxpool2d_backward(dOut, argmax, dX):
                 dx[am[i, j]] += g[i, j]
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def avgpool2d_forward(X, pool_h, pool_w, stride, out):
-    """Average pooling.
+_maxpool2d_backward_parallel, _maxpool2d_backward_serial = parallel_and_serial(
+    _maxpool2d_backward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def maxpool2d_backward(dOut, argmax, dX):
+    """Gradient of max pooling: route each output gradient to its maximum.
 
     Parameters
     ----------
-    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
-        Input.
-    pool_h, pool_w : int
-        Window size.
-    stride : int
-        Step between windows.
-    out : ndarray of shape (B, C, OH, OW), same dtype as X
-        Filled with the window means (its shape sets OH and OW).
+    dOut : ndarray of shape (B, C, OH, OW)
+        Gradient with respect to the pooled output.
+    argmax : integer ndarray of shape (B, C, OH, OW)
+        As filled by :func:`maxpool2d_forward`.
+    dX : C-contiguous ndarray of shape (B, C, H, W), same dtype as dOut
+        Zeroed, then receives (adds, for overlapping windows) the gradients.
     """
+    if dX.size >= PARALLEL_MIN_WORK:
+        return _maxpool2d_backward_parallel(dOut, argmax, dX)
+    return _maxpool2d_backward_serial(dOut, argmax, dX)
+
+
+def _avgpool2d_forward_body(X, pool_h, pool_w, stride, out):
+    """Body of :func:`avgpool2d_forward`, compiled parallel and serial."""
     _check(X, pool_h, pool_w, stride, out)
     B, C, H, W = X.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -183,22 +193,33 @@ def avgpool2d_forward(X, pool_h, pool_w, stride, out):
                 acc[j] = acc[j] * scale
 
 
-@numba.njit(**PARALLEL_KERNEL_OPTIONS)
-def avgpool2d_backward(dOut, pool_h, pool_w, stride, dX):
-    """Gradient of average pooling: spread each output gradient evenly.
+_avgpool2d_forward_parallel, _avgpool2d_forward_serial = parallel_and_serial(
+    _avgpool2d_forward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def avgpool2d_forward(X, pool_h, pool_w, stride, out):
+    """Average pooling.
 
     Parameters
     ----------
-    dOut : ndarray of shape (B, C, OH, OW)
-        Gradient with respect to the pooled output.
+    X : C-contiguous ndarray of shape (B, C, H, W), float32 or float64
+        Input.
     pool_h, pool_w : int
         Window size.
     stride : int
         Step between windows.
-    dX : C-contiguous ndarray of shape (B, C, H, W), same dtype as dOut
-        Zeroed, then receives ``dOut / (pool_h · pool_w)`` at every pixel of
-        each window (added up where windows overlap).
+    out : ndarray of shape (B, C, OH, OW), same dtype as X
+        Filled with the window means (its shape sets OH and OW).
     """
+    if X.size >= PARALLEL_MIN_WORK:
+        return _avgpool2d_forward_parallel(X, pool_h, pool_w, stride, out)
+    return _avgpool2d_forward_serial(X, pool_h, pool_w, stride, out)
+
+
+def _avgpool2d_backward_body(dOut, pool_h, pool_w, stride, dX):
+    """Body of :func:`avgpool2d_backward`, compiled parallel and serial."""
     B, C, H, W = dX.shape
     OH, OW = dOut.shape[2], dOut.shape[3]
     if dOut.shape[0] != B or dOut.shape[1] != C:
@@ -224,3 +245,29 @@ def avgpool2d_backward(dOut, pool_h, pool_w, stride, dX):
                     row = dx[h0 + p]
                     for q in range(pool_w):
                         row[w0 + q] += v
+
+
+_avgpool2d_backward_parallel, _avgpool2d_backward_serial = parallel_and_serial(
+    _avgpool2d_backward_body
+)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def avgpool2d_backward(dOut, pool_h, pool_w, stride, dX):
+    """Gradient of average pooling: spread each output gradient evenly.
+
+    Parameters
+    ----------
+    dOut : ndarray of shape (B, C, OH, OW)
+        Gradient with respect to the pooled output.
+    pool_h, pool_w : int
+        Window size.
+    stride : int
+        Step between windows.
+    dX : C-contiguous ndarray of shape (B, C, H, W), same dtype as dOut
+        Zeroed, then receives ``dOut / (pool_h · pool_w)`` at every pixel of
+        each window (added up where windows overlap).
+    """
+    if dX.size >= PARALLEL_MIN_WORK:
+        return _avgpool2d_backward_parallel(dOut, pool_h, pool_w, stride, dX)
+    return _avgpool2d_backward_serial(dOut, pool_h, pool_w, stride, dX)

@@ -1,0 +1,129 @@
+"""Every parallel kernel has a serial twin (used for small work); both agree bitwise.
+
+The public kernels pick the parallel compilation only above
+``PARALLEL_MIN_WORK`` (see fastgd/_kernels/_numba_setup.py), which the
+small inputs of the other kernel tests never reach; here both compilations
+run on the same inputs.
+"""
+
+import numpy as np
+import pytest
+
+from fastgd._kernels import activations, batch_numba, conv2d, dropout, nn_losses, pooling
+
+RNG = np.random.RandomState(0)
+
+
+def both(kernel_name, module, make_args, outputs):
+    """Run ``_<name>_parallel`` and ``_<name>_serial`` on copies of the same args."""
+    results = []
+    for variant in ("parallel", "serial"):
+        args = make_args()
+        returned = getattr(module, f"_{kernel_name}_{variant}")(*args)
+        results.append([returned] + [np.array(args[i], copy=True) for i in outputs])
+    for a, b in zip(results[0], results[1], strict=True):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
+    return results[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("code", [0, 1, 2, 3])
+def test_activation_twins(dtype, code):
+    Z = RNG.randn(70, 33).astype(dtype)
+    b = RNG.randn(33).astype(dtype)
+    both("activation_forward", activations, lambda: (Z.copy(), code), [0])
+    both("bias_activation_forward", activations, lambda: (Z.copy(), b, code), [0])
+    A = np.tanh(Z)
+    both("activation_backward", activations, lambda: (A, Z.copy(), code), [1])
+
+
+def test_dropout_and_softmax_twins():
+    X = RNG.randn(40, 17)
+    mask = RNG.rand(40, 17)
+    both("masked_scale", dropout, lambda: (X, mask, 0.3, np.empty_like(X)), [3])
+    both("softmax", nn_losses, lambda: (X * 30, np.empty_like(X)), [1])
+    both("log_softmax", nn_losses, lambda: (X * 30, np.empty_like(X)), [1])
+
+
+def test_pooling_twins():
+    X = RNG.randn(3, 4, 9, 8)
+    out_shape = (3, 4, 4, 4)
+    out, argmax = both(
+        "maxpool2d_forward",
+        pooling,
+        lambda: (X, 2, 2, 2, np.empty(out_shape), np.empty(out_shape, np.int64)),
+        [4, 5],
+    )[1:]
+    dOut = RNG.randn(*out_shape)
+    both("maxpool2d_backward", pooling, lambda: (dOut, argmax, np.empty_like(X)), [2])
+    both("avgpool2d_forward", pooling, lambda: (X, 2, 2, 2, np.empty(out_shape)), [4])
+    both("avgpool2d_backward", pooling, lambda: (dOut, 2, 2, 2, np.empty_like(X)), [4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_twins(dtype):
+    B, C, H, W, F, K = 5, 3, 9, 9, 4, 3
+    X = RNG.randn(B, C, H, W).astype(dtype)
+    Wt = RNG.randn(F, C, K, K).astype(dtype)
+    b = RNG.randn(F).astype(dtype)
+    OH = OW = (H - K + 2) // 2 + 1  # stride 2, padding 1 on each side
+    ws_shape = conv2d.conv2d_workspace_shape(B, C, F, K, K, OH, OW)
+
+    def forward_args():
+        return (X, Wt, b, 2, 1, 1, np.empty((B, F, OH, OW), dtype), 1, np.zeros(ws_shape, dtype))
+
+    (_, out) = both("conv2d_forward", conv2d, forward_args, [6])
+    dA = RNG.randn(B, F, OH, OW).astype(dtype)
+
+    def backward_args():
+        return (
+            X,
+            Wt,
+            out,
+            dA.copy(),
+            1,
+            2,
+            1,
+            1,
+            np.empty_like(Wt),
+            np.empty_like(b),
+            np.empty_like(X),
+            np.zeros(ws_shape, dtype),
+            True,
+        )
+
+    both("conv2d_backward", conv2d, backward_args, [8, 9, 10])
+
+
+def test_batch_gradient_twins():
+    n, d = 500, 12
+    X = RNG.randn(n, d)
+    rows = RNG.permutation(n).astype(np.intp)
+    y, w = RNG.randn(n), RNG.rand(n)
+    e, ei = np.empty(0), np.empty(0, np.int32)
+    n_chunks = batch_numba.n_chunks_for(n)
+
+    def args():
+        return (
+            X,
+            e,
+            ei,
+            ei,
+            False,
+            y[rows],
+            w[rows],
+            rows,
+            RNG.randn(d + 1) * 0 + 0.1,
+            1,
+            0.5,
+            0.01,
+            True,
+            np.zeros((n_chunks, d + 1)),
+            np.zeros(n_chunks),
+            np.zeros(d + 1),
+        )
+
+    both("batch_gradient", batch_numba, args, [15])
