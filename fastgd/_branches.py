@@ -19,7 +19,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["stack_modalities", "validate_branches", "resolve_columns"]
+from fastgd.layers import Layer
+
+__all__ = ["stack_modalities", "validate_branches", "resolve_columns", "BranchParamsMixin"]
 
 
 def validate_branches(branches, reserved=()):
@@ -37,8 +39,6 @@ def validate_branches(branches, reserved=()):
         On a malformed entry, an empty list, a duplicate or reserved name,
         or a name containing ``"__"``.
     """
-    from fastgd.layers import Layer
-
     if not isinstance(branches, (list, tuple)) or len(branches) == 0:
         raise ValueError(
             "branches must be a non-empty list of (name, layers, columns) tuples, "
@@ -215,3 +215,113 @@ def stack_modalities(modalities):
         columns[name] = slice(offset, offset + a.shape[1])
         offset += a.shape[1]
     return X, columns
+
+
+class BranchParamsMixin:
+    """Nested ``get_params`` / ``set_params`` for estimators with branches.
+
+    For an estimator with ``branches`` (``(name, layers, columns)`` tuples)
+    and ``head`` (a sequence of layers) parameters: layer ``i`` of branch
+    ``name`` is exposed as ``name__i`` and its parameters as
+    ``name__i__<param>``; head layers as ``head__i`` / ``head__i__<param>``.
+    Put it before ``BaseEstimator`` in the bases.
+    """
+
+    def _layer_lists(self):
+        """``(prefix, list of layers)`` pairs reachable by nested params."""
+        out = []
+        branches = getattr(self, "branches", None)
+        if isinstance(branches, (list, tuple)):
+            for entry in branches:
+                if (
+                    isinstance(entry, (list, tuple))
+                    and len(entry) == 3
+                    and isinstance(entry[0], str)
+                ):
+                    layers = entry[1]
+                    if isinstance(layers, Layer):
+                        layers = [layers]
+                    if isinstance(layers, (list, tuple)):
+                        out.append((entry[0], layers))
+        head = getattr(self, "head", None)
+        if isinstance(head, (list, tuple)):
+            out.append(("head", head))
+        return out
+
+    def get_params(self, deep=True):
+        """Parameters of the estimator and, if ``deep``, of every layer.
+
+        Layer ``i`` of branch ``name`` appears as ``name__i`` and its
+        parameters as ``name__i__<param>``; head layers as ``head__i`` and
+        ``head__i__<param>``.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+
+        Returns
+        -------
+        params : dict
+        """
+        params = super().get_params(deep=False)
+        if not deep:
+            return params
+        for prefix, layers in self._layer_lists():
+            for i, layer in enumerate(layers):
+                if isinstance(layer, Layer):
+                    params[f"{prefix}__{i}"] = layer
+                    for key, value in layer.get_params(deep=False).items():
+                        params[f"{prefix}__{i}__{key}"] = value
+        return params
+
+    def set_params(self, **params):
+        """Set estimator parameters and layer parameters.
+
+        Accepts the estimator's own parameters and the nested names of
+        :meth:`get_params` (``image__1__filters=64``, ``head__0=Dense(32)``).
+
+        Returns
+        -------
+        self : estimator
+        """
+        own = {k: v for k, v in params.items() if "__" not in k}
+        nested = {k: v for k, v in params.items() if "__" in k}
+        if own:
+            super().set_params(**own)
+        # Replacements of whole layers first, then their parameters.
+        for key in sorted(nested, key=lambda k: k.count("__")):
+            value = nested[key]
+            parts = key.split("__")
+            lists = dict(self._layer_lists())
+            if len(parts) not in (2, 3) or parts[0] not in lists or not parts[1].isdigit():
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
+                    "Layer parameters are named <branch>__<layer index>__<param> or "
+                    "head__<layer index>__<param>."
+                )
+            prefix, i = parts[0], int(parts[1])
+            layers = lists[prefix]
+            if i >= len(layers):
+                raise ValueError(f"Invalid parameter {key!r}: {prefix!r} has {len(layers)} layers.")
+            if len(parts) == 3:
+                if not isinstance(layers[i], Layer):
+                    raise ValueError(f"Invalid parameter {key!r}: {layers[i]!r} is not a layer.")
+                layers[i].set_params(**{parts[2]: value})
+            else:
+                self._replace_layer(prefix, i, value)
+        return self
+
+    def _replace_layer(self, prefix, i, layer):
+        if prefix == "head":
+            head = list(self.head)
+            head[i] = layer
+            self.head = type(self.head)(head) if isinstance(self.head, tuple) else head
+            return
+        new = []
+        for entry in self.branches:
+            if isinstance(entry, (list, tuple)) and len(entry) == 3 and entry[0] == prefix:
+                layers = [entry[1]] if isinstance(entry[1], Layer) else list(entry[1])
+                layers[i] = layer
+                entry = (entry[0], layers, entry[2])
+            new.append(entry)
+        self.branches = new

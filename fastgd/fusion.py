@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from fastgd._branches import resolve_columns, validate_branches
+from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
 from fastgd._kernels import codes
 from fastgd.layers import Dense, Layer
 
@@ -21,7 +21,7 @@ def _default_branches():
     return [("input", [Dense(100, activation="relu")], slice(None))]
 
 
-class FusionClassifier(ClassifierMixin, BaseEstimator):
+class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
     """Multimodal neural-network classifier: one branch per modality, fused.
 
     Each *branch* reads its own columns of X and runs its own layers (for
@@ -203,105 +203,6 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.dtype = dtype
-
-    # ------------------------------------------------------------ params
-    def _layer_lists(self):
-        """``(prefix, list of layers)`` pairs reachable by nested params."""
-        out = []
-        branches = self.branches
-        if isinstance(branches, (list, tuple)):
-            for entry in branches:
-                if (
-                    isinstance(entry, (list, tuple))
-                    and len(entry) == 3
-                    and isinstance(entry[0], str)
-                ):
-                    layers = entry[1]
-                    if isinstance(layers, Layer):
-                        layers = [layers]
-                    if isinstance(layers, (list, tuple)):
-                        out.append((entry[0], layers))
-        if isinstance(self.head, (list, tuple)):
-            out.append(("head", self.head))
-        return out
-
-    def get_params(self, deep=True):
-        """Parameters of the estimator and, if ``deep``, of every layer.
-
-        Layer ``i`` of branch ``name`` appears as ``name__i`` and its
-        parameters as ``name__i__<param>``; head layers as ``head__i`` and
-        ``head__i__<param>``.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-
-        Returns
-        -------
-        params : dict
-        """
-        params = super().get_params(deep=False)
-        if not deep:
-            return params
-        for prefix, layers in self._layer_lists():
-            for i, layer in enumerate(layers):
-                if isinstance(layer, Layer):
-                    params[f"{prefix}__{i}"] = layer
-                    for key, value in layer.get_params(deep=False).items():
-                        params[f"{prefix}__{i}__{key}"] = value
-        return params
-
-    def set_params(self, **params):
-        """Set estimator parameters and layer parameters.
-
-        Accepts the estimator's own parameters and the nested names of
-        :meth:`get_params` (``image__1__filters=64``, ``head__0=Dense(32)``).
-
-        Returns
-        -------
-        self : FusionClassifier
-        """
-        own = {k: v for k, v in params.items() if "__" not in k}
-        nested = {k: v for k, v in params.items() if "__" in k}
-        if own:
-            super().set_params(**own)
-        # Replacements of whole layers first, then their parameters.
-        for key in sorted(nested, key=lambda k: k.count("__")):
-            value = nested[key]
-            parts = key.split("__")
-            lists = dict(self._layer_lists())
-            if len(parts) not in (2, 3) or parts[0] not in lists or not parts[1].isdigit():
-                raise ValueError(
-                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
-                    "Layer parameters are named <branch>__<layer index>__<param> or "
-                    "head__<layer index>__<param>."
-                )
-            prefix, i = parts[0], int(parts[1])
-            layers = lists[prefix]
-            if i >= len(layers):
-                raise ValueError(f"Invalid parameter {key!r}: {prefix!r} has {len(layers)} layers.")
-            if len(parts) == 3:
-                if not isinstance(layers[i], Layer):
-                    raise ValueError(f"Invalid parameter {key!r}: {layers[i]!r} is not a layer.")
-                layers[i].set_params(**{parts[2]: value})
-            else:
-                self._replace_layer(prefix, i, value)
-        return self
-
-    def _replace_layer(self, prefix, i, layer):
-        if prefix == "head":
-            head = list(self.head)
-            head[i] = layer
-            self.head = type(self.head)(head) if isinstance(self.head, tuple) else head
-            return
-        new = []
-        for entry in self.branches:
-            if isinstance(entry, (list, tuple)) and len(entry) == 3 and entry[0] == prefix:
-                layers = [entry[1]] if isinstance(entry[1], Layer) else list(entry[1])
-                layers[i] = layer
-                entry = (entry[0], layers, entry[2])
-            new.append(entry)
-        self.branches = new
 
     # ------------------------------------------------------------- tags
     def __sklearn_tags__(self):
