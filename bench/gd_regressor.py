@@ -8,8 +8,9 @@ functions.
 What is measured (issue #2's targets):
 
 * per-sample SGD epoch: SGDRegressor / GDRegressor time, both backends, at
-  the same R²;
-* mini-batch (256) epoch time / one ``X @ w`` pass over X;
+  the same R² (a one-epoch fit, and an epoch's marginal cost);
+* mini-batch (256) epoch time / one ``X @ w`` pass over X, with and without
+  shuffling;
 * float32 epoch vs float64 epoch;
 * peak memory allocated during fit / size of X;
 * a fresh process that imports and fits 1,000 × 10: fastgd / scikit-learn.
@@ -20,6 +21,7 @@ import json
 import warnings
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDRegressor
 
@@ -76,14 +78,15 @@ def measure(n_samples, n_features, repeats=3, cold_start=True):
         "numba": GDRegressor(backend="numba", **epoch_settings()),
     }
     minibatch = GDRegressor(batch_size=256, learning_rate="constant", **epoch_settings())
+    minibatch_in_order = clone(minibatch).set_params(shuffle=False)
     # Compile the Numba kernels before timing (the cache makes this cheap later).
     for model in (models["numba"], minibatch):
         fit_quietly(model, X[:2000], y[:2000])
         fit_quietly(model, X32[:2000], y32[:2000])
 
-    # An epoch's cost is measured at the margin: fit(1 + EPOCHS epochs) minus
-    # fit(1 epoch), divided by EPOCHS, so input validation (paid once per fit
-    # by both libraries) is left out.
+    # Each case is timed twice: a one-epoch fit (what a user sees, input
+    # validation included) and the marginal cost of an epoch, fit(1 + EPOCHS)
+    # minus fit(1) divided by EPOCHS (validation, paid once per fit, left out).
     cases = {
         "sklearn": (models["sklearn"], X, y),
         "cython": (models["cython"], X, y),
@@ -91,6 +94,7 @@ def measure(n_samples, n_features, repeats=3, cold_start=True):
         "cython_float32": (models["cython"], X32, y32),
         "minibatch": (minibatch, X, y),
         "minibatch_float32": (minibatch, X32, y32),
+        "minibatch_no_shuffle": (minibatch_in_order, X, y),
     }
     jobs = {"X @ w": lambda: X @ w}
     for name, (model, X_case, y_case) in cases.items():
@@ -99,9 +103,9 @@ def measure(n_samples, n_features, repeats=3, cold_start=True):
                 m.set_params(max_iter=k), a, b
             )
     raw = interleaved_median_times(jobs, repeats=repeats)
-    times = {name: (raw[(name, 1 + EPOCHS)] - raw[(name, 1)]) for name in cases}
-    times["X @ w"] = raw["X @ w"] * EPOCHS
-    for model in (*models.values(), minibatch):
+    one_epoch_fit = {name: raw[(name, 1)] for name in cases}
+    marginal = {name: (raw[(name, 1 + EPOCHS)] - raw[(name, 1)]) / EPOCHS for name in cases}
+    for model in (*models.values(), minibatch, minibatch_in_order):
         model.set_params(max_iter=EPOCHS)
     r2 = {name: fit_quietly(m, X, y).score(X, y) for name, m in models.items()}
     peak = {
@@ -111,15 +115,20 @@ def measure(n_samples, n_features, repeats=3, cold_start=True):
     results = {
         "n_samples": n_samples,
         "n_features": n_features,
-        "epoch_seconds": {k: v / EPOCHS for k, v in times.items()},
+        "one_epoch_fit_seconds": one_epoch_fit,
+        "marginal_epoch_seconds": marginal,
+        "X @ w seconds": raw["X @ w"],
         "r2": r2,
         "peak_memory_over_X": {k: v / X.nbytes for k, v in peak.items()},
     }
-    e = results["epoch_seconds"]
+    f, e, xw = one_epoch_fit, marginal, raw["X @ w"]
     results["ratios"] = {
-        "sgd epoch: sklearn / fastgd cython": e["sklearn"] / e["cython"],
-        "sgd epoch: sklearn / fastgd numba": e["sklearn"] / e["numba"],
-        "minibatch(256) epoch / X@w": e["minibatch"] / e["X @ w"],
+        "one-epoch fit: sklearn / fastgd cython": f["sklearn"] / f["cython"],
+        "one-epoch fit: sklearn / fastgd numba": f["sklearn"] / f["numba"],
+        "marginal epoch: sklearn / fastgd cython": e["sklearn"] / e["cython"],
+        "marginal epoch: sklearn / fastgd numba": e["sklearn"] / e["numba"],
+        "minibatch(256) epoch / X@w, shuffled": e["minibatch"] / xw,
+        "minibatch(256) epoch / X@w, shuffle=False": e["minibatch_no_shuffle"] / xw,
         "sgd epoch: float64 / float32 (cython)": e["cython"] / e["cython_float32"],
         "minibatch epoch: float64 / float32": e["minibatch"] / e["minibatch_float32"],
     }
@@ -148,10 +157,14 @@ def format_table(results):
         "",
         "| measurement | value |",
         "| --- | --- |",
+        f"| one X @ w pass | {results['X @ w seconds'] * 1000:.1f} ms |",
     ]
-    for name, seconds in results["epoch_seconds"].items():
-        label = "one X @ w pass" if name == "X @ w" else f"epoch, {name}"
-        lines.append(f"| {label} | {seconds * 1000:.1f} ms |")
+    for name, seconds in results["one_epoch_fit_seconds"].items():
+        marginal = results["marginal_epoch_seconds"][name]
+        lines.append(
+            f"| {name}: one-epoch fit / marginal epoch | {seconds * 1000:.1f} ms / "
+            f"{marginal * 1000:.1f} ms |"
+        )
     for name, value in results["r2"].items():
         lines.append(f"| R² after {EPOCHS} epochs, {name} | {value:.6f} |")
     for name, value in results["peak_memory_over_X"].items():

@@ -72,7 +72,10 @@ class LinearConfig:
         """
         if self.schedule != codes.OPTIMAL:
             return 0.0
-        from fastgd._kernels._sgd_fast import py_loss_derivative
+        try:
+            from fastgd._kernels._sgd_fast import py_loss_derivative
+        except ImportError:  # Cython extension not built: the Numba twin
+            from fastgd._kernels.regression_losses import loss_derivative as py_loss_derivative
 
         typical_w = math.sqrt(1.0 / math.sqrt(self.alpha))
         initial_eta = typical_w / max(
