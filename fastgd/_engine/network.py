@@ -29,10 +29,17 @@ layers hold views. Weights subject to the L2 penalty come first
 penalty is a single vector operation.
 """
 
+import contextlib
+
 import numpy as np
 
 from fastgd import layers as L
-from fastgd._engine.layers_runtime import DenseLayer, ReshapeLayer, build_layer
+from fastgd._engine.layers_runtime import (
+    Conv2DLayer,
+    DenseLayer,
+    ReshapeLayer,
+    build_layer,
+)
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
 
@@ -230,6 +237,21 @@ class Network:
         if self.use_late and self.learn_alpha:
             n += self.n_branches
         self.n_params = n
+
+    def blas_limits(self):
+        """Context manager for the passes of this network: single-threaded BLAS
+        when it has convolutions, else nothing.
+
+        The convolution kernels run one BLAS product per sample inside their
+        own parallel loop over the batch; multi-threaded BLAS calls nested in
+        that loop oversubscribe the cores (measured on 2 cores: the reference
+        multimodal model trains 2x and predicts 3x faster with this limit).
+        """
+        if not any(isinstance(layer, Conv2DLayer) for layer in self._all_layers()):
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
 
     def _all_layers(self):
         for layers in self.branch_layers:
@@ -554,6 +576,11 @@ class Network:
         result = np.empty((n_samples, self.n_outputs), dtype=self.dtype)
         if n_samples == 0:
             return result
+        with self.blas_limits():
+            return self._predict(X, columns, result)
+
+    def _predict(self, X, columns, result):
+        n_samples = X.shape[0]
         sources = self.gather_sources(X, columns, materialize=False)
         hwcs = [self._folded_hwc(b) for b in range(self.n_branches)]
         chunk = self.predict_chunk_size(n_samples)

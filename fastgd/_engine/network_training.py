@@ -209,15 +209,16 @@ class NetworkTrainer:
                     best[:] = net.params
                 return score
 
-        n_epochs = run_epochs(
-            lambda epoch: self.train_epoch(sources, targets, shuffle),
-            history,
-            max_iter,
-            validation_score=score_fn,
-            verbose=verbose,
-            divergence_hint=_DIVERGENCE_HINT,
-            estimator_name=estimator_name,
-        )
+        with net.blas_limits():
+            n_epochs = run_epochs(
+                lambda epoch: self.train_epoch(sources, targets, shuffle),
+                history,
+                max_iter,
+                validation_score=score_fn,
+                verbose=verbose,
+                divergence_hint=_DIVERGENCE_HINT,
+                estimator_name=estimator_name,
+            )
         if best is not None and history.best_epoch >= 0:
             net.params[:] = best
         if not np.all(np.isfinite(net.params)):
