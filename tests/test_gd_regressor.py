@@ -540,3 +540,14 @@ def test_progress_bar_counts_epochs(diabetes):
     bar.close()
     assert "7/7" in stream.getvalue()
     pickle.loads(pickle.dumps(model))  # a model with a progress bar still pickles
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_any_sparse_format_and_index_width_gives_the_same_model(backend):
+    X, y = make_linear_problem(n=200, d=30, density=0.2, seed=6)
+    wide = X.copy()
+    wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
+    kwargs = dict(backend=backend, max_iter=5, tol=None, random_state=0)
+    reference = GDRegressor(**kwargs).fit(X, y).coef_
+    for variant in (wide, X.tocoo(), X.tocsc()):
+        np.testing.assert_array_equal(GDRegressor(**kwargs).fit(variant, y).coef_, reference)
