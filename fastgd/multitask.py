@@ -1,0 +1,836 @@
+"""MultiTaskRegressor: several regression targets learned by one network."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
+
+from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
+from fastgd._engine.network import MaskedRegressionLoss
+from fastgd._engine.training import TrainingHistory
+from fastgd._kernels import codes
+from fastgd.layers import Dense
+
+__all__ = ["MultiTaskRegressor"]
+
+_LOSSES = {"squared_error": codes.SQUARED_ERROR, "huber": codes.HUBER}
+
+
+def _default_branches():
+    # One branch without layers: the columns go straight to the shared trunk.
+    return [("input", [], slice(None))]
+
+
+class _TaskLossTracker(MaskedRegressionLoss):
+    """The masked loss, also summing every task's loss over an epoch.
+
+    The per-task loss of an epoch is the mean of the per-element loss over
+    the task's labelled (weighted) samples of the epoch: each batch adds
+    ``count_t · L_t`` and its label count ``count_t``.
+    """
+
+    def make_buffers(self, capacity, dtype):
+        super().make_buffers(capacity, dtype)
+        self.reset()
+
+    def reset(self):
+        self.epoch_sums = np.zeros(self.n_outputs, dtype=np.float64)
+        self.epoch_counts = np.zeros(self.n_outputs, dtype=np.float64)
+
+    def __call__(self, scores, targets, dscores, n):
+        total = super().__call__(scores, targets, dscores, n)
+        counts = targets[1].sum(axis=0, dtype=np.float64)
+        self.epoch_sums += counts * self.task_losses
+        self.epoch_counts += counts
+        return total
+
+    def pop_epoch(self):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            losses = np.where(
+                self.epoch_counts > 0, self.epoch_sums / self.epoch_counts, np.nan
+            )
+        self.reset()
+        return losses
+
+
+class _TaskHistory(TrainingHistory):
+    """Training history that also records each task's loss per epoch."""
+
+    def __init__(self, tol, n_iter_no_change, early_stopping):
+        super().__init__(tol, n_iter_no_change, early_stopping)
+        self.task_loss_curves = []
+        self.tracker = None
+
+    def record(self, loss, score=None):
+        if self.tracker is not None:
+            self.task_loss_curves.append(self.tracker.pop_epoch())
+        return super().record(loss, score)
+
+
+def _masked_r2(y, pred, sample_weight=None):
+    """R² of every column of ``y`` over its non-NaN entries.
+
+    Follows :func:`sklearn.metrics.r2_score` (``force_finite=True``): a
+    constant labelled column scores 1 if predicted exactly and 0 otherwise.
+    Columns with fewer than two labels score NaN.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples, n_tasks)
+        True targets, NaN where missing.
+    pred : ndarray of shape (n_samples, n_tasks)
+    sample_weight : ndarray of shape (n_samples,) or None
+
+    Returns
+    -------
+    r2 : ndarray of shape (n_tasks,), float64
+    """
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    labelled = ~np.isnan(y)
+    w = labelled.astype(np.float64)
+    if sample_weight is not None:
+        w *= np.asarray(sample_weight, dtype=np.float64)[:, None]
+    y0 = np.where(labelled, y, 0.0)
+    sum_w = w.sum(axis=0)
+    counts = labelled.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * y0).sum(axis=0) / sum_w
+        ss_tot = (w * (y0 - mean) ** 2).sum(axis=0)
+        ss_res = (w * np.where(labelled, y0 - pred, 0.0) ** 2).sum(axis=0)
+        r2 = 1.0 - ss_res / ss_tot
+    r2 = np.where(ss_tot == 0.0, np.where(ss_res == 0.0, 1.0, 0.0), r2)
+    return np.where((counts < 2) | (sum_w <= 0), np.nan, r2)
+
+
+def _layer_sizes(value, name):
+    """A tuple of positive ints from an int or a sequence of ints."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    sizes = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must hold positive ints (layer widths), got {value!r}.")
+        sizes.append(int(v))
+    return tuple(sizes)
+
+
+class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
+    """Multi-task neural-network regressor: a shared trunk and one head per task.
+
+    Every column of ``y`` is a *task*. The tasks share a trunk of dense
+    layers (``hidden_layer_sizes``) that learns what they have in common;
+    each task then has its own head (``task_layer_sizes`` hidden layers and
+    one output unit). Missing labels (NaN in ``y``) are masked out of the
+    loss and of the gradients, never imputed, so each task learns from the
+    samples where it is labelled while the trunk learns from all of them.
+    The objective is ``Σₜ λₜ · Lₜ`` where ``Lₜ`` is the mean loss over the
+    labelled samples of task t (in each mini-batch) and λ are
+    ``task_weights``. Training is mini-batch gradient descent with compiled
+    (Numba) forward and backward passes, on the same engine as
+    :class:`~fastgd.FusionClassifier`, whose multimodal ``branches`` can feed
+    the trunk.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(64,)
+        Widths of the dense layers of the shared trunk. With
+        ``activation="identity"`` and ``task_layer_sizes=()`` the model is
+        linear of rank at most ``min(hidden_layer_sizes)``: reduced-rank
+        multi-task regression.
+    task_layer_sizes : int or sequence of int, default=()
+        Widths of the hidden dense layers of each task's own head, before its
+        single output unit. ``()``: each head is one linear output unit on
+        the trunk.
+    activation : {"relu", "tanh", "sigmoid", "identity"}, default="relu"
+        Activation of every hidden layer (trunk and heads). Output units are
+        linear.
+    task_weights : array-like of shape (n_tasks,) or None, default=None
+        Non-negative λₜ of the objective ``Σₜ λₜ Lₜ``; None means all 1. A
+        task with λ = 0 has no influence on the trunk (its head is not
+        trained either).
+    loss : {"squared_error", "huber"}, default="squared_error"
+        Per-element loss of a residual r: ``½ r²``, or Huber's
+        ``½ r²`` for ``|r| ≤ huber_delta`` and
+        ``huber_delta · (|r| − ½ huber_delta)`` beyond.
+    huber_delta : float, default=1.0
+        Threshold of the Huber loss, in the units the network is trained in:
+        standard deviations of each task when ``scale_targets=True``, the
+        units of ``y`` otherwise.
+    scale_targets : bool, default=True
+        Standardise each task inside ``fit`` (subtract its mean, divide by its
+        standard deviation, both over its labelled samples) and map the
+        predictions back, so that tasks on different scales train together.
+    branches : list of (str, list of Layer, columns) or None, default=None
+        Input branches, exactly as in :class:`~fastgd.FusionClassifier`: a
+        name, a list of layers from :mod:`fastgd.layers` and the columns of X
+        the branch reads (slice, ints, boolean mask, or names for a
+        DataFrame). The branch outputs are concatenated and feed the trunk.
+        None: one branch without layers over all columns (a plain MLP).
+    optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}, \
+            default="adam"
+        Update rule (momentum 0.9; Adam's β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
+    learning_rate_init : float, default=1e-3
+        Step size.
+    batch_size : int, default=32
+        Mini-batch size (clipped to the number of samples).
+    max_iter : int, default=200
+        Maximum number of epochs.
+    tol : float or None, default=1e-4
+        Minimum improvement of the training objective (or of the validation
+        R² with ``early_stopping``) that counts; None trains ``max_iter``
+        epochs.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before training stops.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop when its
+        R² (averaged over tasks, ignoring missing labels) stops improving and
+        restore the weights of the best epoch.
+    validation_fraction : float, default=0.1
+        Size of the validation split.
+    alpha : float, default=1e-4
+        L2 penalty on the weights (not biases); a batch of m samples adds
+        ``alpha / (2m) · ‖W‖²`` to its loss, as scikit-learn's MLP.
+    shuffle : bool, default=True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the shuffling, the validation split and the
+        dropout masks; an int gives bit-identical models.
+    warm_start : bool, default=False
+        Start ``fit`` from the current weights when the architecture is
+        unchanged.
+    verbose : int, default=0
+        Print one line per epoch.
+    dtype : {np.float32, np.float64}, default=np.float32
+        Compute dtype of the weights and activations. Predictions are
+        float64 whatever the compute dtype (they are mapped back from the
+        standardised scale in float64).
+
+    Attributes
+    ----------
+    n_tasks_ : int
+        Number of tasks (columns of y; 1 for a 1-D y).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X was a DataFrame with string column names.
+    task_names_ : ndarray of str or None
+        Column names of y when it was a DataFrame.
+    task_weights_ : ndarray of shape (n_tasks,)
+        The λ used.
+    target_mean_, target_scale_ : ndarray of shape (n_tasks,)
+        Standardisation of each task (0 and 1 when ``scale_targets=False``).
+    loss_curve_ : list of float
+        Training objective per epoch (``Σ λₜ Lₜ`` plus the L2 penalty, in
+        standardised units).
+    task_loss_curves_ : ndarray of shape (n_tasks, n_epochs)
+        Each task's loss per epoch (mean over its labelled samples, without
+        λ nor penalty, in standardised units).
+    best_loss_ : float
+        Lowest training objective.
+    validation_scores_ : list of float or None
+        Validation R² per epoch (``early_stopping`` only).
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen.
+    n_params_ : int
+        Number of trainable parameters.
+
+    See Also
+    --------
+    fastgd.FusionClassifier : the multimodal classifier on the same engine.
+    sklearn.neural_network.MLPRegressor : a multi-output MLP without masking.
+
+    Notes
+    -----
+    **Missing labels.** A NaN in ``y`` contributes exactly nothing to the
+    loss or to any gradient; a task whose column is entirely NaN is an
+    error. Each task's loss is averaged over its labelled samples of the
+    mini-batch, so a sparsely labelled task is not drowned by the others.
+
+    **Parameter names.** As in FusionClassifier, ``get_params(deep=True)``
+    exposes layer ``i`` of a branch as ``<branch>__<i>`` and its parameters
+    as ``<branch>__<i>__<param>``; ``set_params`` accepts them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgd import MultiTaskRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.standard_normal((200, 5))
+    >>> Y = X @ rng.standard_normal((5, 3))
+    >>> Y[::4, 1] = np.nan  # missing labels of task 1
+    >>> reg = MultiTaskRegressor(hidden_layer_sizes=(16,), max_iter=50,
+    ...                          random_state=0).fit(X, Y)
+    >>> reg.predict(X[:2]).shape
+    (2, 3)
+    >>> reg.score_tasks(X, Y).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "task_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "relu", "tanh", "sigmoid"})],
+        "task_weights": ["array-like", None],
+        "loss": [StrOptions(set(_LOSSES))],
+        "huber_delta": [Interval(numbers.Real, 0, None, closed="neither")],
+        "scale_targets": ["boolean"],
+        "branches": [list, tuple, None],
+        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "dtype": "no_validation",
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64,),
+        task_layer_sizes=(),
+        activation="relu",
+        task_weights=None,
+        loss="squared_error",
+        huber_delta=1.0,
+        scale_targets=True,
+        branches=None,
+        optimizer="adam",
+        learning_rate_init=1e-3,
+        batch_size=32,
+        max_iter=200,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        alpha=1e-4,
+        shuffle=True,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        dtype=np.float32,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.task_layer_sizes = task_layer_sizes
+        self.activation = activation
+        self.task_weights = task_weights
+        self.loss = loss
+        self.huber_delta = huber_delta
+        self.scale_targets = scale_targets
+        self.branches = branches
+        self.optimizer = optimizer
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.alpha = alpha
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.dtype = dtype
+
+    # ------------------------------------------------------------- tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        # y may be (n, T) or 1-D (one task): both single- and multi-output.
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        # The trainer (optimizer state, workspaces) is rebuilt on demand.
+        state.pop("_trainer", None)
+        return state
+
+    # ------------------------------------------------------- validation
+    def _compute_dtype(self):
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(
+                f"The 'dtype' parameter of {type(self).__name__} must be np.float32 or "
+                f"np.float64, got {self.dtype!r}."
+            )
+        return dtype
+
+    def _branch_specs(self):
+        if self.branches is None:
+            return _default_branches()
+        reserved = set(self.get_params(deep=False)) | {"head"}
+        return validate_branches(self.branches, reserved=reserved)
+
+    def _architecture(self, n_tasks):
+        """Trunk layers and task heads (None: one output layer for all tasks)."""
+        hidden = _layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
+        per_task = _layer_sizes(self.task_layer_sizes, "task_layer_sizes")
+        trunk = [Dense(units, activation=self.activation) for units in hidden]
+        # Heads without hidden layers are single output units on the trunk:
+        # together exactly one Dense(n_tasks), computed as one matrix product.
+        heads = (
+            [[Dense(units, activation=self.activation) for units in per_task] for _ in range(n_tasks)]
+            if per_task
+            else None
+        )
+        return trunk, heads
+
+    def _task_label(self, t):
+        names = getattr(self, "_y_names", None)
+        return f"Task {t} ({names[t]!r})" if names is not None else f"Task {t}"
+
+    def _validate_targets(self, y, n_samples, n_tasks=None):
+        """y as a float64 (n, T) array (a new one, never the user's) and its ndim."""
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        names = getattr(y, "columns", None)
+        y = check_array(
+            y,
+            ensure_2d=False,
+            dtype=np.float64,
+            ensure_all_finite="allow-nan",
+            input_name="y",
+            ensure_min_samples=0,
+        )
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D (one task) or 2-D (n_samples, n_tasks), got {y.ndim}-D.")
+        if y.shape[0] != n_samples:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: X has "
+                f"{n_samples}, y has {y.shape[0]}."
+            )
+        ndim = y.ndim
+        y = y.reshape(n_samples, -1)
+        if y.shape[1] == 0:
+            raise ValueError("y has no column: at least one task is needed.")
+        if n_tasks is not None and y.shape[1] != n_tasks:
+            raise ValueError(
+                f"y has {y.shape[1]} tasks but {type(self).__name__} was fitted with {n_tasks}."
+            )
+        self._y_names = (
+            np.asarray([str(c) for c in names], dtype=object)
+            if names is not None and len(names) == y.shape[1]
+            else None
+        )
+        return y, ndim
+
+    def _validate_task_weights(self, n_tasks):
+        if self.task_weights is None:
+            return np.ones(n_tasks)
+        lam = np.asarray(self.task_weights, dtype=np.float64).reshape(-1)
+        if lam.shape != (n_tasks,):
+            raise ValueError(
+                f"task_weights must hold one weight per task ({n_tasks}), got {lam.shape[0]}."
+            )
+        if not np.all(np.isfinite(lam)) or np.any(lam < 0):
+            raise ValueError(f"task_weights must be finite and non-negative, got {lam.tolist()}.")
+        if not np.any(lam > 0):
+            raise ValueError("task_weights are all 0: at least one task must have a positive weight.")
+        return lam
+
+    def _target_scaling(self, y, labelled, sample_weight):
+        """Per-task (weighted) mean and standard deviation over labelled samples."""
+        n_tasks = y.shape[1]
+        if not self.scale_targets:
+            return np.zeros(n_tasks), np.ones(n_tasks)
+        w = labelled * sample_weight[:, None]
+        y0 = np.where(labelled, y, 0.0)
+        sum_w = w.sum(axis=0)
+        mean = (w * y0).sum(axis=0) / sum_w
+        var = (w * (y0 - mean) ** 2).sum(axis=0) / sum_w
+        scale = np.sqrt(var)
+        # A constant task keeps scale 1 (as sklearn's StandardScaler).
+        tiny = 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+        scale[~(scale > tiny)] = 1.0
+        return mean, scale
+
+    def _resolve_columns(self, specs, n_features):
+        names = getattr(self, "feature_names_in_", None)
+        return [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
+
+    @staticmethod
+    def _check_finite(X, names, columns):
+        """ValueError naming the branches whose columns hold NaN or inf."""
+        if X.size == 0:
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(X.sum()):
+                return
+        if np.isfinite(X).all():
+            return
+        bad = ~np.isfinite(X).all(axis=0)
+        for name, cols in zip(names, columns, strict=True):
+            if bad[cols].any():
+                if len(names) == 1 and name == "input":
+                    raise ValueError("Input X contains NaN or infinity.")
+                raise ValueError(
+                    f"Input X contains NaN or infinity in the columns of branch {name!r}."
+                )
+
+    def _build_network(self, specs, columns, n_features, dtype, n_tasks):
+        from fastgd._engine.network import Network
+
+        branches = [
+            (name, layers, len(np.arange(n_features)[cols]))
+            for (name, layers, _), cols in zip(specs, columns, strict=True)
+        ]
+        trunk, heads = self._architecture(n_tasks)
+        return Network(branches, "concat", trunk, n_tasks, None, dtype, task_heads=heads)
+
+    def _signature(self, specs, columns, n_features, dtype, n_tasks):
+        """What must not change for a warm start to reuse the weights."""
+        trunk, heads = self._architecture(n_tasks)
+        return repr(
+            (
+                [
+                    (n, [repr(spec) for spec in layers], str(c))
+                    for (n, layers, _), c in zip(specs, columns, strict=True)
+                ],
+                [repr(spec) for spec in trunk],
+                None if heads is None else [repr(spec) for spec in heads[0]],
+                n_features,
+                str(dtype),
+                n_tasks,
+            )
+        )
+
+    # -------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None):
+        """Train the network on (X, y).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like or DataFrame of shape (n_samples, n_tasks) or (n_samples,)
+            Targets; NaN marks a missing label. A 1-D y is one task.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples in every task's loss.
+
+        Returns
+        -------
+        self : MultiTaskRegressor
+
+        Raises
+        ------
+        ValueError
+            On malformed input, or if a task has no label at all.
+        fastgd.exceptions.DivergenceError
+            If the loss or the weights become NaN or infinite.
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train for one epoch on (X, y), continuing from the current state.
+
+        The target standardisation is computed on the first call and kept
+        afterwards; later calls may lack labels of some tasks.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_tasks) or (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : MultiTaskRegressor
+        """
+        if not hasattr(self, "_network"):
+            self._validate_params()
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _fit(self, X, y, sample_weight, incremental):
+        from fastgd._engine.network_training import NetworkTrainer
+
+        dtype = self._compute_dtype()
+        continuing = incremental and hasattr(self, "_network")
+        X = validate_data(
+            self,
+            X,
+            reset=not continuing,
+            dtype=dtype,
+            order="C",
+            ensure_all_finite=False,
+            accept_sparse=False,
+        )
+        n_samples, n_features = X.shape
+        y, y_ndim = self._validate_targets(
+            y, n_samples, self.n_tasks_ if continuing else None
+        )
+        check_consistent_length(X, y)
+        n_tasks = y.shape[1]
+        labelled = ~np.isnan(y)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        if not continuing:
+            for t in range(n_tasks):
+                if not labelled[:, t].any():
+                    raise ValueError(
+                        f"{self._task_label(t)} has no label: every value of column {t} "
+                        "of y is NaN. Remove the task or provide labels for it."
+                    )
+                if not (sample_weight[labelled[:, t]] > 0).any():
+                    raise ValueError(
+                        f"{self._task_label(t)} has no labelled sample with a positive "
+                        "sample_weight."
+                    )
+        task_weights = self._validate_task_weights(n_tasks)
+
+        specs = self._branch_specs()
+        columns = self._resolve_columns(specs, n_features)
+        self._check_finite(X, [name for name, _, _ in specs], columns)
+
+        signature = self._signature(specs, columns, n_features, dtype, n_tasks)
+        reuse = (continuing or self.warm_start) and getattr(
+            self, "_fit_signature", None
+        ) == signature
+        if continuing and not reuse:
+            raise ValueError(
+                "The architecture changed since the last call to partial_fit; call fit instead."
+            )
+        network = (
+            self._network
+            if reuse
+            else self._build_network(specs, columns, n_features, dtype, n_tasks)
+        )
+
+        if continuing:
+            mean, scale = self.target_mean_, self.target_scale_
+        else:
+            mean, scale = self._target_scaling(y, labelled, sample_weight)
+        # Standardised targets (0 where missing: the loss never reads them)
+        # and the mask, which carries the sample weights (normalised to mean
+        # 1 so that batch label counts stay meaningful).
+        mean_w = sample_weight.mean()
+        if mean_w > 0:
+            sample_weight = sample_weight / mean_w
+        y_scaled = np.where(labelled, (y - mean) / scale, 0.0).astype(dtype)
+        mask = (labelled * sample_weight[:, None]).astype(dtype)
+
+        if incremental:
+            if not hasattr(self, "_partial_random_state"):
+                self._partial_random_state = check_random_state(self.random_state)
+            rs = self._partial_random_state
+        else:
+            rs = check_random_state(self.random_state)
+        if not reuse:
+            network.initialize(rs)
+
+        early_stopping = self.early_stopping and not incremental
+        if early_stopping:
+            X_train, X_val, y_train, y_val, m_train, m_val = self._split(X, y_scaled, mask, rs)
+        else:
+            X_train, y_train, m_train = X, y_scaled, mask
+
+        trainer = getattr(self, "_trainer", None) if incremental else None
+        if trainer is None or trainer.network is not network:
+            batch_size = self.batch_size if incremental else min(self.batch_size, X_train.shape[0])
+            loss = _TaskLossTracker(n_tasks, task_weights, _LOSSES[self.loss], self.huber_delta)
+            trainer = NetworkTrainer(
+                network,
+                loss,
+                optimizer=self.optimizer,
+                learning_rate=self.learning_rate_init,
+                batch_size=batch_size,
+                alpha=self.alpha,
+                target_dtypes=(dtype, dtype),
+                target_shapes=((n_tasks,), (n_tasks,)),
+                random_state=rs,
+            )
+        sources = network.gather_sources(X_train, columns)
+        targets = (y_train, m_train)
+
+        if incremental and hasattr(self, "_history"):
+            history = self._history
+        else:
+            history = _TaskHistory(
+                self.tol if not incremental else None, self.n_iter_no_change, early_stopping
+            )
+        history.tracker = trainer.loss
+        trainer.loss.reset()
+
+        validation_score = None
+        if early_stopping:
+            y_val_nan = np.where(m_val > 0, y_val, np.nan)
+            w_val = m_val.max(axis=1)
+
+            def validation_score():
+                pred = network.predict(X_val, columns)
+                r2 = _masked_r2(y_val_nan, pred, w_val)
+                r2 = r2[~np.isnan(r2)]
+                return float(r2.mean()) if r2.size else 0.0
+
+        self._network = network
+        self._columns = columns
+        self._fit_signature = signature
+        if not continuing:
+            self.n_tasks_ = n_tasks
+            self.task_names_ = self._y_names
+            self.target_mean_ = mean
+            self.target_scale_ = scale
+            self._y_ndim = y_ndim
+        self.task_weights_ = task_weights
+        n_epochs = trainer.fit(
+            sources,
+            targets,
+            history,
+            1 if incremental else self.max_iter,
+            shuffle=self.shuffle,
+            validation_score=validation_score,
+            verbose=self.verbose,
+            estimator_name=type(self).__name__,
+        )
+        self._trainer = trainer
+        self._history = history
+        self.n_iter_ = (getattr(self, "n_iter_", 0) if continuing else 0) + n_epochs
+        self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * X_train.shape[0]
+        self.loss_curve_ = list(history.loss_curve)
+        self.task_loss_curves_ = np.array(history.task_loss_curves, dtype=np.float64).reshape(
+            -1, n_tasks
+        ).T.copy()
+        self.best_loss_ = float(history.best_loss)
+        if early_stopping:
+            self.validation_scores_ = list(history.validation_scores)
+            self.best_validation_score_ = float(history.best_score)
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        self.n_params_ = int(network.n_params)
+        return self
+
+    def _split(self, X, y, mask, rs):
+        n = X.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            raise ValueError(
+                f"early_stopping needs a validation split: validation_fraction="
+                f"{self.validation_fraction} of {n} samples leaves an empty "
+                "training or validation set."
+            )
+        seed = rs.randint(np.iinfo(np.int32).max)
+        order = np.random.RandomState(seed).permutation(n)
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return X[train], X[val], y[train], y[val], mask[train], mask[val]
+
+    # ----------------------------------------------------------- predict
+    def predict(self, X):
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples, n_tasks), or (n_samples,) if fitted on a 1-D y
+            float64, in the units of the y given to ``fit``.
+        """
+        check_is_fitted(self, "_network")
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=self._network.dtype,
+            order="C",
+            ensure_all_finite=False,
+            accept_sparse=False,
+        )
+        self._check_finite(X, self._network.branch_names, self._columns)
+        scores = self._network.predict(X, self._columns)
+        pred = scores.astype(np.float64)
+        pred *= self.target_scale_
+        pred += self.target_mean_
+        if self._y_ndim == 1:
+            return pred[:, 0]
+        return pred
+
+    def score_tasks(self, X, y, sample_weight=None):
+        """R² of every task, over its labelled samples (NaN in y is ignored).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_tasks) or (n_samples,)
+            True targets; NaN marks a missing label.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        scores : ndarray of shape (n_tasks,)
+            R² of each task (as :func:`sklearn.metrics.r2_score`); NaN for a
+            task with fewer than two labels in y.
+        """
+        check_is_fitted(self, "_network")
+        pred = self.predict(X)
+        n_samples = pred.shape[0]
+        y_true = check_array(
+            y,
+            ensure_2d=False,
+            dtype=np.float64,
+            ensure_all_finite="allow-nan",
+            input_name="y",
+            ensure_min_samples=0,
+        )
+        if y_true.shape[0] != n_samples:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: X has "
+                f"{n_samples}, y has {y_true.shape[0]}."
+            )
+        y_true = y_true.reshape(n_samples, -1)
+        if y_true.shape[1] != self.n_tasks_:
+            raise ValueError(f"y has {y_true.shape[1]} tasks but the model has {self.n_tasks_}.")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, pred.reshape(n_samples, -1))
+        return _masked_r2(y_true, pred.reshape(n_samples, -1), sample_weight)
+
+    def score(self, X, y, sample_weight=None):
+        """R² averaged over tasks, each over its labelled samples.
+
+        Without missing labels this is
+        ``r2_score(y, predict(X), multioutput="uniform_average")``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_tasks) or (n_samples,)
+            True targets; NaN marks a missing label.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+            Mean of :meth:`score_tasks` over the tasks with at least two
+            labels (NaN if there is none).
+        """
+        r2 = self.score_tasks(X, y, sample_weight)
+        r2 = r2[~np.isnan(r2)]
+        return float(r2.mean()) if r2.size else float("nan")
