@@ -418,6 +418,8 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             ensure_all_finite="allow-nan",
             input_name="y",
             ensure_min_samples=0,
+            ensure_min_features=0,
+            allow_nd=True,
         )
         if y.ndim not in (1, 2):
             raise ValueError(f"y must be 1-D (one task) or 2-D (n_samples, n_tasks), got {y.ndim}-D.")

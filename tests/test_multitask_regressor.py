@@ -1,0 +1,576 @@
+"""Tests of MultiTaskRegressor: scikit-learn contract, masking, task weights,
+target scaling, acceptance against one RidgeCV per task, errors."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_linnerud
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastgd import MultiTaskRegressor
+from fastgd.exceptions import DivergenceError
+from fastgd.layers import Conv2D, Dense, Dropout, Flatten, Reshape
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+_EXPECTED_FAILURES = {
+    # Stochastic mini-batch training: a weight of 2 is not the same as a
+    # repeated sample (the batches differ), as for scikit-learn's MLP.
+    "check_sample_weight_equivalence_on_dense_data": "mini-batch SGD is stochastic",
+}
+# float32 BLAS may round a row's product differently depending on how many
+# rows it multiplies at once; the float64 configuration passes this check.
+_FLOAT32_FAILURES = {
+    **_EXPECTED_FAILURES,
+    "check_methods_subset_invariance": "float32 BLAS rounding depends on batch size",
+}
+
+
+def _with_branches():
+    return MultiTaskRegressor(
+        branches=[
+            ("first", [Dense(8, activation="relu")], [0]),
+            ("all", [Dense(4, activation="tanh")], slice(None)),
+        ],
+        hidden_layer_sizes=(8,),
+        task_layer_sizes=(4,),
+        max_iter=50,
+        random_state=0,
+        dtype=np.float64,
+    )
+
+
+@parametrize_with_checks(
+    [MultiTaskRegressor(max_iter=50, random_state=0), _with_branches()],
+    expected_failed_checks=lambda est: (
+        _FLOAT32_FAILURES if est.dtype == np.float32 else _EXPECTED_FAILURES
+    ),
+)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def test_tags_declare_single_and_multi_output():
+    tags = MultiTaskRegressor().__sklearn_tags__()
+    assert tags.target_tags.multi_output
+    # A 1-D y (one task) is accepted too, so single-output stays True.
+    assert tags.target_tags.single_output
+    assert tags.estimator_type == "regressor"
+
+
+# --------------------------------------------------------------------- data
+def _low_rank_problem(seed, n_train=100, n_test=1000, n_features=60, n_tasks=20, rank=3):
+    """20 tasks whose coefficients share a rank-3 subspace, unit noise."""
+    rng = np.random.RandomState(seed)
+    B = rng.standard_normal((n_features, rank)) / np.sqrt(n_features)
+    C = 2.0 * rng.standard_normal((rank, n_tasks))
+    X = rng.standard_normal((n_train + n_test, n_features))
+    Y = X @ B @ C + rng.standard_normal((n_train + n_test, n_tasks))
+    return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
+
+
+def _ridge_per_task_r2(X_train, Y_train, X_test, Y_test):
+    scores = []
+    for t in range(Y_train.shape[1]):
+        labelled = ~np.isnan(Y_train[:, t])
+        ridge = RidgeCV(alphas=np.logspace(-3, 3, 13))
+        ridge.fit(X_train[labelled], Y_train[labelled, t])
+        scores.append(r2_score(Y_test[:, t], ridge.predict(X_test)))
+    return float(np.mean(scores))
+
+
+def _small_problem(n=120, n_tasks=3, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((n, 6))
+    Y = X @ rng.standard_normal((6, n_tasks)) + 0.1 * rng.standard_normal((n, n_tasks))
+    return X, Y
+
+
+# -------------------------------------------------------------- acceptance
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("missing", [0.0, 0.5])
+def test_low_rank_tasks_beat_one_ridge_per_task(seed, missing):
+    X_train, Y_train, X_test, Y_test = _low_rank_problem(seed)
+    if missing:
+        Y_train = Y_train.copy()
+        Y_train[np.random.RandomState(seed + 10).rand(*Y_train.shape) < missing] = np.nan
+    # A linear rank-3 trunk: reduced-rank multi-task regression.
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(3,),
+        activation="identity",
+        alpha=1e-3,
+        learning_rate_init=1e-2,
+        batch_size=16,
+        max_iter=300,
+        random_state=0,
+    ).fit(X_train, Y_train)
+    ours = model.score(X_test, Y_test)
+    ridge = _ridge_per_task_r2(X_train, Y_train, X_test, Y_test)
+    # Measured: full labels 0.82-0.85 vs 0.68-0.75, half 0.75-0.80 vs 0.40-0.46.
+    assert ours > ridge + (0.05 if not missing else 0.2), (ours, ridge)
+
+
+def test_linnerud_end_to_end():
+    X, Y = load_linnerud(return_X_y=True, as_frame=True)
+    model = make_pipeline(
+        StandardScaler(),
+        MultiTaskRegressor(
+            hidden_layer_sizes=(16,), batch_size=8, learning_rate_init=1e-2, max_iter=200,
+            random_state=0,
+        ),
+    ).set_output(transform="pandas")
+    model.fit(X, Y)
+    pred = model.predict(X)
+    reg = model[-1]
+    assert pred.shape == (20, 3) and pred.dtype == np.float64
+    assert list(reg.task_names_) == list(Y.columns)
+    assert list(reg.feature_names_in_) == list(X.columns)
+    np.testing.assert_allclose(
+        reg.score_tasks(model[0].transform(X), Y),
+        r2_score(Y, pred, multioutput="raw_values"),
+        rtol=1e-12,
+    )
+    assert model.score(X, Y) == pytest.approx(r2_score(Y, pred))
+    assert model.score(X, Y) > 0.3
+    # Targets on their own scales (weights in the hundreds, pulse in tens).
+    np.testing.assert_allclose(reg.target_mean_, Y.mean().to_numpy())
+    huber = clone(model).set_params(
+        multitaskregressor__loss="huber", multitaskregressor__task_layer_sizes=(4,)
+    )
+    assert np.isfinite(huber.fit(X, Y).score(X, Y))
+
+
+# ---------------------------------------------------------------- masking
+def test_masked_labels_get_exactly_zero_gradient():
+    """Whatever sits at a masked position (NaN, inf, huge) changes nothing."""
+    from fastgd._engine.network import Network
+    from fastgd.multitask import _TaskLossTracker
+
+    rng = np.random.RandomState(0)
+    n, T = 16, 4
+    net = Network(
+        [("x", [], 5)], "concat", [Dense(6, activation="tanh")], T, None, np.float64,
+        task_heads=[[Dense(3, activation="relu")] for _ in range(T)],
+    )
+    net.initialize(rng)
+    X = rng.standard_normal((n, 5))
+    y = rng.standard_normal((n, T))
+    mask = (rng.rand(n, T) < 0.6).astype(np.float64)
+    mask[:, 0] = 1.0
+    loss = _TaskLossTracker(T, np.ones(T), 0)
+    loss.make_buffers(n, np.float64)
+    ws = net.make_workspace(n, True)
+
+    def gradient(y_values):
+        scores = net.forward([X], ws, n, True)
+        dscores = ws.dscores[:n]
+        total = loss(scores, (y_values, mask), dscores, n)
+        net.backward(dscores, ws, n)
+        return total, dscores.copy(), net.grads.copy()
+
+    reference = gradient(np.where(mask > 0, y, 0.0))
+    assert np.all(reference[1][mask == 0] == 0.0)
+    for garbage in (np.nan, np.inf, 1e30):
+        total, dscores, grads = gradient(np.where(mask > 0, y, garbage))
+        assert total == reference[0]
+        np.testing.assert_array_equal(dscores, reference[1])
+        np.testing.assert_array_equal(grads, reference[2])
+
+
+def test_unlabelled_sample_does_not_change_the_fit():
+    """A row whose labels are all missing contributes no gradient: with full
+    batches, no shuffling and no L2 term (which scales with the batch size),
+    adding it leaves the model as it was."""
+    X, Y = _small_problem(n=60)
+    settings = dict(
+        hidden_layer_sizes=(8,),
+        task_layer_sizes=(3,),
+        batch_size=1000,
+        shuffle=False,
+        alpha=0.0,
+        max_iter=20,
+        random_state=0,
+        dtype=np.float64,
+    )
+    base = MultiTaskRegressor(**settings).fit(X, Y)
+    extra_X = np.vstack([X[:30], 100.0 * np.ones((1, X.shape[1])), X[30:]])
+    extra_Y = np.vstack([Y[:30], np.full((1, Y.shape[1]), np.nan), Y[30:]])
+    extra = MultiTaskRegressor(**settings).fit(extra_X, extra_Y)
+    np.testing.assert_allclose(extra._network.params, base._network.params, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(extra.loss_curve_, base.loss_curve_, rtol=1e-10)
+
+
+def test_missing_labels_are_ignored_not_imputed():
+    X, Y = _small_problem(n=300, n_tasks=2)
+    # Task 1 labelled only on 40 % of the samples; its scaling and its fit
+    # use those, never zeros or means in place of the rest.
+    Y_missing = Y.copy()
+    Y_missing[np.random.RandomState(1).rand(300) < 0.6, 1] = np.nan
+    labelled = ~np.isnan(Y_missing[:, 1])
+    model = MultiTaskRegressor(hidden_layer_sizes=(16,), max_iter=200, random_state=0)
+    model.fit(X, Y_missing)
+    assert model.target_mean_[1] == pytest.approx(Y[labelled, 1].mean())
+    assert model.target_scale_[1] == pytest.approx(Y[labelled, 1].std())
+    assert model.score_tasks(X, Y).min() > 0.9
+    # score ignores NaN in y_true.
+    scores = model.score_tasks(X, Y_missing)
+    assert scores[1] == pytest.approx(r2_score(Y[labelled, 1], model.predict(X)[labelled, 1]))
+    assert model.score(X, Y_missing) == pytest.approx(scores.mean())
+
+
+# ------------------------------------------------------------ task weights
+def test_zero_task_weight_leaves_the_other_tasks_untouched():
+    X, Y = _small_problem(n=100, n_tasks=3)
+    noisy = Y.copy()
+    noisy[:, 0] = 1e3 * np.random.RandomState(5).standard_normal(100)
+    settings = dict(
+        hidden_layer_sizes=(8,), task_weights=[0.0, 1.0, 1.0], max_iter=15, random_state=0
+    )
+    a = MultiTaskRegressor(**settings).fit(X, Y)
+    b = MultiTaskRegressor(**settings).fit(X, noisy)
+    # The trunk and the other heads are bit-identical; only task 0 differs.
+    np.testing.assert_array_equal(a.predict(X)[:, 1:], b.predict(X)[:, 1:])
+    np.testing.assert_array_equal(a._network.head_layers[0].W, b._network.head_layers[0].W)
+    c = MultiTaskRegressor(**{**settings, "task_weights": None}).fit(X, noisy)
+    assert not np.array_equal(a.predict(X)[:, 1:], c.predict(X)[:, 1:])
+    np.testing.assert_array_equal(a.task_weights_, [0.0, 1.0, 1.0])
+
+
+def test_task_weight_decides_which_task_a_narrow_trunk_serves():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((300, 4))
+    # Two unrelated tasks and a rank-1 linear trunk: it can serve only one.
+    Y = np.column_stack([X[:, 0], X[:, 1]])
+    r2 = {}
+    for weights in ([10.0, 1.0], [1.0, 10.0]):
+        model = MultiTaskRegressor(
+            hidden_layer_sizes=(1,),
+            activation="identity",
+            task_weights=weights,
+            learning_rate_init=1e-2,
+            max_iter=100,
+            random_state=0,
+        ).fit(X, Y)
+        r2[tuple(weights)] = model.score_tasks(X, Y)
+    assert r2[(10.0, 1.0)][0] > 0.9 > r2[(10.0, 1.0)][1]
+    assert r2[(1.0, 10.0)][1] > 0.9 > r2[(1.0, 10.0)][0]
+
+
+# ---------------------------------------------------------- target scaling
+def test_tasks_on_very_different_scales_train_together():
+    rng = np.random.RandomState(0)
+
+    def data(n, noise):
+        X = rng.standard_normal((n, 8))
+        small = np.sin(X[:, 0]) + 0.5 * X[:, 1] + noise * 0.1 * rng.standard_normal(n)
+        large = 1e4 * (X[:, 2] * X[:, 3] + 0.5 * X[:, 1]) + noise * 1e3 * rng.standard_normal(n)
+        return X, np.column_stack([small, large])
+
+    X, Y = data(400, 1.0)
+    X_test, Y_test = data(400, 0.0)
+    settings = dict(hidden_layer_sizes=(32,), max_iter=100, random_state=0)
+    scaled = MultiTaskRegressor(**settings).fit(X, Y)
+    unscaled = MultiTaskRegressor(scale_targets=False, **settings).fit(X, Y)
+    scaled_r2 = scaled.score_tasks(X_test, Y_test)
+    unscaled_r2 = unscaled.score_tasks(X_test, Y_test)
+    # Measured: scaled [0.91, 0.91]; unscaled [0.83, 0.00].
+    assert scaled_r2.min() > 0.85, scaled_r2
+    assert unscaled_r2.min() < scaled_r2.min() - 0.3, unscaled_r2
+    np.testing.assert_array_equal(unscaled.target_mean_, [0.0, 0.0])
+    np.testing.assert_array_equal(unscaled.target_scale_, [1.0, 1.0])
+
+
+def test_huber_resists_outliers():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((400, 5))
+    Y = X @ rng.standard_normal((5, 2))
+    Y_train = Y.copy()
+    Y_train[rng.rand(400) < 0.1, 0] += 50.0  # 10 % gross outliers on task 0
+    settings = dict(
+        hidden_layer_sizes=(16,), activation="identity", max_iter=100, random_state=0,
+        learning_rate_init=1e-2,
+    )
+    squared = MultiTaskRegressor(**settings).fit(X, Y_train)
+    huber = MultiTaskRegressor(loss="huber", huber_delta=0.5, **settings).fit(X, Y_train)
+    assert huber.score_tasks(X, Y)[0] > squared.score_tasks(X, Y)[0] + 0.05
+
+
+# ------------------------------------------------------------ behaviour
+def test_one_dimensional_y_is_one_task():
+    X, Y = _small_problem(n_tasks=1)
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0)
+    model.fit(X, Y[:, 0])
+    pred = model.predict(X)
+    assert pred.shape == (120,)
+    assert model.n_tasks_ == 1
+    assert model.score(X, Y[:, 0]) == pytest.approx(r2_score(Y[:, 0], pred))
+    column = clone(model).fit(X, Y)
+    assert column.predict(X).shape == (120, 1)
+    np.testing.assert_array_equal(column.predict(X)[:, 0], pred)
+
+
+def test_identity_activation_gives_a_reduced_rank_linear_model():
+    X, Y = _small_problem(n=200, n_tasks=5)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(2,), activation="identity", max_iter=30, random_state=0,
+        dtype=np.float64,
+    ).fit(X, Y)
+    Z = np.random.RandomState(1).standard_normal((50, 6))
+    centred = model.predict(Z) - model.predict(np.zeros((1, 6)))
+    singular = np.linalg.svd(centred, compute_uv=False)
+    assert singular[2] < 1e-10 * singular[0]  # rank 2
+    # Linear: the prediction of a sum of inputs is the sum of the effects.
+    zero = model.predict(np.zeros((1, 6)))
+    np.testing.assert_allclose(
+        model.predict(Z[:1] + Z[1:2]) - zero, centred[:1] + centred[1:2], atol=1e-10
+    )
+
+
+def test_task_heads_and_loss_curves():
+    X, Y = _small_problem(n=128, n_tasks=3)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), task_layer_sizes=(4, 3), alpha=0.0, batch_size=32,
+        max_iter=12, tol=None, random_state=0, dtype=np.float64,
+    ).fit(X, Y)
+    assert model.n_iter_ == 12
+    assert model.task_loss_curves_.shape == (3, 12)
+    # No missing labels, full batches, λ = 1, no penalty: the objective of an
+    # epoch is the sum of the tasks' losses.
+    np.testing.assert_allclose(model.loss_curve_, model.task_loss_curves_.sum(axis=0), rtol=1e-10)
+    assert np.all(model.task_loss_curves_[:, -1] < model.task_loss_curves_[:, 0])
+    assert len(model._network.task_layers) == 3
+    # 6·8+8, then per task (8·4+4)+(4·3+3)+(3+1).
+    assert model.n_params_ == 56 + 3 * (36 + 15 + 4)
+
+
+def test_multimodal_branches_feed_the_trunk():
+    rng = np.random.RandomState(0)
+    images = rng.rand(200, 1, 4, 4)
+    meta = rng.standard_normal((200, 3))
+    X = np.hstack([images.reshape(200, -1), meta])
+    Y = np.column_stack([images.mean(axis=(1, 2, 3)) * 4, meta[:, 0] - meta[:, 1]])
+    model = MultiTaskRegressor(
+        branches=[
+            ("image", [Reshape((1, 4, 4)), Conv2D(4, 3, activation="relu"), Flatten()],
+             slice(0, 16)),
+            ("meta", [Dense(8, activation="tanh"), Dropout(0.1)], slice(16, 19)),
+        ],
+        hidden_layer_sizes=(16,),
+        learning_rate_init=1e-2,
+        max_iter=60,
+        random_state=0,
+    ).fit(X, Y)
+    assert model.score(X, Y) > 0.7
+    params = model.get_params()
+    assert params["image__1__filters"] == 4
+    model.set_params(image__1__filters=2)
+    assert model.branches[0][1][1].filters == 2
+
+
+def test_grid_search_over_the_trunk():
+    X, Y = _small_problem(n=90)
+    search = GridSearchCV(
+        MultiTaskRegressor(max_iter=20, random_state=0),
+        {"hidden_layer_sizes": [(4,), (8,)], "activation": ["relu", "identity"]},
+        cv=3,
+    ).fit(X, Y)
+    assert search.best_estimator_.predict(X).shape == Y.shape
+
+
+def test_pickle_round_trip_and_continue_training():
+    X, Y = _small_problem()
+    Y = Y.copy()
+    Y[::3, 2] = np.nan
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), task_layer_sizes=(4,), max_iter=5,
+                               random_state=0).fit(X, Y)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    assert restored.score(X, Y) == model.score(X, Y)
+    restored.partial_fit(X, Y)
+    assert restored.n_iter_ == model.n_iter_ + 1
+    assert restored.task_loss_curves_.shape == (3, model.n_iter_ + 1)
+
+
+def test_partial_fit_keeps_scaling_and_allows_unlabelled_tasks_later():
+    X, Y = _small_problem()
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), random_state=0)
+    model.partial_fit(X, Y)
+    mean = model.target_mean_.copy()
+    Y_later = Y + 0.1
+    Y_later[:, 1] = np.nan  # no label for task 1 in this batch
+    model.partial_fit(X, Y_later)
+    np.testing.assert_array_equal(model.target_mean_, mean)
+    assert model.n_iter_ == 2
+    with pytest.raises(ValueError, match="y has 2 tasks but MultiTaskRegressor was fitted with 3"):
+        model.partial_fit(X, Y[:, :2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reproducible_from_random_state(dtype):
+    X, Y = _small_problem()
+    Y = Y.copy()
+    Y[::4, 0] = np.nan
+    branches = [
+        ("a", [Dense(6, activation="relu"), Dropout(0.3)], slice(0, 4)),
+        ("b", [], slice(4, 6)),
+    ]
+
+    def fit(seed):
+        return MultiTaskRegressor(
+            branches=branches, hidden_layer_sizes=(8,), task_layer_sizes=(3,), max_iter=4,
+            random_state=seed, dtype=dtype, early_stopping=True, validation_fraction=0.2,
+        ).fit(X, Y)
+
+    a, b, c = fit(0), fit(0), fit(1)
+    np.testing.assert_array_equal(a._network.params, b._network.params)
+    assert a.loss_curve_ == b.loss_curve_
+    np.testing.assert_array_equal(a.task_loss_curves_, b.task_loss_curves_)
+    assert a.validation_scores_ == b.validation_scores_
+    assert not np.array_equal(a._network.params, c._network.params)
+    assert a._network.params.dtype == dtype
+    assert a.predict(X).dtype == np.float64
+
+
+def test_user_arrays_are_not_modified():
+    X, Y = _small_problem()
+    Y = Y.copy()
+    Y[::5, 1] = np.nan
+    X_copy, Y_copy = X.copy(), Y.copy()
+    w = np.linspace(0.5, 2.0, len(X))
+    w_copy = w.copy()
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                               dtype=np.float64)
+    model.fit(X, Y, sample_weight=w)
+    model.predict(X)
+    model.score(X, Y, sample_weight=w)
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(Y, Y_copy)  # NaN stay NaN
+    np.testing.assert_array_equal(w, w_copy)
+
+
+def test_sample_weight_emphasises_samples():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((300, 3))
+    # Two groups with opposite relations; the heavy group wins.
+    group = np.arange(300) < 150
+    Y = np.where(group, 1.0, -1.0)[:, None] * X[:, :1] * np.array([[1.0, 2.0]])
+    w = np.where(group, 20.0, 1.0)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), activation="identity", max_iter=60, random_state=0,
+        learning_rate_init=1e-2,
+    ).fit(X, Y, sample_weight=w)
+    assert model.score(X[group], Y[group]) > 0.5 > model.score(X[~group], Y[~group])
+
+
+def test_early_stopping_restores_best_weights():
+    X, Y = _small_problem(n=200)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(16,), early_stopping=True, validation_fraction=0.25,
+        n_iter_no_change=3, max_iter=60, learning_rate_init=0.05, random_state=0,
+    ).fit(X, Y)
+    assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
+    assert model.best_validation_score_ == max(model.validation_scores_)
+
+
+def test_warm_start_continues():
+    X, Y = _small_problem()
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=2, warm_start=True,
+                               random_state=0)
+    model.fit(X, Y)
+    first = model._network
+    before = first.params.copy()
+    model.fit(X, Y)
+    assert model._network is first and not np.array_equal(first.params, before)
+    model.set_params(hidden_layer_sizes=(5,))
+    model.fit(X, Y)
+    assert model._network is not first
+
+
+# ----------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"task_weights": [1.0, 1.0]}, r"task_weights must hold one weight per task \(3\)"),
+        ({"task_weights": [1.0, -1.0, 1.0]}, r"task_weights must be finite and non-negative"),
+        ({"task_weights": [0.0, 0.0, 0.0]}, r"task_weights are all 0"),
+        ({"hidden_layer_sizes": (8, 0)}, r"hidden_layer_sizes must hold positive ints"),
+        ({"task_layer_sizes": ("a",)}, r"task_layer_sizes must hold positive ints"),
+        ({"activation": "softmax"}, r"'activation' parameter"),
+        ({"loss": "absolute_error"}, r"'loss' parameter"),
+        ({"huber_delta": 0.0}, r"'huber_delta' parameter"),
+        ({"dtype": np.int32}, r"'dtype' parameter"),
+        ({"branches": [("a", [Dense(2)], [0, 25])]}, r"Branch 'a': column index 25 is out"),
+        ({"branches": [("alpha", [Dense(2)], [0])]}, r"clashes with a parameter"),
+        (
+            {"branches": [("img", [Reshape((3, 3))], slice(0, 6))]},
+            r"Branch 'img', layer 0 \(Reshape\)",
+        ),
+    ],
+)
+def test_bad_parameters_raise_clear_errors(kwargs, match):
+    X, Y = _small_problem()
+    with pytest.raises(ValueError, match=match):
+        MultiTaskRegressor(max_iter=1, **kwargs).fit(X, Y)
+
+
+def test_bad_targets_raise_clear_errors():
+    X, Y = _small_problem()
+    model = MultiTaskRegressor(max_iter=1)
+    Y_bad = Y.copy()
+    Y_bad[:, 1] = np.nan
+    with pytest.raises(ValueError, match=r"Task 1 has no label: every value of column 1"):
+        model.fit(X, Y_bad)
+    frame = pd.DataFrame(Y_bad, columns=["height", "weight", "age"])
+    with pytest.raises(ValueError, match=r"Task 1 \('weight'\) has no label"):
+        model.fit(X, frame)
+    Y_bad = Y.copy()
+    Y_bad[3, 0] = np.inf
+    with pytest.raises(ValueError, match="Input y contains infinity"):
+        model.fit(X, Y_bad)
+    with pytest.raises(ValueError, match="y must be 1-D .* or 2-D"):
+        model.fit(X, Y[:, :, None])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        model.fit(X, Y[:-1])
+    with pytest.raises(ValueError, match="y has no column"):
+        model.fit(X, Y[:, :0])
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        model.fit(X, None)
+    w = np.ones(len(X))
+    w[~np.isnan(Y[:, 0])] = 0.0
+    with pytest.raises(ValueError, match="Task 0 has no labelled sample with a positive"):
+        model.fit(X, Y, sample_weight=w)
+
+
+def test_bad_inputs_x():
+    X, Y = _small_problem()
+    X_bad = X.copy()
+    X_bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN or infinity"):
+        MultiTaskRegressor(max_iter=1).fit(X_bad, Y)
+    model = MultiTaskRegressor(max_iter=1, random_state=0).fit(X, Y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :4])
+    with pytest.raises(ValueError, match="y has 2 tasks but the model has 3"):
+        model.score(X, Y[:, :2])
+
+
+def test_divergence_raises():
+    X, Y = _small_problem()
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(16,), optimizer="sgd", learning_rate_init=1e8, alpha=0.0,
+        scale_targets=False, max_iter=50, random_state=0,
+    )
+    with pytest.raises(DivergenceError):
+        model.fit(X * 1e3, Y * 1e3)
