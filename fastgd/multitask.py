@@ -38,6 +38,10 @@ class _TaskLossTracker(MaskedRegressionLoss):
     ``count_t · L_t`` and its label count ``count_t``.
     """
 
+    #: True when every mask entry is 1 (no missing label, no sample
+    #: weights): each batch's label count is then its size, no reduction.
+    all_labelled = False
+
     def make_buffers(self, capacity, dtype):
         super().make_buffers(capacity, dtype)
         self.reset()
@@ -48,9 +52,13 @@ class _TaskLossTracker(MaskedRegressionLoss):
 
     def __call__(self, scores, targets, dscores, n):
         total = super().__call__(scores, targets, dscores, n)
-        counts = targets[1].sum(axis=0, dtype=np.float64)
-        self.epoch_sums += counts * self.task_losses
-        self.epoch_counts += counts
+        if self.all_labelled:
+            self.epoch_sums += n * self.task_losses
+            self.epoch_counts += n
+        else:
+            counts = targets[1].sum(axis=0, dtype=np.float64)
+            self.epoch_sums += counts * self.task_losses
+            self.epoch_counts += counts
         return total
 
     def pop_epoch(self):
@@ -678,6 +686,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
                 self.tol if not incremental else None, self.n_iter_no_change, early_stopping
             )
         history.tracker = trainer.loss
+        trainer.loss.all_labelled = bool(np.all(m_train == 1))
         trainer.loss.reset()
 
         validation_score = None
