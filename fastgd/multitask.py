@@ -465,17 +465,25 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             raise ValueError("task_weights are all 0: at least one task must have a positive weight.")
         return lam
 
-    def _target_scaling(self, y, labelled, sample_weight):
-        """Per-task (weighted) mean and standard deviation over labelled samples."""
+    def _target_scaling(self, y, labelled, sample_weight, plain):
+        """Per-task (weighted) mean and standard deviation over labelled samples.
+
+        ``plain``: every label present and all weights equal (plain column
+        statistics, fewer passes over y).
+        """
         n_tasks = y.shape[1]
         if not self.scale_targets:
             return np.zeros(n_tasks), np.ones(n_tasks)
-        w = labelled * sample_weight[:, None]
-        y0 = np.where(labelled, y, 0.0)
-        sum_w = w.sum(axis=0)
-        mean = (w * y0).sum(axis=0) / sum_w
-        var = (w * (y0 - mean) ** 2).sum(axis=0) / sum_w
-        scale = np.sqrt(var)
+        if plain:
+            mean = y.mean(axis=0)
+            scale = y.std(axis=0)
+        else:
+            w = labelled * sample_weight[:, None]
+            y0 = np.where(labelled, y, 0.0)
+            sum_w = w.sum(axis=0)
+            mean = (w * y0).sum(axis=0) / sum_w
+            var = (w * (y0 - mean) ** 2).sum(axis=0) / sum_w
+            scale = np.sqrt(var)
         # A constant task keeps scale 1 (as sklearn's StandardScaler).
         tiny = 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
         scale[~(scale > tiny)] = 1.0
@@ -601,6 +609,9 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
+        # Every label present, all weights equal: the common case, with fast
+        # paths (no masking arithmetic, no per-batch label counts).
+        plain = bool(labelled.all()) and bool(np.all(sample_weight == sample_weight[:1]))
         if not continuing:
             for t in range(n_tasks):
                 if not labelled[:, t].any():
@@ -636,15 +647,19 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         if continuing:
             mean, scale = self.target_mean_, self.target_scale_
         else:
-            mean, scale = self._target_scaling(y, labelled, sample_weight)
+            mean, scale = self._target_scaling(y, labelled, sample_weight, plain)
         # Standardised targets (0 where missing: the loss never reads them)
         # and the mask, which carries the sample weights (normalised to mean
         # 1 so that batch label counts stay meaningful).
         mean_w = sample_weight.mean()
         if mean_w > 0:
             sample_weight = sample_weight / mean_w
-        y_scaled = np.where(labelled, (y - mean) / scale, 0.0).astype(dtype)
-        mask = (labelled * sample_weight[:, None]).astype(dtype)
+        if plain:
+            y_scaled = ((y - mean) / scale).astype(dtype)
+            mask = np.ones(y.shape, dtype=dtype)
+        else:
+            y_scaled = np.where(labelled, (y - mean) / scale, 0.0).astype(dtype)
+            mask = (labelled * sample_weight[:, None]).astype(dtype)
 
         if incremental:
             if not hasattr(self, "_partial_random_state"):
@@ -686,7 +701,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
                 self.tol if not incremental else None, self.n_iter_no_change, early_stopping
             )
         history.tracker = trainer.loss
-        trainer.loss.all_labelled = bool(np.all(m_train == 1))
+        trainer.loss.all_labelled = plain
         trainer.loss.reset()
 
         validation_score = None
