@@ -63,9 +63,7 @@ class _TaskLossTracker(MaskedRegressionLoss):
 
     def pop_epoch(self):
         with np.errstate(invalid="ignore", divide="ignore"):
-            losses = np.where(
-                self.epoch_counts > 0, self.epoch_sums / self.epoch_counts, np.nan
-            )
+            losses = np.where(self.epoch_counts > 0, self.epoch_sums / self.epoch_counts, np.nan)
         self.reset()
         return losses
 
@@ -402,7 +400,10 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         # Heads without hidden layers are single output units on the trunk:
         # together exactly one Dense(n_tasks), computed as one matrix product.
         heads = (
-            [[Dense(units, activation=self.activation) for units in per_task] for _ in range(n_tasks)]
+            [
+                [Dense(units, activation=self.activation) for units in per_task]
+                for _ in range(n_tasks)
+            ]
             if per_task
             else None
         )
@@ -430,7 +431,9 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             allow_nd=True,
         )
         if y.ndim not in (1, 2):
-            raise ValueError(f"y must be 1-D (one task) or 2-D (n_samples, n_tasks), got {y.ndim}-D.")
+            raise ValueError(
+                f"y must be 1-D (one task) or 2-D (n_samples, n_tasks), got {y.ndim}-D."
+            )
         if y.shape[0] != n_samples:
             raise ValueError(
                 f"Found input variables with inconsistent numbers of samples: X has "
@@ -462,7 +465,9 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         if not np.all(np.isfinite(lam)) or np.any(lam < 0):
             raise ValueError(f"task_weights must be finite and non-negative, got {lam.tolist()}.")
         if not np.any(lam > 0):
-            raise ValueError("task_weights are all 0: at least one task must have a positive weight.")
+            raise ValueError(
+                "task_weights are all 0: at least one task must have a positive weight."
+            )
         return lam
 
     def _target_scaling(self, y, labelled, sample_weight, plain):
@@ -600,9 +605,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             accept_sparse=False,
         )
         n_samples, n_features = X.shape
-        y, y_ndim = self._validate_targets(
-            y, n_samples, self.n_tasks_ if continuing else None
-        )
+        y, y_ndim = self._validate_targets(y, n_samples, self.n_tasks_ if continuing else None)
         check_consistent_length(X, y)
         n_tasks = y.shape[1]
         labelled = ~np.isnan(y)
@@ -740,9 +743,9 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = (getattr(self, "n_iter_", 0) if continuing else 0) + n_epochs
         self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * X_train.shape[0]
         self.loss_curve_ = list(history.loss_curve)
-        self.task_loss_curves_ = np.array(history.task_loss_curves, dtype=np.float64).reshape(
-            -1, n_tasks
-        ).T.copy()
+        self.task_loss_curves_ = (
+            np.array(history.task_loss_curves, dtype=np.float64).reshape(-1, n_tasks).T.copy()
+        )
         self.best_loss_ = float(history.best_loss)
         if early_stopping:
             self.validation_scores_ = list(history.validation_scores)

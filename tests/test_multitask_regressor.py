@@ -127,7 +127,10 @@ def test_linnerud_end_to_end():
     model = make_pipeline(
         StandardScaler(),
         MultiTaskRegressor(
-            hidden_layer_sizes=(16,), batch_size=8, learning_rate_init=1e-2, max_iter=200,
+            hidden_layer_sizes=(16,),
+            batch_size=8,
+            learning_rate_init=1e-2,
+            max_iter=200,
             random_state=0,
         ),
     ).set_output(transform="pandas")
@@ -161,7 +164,12 @@ def test_masked_labels_get_exactly_zero_gradient():
     rng = np.random.RandomState(0)
     n, T = 16, 4
     net = Network(
-        [("x", [], 5)], "concat", [Dense(6, activation="tanh")], T, None, np.float64,
+        [("x", [], 5)],
+        "concat",
+        [Dense(6, activation="tanh")],
+        T,
+        None,
+        np.float64,
         task_heads=[[Dense(3, activation="relu")] for _ in range(T)],
     )
     net.initialize(rng)
@@ -299,7 +307,10 @@ def test_huber_resists_outliers():
     Y_train = Y.copy()
     Y_train[rng.rand(400) < 0.1, 0] += 50.0  # 10 % gross outliers on task 0
     settings = dict(
-        hidden_layer_sizes=(16,), activation="identity", max_iter=100, random_state=0,
+        hidden_layer_sizes=(16,),
+        activation="identity",
+        max_iter=100,
+        random_state=0,
         learning_rate_init=1e-2,
     )
     squared = MultiTaskRegressor(**settings).fit(X, Y_train)
@@ -324,7 +335,10 @@ def test_one_dimensional_y_is_one_task():
 def test_identity_activation_gives_a_reduced_rank_linear_model():
     X, Y = _small_problem(n=200, n_tasks=5)
     model = MultiTaskRegressor(
-        hidden_layer_sizes=(2,), activation="identity", max_iter=30, random_state=0,
+        hidden_layer_sizes=(2,),
+        activation="identity",
+        max_iter=30,
+        random_state=0,
         dtype=np.float64,
     ).fit(X, Y)
     Z = np.random.RandomState(1).standard_normal((50, 6))
@@ -341,8 +355,14 @@ def test_identity_activation_gives_a_reduced_rank_linear_model():
 def test_task_heads_and_loss_curves():
     X, Y = _small_problem(n=128, n_tasks=3)
     model = MultiTaskRegressor(
-        hidden_layer_sizes=(8,), task_layer_sizes=(4, 3), alpha=0.0, batch_size=32,
-        max_iter=12, tol=None, random_state=0, dtype=np.float64,
+        hidden_layer_sizes=(8,),
+        task_layer_sizes=(4, 3),
+        alpha=0.0,
+        batch_size=32,
+        max_iter=12,
+        tol=None,
+        random_state=0,
+        dtype=np.float64,
     ).fit(X, Y)
     assert model.n_iter_ == 12
     assert model.task_loss_curves_.shape == (3, 12)
@@ -363,8 +383,11 @@ def test_multimodal_branches_feed_the_trunk():
     Y = np.column_stack([images.mean(axis=(1, 2, 3)) * 4, meta[:, 0] - meta[:, 1]])
     model = MultiTaskRegressor(
         branches=[
-            ("image", [Reshape((1, 4, 4)), Conv2D(4, 3, activation="relu"), Flatten()],
-             slice(0, 16)),
+            (
+                "image",
+                [Reshape((1, 4, 4)), Conv2D(4, 3, activation="relu"), Flatten()],
+                slice(0, 16),
+            ),
             ("meta", [Dense(8, activation="tanh"), Dropout(0.1)], slice(16, 19)),
         ],
         hidden_layer_sizes=(16,),
@@ -393,8 +416,9 @@ def test_pickle_round_trip_and_continue_training():
     X, Y = _small_problem()
     Y = Y.copy()
     Y[::3, 2] = np.nan
-    model = MultiTaskRegressor(hidden_layer_sizes=(8,), task_layer_sizes=(4,), max_iter=5,
-                               random_state=0).fit(X, Y)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), task_layer_sizes=(4,), max_iter=5, random_state=0
+    ).fit(X, Y)
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.predict(X), model.predict(X))
     assert restored.score(X, Y) == model.score(X, Y)
@@ -429,8 +453,14 @@ def test_reproducible_from_random_state(dtype):
 
     def fit(seed):
         return MultiTaskRegressor(
-            branches=branches, hidden_layer_sizes=(8,), task_layer_sizes=(3,), max_iter=4,
-            random_state=seed, dtype=dtype, early_stopping=True, validation_fraction=0.2,
+            branches=branches,
+            hidden_layer_sizes=(8,),
+            task_layer_sizes=(3,),
+            max_iter=4,
+            random_state=seed,
+            dtype=dtype,
+            early_stopping=True,
+            validation_fraction=0.2,
         ).fit(X, Y)
 
     a, b, c = fit(0), fit(0), fit(1)
@@ -450,8 +480,9 @@ def test_user_arrays_are_not_modified():
     X_copy, Y_copy = X.copy(), Y.copy()
     w = np.linspace(0.5, 2.0, len(X))
     w_copy = w.copy()
-    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
-                               dtype=np.float64)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), max_iter=3, random_state=0, dtype=np.float64
+    )
     model.fit(X, Y, sample_weight=w)
     model.predict(X)
     model.score(X, Y, sample_weight=w)
@@ -468,7 +499,10 @@ def test_sample_weight_emphasises_samples():
     Y = np.where(group, 1.0, -1.0)[:, None] * X[:, :1] * np.array([[1.0, 2.0]])
     w = np.where(group, 20.0, 1.0)
     model = MultiTaskRegressor(
-        hidden_layer_sizes=(8,), activation="identity", max_iter=60, random_state=0,
+        hidden_layer_sizes=(8,),
+        activation="identity",
+        max_iter=60,
+        random_state=0,
         learning_rate_init=1e-2,
     ).fit(X, Y, sample_weight=w)
     assert model.score(X[group], Y[group]) > 0.5 > model.score(X[~group], Y[~group])
@@ -477,8 +511,13 @@ def test_sample_weight_emphasises_samples():
 def test_early_stopping_restores_best_weights():
     X, Y = _small_problem(n=200)
     model = MultiTaskRegressor(
-        hidden_layer_sizes=(16,), early_stopping=True, validation_fraction=0.25,
-        n_iter_no_change=3, max_iter=60, learning_rate_init=0.05, random_state=0,
+        hidden_layer_sizes=(16,),
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=3,
+        max_iter=60,
+        learning_rate_init=0.05,
+        random_state=0,
     ).fit(X, Y)
     assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
     assert model.best_validation_score_ == max(model.validation_scores_)
@@ -486,8 +525,7 @@ def test_early_stopping_restores_best_weights():
 
 def test_warm_start_continues():
     X, Y = _small_problem()
-    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=2, warm_start=True,
-                               random_state=0)
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=2, warm_start=True, random_state=0)
     model.fit(X, Y)
     first = model._network
     before = first.params.copy()
@@ -571,8 +609,49 @@ def test_bad_inputs_x():
 def test_divergence_raises():
     X, Y = _small_problem()
     model = MultiTaskRegressor(
-        hidden_layer_sizes=(16,), optimizer="sgd", learning_rate_init=1e8, alpha=0.0,
-        scale_targets=False, max_iter=50, random_state=0,
+        hidden_layer_sizes=(16,),
+        optimizer="sgd",
+        learning_rate_init=1e8,
+        alpha=0.0,
+        scale_targets=False,
+        max_iter=50,
+        random_state=0,
     )
     with pytest.raises(DivergenceError):
         model.fit(X * 1e3, Y * 1e3)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fastgd.multitask
+
+    result = doctest.testmod(fastgd.multitask, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_thread_count_does_not_change_the_model():
+    import numba
+
+    X, Y = _small_problem(200)
+    Y = Y.copy()
+    Y[::3, 1] = np.nan
+    before = numba.get_num_threads()
+    params = []
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            model = MultiTaskRegressor(
+                hidden_layer_sizes=(16,), task_layer_sizes=(4,), max_iter=3, random_state=0
+            )
+            params.append(model.fit(X, Y)._network.params.copy())
+    finally:
+        numba.set_num_threads(before)
+    for p in params[1:]:
+        np.testing.assert_array_equal(p, params[0])
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, Y = _small_problem()
+    MultiTaskRegressor(hidden_layer_sizes=(4,), max_iter=3, verbose=1, random_state=0).fit(X, Y)
+    assert capsys.readouterr().out.count("-- Epoch") == 3
