@@ -162,8 +162,8 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         linear.
     task_weights : array-like of shape (n_tasks,) or None, default=None
         Non-negative λₜ of the objective ``Σₜ λₜ Lₜ``; None means all 1. A
-        task with λ = 0 has no influence on the trunk (its head is not
-        trained either).
+        task with λ = 0 has no influence on the trunk nor on the other
+        heads (its own head then only feels the L2 penalty).
     loss : {"squared_error", "huber"}, default="squared_error"
         Per-element loss of a residual r: ``½ r²``, or Huber's
         ``½ r²`` for ``|r| ≤ huber_delta`` and
@@ -768,6 +768,12 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         seed = rs.randint(np.iinfo(np.int32).max)
         order = np.random.RandomState(seed).permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        if not np.any((mask[val] > 0).sum(axis=0) >= 2):
+            raise ValueError(
+                f"early_stopping needs a validation split with at least 2 labels of some "
+                f"task to compute R²; validation_fraction={self.validation_fraction} of "
+                f"{n} samples gives none. Increase validation_fraction."
+            )
         return X[train], X[val], y[train], y[val], mask[train], mask[val]
 
     # ----------------------------------------------------------- predict

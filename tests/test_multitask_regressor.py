@@ -523,6 +523,12 @@ def test_early_stopping_restores_best_weights():
     assert model.best_validation_score_ == max(model.validation_scores_)
 
 
+def test_early_stopping_needs_labels_in_the_validation_split():
+    X, Y = _small_problem(n=100)
+    with pytest.raises(ValueError, match="at least 2 labels of some task"):
+        MultiTaskRegressor(early_stopping=True, validation_fraction=0.01, max_iter=2).fit(X, Y)
+
+
 def test_warm_start_continues():
     X, Y = _small_problem()
     model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=2, warm_start=True, random_state=0)
