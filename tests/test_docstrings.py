@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fastgd.gd_regressor", "fastgd.fusion", "fastgd.callbacks"]
+MODULES = ["fastgd.gd_regressor", "fastgd.fusion", "fastgd.multitask", "fastgd.callbacks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -551,3 +551,16 @@ def test_any_sparse_format_and_index_width_gives_the_same_model(backend):
     reference = GDRegressor(**kwargs).fit(X, y).coef_
     for variant in (wide, X.tocoo(), X.tocsc()):
         np.testing.assert_array_equal(GDRegressor(**kwargs).fit(variant, y).coef_, reference)
+
+
+def test_divergence_is_judged_within_one_call():
+    """A later fit call on data with larger losses is not mistaken for divergence."""
+    from fastgd._engine.training import TrainingHistory, run_epochs
+
+    history = TrainingHistory(tol=None, n_iter_no_change=5, early_stopping=False)
+    run_epochs(lambda epoch: 1.0, history, 2)  # e.g. an earlier partial_fit chunk
+    run_epochs(lambda epoch: 50.0, history, 2)  # a later chunk: larger, but steady
+    assert history.loss_curve == [1.0, 1.0, 50.0, 50.0]
+    with pytest.raises(DivergenceError, match="grew from 50 to 5e"):
+        losses = iter([50.0, 5e4])
+        run_epochs(lambda epoch: next(losses), history, 2)

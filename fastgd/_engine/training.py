@@ -216,11 +216,15 @@ def run_epochs(
     """
     n_epochs = 0
     converged = False
+    # Divergence is judged against this call's first epoch: a history carried
+    # over from earlier partial_fit calls may have seen other data.
+    first_of_call = len(history.loss_curve)
     for epoch in range(max_iter):
         started = time.perf_counter()
         loss = train_epoch(epoch)
         n_epochs = epoch + 1
-        first_loss = history.loss_curve[0] if history.loss_curve else math.inf
+        curve = history.loss_curve
+        first_loss = curve[first_of_call] if len(curve) > first_of_call else math.inf
         check_divergence(loss, first_loss, n_epochs, divergence_hint)
         score = validation_score() if history.early_stopping else None
         improved = history.record(loss, score)
@@ -250,9 +254,9 @@ def run_epochs(
             break
     else:
         _warn_if_not_converged(history, max_iter, estimator_name)
-    if history.loss_curve:
-        curve = history.loss_curve
-        check_divergence(curve[-1], curve[0], n_epochs, divergence_hint, FINAL_GROWTH)
+    curve = history.loss_curve
+    if len(curve) > first_of_call:
+        check_divergence(curve[-1], curve[first_of_call], n_epochs, divergence_hint, FINAL_GROWTH)
     if verbose and converged:
         print(f"Convergence after {n_epochs} epochs", flush=True)
     return n_epochs
