@@ -57,7 +57,20 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
             default="adam"
         Update rule (momentum 0.9; Adam's β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
     learning_rate_init : float, default=1e-3
-        Step size.
+        Initial step size.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Learning-rate schedule, as scikit-learn's ``MLPClassifier``:
+        ``"constant"`` keeps ``learning_rate_init``; ``"invscaling"`` uses
+        ``learning_rate_init / t^power_t`` at update t (updates counted from
+        1 over the whole fit, or over all ``partial_fit`` calls);
+        ``"adaptive"`` keeps the rate while the training loss (or validation
+        accuracy with ``early_stopping``) improves by ``tol`` and divides it
+        by 5 after each run of ``n_iter_no_change`` epochs without
+        improvement; training stops when such a run finds it below 1e-6.
+        With an adaptive optimizer ("adagrad", "rmsprop", "adam") the
+        schedule scales its base step.
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     batch_size : int, default=32
         Mini-batch size (clipped to the number of samples).
     max_iter : int, default=200
@@ -88,6 +101,13 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         Print one line per epoch.
     dtype : {np.float32, np.float64}, default=np.float32
         Compute dtype of the weights and activations.
+    callbacks : list of callables, default=None
+        Called as ``callback(estimator, report)`` after every epoch, with
+        the estimator (its ``loss_curve_``, ``n_iter_`` and weights are those
+        of that epoch, so it can ``predict``) and an
+        :class:`~fastgd.callbacks.EpochReport` (epoch, loss, validation
+        score, learning rate, time). A callback returning True stops
+        training. See :mod:`fastgd.callbacks`.
 
     Attributes
     ----------
@@ -150,6 +170,8 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         "head": [list, tuple],
         "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "power_t": [Interval(numbers.Real, None, None, closed="neither")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -162,6 +184,7 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "dtype": "no_validation",
+        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -172,6 +195,8 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         head=(),
         optimizer="adam",
         learning_rate_init=1e-3,
+        learning_rate="constant",
+        power_t=0.5,
         batch_size=32,
         max_iter=200,
         tol=1e-4,
@@ -184,6 +209,7 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         dtype=np.float32,
+        callbacks=None,
     ):
         self.branches = branches
         self.fusion = fusion
@@ -191,6 +217,8 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         self.head = head
         self.optimizer = optimizer
         self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
+        self.power_t = power_t
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.tol = tol
@@ -203,6 +231,7 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.dtype = dtype
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------- tags
     def __sklearn_tags__(self):
@@ -443,6 +472,8 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
                 SoftmaxCrossEntropyLoss(len(classes)),
                 optimizer=self.optimizer,
                 learning_rate=self.learning_rate_init,
+                schedule=self.learning_rate,
+                power_t=self.power_t,
                 batch_size=batch_size,
                 alpha=self.alpha,
                 target_dtypes=(np.int64, dtype),
@@ -471,6 +502,20 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
                     else float(correct.mean())
                 )
 
+        callbacks = list(self.callbacks or ())
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(f"callbacks must be callables; got {callback!r}.")
+        n_before = getattr(self, "n_iter_", 0) if continuing else 0
+
+        def publish():
+            # What a callback sees: the history so far (the weights are live).
+            self.n_iter_ = n_before + len(history.loss_curve) - n_curve_before
+            self.loss_curve_ = list(history.loss_curve)
+            self.best_loss_ = float(history.best_loss)
+            self.validation_scores_ = list(history.validation_scores) if early_stopping else None
+
+        n_curve_before = len(history.loss_curve)
         self._network = network
         self._columns = columns
         self._fit_signature = signature
@@ -483,6 +528,9 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
             validation_score=validation_score,
             verbose=self.verbose,
             estimator_name=type(self).__name__,
+            callbacks=callbacks,
+            callback_target=self,
+            before_callbacks=publish,
         )
         self._trainer = trainer
         self._history = history

@@ -466,3 +466,135 @@ def test_thread_count_does_not_change_the_model():
         numba.set_num_threads(before)
     for p in params[1:]:
         np.testing.assert_array_equal(p, params[0])
+
+
+# ------------------------------------------- schedules, callbacks, verbose
+def test_callbacks_see_every_epoch_and_can_stop_training():
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = _small_problem()
+    log = HistoryLogger()
+    seen = []
+
+    def stop_after_four(estimator, report):
+        seen.append((estimator.n_iter_, len(estimator.loss_curve_), estimator.predict_proba(X)))
+        return report.epoch >= 4
+
+    clf = FusionClassifier(
+        branches=_small_branches(), callbacks=[log, stop_after_four], tol=0.0, random_state=0
+    ).fit(X, y)
+    assert clf.n_iter_ == 4
+    assert log.column("epoch") == [1, 2, 3, 4]
+    assert log.column("loss") == clf.loss_curve_
+    assert log.column("learning_rate") == [1e-3] * 4
+    assert [s[:2] for s in seen] == [(k, k) for k in (1, 2, 3, 4)]
+    # the estimator seen by a callback predicts with the weights of that epoch
+    np.testing.assert_array_equal(seen[-1][2], clf.predict_proba(X))
+    assert not np.array_equal(seen[0][2], seen[-1][2])
+    # a model with a (picklable) callback still pickles
+    restored = pickle.loads(pickle.dumps(clf.set_params(callbacks=[log])))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+
+
+def test_callbacks_receive_validation_scores_and_partial_fit_epochs():
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = _small_problem(n=200)
+    log = HistoryLogger()
+    clf = FusionClassifier(
+        branches=_small_branches(), early_stopping=True, max_iter=8, callbacks=[log], random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert log.column("validation_score") == clf.validation_scores_
+    log.history.clear()
+    inc = FusionClassifier(branches=_small_branches(), callbacks=[log], random_state=0)
+    inc.partial_fit(X, y, classes=[0, 1])
+    inc.partial_fit(X, y)
+    assert log.column("epoch") == [1, 1] and log.column("loss") == inc.loss_curve_
+
+
+def test_a_callback_that_is_not_callable_is_named():
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match="callbacks must be callables"):
+        FusionClassifier(branches=_small_branches(), callbacks=["log"]).fit(X, y)
+
+
+def test_verbose_shows_the_learning_rate(capsys):
+    X, y = _small_problem()
+    FusionClassifier(
+        branches=_small_branches(),
+        verbose=1,
+        max_iter=2,
+        tol=0.0,
+        random_state=0,
+        learning_rate="invscaling",
+    ).fit(X, y)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("-- Epoch")]
+    assert len(lines) == 2
+    n_updates = int(np.ceil(len(y) / 32))
+    assert f"learning rate {1e-3 / n_updates**0.5:.4g}" in lines[0]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_invscaling_reports_and_uses_the_decayed_rate():
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = _small_problem()
+    log = HistoryLogger()
+    kwargs = dict(
+        branches=_small_branches(),
+        optimizer="sgd",
+        learning_rate_init=0.1,
+        batch_size=40,
+        max_iter=3,
+        tol=0.0,
+        random_state=0,
+    )
+    clf = FusionClassifier(learning_rate="invscaling", power_t=0.3, callbacks=[log], **kwargs)
+    clf.fit(X, y)
+    # 120 samples in batches of 40: 3 updates per epoch
+    np.testing.assert_allclose(log.column("learning_rate"), [0.1 / t**0.3 for t in (3, 6, 9)])
+    constant = FusionClassifier(**kwargs).fit(X, y)
+    # the first update is the same (1^power_t = 1), later ones are smaller
+    assert not np.allclose(clf.predict_proba(X), constant.predict_proba(X))
+    same_first = FusionClassifier(**{**kwargs, "max_iter": 1, "batch_size": 120})
+    assert np.allclose(
+        same_first.fit(X, y).predict_proba(X),
+        clone(same_first).set_params(learning_rate="invscaling").fit(X, y).predict_proba(X),
+    )
+
+
+def test_adaptive_divides_the_rate_on_plateaus():
+    from fastgd.callbacks import HistoryLogger
+
+    X, y = _small_problem()
+    log = HistoryLogger()
+    # tol=1e9: nothing after the first epoch counts as an improvement, so
+    # every n_iter_no_change=2 epochs is a plateau: /5 until below 1e-6.
+    clf = FusionClassifier(
+        branches=_small_branches(),
+        learning_rate="adaptive",
+        learning_rate_init=1e-3,
+        tol=1e9,
+        n_iter_no_change=2,
+        max_iter=100,
+        callbacks=[log],
+        random_state=0,
+    ).fit(X, y)
+    assert clf.n_iter_ == 13
+    expected = [1e-3] * 3 + [1e-3 / 5**k for k in range(1, 6) for _ in range(2)]
+    np.testing.assert_allclose(log.column("learning_rate"), expected)
+    constant = FusionClassifier(
+        branches=_small_branches(), tol=1e9, n_iter_no_change=2, max_iter=100, random_state=0
+    ).fit(X, y)
+    assert constant.n_iter_ == 3
+
+
+def test_bad_schedule_parameters_are_rejected():
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match="learning_rate"):
+        FusionClassifier(learning_rate="optimal").fit(X, y)
+    with pytest.raises(ValueError, match="power_t"):
+        FusionClassifier(power_t="half").fit(X, y)

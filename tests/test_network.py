@@ -207,3 +207,85 @@ def test_task_heads_and_masked_loss_match_finite_differences(trunk):
         net.params[j] = saved
         numeric[j] = (up - down) / (2 * eps)
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-8)
+
+
+def _schedule_problem(seed=0):
+    rs = np.random.RandomState(seed)
+    X = rs.standard_normal((40, 4))
+    y = (X[:, 0] - X[:, 2] > 0).astype(np.int64)
+    net = Network([("a", [Dense(6, activation="tanh")], 4)], "concat", [], 2, None, np.float64)
+    net.initialize(rs)
+    return X, y, net
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_invscaling_uses_lr_over_t_to_the_power_t(optimizer):
+    # Full batch, no shuffling: one update per epoch, so a constant-rate
+    # trainer whose rate is set by hand before each epoch replays the schedule.
+    X, y, net = _schedule_problem()
+    ref = Network([("a", [Dense(6, activation="tanh")], 4)], "concat", [], 2, None, np.float64)
+    ref.params[:] = net.params
+    w = np.ones(40)
+    lr0, power_t = 0.5, 0.7
+    common = dict(optimizer=optimizer, learning_rate=lr0, batch_size=40, alpha=0.0)
+    trainer = _trainer(
+        net, np.random.RandomState(1), schedule="invscaling", power_t=power_t, **common
+    )
+    manual = _trainer(ref, np.random.RandomState(1), **common)
+    rates = []
+    trainer.fit(
+        [X],
+        (y, w),
+        TrainingHistory(None, 10, False),
+        6,
+        shuffle=False,
+        callbacks=[lambda target, report: rates.append(report.learning_rate)],
+    )
+    for t in range(1, 7):
+        manual.learning_rate = lr0 / t**power_t
+        manual.train_epoch([X], (y, w), shuffle=False)
+    np.testing.assert_allclose(rates, [lr0 / t**power_t for t in range(1, 7)])
+    np.testing.assert_array_equal(net.params, ref.params)
+
+
+def test_adaptive_divides_by_five_on_each_plateau_and_stops_below_1e_6():
+    # A huge tol: only the first epoch improves, so every n_iter_no_change=2
+    # epochs is a plateau: 1e-3 → 2e-4 → … → 3.2e-7, which is below 1e-6 and
+    # ends training at the next plateau (epoch 1 + 2·6 = 13).
+    X, y, net = _schedule_problem()
+    ref = Network([("a", [Dense(6, activation="tanh")], 4)], "concat", [], 2, None, np.float64)
+    ref.params[:] = net.params
+    w = np.ones(40)
+    common = dict(optimizer="sgd", learning_rate=1e-3, batch_size=40, alpha=0.0)
+    trainer = _trainer(net, np.random.RandomState(1), schedule="adaptive", **common)
+    manual = _trainer(ref, np.random.RandomState(1), **common)
+    rates = []
+    n_epochs = trainer.fit(
+        [X],
+        (y, w),
+        TrainingHistory(1e9, 2, False),
+        100,
+        shuffle=False,
+        callbacks=[lambda target, report: rates.append(report.learning_rate)],
+    )
+    expected = [1e-3] * 3 + [1e-3 / 5**k for k in range(1, 6) for _ in range(2)]
+    assert n_epochs == 13
+    np.testing.assert_allclose(rates, expected)
+    for rate in expected:
+        manual.learning_rate = rate
+        manual.train_epoch([X], (y, w), shuffle=False)
+    np.testing.assert_array_equal(net.params, ref.params)
+
+
+def test_constant_schedule_stops_at_the_first_plateau():
+    X, y, net = _schedule_problem()
+    trainer = _trainer(net, np.random.RandomState(1), optimizer="sgd", batch_size=40)
+    n_epochs = trainer.fit([X], (y, np.ones(40)), TrainingHistory(1e9, 2, False), 100)
+    assert n_epochs == 3
+    assert trainer.current_learning_rate() == 1e-2
+
+
+def test_unknown_schedule_is_named():
+    X, y, net = _schedule_problem()
+    with pytest.raises(ValueError, match="schedule 'cyclic'"):
+        _trainer(net, np.random.RandomState(1), schedule="cyclic")

@@ -18,6 +18,15 @@ The objective of a batch of m samples is the loss plus
 the epoch's objective is the mean over samples of the batch objectives.
 The epoch loop, stopping rule and history are
 :func:`fastgd._engine.training.run_epochs`.
+
+Learning-rate schedules (as scikit-learn's ``MLPClassifier``):
+
+* ``"constant"``: every update uses ``learning_rate``;
+* ``"invscaling"``: update t (1-based, counted over the trainer's life, so
+  across ``partial_fit`` calls) uses ``learning_rate / t^power_t``;
+* ``"adaptive"``: the rate stays while the stopping rule sees improvement;
+  each plateau of ``n_iter_no_change`` epochs divides it by 5, and training
+  stops on a plateau once it is below ``1e-6``.
 """
 
 import math
@@ -29,6 +38,11 @@ from fastgd._kernels import codes
 from fastgd.exceptions import DivergenceError
 
 __all__ = ["NetworkTrainer"]
+
+SCHEDULES = ("constant", "invscaling", "adaptive")
+# The adaptive schedule divides the rate by this on a plateau, down to MIN_LEARNING_RATE.
+ADAPTIVE_DIVISOR = 5.0
+MIN_LEARNING_RATE = 1e-6
 
 _DIVERGENCE_HINT = (
     "Try a smaller learning_rate_init, scaling the input features, or a larger alpha."
@@ -49,6 +63,7 @@ class NetworkTrainer:
     optimizer : str
         Key of :data:`fastgd._kernels.codes.OPTIMIZER_CODES`.
     learning_rate : float
+        Initial learning rate (the constant one with ``schedule="constant"``).
     batch_size : int
         Capacity of every buffer.
     alpha : float
@@ -61,6 +76,10 @@ class NetworkTrainer:
         Source of the shuffling permutations and of the dropout masks.
     momentum, beta_1, beta_2, epsilon : float
         Optimizer constants.
+    schedule : {"constant", "invscaling", "adaptive"}, default="constant"
+        Learning-rate schedule (see the module doc).
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     """
 
     def __init__(
@@ -79,11 +98,21 @@ class NetworkTrainer:
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
+        schedule="constant",
+        power_t=0.5,
     ):
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"Unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}."
+            )
         self.network = network
         self.loss = loss
         self.optimizer_code = codes.OPTIMIZER_CODES[optimizer]
         self.learning_rate = float(learning_rate)
+        self.schedule = schedule
+        self.power_t = float(power_t)
+        # Rate of the adaptive schedule (divided on plateaus).
+        self.adaptive_rate = self.learning_rate
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.momentum = float(momentum)
@@ -113,6 +142,25 @@ class NetworkTrainer:
     def __getstate__(self):
         # Workspaces are rebuilt on demand; never pickle them.
         raise TypeError("NetworkTrainer objects are not picklable.")
+
+    def rate_of_step(self, t):
+        """Learning rate of the t-th update (1-based)."""
+        if self.schedule == "invscaling":
+            return self.learning_rate / float(t) ** self.power_t
+        if self.schedule == "adaptive":
+            return self.adaptive_rate
+        return self.learning_rate
+
+    def current_learning_rate(self):
+        """Rate of the last update (of the first one before any update)."""
+        return self.rate_of_step(max(self.step_count, 1))
+
+    def on_plateau(self):
+        """Stopping-rule hook: "adaptive" divides the rate and goes on."""
+        if self.schedule == "adaptive" and self.adaptive_rate > MIN_LEARNING_RATE:
+            self.adaptive_rate /= ADAPTIVE_DIVISOR
+            return True
+        return False
 
     def train_epoch(self, sources, targets, shuffle):
         """One pass over the data; returns the mean objective per sample."""
@@ -165,7 +213,7 @@ class NetworkTrainer:
                 grads,
                 s1,
                 s2,
-                self.learning_rate,
+                self.rate_of_step(self.step_count),
                 self.step_count,
                 self.optimizer_code,
                 self.momentum,
@@ -187,11 +235,17 @@ class NetworkTrainer:
         validation_score=None,
         verbose=0,
         estimator_name="estimator",
+        callbacks=(),
+        callback_target=None,
+        before_callbacks=None,
     ):
         """Train until the stopping rule ends it; keeps the best weights.
 
         With early stopping (``history.early_stopping``) the parameters of
         the epoch with the best validation score are restored at the end.
+        ``callbacks``, ``callback_target`` and ``before_callbacks`` are passed
+        to :func:`~fastgd._engine.training.run_epochs`; the reports carry the
+        current learning rate.
 
         Returns
         -------
@@ -215,9 +269,14 @@ class NetworkTrainer:
                 history,
                 max_iter,
                 validation_score=score_fn,
+                on_plateau=self.on_plateau,
                 verbose=verbose,
                 divergence_hint=_DIVERGENCE_HINT,
                 estimator_name=estimator_name,
+                callbacks=callbacks,
+                callback_target=callback_target,
+                before_callbacks=before_callbacks,
+                learning_rate=self.current_learning_rate,
             )
         if best is not None and history.best_epoch >= 0:
             net.params[:] = best
