@@ -614,3 +614,29 @@ def test_kernels_bit_identical_on_repeat_and_thread_count(rng):
     for again in (run(), single):
         for a, c in zip(first, again):
             np.testing.assert_array_equal(a, c)
+
+
+# --------------------------------------------------------------------------
+# Optimizer update without L1 (the vectorised path the networks use).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", list(codes.OPTIMIZER_CODES.values()))
+def test_optimizer_step_without_l1_matches_naive(optimizer, dtype):
+    from naive_linear import NaiveOptimizer
+
+    from fastgd._kernels.optimizers import optimizer_step
+
+    rng = np.random.RandomState(optimizer)
+    n = 1003  # not a multiple of any vector width
+    params = rng.randn(n).astype(dtype)
+    s1, s2 = np.zeros(n, dtype), np.zeros(n, dtype)
+    ref = NaiveOptimizer(optimizer, n, momentum=0.8, beta_1=0.85, beta_2=0.99, eps=1e-7)
+    expected = params.astype(np.float64)
+    # float32: a few ulps per step, compounded over the steps
+    rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-12, 1e-14)
+    for step in range(1, 8):
+        g = rng.randn(n).astype(dtype)
+        lr = 0.05 / step
+        optimizer_step(params, g, s1, s2, lr, step, optimizer, 0.8, 0.85, 0.99, 1e-7)
+        assert params.dtype == s1.dtype == s2.dtype == dtype
+        expected, _ = ref.update(expected, g.astype(np.float64), lr)
+        np.testing.assert_allclose(params, expected, rtol=rtol, atol=atol)

@@ -70,26 +70,37 @@ def _maxpool2d_forward_body(X, pool_h, pool_w, stride, out, argmax):
         am = argmax[n, c]
         for i in range(OH):
             h0 = i * stride
+            best = o[i]
+            pos = am[i]
+            # Two passes over the windows of an output row, each a loop over
+            # the row's windows that the compiler vectorises (a per-window
+            # scan is a chain of dependent selects and branches).
+            # 1. Maxima, visiting each window's pixels in row-major order:
+            #    strict ">" keeps the first maximum; the first NaN wins over
+            #    any number, so NaN propagates.
+            first = x[h0]
             for j in range(OW):
-                w0 = j * stride
-                # Scan the window in row-major order with branch-free
-                # selects; k counts the pixels visited. Strict ">" keeps the
-                # first maximum; the first NaN of a window wins over any
-                # number, so NaN propagates.
-                best = x[h0, w0]
-                k_best = 0
-                k = 0
-                for p in range(pool_h):
-                    row = x[h0 + p]
-                    for q in range(pool_w):
-                        v = row[w0 + q]
-                        take = (v > best) | ((v != v) & (best == best))
-                        best = v if take else best
-                        k_best = k if take else k_best
-                        k += 1
-                o[i, j] = best
-                p_best = k_best // pool_w
-                am[i, j] = (h0 + p_best) * W + w0 + (k_best - p_best * pool_w)
+                best[j] = first[j * stride]
+            for p in range(pool_h):
+                row = x[h0 + p]
+                for q in range(pool_w):
+                    if p == 0 and q == 0:
+                        continue
+                    for j in range(OW):
+                        v = row[j * stride + q]
+                        b = best[j]
+                        best[j] = v if (v > b) | ((v != v) & (b == b)) else b
+            # 2. Positions: the first pixel in row-major order equal to the
+            #    maximum (or the first NaN when the maximum is NaN), found by
+            #    a scan in reverse order in which later matches overwrite.
+            for p in range(pool_h - 1, -1, -1):
+                row = x[h0 + p]
+                base = (h0 + p) * W
+                for q in range(pool_w - 1, -1, -1):
+                    for j in range(OW):
+                        v = row[j * stride + q]
+                        hit = (v == best[j]) | (v != v)
+                        pos[j] = base + j * stride + q if hit else pos[j]
 
 
 _maxpool2d_forward_parallel, _maxpool2d_forward_serial = parallel_and_serial(
