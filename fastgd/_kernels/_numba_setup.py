@@ -13,16 +13,25 @@ applied before the first parallel kernel is compiled:
 * ``KERNEL_OPTIONS`` are the options of every ``@njit``: on-disk caching so
   compilation is paid once per machine, and no blanket ``fastmath`` (it lets
   LLVM assume there are no NaNs, which hides divergence).
+* every cached kernel defined in fastgd (``numba.njit(**KERNEL_OPTIONS)`` in
+  a ``fastgd.*`` module) compiles under a cross-process lock, so that
+  processes starting at once on an empty cache neither corrupt it nor each
+  compile everything (see "compile lock" below).
 """
 
+import contextlib
 import importlib
 import os
 import types
 
 import numba
+from numba.core import sigutils
+from numba.core.compiler_lock import global_compiler_lock
+from numba.core.dispatcher import Dispatcher
 
 __all__ = [
     "numba",
+    "njit",
     "KERNEL_OPTIONS",
     "PARALLEL_KERNEL_OPTIONS",
     "PARALLEL_MIN_WORK",
@@ -61,6 +70,181 @@ PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
 # serial twin, used below about a millisecond of work (this many scalar
 # operations), where a region cannot pay off.
 PARALLEL_MIN_WORK = 1 << 20
+
+
+# ----------------------------------------------------------- compile lock
+#
+# Numba's on-disk cache is not safe when several processes compile the same
+# function at once (a grid search with n_jobs=8 on a fresh install). Saving
+# an entry reads the function's index file, picks the first free data-file
+# number, writes the index and then the data file, with no lock: two
+# processes saving two signatures at the same moment both pick number 1, and
+# the index can end up naming one signature while the data file holds the
+# other's machine code. A later process then loads code compiled for other
+# argument types (a TypeError when unboxing, or wrong results when the
+# item sizes agree), and entries overwritten this way are compiled again by
+# every later process. Each process also compiles everything itself, so eight
+# processes pay eight times the CPU of one.
+#
+# fastgd therefore holds an exclusive file lock per kernel (beside its index
+# file) from the cache lookup to the cache write of a first compilation. The
+# first process compiles and saves; the others wait, then load its result.
+# Locks nest only from a kernel to the kernels it calls, which form no
+# cycles, and are taken inside Numba's in-process compiler lock, so they
+# cannot deadlock.
+#
+# The lock is installed when Numba enables caching on a dispatcher whose
+# function is defined in a ``fastgd.*`` module, so every kernel written the
+# usual way (``@numba.njit(**KERNEL_OPTIONS)``) gets it; Numba functions of
+# other packages are left exactly as they were. ``njit`` below installs it
+# on any function.
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock_file(fd):
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises
+                return
+            except OSError:
+                continue
+
+    def _unlock_file(fd):
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_file(fd):
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _unlock_file(fd):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# path -> [fd, depth]: a lock this process holds. Only touched under Numba's
+# compiler lock (one thread at a time); the depth makes the lock re-entrant
+# (a recursive kernel compiles itself while compiling itself).
+_held_locks = {}
+
+
+def _lock_path(dispatcher):
+    """The lock file of a cached dispatcher (beside its index file), or None."""
+    cache = getattr(dispatcher, "_cache", None)
+    impl = getattr(cache, "_impl", None)
+    if impl is None:  # caching disabled
+        return None
+    try:
+        impl.locator.ensure_cache_path()
+        return os.path.join(cache.cache_path, impl.filename_base + ".lock")
+    except (OSError, AttributeError):  # unusable cache directory, other Numba
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """Exclusive lock on ``path`` across processes; re-entrant in this process."""
+    held = _held_locks.get(path)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # cannot create the lock file: compile unlocked, as Numba does
+        yield
+        return
+    try:
+        _lock_file(fd)
+        _held_locks[path] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _held_locks[path]
+            _unlock_file(fd)
+    finally:
+        os.close(fd)
+
+
+def _install_compile_lock(dispatcher):
+    """Make ``dispatcher.compile`` take the kernel's file lock on a first compilation."""
+    if getattr(dispatcher, "_fastgd_compile_lock", False):
+        return dispatcher
+    unlocked_compile = dispatcher.compile
+
+    def compile(sig):
+        with global_compiler_lock:
+            args, _ = sigutils.normalize_signature(sig)
+            if tuple(args) in dispatcher.overloads:  # compiled or loaded in this process
+                return unlocked_compile(sig)
+            path = _lock_path(dispatcher)
+            if path is None:
+                return unlocked_compile(sig)
+            with _file_lock(path):
+                # Inside the lock Numba looks in the cache again: a process
+                # that held the lock before us has saved what it compiled.
+                return unlocked_compile(sig)
+
+    compile.__doc__ = unlocked_compile.__doc__
+    dispatcher.compile = compile
+    dispatcher._fastgd_compile_lock = True
+    return dispatcher
+
+
+def _is_fastgd_function(py_func):
+    module = getattr(py_func, "__module__", None) or ""
+    return module == "fastgd" or module.startswith("fastgd.")
+
+
+if not getattr(Dispatcher.enable_caching, "_fastgd", False):
+    _numba_enable_caching = Dispatcher.enable_caching
+
+    def _enable_caching(self):
+        _numba_enable_caching(self)
+        if _is_fastgd_function(self.py_func):
+            _install_compile_lock(self)
+
+    _enable_caching._fastgd = True
+    _enable_caching.__doc__ = _numba_enable_caching.__doc__
+    Dispatcher.enable_caching = _enable_caching
+
+
+def njit(py_func=None, **options):
+    """``numba.njit`` plus the cross-process compile lock, for any function.
+
+    Kernels defined in ``fastgd.*`` modules get the lock from
+    ``numba.njit`` already; this is for functions defined elsewhere (tests,
+    user extensions). With ``cache=True`` the first compilation of each signature holds an
+    exclusive lock file beside the kernel's cache index, from the cache
+    lookup to the cache write, so processes starting at once on an empty
+    cache compile each kernel once and never corrupt the cache (see the
+    comment above).
+
+    Parameters
+    ----------
+    py_func : callable, optional
+        The function to compile; without it, a decorator is returned.
+    **options
+        Options of ``numba.njit``.
+
+    Returns
+    -------
+    numba dispatcher or decorator
+    """
+
+    def decorate(func):
+        dispatcher = numba.njit(**options)(func)
+        if options.get("cache"):
+            _install_compile_lock(dispatcher)
+        return dispatcher
+
+    return decorate if py_func is None else decorate(py_func)
 
 
 def serial_twin(py_func):
