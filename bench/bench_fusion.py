@@ -316,18 +316,19 @@ if pytest is not None:
 
 # ================================================================== CLI
 def _interleaved_best(fns, repeats):
-    """Best time of each callable, running them in turn ``repeats`` times.
+    """Median time of each callable, running them in turn ``repeats`` times.
 
     Interleaving makes a slow phase of a shared machine hit every
-    implementation alike instead of whichever ran then.
+    implementation alike instead of whichever ran then; the median ignores
+    the odd run that another process slowed down.
     """
-    best = {name: float("inf") for name in fns}
+    times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main(argv=None):
@@ -395,7 +396,7 @@ def main(argv=None):
         fns["pytorch"] = lambda: trainer.predict(inputs_p, 10_000)
     record("mlp predict 10000", _interleaved_best(fns, 3 * repeats))
 
-    print(f"threads: {n_threads()}  (ratio = other time / fastgd time; > 1 means fastgd is faster)")
+    print(f"threads: {n_threads()}  (median times; ratio = other time / fastgd time; > 1 means fastgd is faster)")
     print(f"{'workload':<28} {'impl':<8} {'seconds':>9} {'ratio':>7}")
     for workload, impl, seconds, ratio in rows:
         r = "" if ratio is None else f"{ratio:7.2f}"
