@@ -14,6 +14,7 @@ _LAZY_ATTRIBUTES = {
     "FusionClassifier": "fastgd.fusion",
     "MultiTaskRegressor": "fastgd.multitask",
     "stack_modalities": "fastgd._branches",
+    "compile_kernels": "fastgd._compile",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES) + ["__version__"]

@@ -2,6 +2,8 @@
 
 ``fastgd demo`` fits fastgd's estimators on data shipped with scikit-learn
 and prints each score and fit time next to the scikit-learn counterpart.
+``fastgd compile`` compiles every Numba kernel ahead of time (into Numba's
+on-disk cache), so that no later process pays for compilation.
 """
 
 import argparse
@@ -53,12 +55,55 @@ def demo_gd_regressor(repeats=7, out=sys.stdout):
     return our_r2, their_r2
 
 
+def compile_command(estimators=None, list_kernels=False, out=None):
+    """``fastgd compile``: compile every Numba kernel and say what and how long."""
+    from fastgd._compile import compile_kernels
+
+    out = sys.stdout if out is None else out
+    which = ", ".join(estimators) if estimators else "every estimator"
+    print(f"Compiling fastgd's Numba kernels for float32 and float64 ({which})...", file=out)
+    report = compile_kernels(estimators=estimators, verbose=True, out=out)
+    if list_kernels:
+        print(f"  {'kernel':<48} {'signatures':>10} {'compiled':>9} {'loaded':>7}", file=out)
+        for name, counts in report["kernels"].items():
+            print(
+                f"  {name:<48} {counts['signatures']:>10} {counts['compiled']:>9} "
+                f"{counts['loaded']:>7}",
+                file=out,
+            )
+    print(
+        f"{len(report['kernels'])} kernels: {report['compiled']} signatures compiled, "
+        f"{report['loaded']} loaded from the cache, in {report['seconds']:.1f} s.",
+        file=out,
+    )
+    print(f"Cache: {report['cache_dir']}", file=out)
+    return report
+
+
 def main(argv=None):
     """Entry point of the ``fastgd`` console script."""
     parser = argparse.ArgumentParser(prog="fastgd", description="fastgd: compiled gradient descent")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="fit fastgd's estimators on scikit-learn's data sets")
+    compile_parser = commands.add_parser(
+        "compile",
+        help="compile every Numba kernel ahead of time (into Numba's on-disk cache)",
+        description="Compile every Numba kernel of fastgd for float32 and float64 and save "
+        "it in Numba's on-disk cache (NUMBA_CACHE_DIR if set), so that later processes "
+        "(parallel grid searches, Dask workers) load it instead of compiling.",
+    )
+    compile_parser.add_argument(
+        "--estimator",
+        action="append",
+        choices=["GDRegressor", "FusionClassifier", "MultiTaskRegressor"],
+        help="only the kernels of this estimator (repeat for several; default: all)",
+    )
+    compile_parser.add_argument(
+        "--list", action="store_true", help="list every kernel and its signatures"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo_gd_regressor()
+    elif args.command == "compile":
+        compile_command(args.estimator, list_kernels=args.list)
     return 0

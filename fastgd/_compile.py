@@ -1,0 +1,223 @@
+"""Compile every Numba kernel ahead of time: ``fastgd.compile_kernels()``, ``fastgd compile``.
+
+fastgd's Numba kernels are compiled on first use and cached on disk, so the
+first fit of each kind on a machine pays for compilation (tens of seconds
+for the networks). Compiling them all once, right after installing (or in a
+Docker image build, or before starting a cluster's workers), makes every
+later process load them from the cache instead.
+
+The kernels are compiled by fitting tiny models that reach every kernel with
+the argument types the estimators use, in float32 and float64: Numba
+compiles one machine-code version per signature, and the signatures are
+those of real fits (array layouts, optional buffers), which calling the
+kernels by hand would have to duplicate.
+"""
+
+import importlib
+import pkgutil
+import time
+import warnings
+
+import numpy as np
+
+__all__ = ["compile_kernels"]
+
+DTYPES = (np.float32, np.float64)
+
+
+def _linear_models(dtype):
+    """GDRegressor fits reaching every Numba linear kernel (dense and CSR)."""
+    import scipy.sparse as sp
+
+    from fastgd import GDRegressor
+
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    y = (X @ rng.standard_normal(4)).astype(dtype)
+    X_csr = sp.csr_matrix(X)
+    settings = [
+        dict(backend="numba"),  # per-sample SGD, the Numba backend
+        dict(backend="numba", average=True),
+        dict(batch_size=8),  # mini-batch
+        dict(batch_size="full", penalty="elasticnet"),  # full batch, proximal steps
+    ]
+    for params in settings:
+        for data in (X, X_csr):
+            model = GDRegressor(max_iter=2, tol=None, random_state=0, **params)
+            model.fit(data, y).predict(data)
+
+
+def _fusion_models(dtype):
+    """FusionClassifier fits reaching every layer kernel and both fusions."""
+    from fastgd import FusionClassifier
+    from fastgd.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
+
+    rng = np.random.RandomState(0)
+    y = np.arange(24) % 3
+    X = rng.rand(24, 2 * 36 + 5).astype(dtype)
+    branches = [
+        (
+            "image",
+            [
+                Reshape((2, 6, 6)),
+                Conv2D(2, 3, padding="same", activation="relu"),
+                MaxPool2D(2),
+                Conv2D(2, 2, stride=1, activation="tanh"),
+                AvgPool2D(2),
+                Flatten(),
+            ],
+            slice(0, 72),
+        ),
+        (
+            "pixels",
+            [Reshape((6, 6, 2), channels_last=True), Conv2D(1, 3), Flatten()],
+            slice(0, 72),
+        ),
+        ("vector", [Dense(4, activation="sigmoid"), Dropout(0.2)], slice(72, 77)),
+    ]
+    for fusion in ("concat", "hybrid"):
+        model = FusionClassifier(
+            branches=branches,
+            fusion=fusion,
+            max_iter=2,
+            batch_size=8,
+            dtype=dtype,
+            random_state=0,
+        )
+        model.fit(X, y)
+        model.predict(X)
+        model.predict_proba(X)
+        model.predict_log_proba(X)
+
+
+def _multitask_models(dtype):
+    """MultiTaskRegressor fits: every label present, missing labels, Huber."""
+    try:
+        from fastgd import MultiTaskRegressor
+    except ImportError:  # pragma: no cover - an older fastgd
+        return
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    Y = (X @ rng.standard_normal((4, 2))).astype(dtype)
+    Y_missing = Y.copy()
+    Y_missing[::3, 1] = np.nan
+    settings = [
+        (dict(), Y),
+        (dict(loss="huber", task_layer_sizes=(3,)), Y_missing),
+    ]
+    for params, targets in settings:
+        model = MultiTaskRegressor(
+            hidden_layer_sizes=(4,),
+            max_iter=2,
+            batch_size=8,
+            dtype=dtype,
+            random_state=0,
+            **params,
+        )
+        model.fit(X, targets).predict(X)
+
+
+def _kernel_dispatchers():
+    """``(name, dispatcher)`` of every Numba kernel defined in ``fastgd._kernels``."""
+    from numba.core.registry import CPUDispatcher
+
+    import fastgd._kernels
+
+    found = {}
+    for info in pkgutil.iter_modules(fastgd._kernels.__path__):
+        if info.name.startswith("_sgd_fast"):  # the Cython extension
+            continue
+        module = importlib.import_module(f"fastgd._kernels.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
+                found[f"{info.name}.{value.py_func.__name__}"] = value
+    return sorted(found.items())
+
+
+_FAMILIES = {
+    "GDRegressor": ("GDRegressor (Numba backend, mini-batch, full batch)", _linear_models),
+    "FusionClassifier": (
+        "FusionClassifier (dense, conv2d, pooling, dropout, softmax)",
+        _fusion_models,
+    ),
+    "MultiTaskRegressor": ("MultiTaskRegressor (masked and Huber losses)", _multitask_models),
+}
+
+
+def compile_kernels(estimators=None, verbose=False, out=None):
+    """Compile every Numba kernel of fastgd for float32 and float64, and cache it.
+
+    Tiny models of every estimator are fitted in both dtypes, which compiles
+    (or loads from Numba's on-disk cache) every kernel with the signatures
+    the estimators use. Run it once after installing fastgd, in an image
+    build, or before starting parallel workers (``GridSearchCV(n_jobs=...)``,
+    a Dask cluster), so that no process pays the compilation time. It is
+    also what the ``fastgd compile`` command runs.
+
+    Parameters
+    ----------
+    estimators : list of str, default=None
+        Compile only the kernels these estimators use (names among
+        ``"GDRegressor"``, ``"FusionClassifier"``, ``"MultiTaskRegressor"``);
+        all of them when None.
+    verbose : bool, default=False
+        Print a line per estimator family as it is compiled.
+    out : file-like, default=None
+        Where to print (``sys.stdout`` when None).
+
+    Returns
+    -------
+    report : dict
+        ``"seconds"`` (wall time), ``"cache_dir"`` (where Numba keeps the
+        cache, or None when caching is off), ``"compiled"`` and ``"loaded"``
+        (signatures compiled now / loaded from the cache, summed over the
+        kernels) and ``"kernels"``: for each kernel that has machine code,
+        ``{"signatures": n, "compiled": c, "loaded": l}``.
+
+    Examples
+    --------
+    >>> import fastgd
+    >>> report = fastgd.compile_kernels()  # doctest: +SKIP
+    >>> report["compiled"] + report["loaded"] > 0  # doctest: +SKIP
+    True
+    """
+    import sys
+
+    out = sys.stdout if out is None else out
+    names = list(_FAMILIES) if estimators is None else list(estimators)
+    unknown = sorted(set(names) - set(_FAMILIES))
+    if unknown:
+        raise ValueError(
+            f"Unknown estimator(s) {unknown}; expected names among {sorted(_FAMILIES)}."
+        )
+    families = [_FAMILIES[name] for name in names]
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for title, fit_models in families:
+            family_started = time.perf_counter()
+            for dtype in DTYPES:
+                fit_models(dtype)
+            if verbose:
+                seconds = time.perf_counter() - family_started
+                print(f"  {title}: {seconds:.1f} s", file=out)
+    seconds = time.perf_counter() - started
+
+    kernels, cache_dir = {}, None
+    for name, dispatcher in _kernel_dispatchers():
+        if not dispatcher.signatures:
+            continue
+        stats = dispatcher.stats
+        cache_dir = cache_dir or stats.cache_path
+        kernels[name] = {
+            "signatures": len(dispatcher.signatures),
+            "compiled": int(sum(stats.cache_misses.values())),
+            "loaded": int(sum(stats.cache_hits.values())),
+        }
+    return {
+        "seconds": seconds,
+        "cache_dir": cache_dir,
+        "compiled": sum(k["compiled"] for k in kernels.values()),
+        "loaded": sum(k["loaded"] for k in kernels.values()),
+        "kernels": kernels,
+    }

@@ -1,0 +1,126 @@
+"""Ahead-of-time compilation: ``fastgd.compile_kernels()`` and ``fastgd compile``."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd._cli import main
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# Compiles GDRegressor's kernels, or, with "fit", fits the models users fit
+# (GDRegressor's Numba paths in both dtypes) and reports the kernels' cache
+# counters.
+WORKER = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import numpy as np
+    sys.path.insert(0, {tests_dir!r})
+    import fastgd
+    from test_jit_cache import kernel_cache_stats
+
+    if sys.argv[1] == "compile":
+        report = fastgd.compile_kernels(estimators=["GDRegressor"])
+        print(json.dumps({{k: report[k] for k in ("compiled", "loaded", "cache_dir")}}))
+    else:
+        from fastgd import GDRegressor
+
+        rng = np.random.RandomState(1)
+        X = rng.standard_normal((50, 3))
+        y = X @ rng.standard_normal(3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for dtype in (np.float32, np.float64):
+                for params in (dict(backend="numba"), dict(batch_size=32)):
+                    GDRegressor(random_state=0, **params).fit(X.astype(dtype), y.astype(dtype))
+        print(json.dumps(kernel_cache_stats()))
+    """
+)
+
+
+def _run(argument, cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    completed = subprocess.run(
+        [sys.executable, "-c", WORKER.format(tests_dir=TESTS_DIR), argument],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
+    cache_dir = tmp_path / "numba-cache"
+    first = _run("compile", cache_dir)
+    assert first["compiled"] > 0
+    assert first["loaded"] == 0  # the cache was empty
+    assert first["cache_dir"].startswith(str(cache_dir))
+    index_files = [f for _, _, files in os.walk(cache_dir) for f in files if f.endswith(".nbi")]
+    assert any(f.startswith("sgd_numba.sgd_epoch") for f in index_files), index_files
+    assert any(f.startswith("batch_numba.batch_epoch") for f in index_files), index_files
+
+    second = _run("compile", cache_dir)
+    assert second["compiled"] == 0
+    assert second["loaded"] > 0
+
+    stats = _run("fit", cache_dir)
+    assert "fastgd._kernels.sgd_numba.sgd_epoch" in stats
+    assert "fastgd._kernels.batch_numba.batch_epoch" in stats
+    misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
+    assert not misses, f"compiled again: {misses}"
+
+
+def _signatures():
+    from fastgd._compile import _kernel_dispatchers
+
+    return {name: set(d.signatures) for name, d in _kernel_dispatchers()}
+
+
+def test_compile_kernels_covers_what_the_estimators_use():
+    # After compile_kernels(), fitting the usual models of every estimator
+    # needs no signature it has not compiled (or loaded) already.
+    sys.path.insert(0, TESTS_DIR)
+    from test_jit_cache import fit_all
+
+    report = fastgd.compile_kernels()
+    assert set(report) == {"seconds", "cache_dir", "compiled", "loaded", "kernels"}
+    assert report["compiled"] + report["loaded"] > 0
+    before = _signatures()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_all((np.float32, np.float64))
+    after = _signatures()
+    new = {name: sigs - before.get(name, set()) for name, sigs in after.items()}
+    assert not {name: sigs for name, sigs in new.items() if sigs}
+
+
+def test_compile_kernels_rejects_unknown_estimators():
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        fastgd.compile_kernels(estimators=["SGDRegressor"])
+
+
+def test_cli_compile_reports_what_it_compiled(capsys):
+    assert main(["compile", "--estimator", "GDRegressor", "--list"]) == 0
+    output = capsys.readouterr().out
+    assert "Compiling fastgd's Numba kernels" in output
+    assert "sgd_numba.sgd_epoch" in output
+    assert "signatures compiled" in output and "loaded from the cache" in output
+    assert "Cache: " in output
+
+
+def test_compile_command_prints_to_the_given_stream():
+    from fastgd._cli import compile_command
+
+    out = io.StringIO()
+    report = compile_command(["GDRegressor"], out=out)
+    assert f"{report['compiled']} signatures compiled" in out.getvalue()
