@@ -144,6 +144,26 @@ _FAMILIES = {
 }
 
 
+def kernel_cache_counters():
+    """Numba's cache counters of every fastgd kernel used in this process.
+
+    Returns
+    -------
+    dict of str -> (int, int)
+        ``kernel name -> (signatures loaded from the cache, signatures
+        compiled)``, for the kernels that have machine code in this process.
+    """
+    counters = {}
+    for name, dispatcher in _kernel_dispatchers():
+        if dispatcher.signatures:
+            stats = dispatcher.stats
+            counters[name] = (
+                int(sum(stats.cache_hits.values())),
+                int(sum(stats.cache_misses.values())),
+            )
+    return counters
+
+
 def compile_kernels(estimators=None, verbose=False, out=None):
     """Compile every Numba kernel of fastgd for float32 and float64, and cache it.
 

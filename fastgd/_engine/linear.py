@@ -133,10 +133,17 @@ class LinearState:
         self.counters = np.zeros(6, dtype=np.float64)
         self.counters[T] = 1.0
         self.eta = None  # current rate of the adaptive schedule
-        # Row order: a buffer shuffled in place every epoch by a generator
-        # seeded once from random_state, kept across partial_fit calls.
+        # Row order: each epoch visits a fresh permutation drawn by a
+        # generator seeded once from random_state and kept across
+        # partial_fit calls. The order is a function of the generator's state
+        # alone, so the n-sized buffer is not part of a pickle.
         self.shuffler = None
         self.order = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["order"] = None  # rebuilt by the next fit (a fitted model pickles small)
+        return state
 
     @property
     def n_features(self):
@@ -292,7 +299,7 @@ def _prepare_order(state, n_samples, rows, rng):
         state.shuffler = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
     if rows is not None:
         state.order = np.array(rows, dtype=np.intp)
-    elif state.order is None or state.order.shape[0] != n_samples:
+    else:
         state.order = np.arange(n_samples, dtype=np.intp)
 
 
@@ -377,8 +384,11 @@ def train_linear(
     if config.schedule == codes.ADAPTIVE:
         state.eta = config.eta0
 
+    unshuffled = order.copy() if shuffle else None
+
     def train_epoch(epoch):
         if shuffle:
+            order[:] = unshuffled
             state.shuffler.shuffle(order)
         return run_one_epoch(data, state, config, order, workspace, weight_sum)
 
