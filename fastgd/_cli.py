@@ -4,6 +4,7 @@
 and prints each score and fit time next to the scikit-learn counterpart.
 ``fastgd compile`` compiles every Numba kernel ahead of time (into Numba's
 on-disk cache), so that no later process pays for compilation.
+``fastgd bench`` runs the head-to-head benchmark suite of a source checkout.
 """
 
 import argparse
@@ -101,7 +102,31 @@ def main(argv=None):
     compile_parser.add_argument(
         "--list", action="store_true", help="list every kernel and its signatures"
     )
+    bench_parser = commands.add_parser(
+        "bench",
+        help="run the head-to-head benchmark suite (from a source checkout)",
+        description="Measure fastgd against scikit-learn (and PyTorch when installed) in one "
+        "run and print tables of times and ratios (ratio > 1: fastgd is faster).",
+    )
+    bench_parser.add_argument("--quick", action="store_true", help="small problems")
+    bench_parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench_parser.add_argument(
+        "--plot", metavar="FILE.png", help="save a bar chart of the ratios (needs matplotlib)"
+    )
+    bench_parser.add_argument(
+        "--only",
+        action="append",
+        choices=["gd_regressor", "fusion", "multitask"],
+        help="run only this suite (repeat for several; default: all)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from fastgd._bench import run_bench
+
+        report = run_bench(
+            quick=args.quick, json_path=args.json, plot_path=args.plot, only=args.only
+        )
+        return 0 if report is not None else 1
     if args.command == "demo":
         demo_gd_regressor()
     elif args.command == "compile":
