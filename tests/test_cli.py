@@ -91,3 +91,28 @@ def test_gd_ratio_labels():
     assert _bench._gd_ratios(results) == [
         ("GDRegressor (numba) one-epoch fit vs SGDRegressor", 2.0)
     ]
+
+
+def test_demo_runs_from_any_folder(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastgd", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    for name in ("GDRegressor", "FusionClassifier", "MultiTaskRegressor"):
+        assert f"fastgd.{name}" in out
+    for counterpart in ("SGDRegressor", "MLPClassifier", "RidgeCV"):
+        assert counterpart in out
+    accuracies = [float(a) for a in re.findall(r"acc (\d\.\d+)", out)]
+    assert len(accuracies) == 2 and min(accuracies) > 0.9, accuracies
+    r2 = [float(v) for v in re.findall(r"R² +(-?\d\.\d+)", out)]
+    assert len(r2) == 4 and min(r2[:2]) > 0.3, r2  # diabetes, both libraries
+    assert "Demo finished" in out
