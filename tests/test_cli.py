@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 
 import pytest
 
@@ -54,7 +55,11 @@ def test_bench_prints_tables_and_writes_json(tiny_suites, tmp_path, capsys):
     ratios = {r["measurement"]: r["ratio"] for r in report["ratios"]}
     assert ratios["FusionClassifier mlp epoch vs sklearn"] == 3.0
     gd = [r for r in report["ratios"] if r["suite"] == "gd_regressor"]
-    assert len(gd) == 4 and all(r["ratio"] > 0 for r in gd)
+    assert len(gd) == 4
+    # Real timings on a tiny problem: a marginal epoch (difference of two fit
+    # times) can come out at or below zero in noise; one-epoch fits cannot.
+    assert all(math.isfinite(r["ratio"]) for r in gd)
+    assert all(r["ratio"] > 0 for r in gd if "one-epoch fit" in r["measurement"])
     assert "numpy" in report["versions"]
 
 
