@@ -133,17 +133,11 @@ class LinearState:
         self.counters = np.zeros(6, dtype=np.float64)
         self.counters[T] = 1.0
         self.eta = None  # current rate of the adaptive schedule
-        # Row order: each epoch visits a fresh permutation drawn by a
-        # generator seeded once from random_state and kept across
-        # partial_fit calls. The order is a function of the generator's state
-        # alone, so the n-sized buffer is not part of a pickle.
+        # Row order: each epoch visits a fresh permutation drawn by this
+        # generator, seeded once from random_state and kept across
+        # partial_fit calls. The order itself is rebuilt by every fit, so no
+        # n-sized buffer lives here (a fitted model pickles small).
         self.shuffler = None
-        self.order = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["order"] = None  # rebuilt by the next fit (a fitted model pickles small)
-        return state
 
     @property
     def n_features(self):
@@ -293,14 +287,13 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
     return objective
 
 
-def _prepare_order(state, n_samples, rows, rng):
-    """Set up ``state.order`` (the rows to visit) and ``state.shuffler``."""
+def _rows_to_visit(state, n_samples, rows, rng):
+    """A new array of the rows to train on; seeds ``state.shuffler`` on first use."""
     if state.shuffler is None:
         state.shuffler = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
     if rows is not None:
-        state.order = np.array(rows, dtype=np.intp)
-    else:
-        state.order = np.arange(n_samples, dtype=np.intp)
+        return np.array(rows, dtype=np.intp)
+    return np.arange(n_samples, dtype=np.intp)
 
 
 def current_learning_rate(state, config):
@@ -375,8 +368,7 @@ def train_linear(
     history : TrainingHistory
     n_epochs : int
     """
-    _prepare_order(state, data.n_samples, rows, rng)
-    order = state.order
+    order = _rows_to_visit(state, data.n_samples, rows, rng)
     workspace = _Workspace(config, order.shape[0], data.n_features, data.dtype)
     weights = data.sample_weight if rows is None else data.sample_weight[order]
     weight_sum = float(weights.sum(dtype=np.float64))
