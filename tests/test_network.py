@@ -289,3 +289,61 @@ def test_unknown_schedule_is_named():
     X, y, net = _schedule_problem()
     with pytest.raises(ValueError, match="schedule 'cyclic'"):
         _trainer(net, np.random.RandomState(1), schedule="cyclic")
+
+
+# -------------------------------------------------------------- trainer pickles
+def _dropout_problem(batch_size=16, schedule="adaptive"):
+    rs = np.random.RandomState(0)
+    X = rs.standard_normal((120, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    net = Network(
+        [("a", [Dense(8, activation="tanh"), Dropout(0.3)], 4)], "concat", [], 2, None, np.float64
+    )
+    net.initialize(rs)
+    trainer = _trainer(net, rs, batch_size=batch_size, schedule=schedule)
+    return X, (y, np.ones(120)), trainer
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive"])
+def test_unpickled_trainer_continues_bit_for_bit(schedule):
+    # Adam's moments, the update count, the schedule's rate, the shuffling
+    # RandomState and the dropout Generator all travel in the pickle.
+    # (tol=1e9: every epoch is a plateau, where "adaptive" divides its rate.)
+    X, targets, kept = _dropout_problem(schedule=schedule)
+    kept.fit([X], targets, TrainingHistory(1e9, 1, False), 3)
+    moved = pickle.loads(pickle.dumps(kept))
+    assert moved.network is not kept.network
+    assert moved.step_count == kept.step_count > 0
+    assert moved.current_learning_rate() == kept.current_learning_rate()
+    if schedule == "adaptive":
+        assert moved.adaptive_rate < moved.learning_rate
+    # the rebuilt scratch is bound to the unpickled network
+    assert np.shares_memory(moved.pen_params, moved.network.params)
+    assert moved.workspace.capacity == kept.batch_size
+    for trainer in (kept, moved):
+        trainer.fit([X], targets, TrainingHistory(None, 10, False), 3)
+    np.testing.assert_array_equal(moved.network.params, kept.network.params)
+    np.testing.assert_array_equal(moved.state_1, kept.state_1)
+    np.testing.assert_array_equal(moved.state_2, kept.state_2)
+    # Control: a new trainer on the same weights (fresh optimizer) goes elsewhere.
+    X, targets, control = _dropout_problem(schedule=schedule)
+    control.fit([X], targets, TrainingHistory(1e9, 1, False), 3)
+    restarted = _trainer(
+        pickle.loads(pickle.dumps(control.network)), control.random_state, schedule=schedule
+    )
+    restarted.fit([X], targets, TrainingHistory(None, 10, False), 3)
+    assert not np.array_equal(restarted.network.params, kept.network.params)
+
+
+def test_trainer_pickle_leaves_out_the_per_batch_buffers():
+    sizes = {}
+    for batch_size in (16, 4096):
+        X, targets, trainer = _dropout_problem(batch_size=batch_size)
+        trainer.fit([X], targets, TrainingHistory(None, 10, False), 1)
+        sizes[batch_size] = len(pickle.dumps(trainer))
+    # 4096 rows of workspace would be hundreds of kilobytes.
+    assert abs(sizes[4096] - sizes[16]) < 64, sizes
+    restored = pickle.loads(pickle.dumps(trainer))
+    assert restored.workspace.inputs[0].shape == (4096, 4)
+    assert restored.target_buffers[0].shape == (4096,)
+    assert restored.loss.proba.shape == (4096, 2)

@@ -627,6 +627,12 @@ class SoftmaxCrossEntropyLoss:
     def make_buffers(self, capacity, dtype):
         self.proba = np.empty((capacity, self.n_outputs), dtype=dtype)
 
+    def __getstate__(self):
+        # The per-batch buffer is rebuilt by make_buffers (the trainer calls it).
+        state = self.__dict__.copy()
+        state.pop("proba", None)
+        return state
+
     def __call__(self, scores, targets, dscores, n):
         from fastgd._kernels.nn_losses import softmax_cross_entropy
 
@@ -650,6 +656,13 @@ class MaskedRegressionLoss:
     def make_buffers(self, capacity, dtype):
         self.task_weights_dt = self.task_weights.astype(dtype)
         self.task_losses = np.zeros(self.n_outputs, dtype=np.float64)
+
+    def __getstate__(self):
+        # Per-batch buffers are rebuilt by make_buffers (the trainer calls it).
+        state = self.__dict__.copy()
+        state.pop("task_weights_dt", None)
+        state.pop("task_losses", None)
+        return state
 
     def __call__(self, scores, targets, dscores, n):
         from fastgd._kernels.nn_losses import masked_regression_loss

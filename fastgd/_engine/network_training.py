@@ -27,6 +27,11 @@ Learning-rate schedules (as scikit-learn's ``MLPClassifier``):
 * ``"adaptive"``: the rate stays while the stopping rule sees improvement;
   each plateau of ``n_iter_no_change`` epochs divides it by 5, and training
   stops on a plateau once it is below ``1e-6``.
+
+Pickling keeps the training state (optimizer moments, update count,
+schedule, random generators) and drops the per-batch buffers, which are
+rebuilt on unpickling: a trainer that went through a pickle continues
+bit for bit as the original would.
 """
 
 import math
@@ -80,6 +85,13 @@ class NetworkTrainer:
         Learning-rate schedule (see the module doc).
     power_t : float, default=0.5
         Exponent of the "invscaling" schedule.
+
+    Notes
+    -----
+    A trainer pickles with its network, loss, optimizer state and random
+    generators but without its scratch buffers (workspace, target and
+    penalty buffers, the loss's per-batch buffers); they are reallocated
+    when it is unpickled.
     """
 
     def __init__(
@@ -120,6 +132,8 @@ class NetworkTrainer:
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.random_state = random_state
+        self.target_dtypes = [np.dtype(tdt) for tdt in target_dtypes]
+        self.target_shapes = [tuple(shape) for shape in target_shapes]
         dt = network.dtype
         n = network.n_params
         self.state_1 = np.zeros(n, dtype=dt)
@@ -128,20 +142,45 @@ class NetworkTrainer:
         # Dropout masks come from a Generator seeded from the RandomState
         # (Generator.random can fill a float32 buffer in place).
         self.mask_rng = np.random.default_rng(random_state.randint(0, 2**31 - 1))
+        self._allocate_scratch()
+
+    # Buffers whose content never outlives a mini-batch: rebuilt, never pickled.
+    _SCRATCH = ("workspace", "target_buffers", "pen_params", "pen_grads", "pen_tmp")
+
+    def _allocate_scratch(self):
+        """Allocate the per-batch buffers (workspace, targets, loss, L2 scratch)."""
+        network = self.network
+        dt = network.dtype
         self.workspace = network.make_workspace(self.batch_size, True, self.mask_rng)
-        loss.make_buffers(self.batch_size, dt)
+        self.loss.make_buffers(self.batch_size, dt)
         self.target_buffers = [
-            np.empty((self.batch_size,) + tuple(shape), dtype=tdt)
-            for tdt, shape in zip(target_dtypes, target_shapes, strict=False)
+            np.empty((self.batch_size,) + shape, dtype=tdt)
+            for tdt, shape in zip(self.target_dtypes, self.target_shapes, strict=True)
         ]
         p = network.n_penalized
+        # Views of the network's buffers (a pickle would turn them into copies).
         self.pen_params = network.params[:p]
         self.pen_grads = network.grads[:p]
         self.pen_tmp = np.empty(p, dtype=dt) if self.alpha > 0 else None
 
     def __getstate__(self):
-        # Workspaces are rebuilt on demand; never pickle them.
-        raise TypeError("NetworkTrainer objects are not picklable.")
+        """The training state without the scratch buffers.
+
+        Kept: the network, the loss, the optimizer's moments
+        (``state_1``, ``state_2``), the update count, the schedule's rate,
+        the shuffling RandomState and the dropout Generator, so that an
+        unpickled trainer continues exactly where this one stands. Dropped:
+        the per-batch buffers (:attr:`_SCRATCH`, and the loss's), whose size
+        depends on the batch size, rebuilt by :meth:`__setstate__`.
+        """
+        state = self.__dict__.copy()
+        for name in self._SCRATCH:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._allocate_scratch()
 
     def rate_of_step(self, t):
         """Learning rate of the t-th update (1-based)."""
