@@ -204,9 +204,11 @@ def test_batch_gradient_matches_naive(loss, density, n_rows):
     partials, chunk_losses, grad = batch_buffers(n_rows, 9, np.float64)
     loss_sum = batch_numba.batch_gradient(
         *csr_parts(X),
-        y[rows],
-        sw[rows],
+        y,
+        sw,
         rows,
+        0,
+        len(rows),
         params,
         loss,
         0.3,
@@ -235,9 +237,11 @@ def test_batch_gradient_finite_differences(loss):
     partials, chunk_losses, grad = batch_buffers(150, 5, np.float64)
     batch_numba.batch_gradient(
         *csr_parts(X),
-        y[rows],
-        sw[rows],
+        y,
+        sw,
         rows,
+        0,
+        len(rows),
         params,
         loss,
         0.5,
@@ -267,6 +271,8 @@ def test_batch_gradient_ignores_intercept_when_not_fitted():
         y,
         np.ones(50),
         np.arange(50, dtype=np.intp),
+        0,
+        50,
         np.zeros(4),
         0,
         0.1,
@@ -364,9 +370,11 @@ def test_batch_gradient_does_not_depend_on_the_number_of_threads():
             partials, chunk_losses, grad = batch_buffers(n, 40, np.float64)
             loss = batch_numba.batch_gradient(
                 *csr_parts(X),
-                y[rows],
-                sw[rows],
+                y,
+                sw,
                 rows,
+                0,
+                len(rows),
                 params,
                 0,
                 0.1,

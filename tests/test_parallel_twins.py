@@ -113,9 +113,11 @@ def test_batch_gradient_twins():
             ei,
             ei,
             False,
-            y[rows],
-            w[rows],
+            y,
+            w,
             rows,
+            0,
+            n,
             RNG.randn(d + 1) * 0 + 0.1,
             1,
             0.5,
@@ -126,4 +128,4 @@ def test_batch_gradient_twins():
             np.zeros(d + 1),
         )
 
-    both("batch_gradient", batch_numba, args, [15])
+    both("batch_gradient", batch_numba, args, [17])

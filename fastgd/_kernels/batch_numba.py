@@ -8,12 +8,15 @@ each batch the kernel computes the mean gradient
 
 and hands it to the shared optimizer rule (:mod:`fastgd._kernels.optimizers`).
 The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
+``y`` and ``sample_weight`` are indexed by row number, like X.
 
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
 order. Large batches run their chunks in parallel (small ones on one thread,
-see :data:`~fastgd._kernels._numba_setup.PARALLEL_MIN_WORK`); the result
-does not depend on the number of threads.
+see :data:`~fastgd._kernels._numba_setup.PARALLEL_MIN_WORK`; mini-batch
+epochs can also share their chunks between two threads, see
+:mod:`fastgd._kernels.two_thread_epoch`); the result does not depend on the
+number of threads.
 
 L1: with ``l1_proximal`` (full batch) every step ends with a proximal
 soft-threshold (ISTA), so the iterates reach the exact elastic-net optimum
@@ -28,7 +31,7 @@ from fastgd._kernels._numba_setup import (
     parallel_and_serial,
 )
 from fastgd._kernels.optimizers import optimizer_step
-from fastgd._kernels.prefetch import ROWS_AHEAD
+from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 from fastgd._kernels.sgd_numba import (
     L1_TOTAL,
@@ -45,31 +48,35 @@ from fastgd._kernels.sgd_numba import (
 CHUNK_ROWS = 64
 
 
+@numba.njit(**KERNEL_OPTIONS)
 def n_chunks_for(batch_size):
     """Rows of a batch are processed in this many chunks (for buffer sizing)."""
     return max(1, -(-batch_size // CHUNK_ROWS))
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _chunk_gradient(
+def chunk_gradient(
     X,
     X_data,
     X_indices,
     X_indptr,
     is_sparse,
-    y_ordered,
-    weight_ordered,
-    rows,
+    y,
+    sample_weight,
+    order,
     start,
     stop,
+    prefetch_from,
     params,
     loss,
     epsilon,
     partial,
 ):
-    """Σ over ``rows[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ.
+    """Σ over rows ``order[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ.
 
-    ``y_ordered[k]`` and ``weight_ordered[k]`` belong to row ``rows[k]``.
+    Rows are prefetched ``ROWS_AHEAD`` positions ahead in ``order``; past
+    ``stop`` the prefetch carries on at position ``prefetch_from``, where the
+    caller expects to continue (only a hint: it never changes the result).
     """
     n_features = params.shape[0] - 1
     w = params[:n_features]
@@ -77,15 +84,20 @@ def _chunk_gradient(
     partial[:] = 0
     loss_sum = 0.0
     for k in range(start, stop):
-        if k + ROWS_AHEAD < rows.shape[0]:
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, rows[k + ROWS_AHEAD])
-        i = rows[k]
+        ahead = k + ROWS_AHEAD
+        if ahead >= stop:
+            ahead += prefetch_from - stop
+        if ahead < order.shape[0]:
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[ahead])
+            prefetch_element(y, order[ahead])
+        i = order[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
         else:
             p = dense_dot(X, i, w) + intercept
-        loss_sum += weight_ordered[k] * loss_value(loss, p, y_ordered[k], epsilon)
-        dloss = weight_ordered[k] * loss_derivative(loss, p, y_ordered[k], epsilon)
+        s = sample_weight[i]
+        loss_sum += s * loss_value(loss, p, y[i], epsilon)
+        dloss = s * loss_derivative(loss, p, y[i], epsilon)
         if dloss == 0.0:
             continue
         if is_sparse:
@@ -98,53 +110,24 @@ def _chunk_gradient(
     return loss_sum
 
 
-def _batch_gradient_body(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y_ordered,
-    weight_ordered,
-    rows,
-    params,
-    loss,
-    epsilon,
-    l2,
-    fit_intercept,
-    partials,
-    chunk_losses,
-    grad,
+@numba.njit(**KERNEL_OPTIONS)
+def reduce_chunks(
+    sample_weight, order, start, stop, params, l2, fit_intercept, partials, chunk_losses, grad
 ):
-    """Body of :func:`batch_gradient`, compiled parallel and serial."""
-    n_rows = rows.shape[0]
+    """Combine the chunk partials of the batch ``order[start:stop]`` into ``grad``.
+
+    Sums the partials in chunk order (so the number of threads that computed
+    them does not matter), divides by the batch's Σ sᵢ and adds the L2 term.
+    Returns the batch's Σ sᵢ·ℓᵢ.
+    """
+    n_chunks = n_chunks_for(stop - start)
     n_params = params.shape[0]
-    n_chunks = -(-n_rows // CHUNK_ROWS)
-    for c in numba.prange(n_chunks):
-        start = c * CHUNK_ROWS
-        chunk_losses[c] = _chunk_gradient(
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y_ordered,
-            weight_ordered,
-            rows,
-            start,
-            min(start + CHUNK_ROWS, n_rows),
-            params,
-            loss,
-            epsilon,
-            partials[c],
-        )
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
     # 2 counts as that sample twice, exactly, in full-batch GD).
     weight_sum = 0.0
-    for k in range(n_rows):
-        weight_sum += weight_ordered[k]
+    for k in range(start, stop):
+        weight_sum += sample_weight[order[k]]
     inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
-    # Fixed-order reduction over chunks (thread count does not matter).
     for j in range(n_params):
         acc = 0.0
         for c in range(n_chunks):
@@ -160,6 +143,53 @@ def _batch_gradient_body(
     return loss_sum
 
 
+def _batch_gradient_body(
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y,
+    sample_weight,
+    order,
+    start,
+    stop,
+    params,
+    loss,
+    epsilon,
+    l2,
+    fit_intercept,
+    partials,
+    chunk_losses,
+    grad,
+):
+    """Body of :func:`batch_gradient`, compiled parallel and serial."""
+    n_chunks = n_chunks_for(stop - start)
+    for c in numba.prange(n_chunks):
+        chunk_start = start + c * CHUNK_ROWS
+        chunk_stop = min(chunk_start + CHUNK_ROWS, stop)
+        chunk_losses[c] = chunk_gradient(
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y,
+            sample_weight,
+            order,
+            chunk_start,
+            chunk_stop,
+            chunk_stop,
+            params,
+            loss,
+            epsilon,
+            partials[c],
+        )
+    return reduce_chunks(
+        sample_weight, order, start, stop, params, l2, fit_intercept, partials, chunk_losses, grad
+    )
+
+
 _batch_gradient_parallel, _batch_gradient_serial = parallel_and_serial(_batch_gradient_body)
 
 
@@ -170,9 +200,11 @@ def batch_gradient(
     X_indices,
     X_indptr,
     is_sparse,
-    y_ordered,
-    weight_ordered,
-    rows,
+    y,
+    sample_weight,
+    order,
+    start,
+    stop,
     params,
     loss,
     epsilon,
@@ -182,15 +214,17 @@ def batch_gradient(
     chunk_losses,
     grad,
 ):
-    """Weighted-mean gradient of the penalised objective over ``rows``, into ``grad``.
+    """Weighted-mean gradient of the penalised objective over rows ``order[start:stop]``.
 
     Parameters
     ----------
-    y_ordered, weight_ordered : ndarray of shape (len(rows),)
-        Target and sample weight of each row of ``rows``, in that order.
+    y, sample_weight : ndarray of shape (n_samples,)
+        Target and sample weight of every row of X.
+    order : ndarray of intp
+        Row numbers; the batch is ``order[start:stop]``.
     partials : ndarray of shape (n_chunks, d + 1)
-        Scratch space for the per-chunk sums (``n_chunks_for(len(rows))`` rows
-        at least).
+        Scratch space for the per-chunk sums (``n_chunks_for(stop - start)``
+        rows at least).
     chunk_losses : ndarray of shape (n_chunks,), float64
         Scratch space.
     grad : ndarray of shape (d + 1,)
@@ -201,34 +235,17 @@ def batch_gradient(
     loss_sum : float
         Σ sᵢ·ℓ(pᵢ, yᵢ) over the rows, at the parameters before any update.
     """
-    if rows.shape[0] * params.shape[0] >= PARALLEL_MIN_WORK:
-        return _batch_gradient_parallel(
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y_ordered,
-            weight_ordered,
-            rows,
-            params,
-            loss,
-            epsilon,
-            l2,
-            fit_intercept,
-            partials,
-            chunk_losses,
-            grad,
-        )
-    return _batch_gradient_serial(
+    args = (
         X,
         X_data,
         X_indices,
         X_indptr,
         is_sparse,
-        y_ordered,
-        weight_ordered,
-        rows,
+        y,
+        sample_weight,
+        order,
+        start,
+        stop,
         params,
         loss,
         epsilon,
@@ -238,6 +255,69 @@ def batch_gradient(
         chunk_losses,
         grad,
     )
+    if (stop - start) * params.shape[0] >= PARALLEL_MIN_WORK:
+        return _batch_gradient_parallel(*args)
+    return _batch_gradient_serial(*args)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def take_step(
+    params,
+    grad,
+    avg_params,
+    l1_received,
+    state_1,
+    state_2,
+    counters,
+    l1,
+    l1_proximal,
+    schedule,
+    eta0,
+    power_t,
+    optimal_t0,
+    alpha,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    opt_eps,
+    average_start,
+):
+    """One update of ``params`` along ``grad``: optimizer, L1 penalty, averaging.
+
+    Advances the step counters in ``counters`` (layout of the per-sample
+    kernels).
+    """
+    n_features = params.shape[0] - 1
+    t = counters[T]
+    eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+    counters[N_UPDATES] += 1.0
+    optimizer_step(
+        params,
+        grad,
+        state_1,
+        state_2,
+        eta,
+        counters[N_UPDATES],
+        optimizer,
+        momentum,
+        beta_1,
+        beta_2,
+        opt_eps,
+        l1 if l1_proximal else 0.0,
+        n_features,
+    )
+    if l1 > 0.0 and not l1_proximal:
+        counters[L1_TOTAL] += eta * l1
+        l1_total = counters[L1_TOTAL]
+        for j in range(n_features):
+            params[j], l1_received[j] = clip_towards_zero(params[j], l1_total, l1_received[j])
+    if average_start > 0.0 and t >= average_start:
+        counters[N_AVERAGED] += 1.0
+        mu = 1.0 / counters[N_AVERAGED]
+        for j in range(n_features + 1):
+            avg_params[j] += mu * (params[j] - avg_params[j])
+    counters[T] = t + 1.0
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -247,8 +327,8 @@ def batch_epoch(
     X_indices,
     X_indptr,
     is_sparse,
-    y_ordered,
-    weight_ordered,
+    y,
+    sample_weight,
     order,
     batch_size,
     params,
@@ -282,7 +362,8 @@ def batch_epoch(
 
     ``counters`` has the layout of the per-sample kernels; its intercept slots
     are unused (the intercept is the last entry of ``params``). Other
-    arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`.
+    arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`, except
+    that ``y`` and ``sample_weight`` are indexed by row number.
 
     Returns
     -------
@@ -290,24 +371,20 @@ def batch_epoch(
         Σ sᵢ·ℓ(pᵢ, yᵢ) over the epoch, each batch at its pre-update parameters.
     """
     n_rows = order.shape[0]
-    n_features = params.shape[0] - 1
-    t = counters[T]
-    n_updates = counters[N_UPDATES]
-    l1_total = counters[L1_TOTAL]
-    n_averaged = counters[N_AVERAGED]
     loss_sum = 0.0
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
-        rows = order[start:stop]
         loss_sum += batch_gradient(
             X,
             X_data,
             X_indices,
             X_indptr,
             is_sparse,
-            y_ordered[start:stop],
-            weight_ordered[start:stop],
-            rows,
+            y,
+            sample_weight,
+            order,
+            start,
+            stop,
             params,
             loss,
             epsilon,
@@ -317,35 +394,26 @@ def batch_epoch(
             chunk_losses,
             grad,
         )
-        eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
-        n_updates += 1.0
-        optimizer_step(
+        take_step(
             params,
             grad,
+            avg_params,
+            l1_received,
             state_1,
             state_2,
-            eta,
-            n_updates,
+            counters,
+            l1,
+            l1_proximal,
+            schedule,
+            eta0,
+            power_t,
+            optimal_t0,
+            alpha,
             optimizer,
             momentum,
             beta_1,
             beta_2,
             opt_eps,
-            l1 if l1_proximal else 0.0,
-            n_features,
+            average_start,
         )
-        if l1 > 0.0 and not l1_proximal:
-            l1_total += eta * l1
-            for j in range(n_features):
-                params[j], l1_received[j] = clip_towards_zero(params[j], l1_total, l1_received[j])
-        if average_start > 0.0 and t >= average_start:
-            n_averaged += 1.0
-            mu = 1.0 / n_averaged
-            for j in range(n_features + 1):
-                avg_params[j] += mu * (params[j] - avg_params[j])
-        t += 1.0
-    counters[T] = t
-    counters[N_UPDATES] = n_updates
-    counters[L1_TOTAL] = l1_total
-    counters[N_AVERAGED] = n_averaged
     return loss_sum

@@ -1,0 +1,220 @@
+"""The two-thread mini-batch epoch and the atomics it is built on."""
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import make_linear_problem
+
+from fastgd import GDRegressor
+from fastgd._kernels import atomics, batch_numba, codes, two_thread_epoch
+
+# ------------------------------------------------------------------ atomics
+
+
+@numba.njit
+def _single_thread_atomics(flags):
+    before = atomics.fetch_add(flags, 0, 5)
+    swapped_wrong = atomics.compare_exchange(flags, 0, 4, 100)
+    swapped_right = atomics.compare_exchange(flags, 0, 5, 7)
+    atomics.store_release(flags, 1, 42)
+    return before, swapped_wrong, swapped_right, atomics.load_acquire(flags, 0)
+
+
+def test_atomics_do_what_they_say():
+    flags = np.zeros(2, dtype=np.int64)
+    before, swapped_wrong, swapped_right, now = _single_thread_atomics(flags)
+    assert (before, swapped_wrong, swapped_right, now) == (0, False, True, 7)
+    assert flags.tolist() == [7, 42]
+
+
+@numba.njit(nogil=True)
+def _count_up(flags, n, claimed):
+    """Add 1 to flags[0] n times by fetch_add, and claim slots by compare-and-swap."""
+    for _ in range(n):
+        atomics.fetch_add(flags, 0, 1)
+    mine = 0
+    while True:
+        slot = atomics.load_acquire(flags, 1)
+        if slot >= claimed.shape[0]:
+            return mine
+        if atomics.compare_exchange(flags, 1, slot, slot + 1):
+            claimed[slot] += 1
+            mine += 1
+
+
+def test_atomics_lose_no_update_between_threads():
+    """Two threads hammering the same counters: no increment lost, no slot claimed twice."""
+    flags = np.zeros(2, dtype=np.int64)
+    claimed = np.zeros(200_000, dtype=np.int64)
+    counts = []
+    threads = [
+        threading.Thread(target=lambda: counts.append(_count_up(flags, 300_000, claimed)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert flags[0] == 600_000
+    assert np.all(claimed == 1)
+    assert sum(counts) == claimed.shape[0]
+
+
+# --------------------------------------------------------- the epoch itself
+
+EMPTY, EMPTY_INDEX = np.empty(0), np.empty(0, np.int32)
+
+
+def epoch_args(X, y, sw, order, batch_size, *, optimizer=codes.ADAM, l1=0.0, average=0.0):
+    """Arguments of ``batch_epoch`` with fresh state buffers."""
+    d = X.shape[1]
+    dtype = X.dtype
+    if sp.issparse(X):
+        x_arrays = (np.empty((0, 0), dtype), X.data, X.indices, X.indptr, True)
+    else:
+        x_arrays = (X, EMPTY.astype(dtype), EMPTY_INDEX, EMPTY_INDEX, False)
+    n_chunks = batch_numba.n_chunks_for(batch_size)
+    return [
+        *x_arrays,
+        y,
+        sw,
+        order,
+        batch_size,
+        np.full(d + 1, 0.01, dtype),  # params
+        np.zeros(d + 1, dtype),  # avg_params
+        np.zeros(d, dtype),  # l1_received
+        np.zeros(d + 1, dtype),
+        np.zeros(d + 1, dtype),
+        np.zeros(d + 1, dtype),  # grad
+        np.zeros((n_chunks, d + 1), dtype),
+        np.zeros(n_chunks),
+        np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),  # counters
+        codes.HUBER,
+        0.5,
+        1e-3,  # l2
+        l1,
+        False,
+        codes.INVSCALING,
+        0.05,
+        0.25,
+        0.0,
+        1e-4,
+        optimizer,
+        0.9,
+        0.9,
+        0.999,
+        1e-8,
+        True,
+        average,
+    ]
+
+
+STATE_SLOTS = (9, 10, 11, 12, 13, 17)  # params, averages, L1, optimizer state, counters
+
+
+def assert_same_state(args_a, args_b):
+    for slot in STATE_SLOTS:
+        np.testing.assert_array_equal(args_a[slot], args_b[slot])
+
+
+def problem(n, d, *, density=1.0, dtype=np.float64, seed=0):
+    X, y = make_linear_problem(n=n, d=d, density=density, seed=seed, dtype=dtype)
+    sw = np.random.RandomState(seed + 1).uniform(0.5, 2.0, n).astype(dtype)
+    order = np.random.RandomState(seed + 2).permutation(n).astype(np.intp)
+    return X, y.astype(dtype), sw, order
+
+
+CASES = {
+    "dense-adam": dict(),
+    "dense-l1-averaged-sgd": dict(optimizer=codes.SGD, l1=1e-3, average=3.0),
+    "dense-momentum-float32": dict(optimizer=codes.MOMENTUM, dtype=np.float32),
+    "sparse-rmsprop": dict(optimizer=codes.RMSPROP, density=0.2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("batch_size", [128, 200, 333])
+def test_two_threads_give_the_one_thread_epoch_bit_for_bit(case, batch_size):
+    """Three epochs on two threads equal three on one (batches that do not divide n)."""
+    options = dict(CASES[case])
+    X, y, sw, order = problem(
+        3001, 17, density=options.pop("density", 1.0), dtype=options.pop("dtype", np.float64)
+    )
+    one = epoch_args(X, y, sw, order, batch_size, **options)
+    two = epoch_args(X, y, sw, order, batch_size, **options)
+    for _ in range(3):
+        loss_one = batch_numba.batch_epoch(*one)
+        loss_two = two_thread_epoch.two_thread_batch_epoch(*two)
+        assert loss_one == loss_two
+        assert_same_state(one, two)
+    assert np.abs(one[9]).sum() > 0
+
+
+def test_the_helper_shares_the_work():
+    """Run both halves by hand: the helper computes chunks, and the result is unchanged."""
+    X, y, sw, order = problem(20_000, 30)
+    reference = epoch_args(X, y, sw, order, 256)
+    batch_numba.batch_epoch(*reference)
+    computed = [0]
+    for _attempt in range(3):  # a descheduled helper may get no chunk; retry
+        args = epoch_args(X, y, sw, order, 256)
+        flags = two_thread_epoch.new_flags()
+        helper_args = (*args[:10], args[18], args[19], args[15], args[16], flags)
+        computed = []
+        helper = threading.Thread(
+            target=lambda a=helper_args, out=computed: out.append(two_thread_epoch.help_epoch(*a))
+        )
+        helper.start()
+        two_thread_epoch.lead_epoch(*args, flags)
+        helper.join()
+        assert_same_state(reference, args)
+        assert flags[two_thread_epoch.NEXT_CHUNK] == flags[two_thread_epoch.DONE_CHUNKS]
+        if computed[0] > 0:
+            break
+    assert computed[0] > 0
+
+
+def test_the_leader_alone_finishes_the_epoch():
+    """With no helper at all the leader claims every chunk: nothing waits on a missing thread."""
+    X, y, sw, order = problem(5000, 8, seed=3)
+    alone, reference = epoch_args(X, y, sw, order, 256), epoch_args(X, y, sw, order, 256)
+    flags = two_thread_epoch.new_flags()
+    loss = two_thread_epoch.lead_epoch(*alone, flags)
+    assert loss == batch_numba.batch_epoch(*reference)
+    assert_same_state(reference, alone)
+    assert flags[two_thread_epoch.DONE_CHUNKS] == 19 * 4 + 3  # 19 batches of 256, then 136 rows
+
+
+def test_when_two_threads_are_used():
+    worth = two_thread_epoch.worth_two_threads
+    big = two_thread_epoch.MIN_ENTRIES
+    assert worth(big, 1, 256) == (numba.get_num_threads() >= 2)
+    assert not worth(big, 1, 64)  # one chunk per batch: nothing to share
+    assert not worth(big // 2, 1, 256)  # too little work to pay for a thread
+    assert not worth(1000, big, 1000)  # full batch: one parallel region instead
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert not worth(big, 1, 256)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def test_gd_regressor_results_do_not_depend_on_the_second_thread():
+    """A fit big enough for the two-thread path equals the same fit restricted to one thread."""
+    X, y = make_linear_problem(n=50_000, d=90, seed=5)
+    assert two_thread_epoch.worth_two_threads(*X.shape, 256) == (numba.get_num_threads() >= 2)
+    params = dict(batch_size=256, optimizer="adam", max_iter=3, tol=None, random_state=0)
+    two = GDRegressor(**params).fit(X, y)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = GDRegressor(**params).fit(X, y)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(two.coef_, one.coef_)
+    assert two.intercept_ == one.intercept_
+    assert two.score(X, y) > 0.9
