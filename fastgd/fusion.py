@@ -3,25 +3,19 @@
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
-from fastgd._kernels import codes
+from fastgd._network_estimator import NetworkEstimator
 from fastgd.layers import Dense, Layer
 
 __all__ = ["FusionClassifier"]
 
 
-def _default_branches():
-    return [("input", [Dense(100, activation="relu")], slice(None))]
-
-
-class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
+class FusionClassifier(ClassifierMixin, NetworkEstimator):
     """Multimodal neural-network classifier: one branch per modality, fused.
 
     Each *branch* reads its own columns of X and runs its own layers (for
@@ -143,6 +137,12 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
     ``image__1__filters``. Setting a layer parameter changes the layer
     object held in ``branches`` (as ``Pipeline`` does with its steps).
 
+    **Pickling.** A pickle holds the weights and the optimizer's state
+    (moments, update count, learning-rate schedule, random generators) but
+    no per-batch buffer: an unpickled copy continues ``partial_fit`` bit for
+    bit as the original would, and the pickle's size does not grow with the
+    training data.
+
     Examples
     --------
     >>> import numpy as np
@@ -164,27 +164,11 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "branches": [list, tuple, None],
+        **NetworkEstimator._parameter_constraints,
         "fusion": [StrOptions({"concat", "late", "hybrid"})],
         "fusion_weights": ["array-like", None],
         "head": [list, tuple],
-        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
-        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
-        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
-        "power_t": [Interval(numbers.Real, None, None, closed="neither")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "shuffle": ["boolean"],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "dtype": "no_validation",
-        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -233,39 +217,15 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.callbacks = callbacks
 
-    # ------------------------------------------------------------- tags
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
         tags.classifier_tags.multi_label = False
         return tags
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        # The trainer (optimizer state, workspaces) is rebuilt on demand.
-        state.pop("_trainer", None)
-        return state
-
     # ------------------------------------------------------- validation
-    def _compute_dtype(self):
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(
-                f"The 'dtype' parameter of {type(self).__name__} must be np.float32 or "
-                f"np.float64, got {self.dtype!r}."
-            )
-        return dtype
-
-    def _branch_specs(self):
-        """Validated ``(name, layers, columns)`` list, default applied."""
-        if self.branches is None:
-            return _default_branches()
-        reserved = set(self.get_params(deep=False)) | {"head"}
-        return validate_branches(self.branches, reserved=reserved)
+    def _default_branches(self):
+        # A plain MLP: one hidden layer over every column.
+        return [("input", [Dense(100, activation="relu")], slice(None))]
 
     def _head_specs(self):
         head = []
@@ -279,41 +239,11 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
             head.append(layer)
         return head
 
-    def _resolve_columns(self, specs, n_features):
-        names = getattr(self, "feature_names_in_", None)
-        return [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
-
-    @staticmethod
-    def _check_finite(X, names, columns):
-        """ValueError naming the branches whose columns hold NaN or inf."""
-        if X.size == 0:
-            return
-        # Fast path (as scikit-learn): a finite sum means every value is
-        # finite; the sum only overflows or turns NaN if something is off.
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(X.sum()):
-                return
-        if np.isfinite(X).all():
-            return
-        bad = ~np.isfinite(X).all(axis=0)
-        for name, cols in zip(names, columns, strict=False):
-            if bad[cols].any():
-                raise ValueError(
-                    f"Input X contains NaN or infinity in the columns of branch {name!r}."
-                )
-
-    def _n_columns(self, cols, n_features):
-        return len(np.arange(n_features)[cols])
-
     def _build_network(self, specs, columns, n_features, dtype, n_classes):
         from fastgd._engine.network import Network
 
-        branches = [
-            (name, layers, self._n_columns(cols, n_features))
-            for (name, layers, _), cols in zip(specs, columns, strict=False)
-        ]
         return Network(
-            branches,
+            self._network_branches(specs, columns, n_features),
             self.fusion,
             self._head_specs(),
             n_classes,
@@ -383,8 +313,6 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes):
         from fastgd._engine.network import SoftmaxCrossEntropyLoss
-        from fastgd._engine.network_training import NetworkTrainer
-        from fastgd._engine.training import TrainingHistory
 
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "classes_")
@@ -399,33 +327,9 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
             accept_sparse=False,
         )
         check_classification_targets(y)
-        n_samples, n_features = X.shape
-
-        if continuing:
-            unseen = np.setdiff1d(np.unique(y), self.classes_)
-            if unseen.size:
-                raise ValueError(
-                    f"y contains labels {unseen.tolist()} that are not in classes_ "
-                    f"{self.classes_.tolist()}."
-                )
-        elif incremental:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-            classes = np.unique(np.asarray(classes))
-            unseen = np.setdiff1d(np.unique(y), classes)
-            if unseen.size:
-                raise ValueError(f"y contains labels {unseen.tolist()} not in classes.")
-        else:
-            classes = np.unique(y)
-        if continuing:
-            classes = self.classes_
-        if len(classes) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; the data "
-                f"contains only one class: {classes.tolist()}."
-            )
+        n_features = X.shape[1]
+        classes = self._check_classes(y, classes, incremental, continuing)
         y_index = np.searchsorted(classes, y).astype(np.int64)
-
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=dtype, ensure_non_negative=True
         )
@@ -433,65 +337,23 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         specs = self._branch_specs()
         columns = self._resolve_columns(specs, n_features)
         self._check_finite(X, [name for name, _, _ in specs], columns)
-
         signature = self._signature(specs, columns, n_features, dtype, classes)
-        reuse = (continuing or self.warm_start) and getattr(
-            self, "_fit_signature", None
-        ) == signature
-        if reuse:
-            network = self._network
-        else:
-            network = self._build_network(specs, columns, n_features, dtype, len(classes))
-            if continuing:
-                raise ValueError(
-                    "The architecture changed since the last call to partial_fit; call fit instead."
-                )
+        network, reuse = self._network_to_train(
+            signature,
+            continuing,
+            lambda: self._build_network(specs, columns, n_features, dtype, len(classes)),
+        )
         self.classes_ = classes
-        if incremental:
-            if not hasattr(self, "_partial_random_state"):
-                self._partial_random_state = check_random_state(self.random_state)
-            rs = self._partial_random_state
-        else:
-            rs = check_random_state(self.random_state)
+        rs = self._training_random_state(incremental)
         if not reuse:
             network.initialize(rs)
 
         early_stopping = self.early_stopping and not incremental
+        validation_score = None
         if early_stopping:
             X_train, X_val, y_train, y_val, w_train, w_val = self._split(
                 X, y_index, sample_weight, rs
             )
-        else:
-            X_train, y_train, w_train = X, y_index, sample_weight
-
-        trainer = getattr(self, "_trainer", None) if incremental else None
-        if trainer is None or trainer.network is not network:
-            batch_size = self.batch_size if incremental else min(self.batch_size, X_train.shape[0])
-            trainer = NetworkTrainer(
-                network,
-                SoftmaxCrossEntropyLoss(len(classes)),
-                optimizer=self.optimizer,
-                learning_rate=self.learning_rate_init,
-                schedule=self.learning_rate,
-                power_t=self.power_t,
-                batch_size=batch_size,
-                alpha=self.alpha,
-                target_dtypes=(np.int64, dtype),
-                target_shapes=((), ()),
-                random_state=rs,
-            )
-        sources = network.gather_sources(X_train, columns)
-        targets = (y_train, w_train)
-
-        if incremental and hasattr(self, "_history"):
-            history = self._history
-        else:
-            history = TrainingHistory(
-                self.tol if not incremental else None, self.n_iter_no_change, early_stopping
-            )
-
-        validation_score = None
-        if early_stopping:
 
             def validation_score():
                 scores = network.predict(X_val, columns)
@@ -502,60 +364,61 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
                     else float(correct.mean())
                 )
 
-        callbacks = list(self.callbacks or ())
-        for callback in callbacks:
-            if not callable(callback):
-                raise ValueError(f"callbacks must be callables; got {callback!r}.")
-        n_before = getattr(self, "n_iter_", 0) if continuing else 0
-
-        def publish():
-            # What a callback sees: the history so far (the weights are live).
-            self.n_iter_ = n_before + len(history.loss_curve) - n_curve_before
-            self.loss_curve_ = list(history.loss_curve)
-            self.best_loss_ = float(history.best_loss)
-            self.validation_scores_ = list(history.validation_scores) if early_stopping else None
-
-        n_curve_before = len(history.loss_curve)
-        self._network = network
-        self._columns = columns
-        self._fit_signature = signature
-        n_epochs = trainer.fit(
-            sources,
-            targets,
-            history,
-            1 if incremental else self.max_iter,
-            shuffle=self.shuffle,
-            validation_score=validation_score,
-            verbose=self.verbose,
-            estimator_name=type(self).__name__,
-            callbacks=callbacks,
-            callback_target=self,
-            before_callbacks=publish,
-        )
-        self._trainer = trainer
-        self._history = history
-        self.n_iter_ = (getattr(self, "n_iter_", 0) if continuing else 0) + n_epochs
-        self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * X_train.shape[0]
-        self.loss_curve_ = list(history.loss_curve)
-        self.best_loss_ = float(history.best_loss)
-        if early_stopping:
-            self.validation_scores_ = list(history.validation_scores)
-            self.best_validation_score_ = float(history.best_score)
         else:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
+            X_train, y_train, w_train = X, y_index, sample_weight
+
+        targets = (y_train, w_train)
+        trainer = self._trainer_for(
+            network,
+            lambda: SoftmaxCrossEntropyLoss(len(classes)),
+            X_train.shape[0],
+            incremental,
+            rs,
+            targets,
+        )
+        history = self._history_for(incremental, early_stopping)
+        self._train(
+            trainer,
+            history,
+            network.gather_sources(X_train, columns),
+            targets,
+            columns=columns,
+            signature=signature,
+            continuing=continuing,
+            incremental=incremental,
+            validation_score=validation_score,
+        )
         self.fusion_weights_ = network.fusion_weights()
-        self.n_params_ = int(network.n_params)
         return self
 
-    def _split(self, X, y_index, sample_weight, rs):
-        n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
-        if n_val < 1 or X.shape[0] - n_val < 1:
+    def _check_classes(self, y, classes, incremental, continuing):
+        """The classes of this fit: kept, given to the first partial_fit, or from y."""
+        if continuing:
+            unseen = np.setdiff1d(np.unique(y), self.classes_)
+            if unseen.size:
+                raise ValueError(
+                    f"y contains labels {unseen.tolist()} that are not in classes_ "
+                    f"{self.classes_.tolist()}."
+                )
+            classes = self.classes_
+        elif incremental:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            classes = np.unique(np.asarray(classes))
+            unseen = np.setdiff1d(np.unique(y), classes)
+            if unseen.size:
+                raise ValueError(f"y contains labels {unseen.tolist()} not in classes.")
+        else:
+            classes = np.unique(y)
+        if len(classes) < 2:
             raise ValueError(
-                f"early_stopping needs a validation split: validation_fraction="
-                f"{self.validation_fraction} of {X.shape[0]} samples leaves an empty "
-                "training or validation set."
+                f"{type(self).__name__} needs samples of at least 2 classes; the data "
+                f"contains only one class: {classes.tolist()}."
             )
+        return classes
+
+    def _split(self, X, y_index, sample_weight, rs):
+        n_val = self._validation_size(X.shape[0])
         seed = rs.randint(np.iinfo(np.int32).max)
         counts = np.bincount(y_index)
         stratify = y_index if counts[counts > 0].min() >= 2 and n_val >= len(counts) else None
@@ -569,22 +432,6 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         )
 
     # ----------------------------------------------------------- predict
-    def _scores(self, X):
-        check_is_fitted(self, "_network")
-        dtype = self._network.dtype
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=dtype,
-            order="C",
-            ensure_all_finite=False,
-            accept_sparse=False,
-        )
-        columns = self._columns
-        self._check_finite(X, self._network.branch_names, columns)
-        return self._network.predict(X, columns)
-
     def predict_proba(self, X):
         """Class probabilities (softmax of the network's scores).
 
@@ -602,7 +449,7 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         # In float64 whatever the compute dtype: float32 probabilities round to
         # exactly 1 far too early for log(predict_proba) to agree with
         # predict_log_proba.
-        scores = self._scores(X).astype(np.float64)
+        scores = self._network_scores(X).astype(np.float64)
         softmax(scores, scores)
         return scores
 
@@ -619,7 +466,7 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         """
         from fastgd._kernels.nn_losses import log_softmax
 
-        scores = self._scores(X).astype(np.float64)
+        scores = self._network_scores(X).astype(np.float64)
         log_softmax(scores, scores)
         return scores
 
@@ -634,5 +481,5 @@ class FusionClassifier(BranchParamsMixin, ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        scores = self._scores(X)
+        scores = self._network_scores(X)
         return self.classes_[np.argmax(scores, axis=1)]

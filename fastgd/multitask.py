@@ -3,8 +3,7 @@
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
+from sklearn.base import RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -14,20 +13,15 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
 from fastgd._engine.network import MaskedRegressionLoss
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels import codes
+from fastgd._network_estimator import NetworkEstimator
 from fastgd.layers import Dense
 
 __all__ = ["MultiTaskRegressor"]
 
 _LOSSES = {"squared_error": codes.SQUARED_ERROR, "huber": codes.HUBER}
-
-
-def _default_branches():
-    # One branch without layers: the columns go straight to the shared trunk.
-    return [("input", [], slice(None))]
 
 
 class _TaskLossTracker(MaskedRegressionLoss):
@@ -118,6 +112,16 @@ def _masked_r2(y, pred, sample_weight=None):
     return np.where((counts < 2) | (sum_w <= 0), np.nan, r2)
 
 
+def _is_dask_block_key(y):
+    """True for a tuple like ``("array-<token>", 0)``: how a Dask graph names a block."""
+    return (
+        isinstance(y, tuple)
+        and len(y) >= 2
+        and isinstance(y[0], str)
+        and all(isinstance(i, numbers.Integral) for i in y[1:])
+    )
+
+
 def _layer_sizes(value, name):
     """A tuple of positive ints from an int or a sequence of ints."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -130,7 +134,7 @@ def _layer_sizes(value, name):
     return tuple(sizes)
 
 
-class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
+class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
     """Multi-task neural-network regressor: a shared trunk and one head per task.
 
     Every column of ``y`` is a *task*. The tasks share a trunk of dense
@@ -186,7 +190,22 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             default="adam"
         Update rule (momentum 0.9; Adam's β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
     learning_rate_init : float, default=1e-3
-        Step size.
+        Initial step size.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Learning-rate schedule, as in :class:`~fastgd.FusionClassifier` and
+        scikit-learn's ``MLPRegressor``: ``"constant"`` keeps
+        ``learning_rate_init``; ``"invscaling"`` uses
+        ``learning_rate_init / t^power_t`` at update t (updates counted from
+        1 over the whole fit, or over all ``partial_fit`` calls);
+        ``"adaptive"`` keeps the rate while the training objective (or the
+        validation R² with ``early_stopping``) improves by ``tol`` and
+        divides it by 5 after each run of ``n_iter_no_change`` epochs
+        without improvement; training stops when such a run finds it below
+        1e-6 (with ``tol=None`` nothing is judged and the rate stays). With
+        an adaptive optimizer ("adagrad", "rmsprop", "adam") the schedule
+        scales its base step.
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     batch_size : int, default=32
         Mini-batch size (clipped to the number of samples).
     max_iter : int, default=200
@@ -215,11 +234,19 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         Start ``fit`` from the current weights when the architecture is
         unchanged.
     verbose : int, default=0
-        Print one line per epoch.
+        Print one line per epoch: its training objective, validation R²
+        (with ``early_stopping``), learning rate and wall time.
     dtype : {np.float32, np.float64}, default=np.float32
         Compute dtype of the weights and activations. Predictions are
         float64 whatever the compute dtype (they are mapped back from the
         standardised scale in float64).
+    callbacks : list of callables, default=None
+        Called as ``callback(estimator, report)`` after every epoch, with
+        the estimator (its ``loss_curve_``, ``task_loss_curves_``,
+        ``n_iter_`` and weights are those of that epoch, so it can
+        ``predict``) and an :class:`~fastgd.callbacks.EpochReport` (epoch,
+        loss, validation score, learning rate, time). A callback returning
+        True stops training. See :mod:`fastgd.callbacks`.
 
     Attributes
     ----------
@@ -268,6 +295,17 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
     exposes layer ``i`` of a branch as ``<branch>__<i>`` and its parameters
     as ``<branch>__<i>__<param>``; ``set_params`` accepts them.
 
+    **Pickling.** A pickle holds the weights and the optimizer's state
+    (moments, update count, learning-rate schedule, random generators) but
+    no per-batch buffer: an unpickled copy continues ``partial_fit`` bit for
+    bit as the original would, and the pickle's size does not grow with the
+    training data.
+
+    **Dask.** ``dask_ml.wrappers.Incremental`` calls ``partial_fit`` on the
+    blocks of a Dask X and y, but hands over the blocks of a 2-D Dask *array*
+    y by their key instead of their values; pass the targets as a dask
+    DataFrame (``Y.to_dask_dataframe()``, same row chunks as X) instead.
+
     Examples
     --------
     >>> import numpy as np
@@ -285,6 +323,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
+        **NetworkEstimator._parameter_constraints,
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "task_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions({"identity", "relu", "tanh", "sigmoid"})],
@@ -292,21 +331,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         "loss": [StrOptions(set(_LOSSES))],
         "huber_delta": [Interval(numbers.Real, 0, None, closed="neither")],
         "scale_targets": ["boolean"],
-        "branches": [list, tuple, None],
-        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
-        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "shuffle": ["boolean"],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "dtype": "no_validation",
     }
 
     def __init__(
@@ -321,6 +346,8 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         branches=None,
         optimizer="adam",
         learning_rate_init=1e-3,
+        learning_rate="constant",
+        power_t=0.5,
         batch_size=32,
         max_iter=200,
         tol=1e-4,
@@ -333,6 +360,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         dtype=np.float32,
+        callbacks=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.task_layer_sizes = task_layer_sizes
@@ -344,6 +372,8 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         self.branches = branches
         self.optimizer = optimizer
         self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
+        self.power_t = power_t
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.tol = tol
@@ -356,41 +386,20 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.dtype = dtype
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------- tags
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
         # y may be (n, T) or 1-D (one task): both single- and multi-output.
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        # The trainer (optimizer state, workspaces) is rebuilt on demand.
-        state.pop("_trainer", None)
-        return state
-
     # ------------------------------------------------------- validation
-    def _compute_dtype(self):
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(
-                f"The 'dtype' parameter of {type(self).__name__} must be np.float32 or "
-                f"np.float64, got {self.dtype!r}."
-            )
-        return dtype
-
-    def _branch_specs(self):
-        if self.branches is None:
-            return _default_branches()
-        reserved = set(self.get_params(deep=False)) | {"head"}
-        return validate_branches(self.branches, reserved=reserved)
+    def _default_branches(self):
+        # One branch without layers: the columns go straight to the shared trunk.
+        return [("input", [], slice(None))]
 
     def _architecture(self, n_tasks):
         """Trunk layers and task heads (None: one output layer for all tasks)."""
@@ -414,16 +423,28 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         return f"Task {t} ({names[t]!r})" if names is not None else f"Task {t}"
 
     def _validate_targets(self, y, n_samples, n_tasks=None):
-        """y as a float64 (n, T) array (a new one, never the user's) and its ndim."""
+        """y as a C-ordered float64 (n, T) array and its ndim.
+
+        Never modified afterwards (it may be the user's array). C order makes
+        the target statistics, hence the model, independent of y's layout.
+        """
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        if _is_dask_block_key(y):
+            raise ValueError(
+                f"y is {y!r}: the key of a block of a Dask array, not its values. dask-ml's "
+                "Incremental passes the blocks of a 2-D target array this way; give it the "
+                "targets as a dask DataFrame instead (for example Y.to_dask_dataframe(), "
+                "with the same row chunks as X), whose partitions it passes as values."
             )
         names = getattr(y, "columns", None)
         y = check_array(
             y,
             ensure_2d=False,
             dtype=np.float64,
+            order="C",
             ensure_all_finite="allow-nan",
             input_name="y",
             ensure_min_samples=0,
@@ -494,38 +515,19 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         scale[~(scale > tiny)] = 1.0
         return mean, scale
 
-    def _resolve_columns(self, specs, n_features):
-        names = getattr(self, "feature_names_in_", None)
-        return [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
-
-    @staticmethod
-    def _check_finite(X, names, columns):
-        """ValueError naming the branches whose columns hold NaN or inf."""
-        if X.size == 0:
-            return
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(X.sum()):
-                return
-        if np.isfinite(X).all():
-            return
-        bad = ~np.isfinite(X).all(axis=0)
-        for name, cols in zip(names, columns, strict=True):
-            if bad[cols].any():
-                if len(names) == 1 and name == "input":
-                    raise ValueError("Input X contains NaN or infinity.")
-                raise ValueError(
-                    f"Input X contains NaN or infinity in the columns of branch {name!r}."
-                )
-
     def _build_network(self, specs, columns, n_features, dtype, n_tasks):
         from fastgd._engine.network import Network
 
-        branches = [
-            (name, layers, len(np.arange(n_features)[cols]))
-            for (name, layers, _), cols in zip(specs, columns, strict=True)
-        ]
         trunk, heads = self._architecture(n_tasks)
-        return Network(branches, "concat", trunk, n_tasks, None, dtype, task_heads=heads)
+        return Network(
+            self._network_branches(specs, columns, n_features),
+            "concat",
+            trunk,
+            n_tasks,
+            None,
+            dtype,
+            task_heads=heads,
+        )
 
     def _signature(self, specs, columns, n_features, dtype, n_tasks):
         """What must not change for a warm start to reuse the weights."""
@@ -591,8 +593,6 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _fit(self, X, y, sample_weight, incremental):
-        from fastgd._engine.network_training import NetworkTrainer
-
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "_network")
         X = validate_data(
@@ -632,19 +632,11 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         specs = self._branch_specs()
         columns = self._resolve_columns(specs, n_features)
         self._check_finite(X, [name for name, _, _ in specs], columns)
-
         signature = self._signature(specs, columns, n_features, dtype, n_tasks)
-        reuse = (continuing or self.warm_start) and getattr(
-            self, "_fit_signature", None
-        ) == signature
-        if continuing and not reuse:
-            raise ValueError(
-                "The architecture changed since the last call to partial_fit; call fit instead."
-            )
-        network = (
-            self._network
-            if reuse
-            else self._build_network(specs, columns, n_features, dtype, n_tasks)
+        network, reuse = self._network_to_train(
+            signature,
+            continuing,
+            lambda: self._build_network(specs, columns, n_features, dtype, n_tasks),
         )
 
         if continuing:
@@ -664,51 +656,14 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             y_scaled = np.where(labelled, (y - mean) / scale, 0.0).astype(dtype)
             mask = (labelled * sample_weight[:, None]).astype(dtype)
 
-        if incremental:
-            if not hasattr(self, "_partial_random_state"):
-                self._partial_random_state = check_random_state(self.random_state)
-            rs = self._partial_random_state
-        else:
-            rs = check_random_state(self.random_state)
+        rs = self._training_random_state(incremental)
         if not reuse:
             network.initialize(rs)
 
         early_stopping = self.early_stopping and not incremental
-        if early_stopping:
-            X_train, X_val, y_train, y_val, m_train, m_val = self._split(X, y_scaled, mask, rs)
-        else:
-            X_train, y_train, m_train = X, y_scaled, mask
-
-        trainer = getattr(self, "_trainer", None) if incremental else None
-        if trainer is None or trainer.network is not network:
-            batch_size = self.batch_size if incremental else min(self.batch_size, X_train.shape[0])
-            loss = _TaskLossTracker(n_tasks, task_weights, _LOSSES[self.loss], self.huber_delta)
-            trainer = NetworkTrainer(
-                network,
-                loss,
-                optimizer=self.optimizer,
-                learning_rate=self.learning_rate_init,
-                batch_size=batch_size,
-                alpha=self.alpha,
-                target_dtypes=(dtype, dtype),
-                target_shapes=((n_tasks,), (n_tasks,)),
-                random_state=rs,
-            )
-        sources = network.gather_sources(X_train, columns)
-        targets = (y_train, m_train)
-
-        if incremental and hasattr(self, "_history"):
-            history = self._history
-        else:
-            history = _TaskHistory(
-                self.tol if not incremental else None, self.n_iter_no_change, early_stopping
-            )
-        history.tracker = trainer.loss
-        trainer.loss.all_labelled = plain
-        trainer.loss.reset()
-
         validation_score = None
         if early_stopping:
+            X_train, X_val, y_train, y_val, m_train, m_val = self._split(X, y_scaled, mask, rs)
             y_val_nan = np.where(m_val > 0, y_val, np.nan)
             w_val = m_val.max(axis=1)
 
@@ -718,9 +673,23 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
                 r2 = r2[~np.isnan(r2)]
                 return float(r2.mean()) if r2.size else 0.0
 
-        self._network = network
-        self._columns = columns
-        self._fit_signature = signature
+        else:
+            X_train, y_train, m_train = X, y_scaled, mask
+
+        targets = (y_train, m_train)
+        trainer = self._trainer_for(
+            network,
+            lambda: _TaskLossTracker(n_tasks, task_weights, _LOSSES[self.loss], self.huber_delta),
+            X_train.shape[0],
+            incremental,
+            rs,
+            targets,
+        )
+        history = self._history_for(incremental, early_stopping, _TaskHistory)
+        history.tracker = trainer.loss
+        trainer.loss.all_labelled = plain
+        trainer.loss.reset()
+
         if not continuing:
             self.n_tasks_ = n_tasks
             self.task_names_ = self._y_names
@@ -728,43 +697,27 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
             self.target_scale_ = scale
             self._y_ndim = y_ndim
         self.task_weights_ = task_weights
-        n_epochs = trainer.fit(
-            sources,
-            targets,
+        return self._train(
+            trainer,
             history,
-            1 if incremental else self.max_iter,
-            shuffle=self.shuffle,
+            network.gather_sources(X_train, columns),
+            targets,
+            columns=columns,
+            signature=signature,
+            continuing=continuing,
+            incremental=incremental,
             validation_score=validation_score,
-            verbose=self.verbose,
-            estimator_name=type(self).__name__,
         )
-        self._trainer = trainer
-        self._history = history
-        self.n_iter_ = (getattr(self, "n_iter_", 0) if continuing else 0) + n_epochs
-        self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * X_train.shape[0]
-        self.loss_curve_ = list(history.loss_curve)
+
+    def _publish_history(self, history, early_stopping):
+        super()._publish_history(history, early_stopping)
         self.task_loss_curves_ = (
-            np.array(history.task_loss_curves, dtype=np.float64).reshape(-1, n_tasks).T.copy()
+            np.array(history.task_loss_curves, dtype=np.float64).reshape(-1, self.n_tasks_).T.copy()
         )
-        self.best_loss_ = float(history.best_loss)
-        if early_stopping:
-            self.validation_scores_ = list(history.validation_scores)
-            self.best_validation_score_ = float(history.best_score)
-        else:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-        self.n_params_ = int(network.n_params)
-        return self
 
     def _split(self, X, y, mask, rs):
         n = X.shape[0]
-        n_val = int(np.ceil(self.validation_fraction * n))
-        if n_val < 1 or n - n_val < 1:
-            raise ValueError(
-                f"early_stopping needs a validation split: validation_fraction="
-                f"{self.validation_fraction} of {n} samples leaves an empty "
-                "training or validation set."
-            )
+        n_val = self._validation_size(n)
         seed = rs.randint(np.iinfo(np.int32).max)
         order = np.random.RandomState(seed).permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
@@ -789,19 +742,7 @@ class MultiTaskRegressor(BranchParamsMixin, RegressorMixin, BaseEstimator):
         y : ndarray of shape (n_samples, n_tasks), or (n_samples,) if fitted on a 1-D y
             float64, in the units of the y given to ``fit``.
         """
-        check_is_fitted(self, "_network")
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=self._network.dtype,
-            order="C",
-            ensure_all_finite=False,
-            accept_sparse=False,
-        )
-        self._check_finite(X, self._network.branch_names, self._columns)
-        scores = self._network.predict(X, self._columns)
-        pred = scores.astype(np.float64)
+        pred = self._network_scores(X).astype(np.float64)
         pred *= self.target_scale_
         pred += self.target_mean_
         if self._y_ndim == 1:

@@ -598,3 +598,52 @@ def test_bad_schedule_parameters_are_rejected():
         FusionClassifier(learning_rate="optimal").fit(X, y)
     with pytest.raises(ValueError, match="power_t"):
         FusionClassifier(power_t="half").fit(X, y)
+
+
+# ------------------------------------------------------------------ pickles
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"fusion": "hybrid"},
+        {"optimizer": "rmsprop", "learning_rate": "invscaling", "dtype": np.float64},
+        {"learning_rate": "adaptive", "head": (Dense(6, activation="relu"), Dropout(0.3))},
+    ],
+    ids=["adam-hybrid", "rmsprop-invscaling", "adaptive-dropout"],
+)
+def test_partial_fit_after_a_pickle_round_trip_continues_exactly(params):
+    X, y = _small_problem(n=150)
+    model = FusionClassifier(branches=_small_branches(), batch_size=16, random_state=0, **params)
+    kept, moved, restarted = clone(model), clone(model), clone(model)
+    for start in range(0, 150, 50):
+        rows = slice(start, start + 50)
+        for estimator in (kept, moved, restarted):
+            estimator.partial_fit(X[rows], y[rows], classes=[0, 1])
+        moved = pickle.loads(pickle.dumps(moved))
+        # Control: what unpickling did before the trainer was kept.
+        restarted = pickle.loads(pickle.dumps(restarted))
+        restarted.__dict__.pop("_trainer", None)
+    assert moved._trainer.step_count == kept._trainer.step_count == 3 * 4
+    np.testing.assert_array_equal(moved._network.params, kept._network.params)
+    np.testing.assert_array_equal(moved._trainer.state_2, kept._trainer.state_2)
+    np.testing.assert_array_equal(moved.predict_proba(X), kept.predict_proba(X))
+    assert moved.loss_curve_ == kept.loss_curve_
+    assert not np.array_equal(restarted._network.params, kept._network.params)
+
+
+def test_pickle_size_does_not_grow_with_n_samples():
+    sizes = {}
+    for n in (100, 5000):
+        X, y = _small_problem(n=n)
+        fitted = FusionClassifier(branches=_small_branches(), max_iter=3, tol=0.0, random_state=0)
+        streamed = FusionClassifier(branches=_small_branches(), batch_size=n, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted.fit(X, y)
+        sizes[n] = (
+            len(pickle.dumps(fitted)),
+            # batch_size=n: a pickled workspace would grow with n
+            len(pickle.dumps(streamed.partial_fit(X, y, classes=[0, 1]))),
+        )
+    for small, large in zip(sizes[100], sizes[5000], strict=True):
+        assert abs(large - small) < 256, sizes
+    assert max(sizes[5000]) < 32 * 1024, sizes  # X alone is 400 kB

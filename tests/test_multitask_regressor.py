@@ -2,6 +2,7 @@
 target scaling, acceptance against one RidgeCV per task, errors."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -661,3 +662,250 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     X, Y = _small_problem()
     MultiTaskRegressor(hidden_layer_sizes=(4,), max_iter=3, verbose=1, random_state=0).fit(X, Y)
     assert capsys.readouterr().out.count("-- Epoch") == 3
+
+
+# ------------------------------------------- schedules, callbacks, verbose
+def test_schedule_and_callback_parameters_have_fusion_classifiers_defaults():
+    from fastgd import FusionClassifier
+
+    params, fusion = MultiTaskRegressor().get_params(), FusionClassifier().get_params()
+    for name in ("learning_rate", "power_t", "callbacks"):
+        assert params[name] == fusion[name], name
+    assert (params["learning_rate"], params["power_t"], params["callbacks"]) == (
+        "constant",
+        0.5,
+        None,
+    )
+
+
+def test_callbacks_see_every_epoch_and_can_stop_training():
+    from fastgd.callbacks import EpochReport, HistoryLogger
+
+    X, Y = _small_problem()
+    log = HistoryLogger()
+    seen = []
+
+    def stop_after_four(estimator, report):
+        assert isinstance(report, EpochReport)
+        seen.append(
+            (
+                estimator.n_iter_,
+                len(estimator.loss_curve_),
+                estimator.task_loss_curves_.shape,
+                estimator.predict(X),
+            )
+        )
+        return report.epoch >= 4
+
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), callbacks=[log, stop_after_four], tol=None, random_state=0
+    ).fit(X, Y)
+    assert model.n_iter_ == 4
+    assert log.column("epoch") == [1, 2, 3, 4]
+    assert log.column("loss") == model.loss_curve_
+    assert log.column("learning_rate") == [1e-3] * 4
+    assert all(s > 0 for s in log.column("seconds"))
+    assert [s[:3] for s in seen] == [(k, k, (3, k)) for k in (1, 2, 3, 4)]
+    # the estimator seen by a callback predicts with the weights of that epoch
+    np.testing.assert_array_equal(seen[-1][3], model.predict(X))
+    assert not np.array_equal(seen[0][3], seen[-1][3])
+    # a model with a (picklable) callback still pickles
+    restored = pickle.loads(pickle.dumps(model.set_params(callbacks=[log])))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+
+
+def test_callbacks_receive_validation_scores_and_partial_fit_epochs():
+    from fastgd.callbacks import HistoryLogger
+
+    X, Y = _small_problem(n=200)
+    log = HistoryLogger()
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,), early_stopping=True, max_iter=6, callbacks=[log], random_state=0
+    ).fit(X, Y)
+    assert log.column("validation_score") == model.validation_scores_
+    assert model.validation_scores_[-1] > model.validation_scores_[0]
+    log.history.clear()
+    inc = MultiTaskRegressor(hidden_layer_sizes=(8,), callbacks=[log], random_state=0)
+    inc.partial_fit(X, Y)
+    inc.partial_fit(X, Y)
+    assert log.column("epoch") == [1, 1] and log.column("loss") == inc.loss_curve_
+
+
+def test_a_callback_that_is_not_callable_is_named():
+    X, Y = _small_problem()
+    with pytest.raises(ValueError, match="callbacks must be callables; got 'log'"):
+        MultiTaskRegressor(callbacks=["log"]).fit(X, Y)
+
+
+def test_verbose_line_shows_loss_validation_score_rate_and_time(capsys):
+    X, Y = _small_problem(n=200)
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(4,),
+        early_stopping=True,
+        learning_rate="invscaling",
+        max_iter=2,
+        tol=None,
+        verbose=1,
+        random_state=0,
+    ).fit(X, Y)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("-- Epoch")]
+    assert len(lines) == 2
+    n_updates = int(np.ceil(180 / 32))  # 200 samples less the 20 held out
+    for epoch, line in enumerate(lines, start=1):
+        loss, score = model.loss_curve_[epoch - 1], model.validation_scores_[epoch - 1]
+        rate = 1e-3 / (epoch * n_updates) ** 0.5
+        assert re.fullmatch(
+            rf"-- Epoch {epoch}: loss {loss:.6g}, validation score {score:.6g}, "
+            rf"learning rate {rate:.4g}, \d+\.\d{{3}} s",
+            line,
+        ), line
+
+
+def test_invscaling_reports_and_uses_the_decayed_rate():
+    from fastgd.callbacks import HistoryLogger
+
+    X, Y = _small_problem()
+    log = HistoryLogger()
+    kwargs = dict(
+        hidden_layer_sizes=(8,),
+        optimizer="sgd",
+        learning_rate_init=0.05,
+        batch_size=40,
+        max_iter=3,
+        tol=None,
+        random_state=0,
+    )
+    model = MultiTaskRegressor(learning_rate="invscaling", power_t=0.3, callbacks=[log], **kwargs)
+    model.fit(X, Y)
+    # 120 samples in batches of 40: 3 updates per epoch
+    np.testing.assert_allclose(log.column("learning_rate"), [0.05 / t**0.3 for t in (3, 6, 9)])
+    constant = MultiTaskRegressor(**kwargs).fit(X, Y)
+    assert not np.allclose(model.predict(X), constant.predict(X))
+    # one full-batch update: the first rate is learning_rate_init (1^power_t = 1)
+    first = dict(kwargs, max_iter=1, batch_size=120)
+    np.testing.assert_array_equal(
+        MultiTaskRegressor(**first).fit(X, Y).predict(X),
+        MultiTaskRegressor(learning_rate="invscaling", **first).fit(X, Y).predict(X),
+    )
+
+
+def test_invscaling_counts_updates_across_partial_fit_calls():
+    from fastgd.callbacks import HistoryLogger
+
+    X, Y = _small_problem()
+    log = HistoryLogger()
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(8,),
+        learning_rate="invscaling",
+        power_t=0.5,
+        batch_size=40,
+        callbacks=[log],
+        random_state=0,
+    )
+    for _ in range(3):
+        model.partial_fit(X, Y)
+    np.testing.assert_allclose(log.column("learning_rate"), [1e-3 / t**0.5 for t in (3, 6, 9)])
+
+
+def test_adaptive_divides_the_rate_on_plateaus():
+    from fastgd.callbacks import HistoryLogger
+
+    X, Y = _small_problem()
+    log = HistoryLogger()
+    # tol=1e9: nothing after the first epoch counts as an improvement, so
+    # every n_iter_no_change=2 epochs is a plateau: /5 until below 1e-6.
+    kwargs = dict(hidden_layer_sizes=(8,), tol=1e9, n_iter_no_change=2, max_iter=100)
+    model = MultiTaskRegressor(
+        learning_rate="adaptive", callbacks=[log], random_state=0, **kwargs
+    ).fit(X, Y)
+    assert model.n_iter_ == 13
+    expected = [1e-3] * 3 + [1e-3 / 5**k for k in range(1, 6) for _ in range(2)]
+    np.testing.assert_allclose(log.column("learning_rate"), expected)
+    assert MultiTaskRegressor(random_state=0, **kwargs).fit(X, Y).n_iter_ == 3
+
+
+def test_bad_schedule_parameters_are_rejected():
+    X, Y = _small_problem()
+    with pytest.raises(ValueError, match="'learning_rate' parameter"):
+        MultiTaskRegressor(learning_rate="optimal").fit(X, Y)
+    with pytest.raises(ValueError, match="'power_t' parameter"):
+        MultiTaskRegressor(power_t="half").fit(X, Y)
+
+
+# ------------------------------------------------------------------ pickles
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {
+            "optimizer": "momentum",
+            "learning_rate": "invscaling",
+            "learning_rate_init": 0.05,
+            "task_layer_sizes": (3,),
+            "dtype": np.float64,
+        },
+        {
+            "learning_rate": "adaptive",
+            "branches": [("a", [Dense(6, activation="tanh"), Dropout(0.3)], slice(None))],
+        },
+    ],
+    ids=["adam", "momentum-invscaling", "adaptive-dropout"],
+)
+def test_partial_fit_after_a_pickle_round_trip_continues_exactly(params):
+    X, Y = _small_problem(n=150)
+    Y = Y.copy()
+    Y[::4, 2] = np.nan
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), batch_size=16, random_state=0, **params)
+    kept, moved, restarted = clone(model), clone(model), clone(model)
+    for start in range(0, 150, 50):
+        rows = slice(start, start + 50)
+        for estimator in (kept, moved, restarted):
+            estimator.partial_fit(X[rows], Y[rows])
+        moved = pickle.loads(pickle.dumps(moved))
+        # Control: what unpickling did before the trainer was kept.
+        restarted = pickle.loads(pickle.dumps(restarted))
+        restarted.__dict__.pop("_trainer", None)
+    assert moved._trainer.step_count == kept._trainer.step_count == 3 * 4
+    np.testing.assert_array_equal(moved._network.params, kept._network.params)
+    np.testing.assert_array_equal(moved._trainer.state_1, kept._trainer.state_1)
+    np.testing.assert_array_equal(moved.predict(X), kept.predict(X))
+    assert moved.loss_curve_ == kept.loss_curve_
+    np.testing.assert_array_equal(moved.task_loss_curves_, kept.task_loss_curves_)
+    assert not np.array_equal(restarted._network.params, kept._network.params)
+
+
+def test_pickle_size_does_not_grow_with_n_samples():
+    sizes = {}
+    for n in (100, 5000):
+        X, Y = _small_problem(n=n)
+        fitted = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=3, tol=None, random_state=0)
+        streamed = MultiTaskRegressor(hidden_layer_sizes=(8,), batch_size=n, random_state=0)
+        sizes[n] = (
+            len(pickle.dumps(fitted.fit(X, Y))),
+            # batch_size=n: a pickled workspace would grow with n
+            len(pickle.dumps(streamed.partial_fit(X, Y))),
+        )
+    for small, large in zip(sizes[100], sizes[5000], strict=True):
+        assert abs(large - small) < 256, sizes
+    assert max(sizes[5000]) < 32 * 1024, sizes  # X alone is 240 kB
+
+
+def test_the_layout_of_y_does_not_change_the_model():
+    # A DataFrame's values (what dask-ml hands over from a dask DataFrame)
+    # are often Fortran-ordered; the target statistics must not depend on it.
+    X, Y = _small_problem()
+    model = MultiTaskRegressor(hidden_layer_sizes=(8,), max_iter=3, tol=None, random_state=0)
+    c_order = clone(model).fit(X, np.ascontiguousarray(Y))
+    f_order = clone(model).fit(X, np.asfortranarray(Y))
+    frame = clone(model).fit(X, pd.DataFrame(np.asfortranarray(Y)))
+    for other in (f_order, frame):
+        np.testing.assert_array_equal(other.target_mean_, c_order.target_mean_)
+        np.testing.assert_array_equal(other.target_scale_, c_order.target_scale_)
+        np.testing.assert_array_equal(other._network.params, c_order._network.params)
+
+
+def test_a_dask_block_key_as_y_is_explained():
+    # dask-ml's Incremental hands over 2-D Dask-array blocks of y by key.
+    X, Y = _small_problem()
+    with pytest.raises(ValueError, match=r"the key of a block of a Dask array.*dask DataFrame"):
+        MultiTaskRegressor().partial_fit(X[:2], ("array-0123abcd", 0))

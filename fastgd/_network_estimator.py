@@ -1,0 +1,374 @@
+"""What FusionClassifier and MultiTaskRegressor share: the network estimator base class.
+
+Both estimators train a :class:`~fastgd._engine.network.Network` (input
+branches, fusion, trunk, outputs) with a
+:class:`~fastgd._engine.network_training.NetworkTrainer`. They differ in the
+targets, the loss and the architecture after the branches; everything else
+lives here once: the common parameters and their constraints, the dtype and
+branch validation, the finite check of X, the reuse of a network for
+``warm_start`` / ``partial_fit``, the trainer (optimizer, learning-rate
+schedule) and its reuse across ``partial_fit`` calls, callbacks, the
+training history and the fitted attributes it leaves (``n_iter_``, ``t_``,
+``loss_curve_``, ...).
+
+An estimator built on :class:`NetworkEstimator` supplies
+``_default_branches()`` and, in its ``fit``, validates its targets, builds
+its network and loss, and calls :meth:`NetworkEstimator._train`.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
+from fastgd._engine.network_training import SCHEDULES
+from fastgd._engine.training import TrainingHistory
+from fastgd._kernels import codes
+
+__all__ = ["NetworkEstimator"]
+
+
+class NetworkEstimator(BranchParamsMixin, BaseEstimator):
+    """Base class of the estimators that train a branched network.
+
+    Not public: subclasses declare their own ``__init__`` (scikit-learn reads
+    the parameters from its signature) with at least the parameters of
+    :attr:`_parameter_constraints`, and extend those constraints with their
+    own.
+
+    The common parameters mean the same in every subclass: ``branches``,
+    ``optimizer``, ``learning_rate_init``, ``learning_rate`` and ``power_t``
+    (the schedule), ``batch_size``, ``max_iter``, ``tol``,
+    ``n_iter_no_change``, ``early_stopping``, ``validation_fraction``,
+    ``alpha``, ``shuffle``, ``random_state``, ``warm_start``, ``verbose``,
+    ``dtype`` and ``callbacks``; see :class:`~fastgd.FusionClassifier`.
+
+    Notes
+    -----
+    Pickling keeps the trainer (the optimizer's moments, the update count,
+    the schedule's state and the random generators) without its per-batch
+    buffers, so an unpickled estimator continues ``partial_fit`` exactly as
+    the original would, and the pickle's size does not depend on the number
+    of training samples.
+    """
+
+    _parameter_constraints = {
+        "branches": [list, tuple, None],
+        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate": [StrOptions(set(SCHEDULES))],
+        "power_t": [Interval(numbers.Real, None, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "dtype": "no_validation",
+        "callbacks": [list, tuple, None],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+    # ------------------------------------------------------- validation
+    def _default_branches(self):
+        """Branches used when ``branches=None`` (a list of ``(name, layers, columns)``)."""
+        raise NotImplementedError
+
+    def _compute_dtype(self):
+        """The ``dtype`` parameter as a NumPy dtype (float32 or float64).
+
+        Returns
+        -------
+        dtype : numpy.dtype
+
+        Raises
+        ------
+        ValueError
+            For any other dtype.
+        """
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(
+                f"The 'dtype' parameter of {type(self).__name__} must be np.float32 or "
+                f"np.float64, got {self.dtype!r}."
+            )
+        return dtype
+
+    def _branch_specs(self):
+        """Validated ``(name, layers, columns)`` list, default applied."""
+        if self.branches is None:
+            return self._default_branches()
+        reserved = set(self.get_params(deep=False)) | {"head"}
+        return validate_branches(self.branches, reserved=reserved)
+
+    def _resolve_columns(self, specs, n_features):
+        """Each branch's columns as a slice or an index array."""
+        names = getattr(self, "feature_names_in_", None)
+        return [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
+
+    @staticmethod
+    def _network_branches(specs, columns, n_features):
+        """``(name, layers, number of columns)`` of every branch, for the network."""
+        return [
+            (name, layers, len(np.arange(n_features)[cols]))
+            for (name, layers, _), cols in zip(specs, columns, strict=True)
+        ]
+
+    @staticmethod
+    def _check_finite(X, names, columns):
+        """Raise a ValueError naming the branches whose columns hold NaN or inf.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        names : list of str
+            Branch names.
+        columns : list of (slice or ndarray of int)
+            Resolved columns of each branch.
+        """
+        if X.size == 0:
+            return
+        # Fast path (as scikit-learn): a finite sum means every value is
+        # finite; the sum only overflows or turns NaN if something is off.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(X.sum()):
+                return
+        if np.isfinite(X).all():
+            return
+        bad = ~np.isfinite(X).all(axis=0)
+        for name, cols in zip(names, columns, strict=True):
+            if bad[cols].any():
+                if len(names) == 1 and name == "input":
+                    raise ValueError("Input X contains NaN or infinity.")
+                raise ValueError(
+                    f"Input X contains NaN or infinity in the columns of branch {name!r}."
+                )
+
+    def _checked_callbacks(self):
+        """The ``callbacks`` parameter as a list of callables."""
+        callbacks = list(self.callbacks or ())
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(f"callbacks must be callables; got {callback!r}.")
+        return callbacks
+
+    def _validation_size(self, n_samples):
+        """Number of samples of the early-stopping split (ValueError if it is empty)."""
+        n_val = int(np.ceil(self.validation_fraction * n_samples))
+        if n_val < 1 or n_samples - n_val < 1:
+            raise ValueError(
+                f"early_stopping needs a validation split: validation_fraction="
+                f"{self.validation_fraction} of {n_samples} samples leaves an empty "
+                "training or validation set."
+            )
+        return n_val
+
+    # -------------------------------------------------------- fit plumbing
+    def _training_random_state(self, incremental):
+        """RandomState of this call: a fresh one per ``fit``, one kept across ``partial_fit``."""
+        if not incremental:
+            return check_random_state(self.random_state)
+        if not hasattr(self, "_partial_random_state"):
+            self._partial_random_state = check_random_state(self.random_state)
+        return self._partial_random_state
+
+    def _network_to_train(self, signature, continuing, build):
+        """The fitted network if it can be reused, else a new one.
+
+        Parameters
+        ----------
+        signature : str
+            What must not change for the weights to be reused.
+        continuing : bool
+            A ``partial_fit`` after the first.
+        build : callable ``() -> Network``
+            Builds a new network.
+
+        Returns
+        -------
+        network : Network
+        reuse : bool
+            True if ``network`` is the fitted one (keep its weights).
+        """
+        reuse = (continuing or self.warm_start) and getattr(
+            self, "_fit_signature", None
+        ) == signature
+        if continuing and not reuse:
+            raise ValueError(
+                "The architecture changed since the last call to partial_fit; call fit instead."
+            )
+        return (self._network if reuse else build()), reuse
+
+    def _trainer_for(self, network, make_loss, n_train, incremental, random_state, targets):
+        """The trainer of this call: the kept one in ``partial_fit``, else a new one.
+
+        Parameters
+        ----------
+        network : Network
+        make_loss : callable ``() -> loss``
+            Builds the loss object of a new trainer.
+        n_train : int
+            Number of training samples (``fit`` clips the batch size to it).
+        incremental : bool
+        random_state : numpy.random.RandomState
+        targets : sequence of ndarray
+            Training targets (their dtypes and per-sample shapes size the
+            trainer's buffers).
+
+        Returns
+        -------
+        trainer : NetworkTrainer
+        """
+        from fastgd._engine.network_training import NetworkTrainer
+
+        trainer = getattr(self, "_trainer", None) if incremental else None
+        if trainer is not None and trainer.network is network:
+            return trainer
+        batch_size = self.batch_size if incremental else min(self.batch_size, n_train)
+        return NetworkTrainer(
+            network,
+            make_loss(),
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate_init,
+            schedule=self.learning_rate,
+            power_t=self.power_t,
+            batch_size=batch_size,
+            alpha=self.alpha,
+            target_dtypes=[t.dtype for t in targets],
+            target_shapes=[t.shape[1:] for t in targets],
+            random_state=random_state,
+        )
+
+    def _history_for(self, incremental, early_stopping, history_class=TrainingHistory):
+        """The training history: the kept one in ``partial_fit``, else a new one.
+
+        ``partial_fit`` disables the stopping rule (``tol=None``): each call
+        is one epoch.
+        """
+        if incremental and hasattr(self, "_history"):
+            return self._history
+        return history_class(
+            self.tol if not incremental else None, self.n_iter_no_change, early_stopping
+        )
+
+    def _publish_history(self, history, early_stopping):
+        """Set the history attributes (``loss_curve_``, ``best_loss_``, ...) from ``history``."""
+        self.loss_curve_ = list(history.loss_curve)
+        self.best_loss_ = float(history.best_loss)
+        self.validation_scores_ = list(history.validation_scores) if early_stopping else None
+
+    def _train(
+        self,
+        trainer,
+        history,
+        sources,
+        targets,
+        *,
+        columns,
+        signature,
+        continuing,
+        incremental,
+        validation_score=None,
+    ):
+        """Run the trainer and set the fitted attributes.
+
+        Callbacks see the estimator after every epoch with its weights,
+        ``n_iter_`` and history attributes as of that epoch.
+
+        Parameters
+        ----------
+        trainer : NetworkTrainer
+        history : TrainingHistory
+        sources : list of ndarray
+            Per-branch training inputs.
+        targets : tuple of ndarray
+            Training targets of the trainer's loss.
+        columns : list of (slice or ndarray of int)
+            Resolved columns of each branch (kept for ``predict``).
+        signature : str
+            Architecture signature (kept for ``warm_start``/``partial_fit``).
+        continuing : bool
+            A ``partial_fit`` after the first (counters carry on).
+        incremental : bool
+            ``partial_fit``: one epoch.
+        validation_score : callable ``() -> float`` or None
+            Score of the current weights on the early-stopping split.
+
+        Returns
+        -------
+        self : estimator
+        """
+        network = trainer.network
+        early_stopping = history.early_stopping
+        callbacks = self._checked_callbacks()
+        n_iter_before = getattr(self, "n_iter_", 0) if continuing else 0
+        n_curve_before = len(history.loss_curve)
+
+        def publish():
+            # What a callback sees: the history so far (the weights are live).
+            self.n_iter_ = n_iter_before + len(history.loss_curve) - n_curve_before
+            self._publish_history(history, early_stopping)
+
+        self._network = network
+        self._columns = columns
+        self._fit_signature = signature
+        n_train = targets[0].shape[0]
+        n_epochs = trainer.fit(
+            sources,
+            targets,
+            history,
+            1 if incremental else self.max_iter,
+            shuffle=self.shuffle,
+            validation_score=validation_score,
+            verbose=self.verbose,
+            estimator_name=type(self).__name__,
+            callbacks=callbacks,
+            callback_target=self,
+            before_callbacks=publish,
+        )
+        self._trainer = trainer
+        self._history = history
+        self.n_iter_ = n_iter_before + n_epochs
+        self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * n_train
+        self._publish_history(history, early_stopping)
+        self.best_validation_score_ = float(history.best_score) if early_stopping else None
+        self.n_params_ = int(network.n_params)
+        return self
+
+    # ----------------------------------------------------------- predict
+    def _network_scores(self, X):
+        """Validate X as at fit time and return the network's raw outputs.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_outputs)
+            In the compute dtype.
+        """
+        check_is_fitted(self, "_network")
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=self._network.dtype,
+            order="C",
+            ensure_all_finite=False,
+            accept_sparse=False,
+        )
+        self._check_finite(X, self._network.branch_names, self._columns)
+        return self._network.predict(X, self._columns)
