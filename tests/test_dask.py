@@ -12,8 +12,9 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import loguniform
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV
 
 distributed = pytest.importorskip("distributed")
 joblib = pytest.importorskip("joblib")
@@ -149,6 +150,57 @@ def test_grid_search_on_the_cluster_matches_a_serial_search(client, name):
         np.testing.assert_allclose(got[key], values, rtol=1e-6, atol=1e-9, err_msg=key)
 
 
+RANDOM_SEARCHES = {
+    "FusionClassifier": {
+        "learning_rate_init": loguniform(1e-3, 3e-2),
+        "learning_rate": ["constant", "invscaling"],
+        "alpha": loguniform(1e-5, 1e-2),
+    },
+    "MultiTaskRegressor": {
+        "learning_rate_init": loguniform(1e-3, 3e-2),
+        "learning_rate": ["constant", "invscaling", "adaptive"],
+        "hidden_layer_sizes": [(3,), (4,), (6,)],
+        "alpha": loguniform(1e-5, 1e-2),
+    },
+}
+
+
+def _randomized_search(name, **kwargs):
+    make, _, data = SEARCHES[name]
+    X, y = data()
+    search = RandomizedSearchCV(
+        make(), RANDOM_SEARCHES[name], n_iter=5, cv=KFold(3), random_state=0, **kwargs
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return search.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name", ["FusionClassifier", pytest.param("MultiTaskRegressor", marks=needs_multitask)]
+)
+def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
+    serial = _randomized_search(name, n_jobs=1)
+    with distributed.get_task_stream(client) as tasks:
+        with joblib.parallel_config(backend="dask"):
+            remote = _randomized_search(name, n_jobs=-1)
+    calls = [re.search(r"_fit_and_score_(\d+)_calls", task["key"]) for task in tasks.data]
+    assert sum(int(m.group(1)) for m in calls if m) >= 5 * 3
+    # The same candidates (drawn from random_state=0 in the client) ...
+    assert remote.cv_results_["params"] == serial.cv_results_["params"]
+    assert len({repr(p) for p in serial.cv_results_["params"]}) == 5
+    # ... scored the same on the workers as in this process.
+    assert remote.best_params_ == serial.best_params_
+    expected = _score_columns(serial)
+    got = _score_columns(remote)
+    assert got.keys() == expected.keys()
+    for key, values in expected.items():
+        assert np.all(np.isfinite(values)), key
+        np.testing.assert_allclose(got[key], values, rtol=1e-6, atol=1e-9, err_msg=key)
+    # the candidates really differ: a wrong setup cannot pass with equal scores
+    assert np.ptp(serial.cv_results_["mean_test_score"]) > 0
+
+
 def test_workers_load_the_kernels_instead_of_compiling(client):
     # The serial searches above compiled (or loaded) every kernel these
     # models need into the on-disk cache; the workers share that cache.
@@ -173,10 +225,13 @@ def _manual_partial_fits(estimator, X, y, chunk, **kwargs):
 
 
 def _incremental(estimator, X, y, chunk, worker=None, **kwargs):
-    """Fit ``dask_ml.wrappers.Incremental(estimator)`` on X, y in chunks of rows."""
+    """Fit ``dask_ml.wrappers.Incremental(estimator)`` on X, y in chunks of rows.
+
+    ``y`` may already be a Dask collection with those row chunks.
+    """
     wrappers = pytest.importorskip("dask_ml.wrappers")
     dX = da.from_array(X, chunks=(chunk, X.shape[1]))
-    dy = da.from_array(y, chunks=(chunk,) + y.shape[1:])
+    dy = y if dask.is_dask_collection(y) else da.from_array(y, chunks=(chunk,) + y.shape[1:])
     incremental = wrappers.Incremental(estimator, shuffle_blocks=False, random_state=0)
     pinned = (
         dask.annotate(workers=[worker], allow_other_workers=False)
@@ -201,8 +256,8 @@ def test_incremental_gd_regressor(client):
 
 
 def test_incremental_fusion_classifier(client):
-    # Pinned to one worker, so that the model stays in memory from chunk to
-    # chunk (see test_partial_fit_continues_after_a_pickle_round_trip).
+    # Pinned to one worker (the model stays in its memory from chunk to chunk);
+    # test_partial_fit_moving_between_workers_continues_exactly moves it.
     X, y = classification_data(96)
     model = fusion_classifier()
     worker = sorted(client.scheduler_info()["workers"])[0]
@@ -214,18 +269,72 @@ def test_incremental_fusion_classifier(client):
 
 
 @needs_multitask
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="dask-ml's Incremental addresses the blocks of y as (name, i) "
-    "(dask_ml/_partial.py), so 2-D targets reach partial_fit as a key, not an array",
-)
-def test_incremental_multitask_regressor(client):
+def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client):
+    # dask-ml's Incremental hands partial_fit the partitions of a dask
+    # DataFrame y as values (a 2-D Dask array's blocks go by key, below).
     X, Y = multitask_data(120)
     model = multitask_regressor()
-    got = _incremental(clone(model), X, Y, 40)
+    dY = da.from_array(Y, chunks=(40, Y.shape[1])).to_dask_dataframe()
+    got = _incremental(clone(model), X, dY, 40)
     expected = _manual_partial_fits(clone(model), X, Y, 40)
-    np.testing.assert_allclose(got.predict(X), expected.predict(X), rtol=1e-5)
+    assert got.n_iter_ == expected.n_iter_ == 3
+    assert got.t_ == expected.t_ == 120
+    np.testing.assert_array_equal(got.target_mean_, expected.target_mean_)
+    np.testing.assert_array_equal(got.predict(X), expected.predict(X))
+
+
+@needs_multitask
+def test_incremental_multitask_regressor_with_a_2d_dask_array_is_explained(client):
+    # dask_ml/_partial.py names y's block (y_name, i), but a 2-D array's blocks
+    # are (y_name, i, 0): partial_fit receives the key itself.
+    X, Y = multitask_data(120)
+    with pytest.raises(ValueError, match=r"key of a block of a Dask array.*dask DataFrame"):
+        _incremental(multitask_regressor(), X, Y, 40)
+
+
+def _partial_fit_chunk(model, X, y, kwargs):
+    model.partial_fit(X, y, **kwargs)
+    return model
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GDRegressor",
+        "FusionClassifier",
+        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+    ],
+)
+def test_partial_fit_moving_between_workers_continues_exactly(client, name):
+    # Each chunk runs on the other worker: the model travels as a pickle
+    # between processes and must train as one that stays in this process.
+    make, _, data = SEARCHES[name]
+    X, y = data(96)
+    kwargs = {"classes": [0, 1, 2]} if name == "FusionClassifier" else {}
+    workers = sorted(client.scheduler_info()["workers"])
+    model = client.scatter(make(), workers=[workers[0]])
+    where = []
+    for i, start in enumerate(range(0, 96, 32)):
+        rows = slice(start, start + 32)
+        model = client.submit(
+            _partial_fit_chunk,
+            model,
+            X[rows],
+            y[rows],
+            kwargs,
+            workers=[workers[(i + 1) % 2]],
+            allow_other_workers=False,
+            pure=False,
+        )
+        distributed.wait(model)
+        where.append(next(iter(client.who_has(model)[model.key])))
+    assert where == [workers[1], workers[0], workers[1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        moved = model.result()
+        kept = _manual_partial_fits(make(), X, y, 32, **kwargs)
+    output = "predict_proba" if name == "FusionClassifier" else "predict"
+    np.testing.assert_array_equal(getattr(moved, output)(X), getattr(kept, output)(X))
 
 
 # ---------------------------------------------------------------- pickles
