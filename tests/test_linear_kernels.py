@@ -182,8 +182,8 @@ def test_lazy_scale_is_folded_when_it_becomes_tiny():
 
 
 def batch_buffers(n_rows, d, dtype):
-    n_chunks = batch_numba.n_chunks_for(n_rows)
-    return np.zeros((n_chunks, d + 1), dtype), np.zeros(n_chunks), np.zeros(d + 1, dtype)
+    shape = batch_numba.partials_shape(n_rows, d)
+    return np.zeros(shape, dtype), np.zeros(shape[0]), np.zeros(d + 1, dtype)
 
 
 def csr_parts(X):

@@ -189,11 +189,11 @@ class _Workspace:
             self.weight_ordered = np.empty(n_rows, dtype=dtype)
             self.partials = self.chunk_losses = None
         else:
-            from fastgd._kernels.batch_numba import n_chunks_for
+            from fastgd._kernels.batch_numba import partials_shape
 
-            n_chunks = n_chunks_for(config.batch_size or n_rows)
-            self.partials = np.zeros((n_chunks, n_features + 1), dtype=dtype)
-            self.chunk_losses = np.zeros(n_chunks, dtype=np.float64)
+            shape = partials_shape(config.batch_size or n_rows, n_features)
+            self.partials = np.zeros(shape, dtype=dtype)
+            self.chunk_losses = np.zeros(shape[0], dtype=np.float64)
 
 
 def _per_sample_kernel(backend):

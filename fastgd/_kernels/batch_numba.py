@@ -46,12 +46,22 @@ from fastgd._kernels.sgd_numba import (
 )
 
 CHUNK_ROWS = 64
+# Spare entries at the end of each row of ``partials``: at least one 64-byte
+# cache line (16 float32 values), so that two threads writing neighbouring
+# rows never write to the same cache line ("false sharing", which made a
+# two-thread epoch barely faster than one).
+PARTIAL_ROW_PADDING = 16
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def n_chunks_for(batch_size):
     """Rows of a batch are processed in this many chunks (for buffer sizing)."""
     return max(1, -(-batch_size // CHUNK_ROWS))
+
+
+def partials_shape(batch_size, n_features):
+    """Shape of the ``partials`` scratch buffer for batches of ``batch_size`` rows."""
+    return n_chunks_for(batch_size), n_features + 1 + PARTIAL_ROW_PADDING
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -81,7 +91,7 @@ def chunk_gradient(
     n_features = params.shape[0] - 1
     w = params[:n_features]
     intercept = params[n_features]
-    partial[:] = 0
+    partial[: n_features + 1] = 0
     loss_sum = 0.0
     for k in range(start, stop):
         ahead = k + ROWS_AHEAD
@@ -90,6 +100,7 @@ def chunk_gradient(
         if ahead < order.shape[0]:
             prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[ahead])
             prefetch_element(y, order[ahead])
+            prefetch_element(sample_weight, order[ahead])
         i = order[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
@@ -222,9 +233,9 @@ def batch_gradient(
         Target and sample weight of every row of X.
     order : ndarray of intp
         Row numbers; the batch is ``order[start:stop]``.
-    partials : ndarray of shape (n_chunks, d + 1)
-        Scratch space for the per-chunk sums (``n_chunks_for(stop - start)``
-        rows at least).
+    partials : ndarray of shape (n_chunks, row_length)
+        Scratch space for the per-chunk sums, at least
+        :func:`partials_shape` ``(stop - start, d)``.
     chunk_losses : ndarray of shape (n_chunks,), float64
         Scratch space.
     grad : ndarray of shape (d + 1,)

@@ -3,32 +3,32 @@
 A mini-batch epoch over shuffled rows is bound by memory latency: every row
 is a fresh trip to main memory, and one core keeps too few loads in flight
 to use the memory bandwidth (measured on 1,000,000 × 100 float64 rows, one
-core reads shuffled rows at about 4 GB/s, two cores at twice that). Yet the
+core reads shuffled rows at about 6 GB/s, two cores at twice that). Yet the
 batches are sequential, each needing the parameters the previous one
 produced, and a parallel region per batch costs milliseconds whenever
 another process holds a core.
 
 So two threads share the epoch without any per-batch parallel region. Each
 batch's rows are cut into the same fixed chunks as in
-:func:`fastgd._kernels.batch_numba.batch_epoch`, numbered across the whole
-epoch. Both threads claim chunks of the current batch one at a time (a
-compare-and-swap on a shared counter) and compute their partial gradients;
-the leading thread, once every chunk of the batch is done, sums the partials
-in chunk order, takes the optimizer step and publishes the new parameters,
-which releases the chunks of the next batch. The arithmetic, and so the
-result, is bit for bit that of the one-thread epoch, whichever thread
-computed which chunk.
+:func:`fastgd._kernels.batch_numba.batch_epoch`. Thread 0 (the leader, the
+caller's thread) owns the even chunks of every batch and thread 1 (a helper)
+the odd ones, so each knows which rows it reads next and prefetches them.
+A thread claims a chunk by a compare-and-swap before computing its partial
+gradient, and once done with its own chunks claims any the other has not
+started: if the helper is slow to start or descheduled, the leader does its
+share, so a busy machine costs speed, never a hang. When every chunk of a
+batch is done the leader sums the partials in chunk order, takes the
+optimizer step and publishes the new parameters, which opens the next batch.
+The arithmetic, and so the result, is bit for bit that of the one-thread
+epoch, whichever thread computed which chunk.
 
-Nothing waits on a thread that has not claimed work: if the helper is slow
-to start or descheduled, the leader claims the chunks itself, so a busy
-machine costs speed, never a hang.
+Synchronisation lives in a small int64 array (:func:`new_flags`):
 
-Synchronisation lives in a small int64 array (:func:`new_flags`), one cache
-line per counter:
-
-* ``NEXT_CHUNK``: the next chunk to claim (epoch-wide numbering);
 * ``DONE_CHUNKS``: how many chunks have their partial gradient written;
-* ``BATCHES_STEPPED``: how many batches have been applied to the parameters.
+* ``BATCHES_STEPPED``: how many batches have been applied to the parameters;
+* ``STOP``: set when the leader gives up, so the helper returns;
+* from ``CLAIMS`` on, one entry per chunk of a batch: chunk c of batch b is
+  claimed by moving its entry from b to b + 1.
 """
 
 import os
@@ -54,16 +54,18 @@ from fastgd._kernels.batch_numba import (
 )
 
 INT64_PER_CACHE_LINE = 8
-NEXT_CHUNK, DONE_CHUNKS, BATCHES_STEPPED = (k * INT64_PER_CACHE_LINE for k in range(3))
+# Each counter on a cache line of its own; the claims follow.
+DONE_CHUNKS, BATCHES_STEPPED, STOP, CLAIMS = (k * INT64_PER_CACHE_LINE for k in range(4))
+N_THREADS = 2
 
 # Below this many matrix entries an epoch takes a few milliseconds at most,
 # and starting a thread is not worth it.
 MIN_ENTRIES = 1 << 22
 
 
-def new_flags():
-    """A fresh synchronisation array for one epoch (all counters zero)."""
-    return np.zeros(3 * INT64_PER_CACHE_LINE, dtype=np.int64)
+def new_flags(batch_size):
+    """A fresh synchronisation array for one epoch with batches of ``batch_size`` rows."""
+    return np.zeros(CLAIMS + n_chunks_for(batch_size), dtype=np.int64)
 
 
 def worth_two_threads(n_rows, n_features, batch_size):
@@ -81,13 +83,14 @@ def worth_two_threads(n_rows, n_features, batch_size):
         n_chunks_for(batch_size) >= 2
         and batch_size < n_rows
         and n_rows * n_features >= MIN_ENTRIES
-        and min(n_cpus, numba.get_num_threads()) >= 2
+        and min(n_cpus, numba.get_num_threads()) >= N_THREADS
     )
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _compute_chunk(
-    chunk,
+def work_on_batch(
+    thread,
+    batch,
     X,
     X_data,
     X_indices,
@@ -104,38 +107,45 @@ def _compute_chunk(
     chunk_losses,
     flags,
 ):
-    """Partial gradient of epoch-wide chunk number ``chunk``; then count it done."""
-    chunks_per_batch = n_chunks_for(batch_size)
-    batch, c = divmod(chunk, chunks_per_batch)
-    start = batch * batch_size + c * CHUNK_ROWS
-    batch_stop = min((batch + 1) * batch_size, order.shape[0])
-    stop = min(start + CHUNK_ROWS, batch_stop)
-    # The thread will most likely claim the chunk after next: prefetch that.
-    chunk_losses[c] = chunk_gradient(
-        X,
-        X_data,
-        X_indices,
-        X_indptr,
-        is_sparse,
-        y,
-        sample_weight,
-        order,
-        start,
-        stop,
-        start + 2 * CHUNK_ROWS,
-        params,
-        loss,
-        epsilon,
-        partials[c],
-    )
-    fetch_add(flags, DONE_CHUNKS, 1)  # release: the partial is visible
+    """Compute ``thread``'s chunks of ``batch``, then those the other thread has not claimed.
 
-
-@numba.njit(**KERNEL_OPTIONS)
-def _chunk_count(n_rows, batch_size):
-    """Chunks in the epoch: full batches have n_chunks_for(batch_size) each."""
-    n_full, rest = divmod(n_rows, batch_size)
-    return n_full * n_chunks_for(batch_size) + (n_chunks_for(rest) if rest else 0)
+    Returns how many chunks this call computed.
+    """
+    start = batch * batch_size
+    stop = min(start + batch_size, order.shape[0])
+    n_chunks = n_chunks_for(stop - start)
+    n_computed = 0
+    for owner in (thread, 1 - thread):
+        for c in range(owner, n_chunks, N_THREADS):
+            if not compare_exchange(flags, CLAIMS + c, batch, batch + 1):
+                continue  # the other thread has it
+            chunk_start = start + c * CHUNK_ROWS
+            chunk_stop = min(chunk_start + CHUNK_ROWS, stop)
+            # Prefetch into this thread's next chunk: two on, or its first
+            # chunk of the next batch.
+            next_start = chunk_start + N_THREADS * CHUNK_ROWS
+            if next_start >= stop:
+                next_start = stop + thread * CHUNK_ROWS
+            chunk_losses[c] = chunk_gradient(
+                X,
+                X_data,
+                X_indices,
+                X_indptr,
+                is_sparse,
+                y,
+                sample_weight,
+                order,
+                chunk_start,
+                chunk_stop,
+                next_start,
+                params,
+                loss,
+                epsilon,
+                partials[c],
+            )
+            fetch_add(flags, DONE_CHUNKS, 1)  # release: the partial is visible
+            n_computed += 1
+    return n_computed
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -177,42 +187,38 @@ def lead_epoch(
     average_start,
     flags,
 ):
-    """The leading thread's part of the epoch: compute chunks and take every step.
+    """The leading thread's part of the epoch: its chunks, and every step.
 
     Arguments as for :func:`fastgd._kernels.batch_numba.batch_epoch`, plus
     ``flags`` from :func:`new_flags`. Returns the epoch's Σ sᵢ·ℓᵢ.
     """
     n_rows = order.shape[0]
-    chunks_per_batch = n_chunks_for(batch_size)
     loss_sum = 0.0
-    chunks_before = 0
+    chunks_done = 0
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
-        chunks_after = chunks_before + n_chunks_for(stop - start)
-        while True:
-            chunk = load_acquire(flags, NEXT_CHUNK)
-            if chunk >= chunks_after:
-                break
-            if compare_exchange(flags, NEXT_CHUNK, chunk, chunk + 1):
-                _compute_chunk(
-                    chunk,
-                    X,
-                    X_data,
-                    X_indices,
-                    X_indptr,
-                    is_sparse,
-                    y,
-                    sample_weight,
-                    order,
-                    batch_size,
-                    params,
-                    loss,
-                    epsilon,
-                    partials,
-                    chunk_losses,
-                    flags,
-                )
-        wait_until_at_least(flags, DONE_CHUNKS, chunks_after)
+        batch = start // batch_size
+        work_on_batch(
+            0,
+            batch,
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y,
+            sample_weight,
+            order,
+            batch_size,
+            params,
+            loss,
+            epsilon,
+            partials,
+            chunk_losses,
+            flags,
+        )
+        chunks_done += n_chunks_for(stop - start)
+        wait_until_at_least(flags, DONE_CHUNKS, chunks_done)
         loss_sum += reduce_chunks(
             sample_weight,
             order,
@@ -247,8 +253,7 @@ def lead_epoch(
             opt_eps,
             average_start,
         )
-        store_release(flags, BATCHES_STEPPED, start // batch_size + 1)
-        chunks_before += chunks_per_batch
+        store_release(flags, BATCHES_STEPPED, batch + 1)  # release: new params visible
     return loss_sum
 
 
@@ -270,43 +275,47 @@ def help_epoch(
     chunk_losses,
     flags,
 ):
-    """The helping thread's part: claim and compute chunks until the epoch's are gone.
+    """The helping thread's part: its chunks of each batch once the batch is open.
 
-    A chunk is claimed only once the parameters its batch needs are
-    published (``BATCHES_STEPPED``). Returns how many chunks it computed.
+    A batch opens when the leader has published the parameters it needs
+    (``BATCHES_STEPPED``); batches the leader finished alone are skipped.
+    Returns how many chunks the helper computed.
     """
-    n_chunks = _chunk_count(order.shape[0], batch_size)
-    chunks_per_batch = n_chunks_for(batch_size)
+    n_batches = -(-order.shape[0] // batch_size)
+    batch = 0
     n_waits = 0
     n_computed = 0
-    while True:
-        chunk = load_acquire(flags, NEXT_CHUNK)
-        if chunk >= n_chunks:
-            return n_computed
-        ready = load_acquire(flags, BATCHES_STEPPED) >= chunk // chunks_per_batch
-        if not (ready and compare_exchange(flags, NEXT_CHUNK, chunk, chunk + 1)):
+    while batch < n_batches:
+        stepped = load_acquire(flags, BATCHES_STEPPED)
+        if stepped < batch:
+            if load_acquire(flags, STOP) != 0:
+                break
             n_waits = wait_step(n_waits)
             continue
         n_waits = 0
-        n_computed += 1
-        _compute_chunk(
-            chunk,
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y,
-            sample_weight,
-            order,
-            batch_size,
-            params,
-            loss,
-            epsilon,
-            partials,
-            chunk_losses,
-            flags,
-        )
+        batch = stepped
+        if batch < n_batches:
+            n_computed += work_on_batch(
+                1,
+                batch,
+                X,
+                X_data,
+                X_indices,
+                X_indptr,
+                is_sparse,
+                y,
+                sample_weight,
+                order,
+                batch_size,
+                params,
+                loss,
+                epsilon,
+                partials,
+                chunk_losses,
+                flags,
+            )
+        batch += 1
+    return n_computed
 
 
 def two_thread_batch_epoch(*args):
@@ -315,7 +324,7 @@ def two_thread_batch_epoch(*args):
     Takes the same arguments and returns the same value, bit for bit; the
     calling thread leads and a short-lived helper thread computes chunks.
     """
-    flags = new_flags()
+    flags = new_flags(args[8])
     # The helper needs the data, the parameters (read only) and the chunk buffers.
     (*x_arrays, y, sample_weight, order, batch_size, params) = args[:10]
     partials, chunk_losses, _, loss, epsilon = args[15:20]
@@ -330,6 +339,5 @@ def two_thread_batch_epoch(*args):
     try:
         return lead_epoch(*args, flags)
     finally:
-        # Should the leader fail before the end, send the helper home.
-        flags[NEXT_CHUNK] = np.iinfo(np.int64).max
+        flags[STOP] = 1  # should the leader fail before the end, the helper returns
         helper.join()
