@@ -1,6 +1,22 @@
-"""Benchmark options: ``pytest bench/ --benchmark-only [--bench-size full]``."""
+"""pytest configuration of the benchmark suite.
 
-import pytest
+``pytest bench/ --benchmark-only [--bench-size full]`` runs every benchmark;
+the project's test run (``python -m pytest``, ``testpaths = ["tests"]``) never
+collects this folder. Fixtures shared by the suites live here; the speed-up
+of every fastgd benchmark against the other implementations of its group is
+recorded by :mod:`bench._speedups` and printed at the end of the run.
+"""
+
+import os
+
+# OpenMP threads that busy-wait after a parallel kernel starve BLAS and the
+# other library of a comparison (2 shared cores). fastgd sets this when it
+# loads Numba; PyTorch may load its OpenMP first, so set it before anything.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+
+from bench import _speedups  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -14,4 +30,33 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def bench_size(request):
+    """The ``--bench-size`` option: ``"quick"`` (default) or ``"full"``."""
     return request.config.getoption("--bench-size")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch on the CPU, with Numba's thread count; skips the benchmark without PyTorch."""
+    torch = pytest.importorskip("torch")
+    import numba
+
+    torch.set_num_threads(numba.get_num_threads())
+    return torch
+
+
+@pytest.fixture(autouse=True)
+def _record_speedups(request):
+    """After each benchmark, refresh the speed-ups of its group (see bench._speedups)."""
+    yield
+    benchmark = request.node.funcargs.get("benchmark")
+    if benchmark is not None:
+        _speedups.record(benchmark)
+
+
+@pytest.hookimpl(trylast=True)  # below pytest-benchmark's tables
+def pytest_terminal_summary(terminalreporter):
+    """Print the speed-ups of the run below pytest-benchmark's tables."""
+    table = _speedups.format_speedups(_speedups.speedup_rows())
+    if table:
+        terminalreporter.section("speed-ups (other median / fastgd median; > 1: fastgd faster)")
+        terminalreporter.write_line(table)

@@ -2,7 +2,7 @@
 
 Run as a script for a table (``python -m bench.multitask``; ``--quick`` for a
 small problem, ``--json FILE`` to keep the numbers); the pytest-benchmark
-suite in ``bench/bench_multitask.py`` uses the same problem and models.
+suite in ``bench/test_bench_multitask.py`` uses the same problem and models.
 
 What is measured (issue #4's target: ≥ 1.3× faster per epoch than
 MLPRegressor on 100,000 × 100 with 10 targets):
@@ -30,7 +30,7 @@ import json
 import os
 import warnings
 
-# OpenMP threads that busy-wait starve BLAS (see bench/bench_fusion.py).
+# OpenMP threads that busy-wait starve BLAS (see bench/fusion.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402

@@ -53,11 +53,11 @@ def _gd_ratios(results):
 
 
 def _run_fusion(quick):
-    from bench import bench_fusion
+    from bench import fusion
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), _warnings_restored():
-        rows = bench_fusion.main(["--quick"] if quick else [])
+        rows = fusion.main(["--quick"] if quick else [])
     results = [
         {"workload": workload, "implementation": impl, "seconds": seconds, "ratio": ratio}
         for workload, impl, seconds, ratio in rows

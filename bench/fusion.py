@@ -1,12 +1,8 @@
-"""FusionClassifier benchmarks against PyTorch (CPU) and scikit-learn's MLP.
+"""FusionClassifier against PyTorch (CPU) and scikit-learn's MLP, measured in one run.
 
-Run with pytest-benchmark (groups compare the implementations)::
-
-    python -m pytest bench/bench_fusion.py --benchmark-only
-
-or as a script, which measures everything in one run and prints ratios::
-
-    python bench/bench_fusion.py [--quick] [--threads N]
+Run as a script for a table of ratios (``python -m bench.fusion [--quick]
+[--threads N]``; ``fastgd bench`` runs it too); the pytest-benchmark suite in
+``bench/test_bench_fusion.py`` uses the same data and models.
 
 Workloads (float32, same number of threads everywhere):
 
@@ -17,26 +13,25 @@ Workloads (float32, same number of threads everywhere):
 * ``mlp``: 784-256-128-10 ReLU MLP, Adam, batch 128. One epoch.
 * ``predict``: predictions on 10,000 samples with both models.
 
-Every benchmark checks its result (a fast wrong model cannot win): the
-trained models must beat chance by far on their synthetic (learnable) data,
-and predictions must agree with the model's own probabilities.
-PyTorch is optional (``pip install torch``); without it those benchmarks
-are skipped. It is never a dependency of fastgd.
+Every measurement checks its result (a fast wrong model cannot win): the
+trained models must beat chance by far on their synthetic (learnable) data.
+PyTorch is optional (``pip install torch``); without it only fastgd and
+scikit-learn are measured. It is never a dependency of fastgd.
 """
 
 import os
 import sys
-import time
 import warnings
 
 # OpenMP threads that busy-wait after a parallel kernel starve the BLAS
-# threads of the next matrix product (10x slower epochs on 2 cores). Until
-# fastgd sets this itself, the benchmark does, before anything loads OpenMP;
-# it applies to PyTorch too. Override by setting the variable.
+# threads of the next matrix product (10x slower epochs on 2 cores). fastgd
+# sets this when it loads Numba, but PyTorch may load its OpenMP first: set it
+# before anything does. Override by setting the variable.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from bench._timing import interleaved_median_times  # noqa: E402
 from fastgd import FusionClassifier, stack_modalities  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
 
@@ -44,11 +39,6 @@ try:  # optional
     import torch
 except ImportError:  # pragma: no cover - depends on the environment
     torch = None
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover
-    pytest = None
 
 N_CLASSES = 10
 
@@ -224,113 +214,7 @@ def check_accuracy(pred, y, minimum):
     return acc
 
 
-# ========================================================= pytest-benchmark
-if pytest is not None:
-    needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
-
-    @pytest.fixture(scope="module")
-    def mm():
-        return multimodal_data()
-
-    @pytest.fixture(scope="module")
-    def mlp():
-        return mlp_data()
-
-    @pytest.mark.benchmark(group="multimodal-train-epoch")
-    def test_fastgd_multimodal_epoch(benchmark, mm):
-        X, y, columns, _, _ = mm
-        clf = fastgd_epoch(fastgd_multimodal(columns), X, y)  # warm-up + build
-        benchmark.pedantic(fastgd_epoch, args=(clf, X, y), rounds=3, iterations=1)
-        check_accuracy(clf.predict(X), y, 0.8)
-
-    @needs_torch
-    @pytest.mark.benchmark(group="multimodal-train-epoch")
-    def test_torch_multimodal_epoch(benchmark, mm):
-        X, y, _, images, text = mm
-        inputs = torch_multimodal_inputs(images, text)
-        yt = torch.from_numpy(y)
-        trainer = TorchTrainer(TorchMultimodal(), 32).epoch(inputs, yt)
-        benchmark.pedantic(trainer.epoch, args=(inputs, yt), rounds=3, iterations=1)
-        check_accuracy(trainer.predict(inputs), y, 0.8)
-
-    @pytest.mark.benchmark(group="mlp-train-epoch")
-    def test_fastgd_mlp_epoch(benchmark, mlp):
-        X, y = mlp
-        clf = fastgd_epoch(fastgd_mlp(), X, y)
-        benchmark.pedantic(fastgd_epoch, args=(clf, X, y), rounds=3, iterations=1)
-        check_accuracy(clf.predict(X), y, 0.9)
-
-    @pytest.mark.benchmark(group="mlp-train-epoch")
-    def test_sklearn_mlp_epoch(benchmark, mlp):
-        X, y = mlp
-        clf = sklearn_mlp()
-        clf.partial_fit(X, y, classes=np.arange(N_CLASSES))
-        benchmark.pedantic(clf.partial_fit, args=(X, y), rounds=3, iterations=1)
-        check_accuracy(clf.predict(X), y, 0.9)
-
-    @needs_torch
-    @pytest.mark.benchmark(group="mlp-train-epoch")
-    def test_torch_mlp_epoch(benchmark, mlp):
-        X, y = mlp
-        inputs, yt = (torch.from_numpy(X),), torch.from_numpy(y)
-        trainer = TorchTrainer(TorchMLP(), 128).epoch(inputs, yt)
-        benchmark.pedantic(trainer.epoch, args=(inputs, yt), rounds=3, iterations=1)
-        check_accuracy(trainer.predict(inputs), y, 0.9)
-
-    @pytest.mark.benchmark(group="mlp-predict-10k")
-    def test_fastgd_mlp_predict(benchmark, mlp):
-        X, y = mlp
-        clf = fastgd_epoch(fastgd_mlp(), X, y)
-        Xp = np.tile(X, (2, 1))[:10_000]
-        pred = benchmark(clf.predict, Xp)
-        np.testing.assert_array_equal(pred, clf.classes_[np.argmax(clf.predict_proba(Xp), axis=1)])
-        check_accuracy(pred, np.tile(y, 2)[:10_000], 0.8)
-
-    @needs_torch
-    @pytest.mark.benchmark(group="mlp-predict-10k")
-    def test_torch_mlp_predict(benchmark, mlp):
-        X, y = mlp
-        inputs, yt = (torch.from_numpy(X),), torch.from_numpy(y)
-        trainer = TorchTrainer(TorchMLP(), 128).epoch(inputs, yt)
-        Xp = (torch.from_numpy(np.tile(X, (2, 1))[:10_000]),)
-        pred = benchmark(trainer.predict, Xp, 10_000)
-        check_accuracy(pred, np.tile(y, 2)[:10_000], 0.8)
-
-    @pytest.mark.benchmark(group="multimodal-predict-10k")
-    def test_fastgd_multimodal_predict(benchmark):
-        X, y, columns, _, _ = multimodal_data(10_000, seed=1)
-        clf = fastgd_epoch(fastgd_multimodal(columns), X[:2048], y[:2048])
-        pred = benchmark.pedantic(clf.predict, args=(X,), rounds=3, iterations=1)
-        check_accuracy(pred, y, 0.7)
-
-    @needs_torch
-    @pytest.mark.benchmark(group="multimodal-predict-10k")
-    def test_torch_multimodal_predict(benchmark):
-        X, y, _, images, text = multimodal_data(10_000, seed=1)
-        inputs = torch_multimodal_inputs(images, text)
-        trainer = TorchTrainer(TorchMultimodal(), 32)
-        trainer.epoch(tuple(t[:2048] for t in inputs), torch.from_numpy(y[:2048]))
-        pred = benchmark.pedantic(trainer.predict, args=(inputs,), rounds=3, iterations=1)
-        check_accuracy(pred, y, 0.7)
-
-
 # ================================================================== CLI
-def _interleaved_best(fns, repeats):
-    """Median time of each callable, running them in turn ``repeats`` times.
-
-    Interleaving makes a slow phase of a shared machine hit every
-    implementation alike instead of whichever ran then; the median ignores
-    the odd run that another process slowed down.
-    """
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def main(argv=None):
     """Measure every workload in one run and print time ratios."""
     argv = sys.argv[1:] if argv is None else argv
@@ -360,7 +244,7 @@ def main(argv=None):
         inputs, yt = torch_multimodal_inputs(images, text), torch.from_numpy(y)
         trainer = TorchTrainer(TorchMultimodal(), 32).epoch(inputs, yt)
         fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
-    record("multimodal epoch", _interleaved_best(fns, repeats))
+    record("multimodal epoch", interleaved_median_times(fns, repeats, warmup=0))
     check_accuracy(clf.predict(X), y, 0.5)
     if torch is not None:
         check_accuracy(trainer.predict(inputs), y, 0.5)
@@ -370,7 +254,8 @@ def main(argv=None):
     if torch is not None:
         inputs_p = torch_multimodal_inputs(images_p, text_p)
         fns["pytorch"] = lambda: trainer.predict(inputs_p)
-    record(f"multimodal predict {len(yp)}", _interleaved_best(fns, max(2, repeats // 2)))
+    predict_times = interleaved_median_times(fns, max(2, repeats // 2), warmup=0)
+    record(f"multimodal predict {len(yp)}", predict_times)
     check_accuracy(clf.predict(Xp), yp, 0.5)
 
     # MLP 784-256-128-10.
@@ -383,7 +268,7 @@ def main(argv=None):
         inputs, yt = (torch.from_numpy(X),), torch.from_numpy(y)
         trainer = TorchTrainer(TorchMLP(), 128).epoch(inputs, yt)
         fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
-    record("mlp 784-256-128-10 epoch", _interleaved_best(fns, repeats))
+    record("mlp 784-256-128-10 epoch", interleaved_median_times(fns, repeats, warmup=0))
     check_accuracy(clf.predict(X), y, 0.8)
     check_accuracy(sk.predict(X), y, 0.8)
     if torch is not None:
@@ -394,9 +279,12 @@ def main(argv=None):
     if torch is not None:
         inputs_p = (torch.from_numpy(Xp),)
         fns["pytorch"] = lambda: trainer.predict(inputs_p, 10_000)
-    record("mlp predict 10000", _interleaved_best(fns, 3 * repeats))
+    record("mlp predict 10000", interleaved_median_times(fns, 3 * repeats, warmup=0))
 
-    print(f"threads: {n_threads()}  (median times; ratio = other time / fastgd time; > 1 means fastgd is faster)")
+    print(
+        f"threads: {n_threads()}  (median times; ratio = other time / fastgd time; "
+        "> 1 means fastgd is faster)"
+    )
     print(f"{'workload':<28} {'impl':<8} {'seconds':>9} {'ratio':>7}")
     for workload, impl, seconds, ratio in rows:
         r = "" if ratio is None else f"{ratio:7.2f}"

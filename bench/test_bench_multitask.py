@@ -2,9 +2,9 @@
 
 Run with::
 
-    python -m pytest bench/bench_multitask.py --benchmark-only [--bench-size full]
+    python -m pytest bench/test_bench_multitask.py --benchmark-only [--bench-size full]
 
-The ``multitask-epoch-bs<batch>`` groups time one training epoch of the same
+The ``multitask: epoch, batch <size>`` groups time one training epoch of the same
 network (100 → Dense(100, relu) → 10 outputs, Adam, float32) in both
 libraries on 100,000 × 100 with 10 targets (``--bench-size full``; the
 default ``quick`` uses 20,000 samples): a ``partial_fit`` call each, after a
@@ -17,6 +17,7 @@ repetitions, use the table: ``python -m bench.multitask``.
 import numpy as np
 import pytest
 
+from bench._speedups import label
 from bench.multitask import FULL_SIZE, QUICK_SIZE, fastgd_model, make_problem, sklearn_model
 
 # Held-out R² each library must reach after its first epoch plus the timed
@@ -38,7 +39,8 @@ def _epoch(model, X, Y):
 @pytest.mark.parametrize("library", ["fastgd", "sklearn"])
 def test_multitask_epoch(benchmark, problem, bench_size, library, batch_size):
     X, Y, X_test, Y_test = problem
-    benchmark.group = f"multitask-epoch-bs{batch_size}"
+    benchmark.group = f"multitask: epoch, batch {batch_size}"
+    label(benchmark, library, n_samples=len(X), batch_size=batch_size)
     model = (fastgd_model if library == "fastgd" else sklearn_model)(batch_size)
     model.partial_fit(X, Y)  # build (and compile) outside the timing
     benchmark.pedantic(_epoch, args=(model, X, Y), rounds=3, iterations=1)
