@@ -19,6 +19,16 @@ def median_time(function, repeats=5, warmup=1):
     return statistics.median(times)
 
 
+def warm_then_benchmark(benchmark, function):
+    """Call ``function()`` once (Numba compiles, caches warm), then time it with pytest-benchmark.
+
+    pytest-benchmark picks the number of rounds (at least ``--benchmark-min-rounds``,
+    about ``--benchmark-max-time`` seconds in all). Returns what the last call returned.
+    """
+    function()
+    return benchmark(function)
+
+
 def interleaved_median_times(functions, repeats=5, warmup=1):
     """Median times of several functions, run in turn, so machine noise hits all alike.
 
