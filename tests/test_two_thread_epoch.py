@@ -161,16 +161,16 @@ def test_the_helper_shares_the_work():
     computed = [0]
     for _attempt in range(3):  # a descheduled helper may get no chunk; retry
         args = epoch_args(X, y, sw, order, 256)
-        flags = two_thread_epoch.new_flags(256)
-        helper_args = (*args[:10], args[18], args[19], args[15], args[16], flags)
+        shared, state_and_settings = two_thread_epoch.shared_arrays(*args)
         computed = []
         helper = threading.Thread(
-            target=lambda a=helper_args, out=computed: out.append(two_thread_epoch.help_epoch(*a))
+            target=lambda out=computed, s=shared: out.append(two_thread_epoch.help_epoch(s))
         )
         helper.start()
-        two_thread_epoch.lead_epoch(*args, flags)
+        two_thread_epoch.lead_epoch(shared, state_and_settings)
         helper.join()
         assert_same_state(reference, args)
+        flags = shared[-1]
         assert flags[two_thread_epoch.DONE_CHUNKS] == -(-20_000 // 64)  # every chunk once
         if computed[0] > 0:
             break
@@ -181,10 +181,11 @@ def test_the_leader_alone_finishes_the_epoch():
     """With no helper at all the leader claims every chunk: nothing waits on a missing thread."""
     X, y, sw, order = problem(5000, 8, seed=3)
     alone, reference = epoch_args(X, y, sw, order, 256), epoch_args(X, y, sw, order, 256)
-    flags = two_thread_epoch.new_flags(256)
-    loss = two_thread_epoch.lead_epoch(*alone, flags)
+    shared, state_and_settings = two_thread_epoch.shared_arrays(*alone)
+    loss = two_thread_epoch.lead_epoch(shared, state_and_settings)
     assert loss == batch_numba.batch_epoch(*reference)
     assert_same_state(reference, alone)
+    flags = shared[-1]
     assert flags[two_thread_epoch.DONE_CHUNKS] == 19 * 4 + 3  # 19 batches of 256, then 136 rows
 
 

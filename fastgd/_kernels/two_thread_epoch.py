@@ -88,29 +88,14 @@ def worth_two_threads(n_rows, n_features, batch_size):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def work_on_batch(
-    thread,
-    batch,
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    batch_size,
-    params,
-    loss,
-    epsilon,
-    partials,
-    chunk_losses,
-    flags,
-):
+def work_on_batch(thread, batch, shared):
     """Compute ``thread``'s chunks of ``batch``, then those the other thread has not claimed.
 
+    ``shared`` is the tuple both threads work on (see :func:`shared_arrays`).
     Returns how many chunks this call computed.
     """
+    (X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, order) = shared[:8]
+    (batch_size, params, loss, epsilon, partials, chunk_losses, flags) = shared[8:]
     start = batch * batch_size
     stop = min(start + batch_size, order.shape[0])
     n_chunks = n_chunks_for(stop - start)
@@ -149,74 +134,37 @@ def work_on_batch(
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def lead_epoch(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    batch_size,
-    params,
-    avg_params,
-    l1_received,
-    state_1,
-    state_2,
-    grad,
-    partials,
-    chunk_losses,
-    counters,
-    loss,
-    epsilon,
-    l2,
-    l1,
-    l1_proximal,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    fit_intercept,
-    average_start,
-    flags,
-):
+def lead_epoch(shared, state_and_settings):
     """The leading thread's part of the epoch: its chunks, and every step.
 
-    Arguments as for :func:`fastgd._kernels.batch_numba.batch_epoch`, plus
-    ``flags`` from :func:`new_flags`. Returns the epoch's Σ sᵢ·ℓᵢ.
+    Parameters
+    ----------
+    shared : tuple
+        What both threads read, from :func:`shared_arrays`.
+    state_and_settings : tuple
+        The arguments of :func:`fastgd._kernels.batch_numba.batch_epoch`
+        from ``avg_params`` to ``average_start`` except ``partials`` and
+        ``chunk_losses`` (which are in ``shared``), in that order.
+
+    Returns
+    -------
+    loss_sum : float
+        The epoch's Σ sᵢ·ℓᵢ.
     """
+    sample_weight, order, batch_size, params = shared[6:10]
+    partials, chunk_losses, flags = shared[12:]
+    (avg_params, l1_received, state_1, state_2, grad, counters) = state_and_settings[:6]
+    (loss, epsilon, l2, l1, l1_proximal) = state_and_settings[6:11]
+    schedule_args = state_and_settings[11:16]
+    optimizer_args = state_and_settings[16:21]
+    fit_intercept, average_start = state_and_settings[21:]
     n_rows = order.shape[0]
     loss_sum = 0.0
     chunks_done = 0
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
         batch = start // batch_size
-        work_on_batch(
-            0,
-            batch,
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y,
-            sample_weight,
-            order,
-            batch_size,
-            params,
-            loss,
-            epsilon,
-            partials,
-            chunk_losses,
-            flags,
-        )
+        work_on_batch(0, batch, shared)
         chunks_done += n_chunks_for(stop - start)
         wait_until_at_least(flags, DONE_CHUNKS, chunks_done)
         loss_sum += reduce_chunks(
@@ -241,16 +189,8 @@ def lead_epoch(
             counters,
             l1,
             l1_proximal,
-            schedule,
-            eta0,
-            power_t,
-            optimal_t0,
-            alpha,
-            optimizer,
-            momentum,
-            beta_1,
-            beta_2,
-            opt_eps,
+            *schedule_args,
+            *optimizer_args,
             average_start,
         )
         store_release(flags, BATCHES_STEPPED, batch + 1)  # release: new params visible
@@ -258,29 +198,15 @@ def lead_epoch(
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def help_epoch(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    batch_size,
-    params,
-    loss,
-    epsilon,
-    partials,
-    chunk_losses,
-    flags,
-):
+def help_epoch(shared):
     """The helping thread's part: its chunks of each batch once the batch is open.
 
     A batch opens when the leader has published the parameters it needs
     (``BATCHES_STEPPED``); batches the leader finished alone are skipped.
     Returns how many chunks the helper computed.
     """
+    order, batch_size = shared[7:9]
+    flags = shared[-1]
     n_batches = -(-order.shape[0] // batch_size)
     batch = 0
     n_waits = 0
@@ -295,27 +221,30 @@ def help_epoch(
         n_waits = 0
         batch = stepped
         if batch < n_batches:
-            n_computed += work_on_batch(
-                1,
-                batch,
-                X,
-                X_data,
-                X_indices,
-                X_indptr,
-                is_sparse,
-                y,
-                sample_weight,
-                order,
-                batch_size,
-                params,
-                loss,
-                epsilon,
-                partials,
-                chunk_losses,
-                flags,
-            )
+            n_computed += work_on_batch(1, batch, shared)
         batch += 1
     return n_computed
+
+
+def shared_arrays(*args):
+    """Split :func:`~fastgd._kernels.batch_numba.batch_epoch`'s arguments for the two threads.
+
+    Returns
+    -------
+    shared : tuple
+        What both threads use: the data (X as four arrays and a flag, y,
+        sample_weight, order), batch_size, params, loss, epsilon, the chunk
+        buffers (partials, chunk_losses) and a fresh :func:`new_flags` array.
+    state_and_settings : tuple
+        The rest, for :func:`lead_epoch`.
+    """
+    data, (batch_size, params, avg_params, l1_received, state_1, state_2) = args[:8], args[8:14]
+    grad, partials, chunk_losses, counters, loss, epsilon = args[14:20]
+    settings = args[20:]
+    shared = (*data, batch_size, params, loss, epsilon, partials, chunk_losses)
+    shared += (new_flags(batch_size),)
+    state = (avg_params, l1_received, state_1, state_2, grad, counters, loss, epsilon)
+    return shared, state + settings
 
 
 def two_thread_batch_epoch(*args):
@@ -324,20 +253,13 @@ def two_thread_batch_epoch(*args):
     Takes the same arguments and returns the same value, bit for bit; the
     calling thread leads and a short-lived helper thread computes chunks.
     """
-    flags = new_flags(args[8])
-    # The helper needs the data, the parameters (read only) and the chunk buffers.
-    (*x_arrays, y, sample_weight, order, batch_size, params) = args[:10]
-    partials, chunk_losses, _, loss, epsilon = args[15:20]
+    shared, state_and_settings = shared_arrays(*args)
     helper = threading.Thread(
-        target=help_epoch,
-        args=(*x_arrays, y, sample_weight, order, batch_size, params, loss, epsilon)
-        + (partials, chunk_losses, flags),
-        name="fastgd-epoch-helper",
-        daemon=True,
+        target=help_epoch, args=(shared,), name="fastgd-epoch-helper", daemon=True
     )
     helper.start()
     try:
-        return lead_epoch(*args, flags)
+        return lead_epoch(shared, state_and_settings)
     finally:
-        flags[STOP] = 1  # should the leader fail before the end, the helper returns
+        shared[-1][STOP] = 1  # should the leader fail before the end, the helper returns
         helper.join()
