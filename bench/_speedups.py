@@ -10,7 +10,14 @@ fastgd's (> 1 means fastgd is faster). The ratios are recomputed whenever a memb
 finishes, so they do not depend on the order the benchmarks run in, and they
 are saved with ``--benchmark-save`` (or ``--benchmark-json``), because
 pytest-benchmark writes ``extra_info`` when the session ends.
+
+``python -m bench._speedups RUN.json [RUN.json ...]`` prints the Markdown table
+of the README: for each speed-up, its median over the saved runs.
 """
+
+import argparse
+import json
+import statistics
 
 FASTGD_PREFIX = "fastgd"
 LABEL_KEY = "implementation"
@@ -94,3 +101,42 @@ def format_speedups(rows):
         ratio = row[3] if isinstance(row[3], str) else f"{row[3]:7.2f}x"
         lines.append("  ".join([*cells, ratio]))
     return "\n".join(lines)
+
+
+def saved_speedups(paths):
+    """Speed-ups of saved runs: ``{(group, fastgd label, other label): [ratio per run]}``.
+
+    Parameters
+    ----------
+    paths : list of str
+        JSON files written by ``--benchmark-save`` or ``--benchmark-json``.
+    """
+    ratios = {}
+    for path in paths:
+        with open(path) as handle:
+            saved = json.load(handle)
+        for benchmark in saved["benchmarks"]:
+            info = benchmark["extra_info"]
+            for key, ratio in info.items():
+                if key.startswith(SPEEDUP_PREFIX):
+                    other = key[len(SPEEDUP_PREFIX) :]
+                    ratios.setdefault((benchmark["group"], info[LABEL_KEY], other), []).append(
+                        ratio
+                    )
+    return ratios
+
+
+def main(argv=None):
+    """Print the median speed-ups of saved runs as a Markdown table."""
+    parser = argparse.ArgumentParser(description="Median speed-ups of saved benchmark runs.")
+    parser.add_argument("runs", nargs="+", help="JSON files of --benchmark-save runs")
+    args = parser.parse_args(argv)
+    print("| group | fastgd | vs | speed-up (median) | per run |")
+    print("| --- | --- | --- | --- | --- |")
+    for (group, name, other), ratios in saved_speedups(args.runs).items():
+        runs = " / ".join(f"{r:.2f}" for r in ratios)
+        print(f"| {group} | {name} | {other} | **{statistics.median(ratios):.2f}×** | {runs} |")
+
+
+if __name__ == "__main__":
+    main()
