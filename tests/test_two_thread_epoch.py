@@ -219,3 +219,18 @@ def test_gd_regressor_results_do_not_depend_on_the_second_thread():
     np.testing.assert_array_equal(two.coef_, one.coef_)
     assert two.intercept_ == one.intercept_
     assert two.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("epoch", ["one thread", "two threads"])
+def test_an_empty_weight_array_means_unit_weights(epoch):
+    """The engine passes no weights when all are 1: same model, bit for bit."""
+    run = {
+        "one thread": batch_numba.batch_epoch,
+        "two threads": two_thread_epoch.two_thread_batch_epoch,
+    }[epoch]
+    X, y, _, order = problem(3001, 17, seed=6)
+    explicit = epoch_args(X, y, np.ones(3001), order, 200)
+    implicit = epoch_args(X, y, np.empty(0), order, 200)
+    for _ in range(2):
+        assert run(*explicit) == run(*implicit)
+    assert_same_state(explicit, implicit)

@@ -8,7 +8,8 @@ each batch the kernel computes the mean gradient
 
 and hands it to the shared optimizer rule (:mod:`fastgd._kernels.optimizers`).
 The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
-``y`` and ``sample_weight`` are indexed by row number, like X.
+``y`` and ``sample_weight`` are indexed by row number, like X; an empty
+``sample_weight`` means every weight is 1 (then it costs no memory traffic).
 
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
@@ -102,6 +103,8 @@ def chunk_gradient(
     intercept = params[n_features]
     partial[: n_features + 1] = 0
     loss_sum = 0.0
+    unit_weights = sample_weight.shape[0] == 0
+    one = sample_weight.dtype.type(1.0)
     for k in range(start, stop):
         ahead = k + BATCH_ROWS_AHEAD
         if ahead >= stop:
@@ -109,13 +112,14 @@ def chunk_gradient(
         if ahead < order.shape[0]:
             prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[ahead])
             prefetch_element(y, order[ahead])
-            prefetch_element(sample_weight, order[ahead])
+            if not unit_weights:
+                prefetch_element(sample_weight, order[ahead])
         i = order[k]
         if is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
         else:
             p = dense_dot(X, i, w) + intercept
-        s = sample_weight[i]
+        s = one if unit_weights else sample_weight[i]
         loss_sum += s * loss_value(loss, p, y[i], epsilon)
         dloss = s * loss_derivative(loss, p, y[i], epsilon)
         if dloss == 0.0:
@@ -144,9 +148,11 @@ def reduce_chunks(
     n_params = params.shape[0]
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
     # 2 counts as that sample twice, exactly, in full-batch GD).
-    weight_sum = 0.0
-    for k in range(start, stop):
-        weight_sum += sample_weight[order[k]]
+    weight_sum = float(stop - start)
+    if sample_weight.shape[0] > 0:
+        weight_sum = 0.0
+        for k in range(start, stop):
+            weight_sum += sample_weight[order[k]]
     inv_weight = 1.0 / weight_sum if weight_sum > 0.0 else 0.0
     for j in range(n_params):
         acc = 0.0
@@ -239,7 +245,8 @@ def batch_gradient(
     Parameters
     ----------
     y, sample_weight : ndarray of shape (n_samples,)
-        Target and sample weight of every row of X.
+        Target and sample weight of every row of X; ``sample_weight`` may be
+        empty, meaning all weights are 1.
     order : ndarray of intp
         Row numbers; the batch is ``order[start:stop]``.
     partials : ndarray of shape (n_chunks, row_length)
