@@ -90,7 +90,7 @@ def run_kernel(
                 indptr,
                 sp.issparse(X),
                 y[order],  # the kernels take targets and weights in visiting order
-                sw[order],
+                sw[order] if sw.shape[0] else sw,  # empty: every weight is 1
                 order,
                 coef,
                 avg,
@@ -168,6 +168,19 @@ def test_both_per_sample_backends_agree_bitwise(dtype):
         b = run_kernel(sgd_numba.sgd_epoch, X, y, sw, orders, **case)
         assert a[0].dtype == dtype
         np.testing.assert_allclose(a[0], b[0], rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("backend", PER_SAMPLE_KERNELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_empty_weight_array_means_unit_weights(backend, dtype):
+    X, y = make_linear_problem(n=120, d=9, dtype=dtype, seed=8)
+    orders = [np.random.RandomState(e).permutation(120) for e in range(3)]
+    kernel = PER_SAMPLE_KERNELS[backend]
+    for case in CASES:
+        explicit = run_kernel(kernel, X, y, np.ones(120, dtype), orders, **case)
+        implicit = run_kernel(kernel, X, y, np.empty(0, dtype), orders, **case)
+        for a, b in zip(explicit, implicit, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_lazy_scale_is_folded_when_it_becomes_tiny():

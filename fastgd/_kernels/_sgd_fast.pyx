@@ -286,7 +286,8 @@ def sgd_epoch(
     y_ordered, weight_ordered : memoryviews of shape (n_steps,)
         Target and sample weight of each visited row, in visiting order
         (``y[order]``, ``sample_weight[order]``): read sequentially, they cost
-        no cache misses, unlike ``y[order[k]]``.
+        no cache misses, unlike ``y[order[k]]``. An empty ``weight_ordered``
+        means every weight is 1.
     order : memoryview of shape (n_steps,)
         Row indices in visiting order.
     coef : memoryview of shape (d,)
@@ -336,6 +337,9 @@ def sgd_epoch(
     cdef double loss_sum = 0.0
     cdef double mu
     cdef bint lazy = optimizer == SGD
+    # An empty weight array means every weight is 1: nothing to read.
+    cdef bint unit_weights = weight_ordered.shape[0] == 0
+    cdef floating s
 
     with nogil:
         for step_index in range(n_steps):
@@ -353,10 +357,9 @@ def sgd_epoch(
                 nnz = n_features
                 row = &X[i, 0]
                 p = scale * dense_dot(row, w, n_features) + intercept
-            loss_sum += weight_ordered[step_index] * loss_value(
-                loss, p, y_ordered[step_index], epsilon)
-            dloss = weight_ordered[step_index] * loss_derivative(
-                loss, p, y_ordered[step_index], epsilon)
+            s = 1.0 if unit_weights else weight_ordered[step_index]
+            loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
+            dloss = s * loss_derivative(loss, p, y_ordered[step_index], epsilon)
             eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
             n_updates += 1.0
 

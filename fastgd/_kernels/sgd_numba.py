@@ -135,6 +135,8 @@ def sgd_epoch(
     n_updates = counters[N_UPDATES]
     loss_sum = 0.0
     lazy = optimizer == SGD
+    unit_weights = weight_ordered.shape[0] == 0  # every weight is 1: nothing to read
+    one = weight_ordered.dtype.type(1.0)
 
     n_steps = order.shape[0]
     for step_index in range(n_steps):
@@ -149,10 +151,9 @@ def sgd_epoch(
             start = 0
             end = n_features
             p = scale * dense_dot(X, i, w) + intercept
-        loss_sum += weight_ordered[step_index] * loss_value(loss, p, y_ordered[step_index], epsilon)
-        dloss = weight_ordered[step_index] * loss_derivative(
-            loss, p, y_ordered[step_index], epsilon
-        )
+        s = one if unit_weights else weight_ordered[step_index]
+        loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
+        dloss = s * loss_derivative(loss, p, y_ordered[step_index], epsilon)
         eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
         n_updates += 1.0
 
