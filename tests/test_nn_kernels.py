@@ -6,10 +6,10 @@ small float64 case, and the kernels are checked to be deterministic (same
 call twice, and 1 thread vs all threads, give bit-identical results).
 """
 
+import naive_nn as naive
 import numpy as np
 import pytest
 
-import naive_nn as naive
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import numba
 from fastgd._kernels.activations import (
@@ -101,9 +101,7 @@ def test_activations_match_twin(rng, dtype, code):
         dA = G.copy()
         activation_backward(A, dA, code)
         assert dA.dtype == dtype
-        ref = G.astype(np.float64) * naive.activation_grad_from_output(
-            A.astype(np.float64), code
-        )
+        ref = G.astype(np.float64) * naive.activation_grad_from_output(A.astype(np.float64), code)
         assert_close(dA, ref, dtype)
 
         b = rng.standard_normal(shape[1]).astype(dtype)
@@ -147,7 +145,7 @@ def test_activation_finite_differences(rng):
     G = rng.standard_normal((3, 4))
     for code in ACTS:
 
-        def f():
+        def f(code=code):
             a = z.copy()
             activation_forward(a, code)
             return float((a * G).sum())
@@ -282,7 +280,9 @@ def test_conv2d_matches_twin(rng, dtype):
         dA = G.copy()
         dW, db, dX = np.empty_like(Wt), np.empty_like(b), np.empty_like(X)
         conv2d_backward(X, Wt, out, dA, code, s, pt, pl, dW, db, dX, ws)
-        rW, rb, rX = naive.conv2d_backward(X64, W64, out.astype(np.float64), G.astype(np.float64), code, s, pt, pl)
+        rW, rb, rX = naive.conv2d_backward(
+            X64, W64, out.astype(np.float64), G.astype(np.float64), code, s, pt, pl
+        )
         for got, r in [(dW, rW), (db, rb), (dX, rX)]:
             assert got.dtype == dtype
             assert_close(got, r, dtype)
@@ -323,8 +323,20 @@ def test_conv2d_rejects_bad_shapes(rng):
         conv2d_forward(X, Wt, b, s, pt, pl, np.empty((2, 4, OH + 5, OW)), 0)
     out = np.empty((2, 4, OH, OW))
     with pytest.raises(ValueError):  # workspace too small
-        conv2d_backward(X, Wt, out, out.copy(), 0, s, pt, pl, np.empty_like(Wt),
-                        np.empty_like(b), None, np.empty((1, 10)))
+        conv2d_backward(
+            X,
+            Wt,
+            out,
+            out.copy(),
+            0,
+            s,
+            pt,
+            pl,
+            np.empty_like(Wt),
+            np.empty_like(b),
+            None,
+            np.empty((1, 10)),
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -350,7 +362,7 @@ def test_conv2d_deterministic_and_thread_independent(rng, dtype):
     finally:
         numba.set_num_threads(n_threads)
     for again in (run(), single):
-        for a, c in zip(first, again):
+        for a, c in zip(first, again, strict=True):
             np.testing.assert_array_equal(a, c)
 
 
@@ -451,8 +463,9 @@ def test_dropout_matches_twin(rng, dtype, rate):
     dropout_backward(G, mask, rate, dX)
     assert_close(dX, naive.dropout(G.astype(np.float64), mask, rate), dtype)
     # Backward is the same linear map as forward: ⟨dropout(X), G⟩ = ⟨X, dX⟩.
-    np.testing.assert_allclose((out.astype(np.float64) * G).sum(),
-                               (X.astype(np.float64) * dX).sum(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        (out.astype(np.float64) * G).sum(), (X.astype(np.float64) * dX).sum(), rtol=1e-4, atol=1e-4
+    )
 
 
 # --------------------------------------------------------------------------
@@ -612,7 +625,7 @@ def test_kernels_bit_identical_on_repeat_and_thread_count(rng):
     finally:
         numba.set_num_threads(n_threads)
     for again in (run(), single):
-        for a, c in zip(first, again):
+        for a, c in zip(first, again, strict=True):
             np.testing.assert_array_equal(a, c)
 
 
