@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fastgd._kernels.shuffle import MIN_SCATTER_SIZE, shuffled_copy
+from fastgd._kernels.shuffle import MIN_SCATTER_SIZE, PARALLEL_MIN_SIZE, shuffled_copy
 
 SIZES = [1, 2, 9, MIN_SCATTER_SIZE, MIN_SCATTER_SIZE * 3 + 7]
 
@@ -62,8 +62,37 @@ def test_large_shuffles_are_uniform():
 
 def test_neighbours_are_as_often_ascending_as_descending():
     """In a random permutation about half the neighbours ascend (order within buckets too)."""
-    n = MIN_SCATTER_SIZE * 2
+    n = PARALLEL_MIN_SIZE * 2
     out = shuffled(np.arange(n, dtype=np.intp), 5)
     ascents = np.count_nonzero(np.diff(out) > 0)
     # The number of ascents has mean (n - 1) / 2 and variance (n + 1) / 12.
     assert abs(ascents - (n - 1) / 2) < 5 * np.sqrt((n + 1) / 12)
+
+
+@pytest.mark.parametrize("n", [MIN_SCATTER_SIZE + 5, PARALLEL_MIN_SIZE + 3])
+def test_the_same_on_any_number_of_threads(n):
+    """Parallel and serial scatter passes, and one thread or all, give one permutation."""
+    import numba
+
+    from fastgd._kernels import shuffle
+
+    source = np.arange(n, dtype=np.intp)
+    results = []
+    for body in (shuffle._scatter_shuffle_parallel, shuffle._scatter_shuffle_serial):
+        out = np.empty_like(source)
+        scratch = (
+            np.empty(n, np.uint8),
+            np.empty((shuffle.N_PARTS, shuffle.N_BUCKETS), np.int64),
+            np.empty(shuffle.N_BUCKETS + 1, np.int64),
+        )
+        body(source, out, 21, *scratch)
+        results.append(out)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        results.append(shuffled(source, 21))
+    finally:
+        numba.set_num_threads(previous)
+    results.append(shuffled(source, 21))
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
