@@ -45,12 +45,13 @@ def _linear_models(dtype):
         for data in (X, X_csr):
             model = GDRegressor(max_iter=2, tol=None, random_state=0, **params)
             model.fit(data, y).predict(data)
-    # One epoch on a problem just large enough for the compiled shuffle and
-    # (given two CPUs) the two-thread mini-batch epoch.
+    # One epoch on a problem just large enough for the compiled shuffle (its
+    # parallel passes too) and, given two CPUs, the two-thread mini-batch epoch.
     from fastgd._engine.linear import COMPILED_SHUFFLE_MIN_ROWS
+    from fastgd._kernels.shuffle import PARALLEL_MIN_SIZE
     from fastgd._kernels.two_thread_epoch import MIN_ENTRIES
 
-    n_rows = COMPILED_SHUFFLE_MIN_ROWS
+    n_rows = max(COMPILED_SHUFFLE_MIN_ROWS, PARALLEL_MIN_SIZE)
     X = rng.standard_normal((n_rows, -(-MIN_ENTRIES // n_rows))).astype(dtype)
     y = X.sum(axis=1)
     for data in (X, sp.csr_matrix(X)):
