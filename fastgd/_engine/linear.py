@@ -8,6 +8,7 @@ random state, and runs the shared epoch loop of
 :mod:`fastgd._engine.training`. It never sees the estimator.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -349,11 +350,33 @@ def current_learning_rate(state, config):
     return state.eta if state.eta is not None else config.eta0
 
 
+_blas_controller = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run the enclosed BLAS calls on one thread.
+
+    After a multi-threaded call, OpenBLAS's idle threads spin for about a
+    tenth of a second, holding the core the next two-thread epoch needs:
+    scoring the validation set that way made the next mini-batch epoch on
+    1,000,000 x 100 take 166 ms instead of 106 ms (measured).
+    """
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
+
+
 def r2_score_of(state, config, validation):
     """R² of the current model on ``validation = (X, y, sample_weight)``."""
     X_val, y_val, w_val = validation
     coef, intercept = state.model(config)
-    pred = X_val @ coef + intercept
+    with _one_blas_thread():
+        pred = X_val @ coef + intercept
     residual = np.average((y_val - pred) ** 2, weights=w_val)
     spread = np.average((y_val - np.average(y_val, weights=w_val)) ** 2, weights=w_val)
     if spread == 0:
