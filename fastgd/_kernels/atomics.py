@@ -36,8 +36,16 @@ def _element_pointer(context, builder, array_type, array, index):
     return builder.gep(data, [index])
 
 
-def _as_int64(context, builder, value, value_type):
-    return context.cast(builder, value, value_type, types.int64)
+def _pointer_and_operands(context, builder, sig, args):
+    """For ``args = (array, index, *operands)``: the pointer to ``array[index]``
+    followed by the operands cast to int64."""
+    array, index, *operands = args
+    pointer = _element_pointer(context, builder, sig.args[0], array, index)
+    cast = [
+        context.cast(builder, value, value_type, types.int64)
+        for value, value_type in zip(operands, sig.args[2:], strict=True)
+    ]
+    return (pointer, *cast)
 
 
 @intrinsic
@@ -60,9 +68,7 @@ def store_release(typingctx, array_type, index_type, value_type):
         return None
 
     def codegen(context, builder, sig, args):
-        array, index, value = args
-        pointer = _element_pointer(context, builder, sig.args[0], array, index)
-        value = _as_int64(context, builder, value, sig.args[2])
+        pointer, value = _pointer_and_operands(context, builder, sig, args)
         builder.store_atomic(value, pointer, "release", INT64_BYTES)
         return context.get_dummy_value()
 
@@ -78,10 +84,7 @@ def compare_exchange(typingctx, array_type, index_type, expected_type, new_type)
         return None
 
     def codegen(context, builder, sig, args):
-        array, index, expected, new = args
-        pointer = _element_pointer(context, builder, sig.args[0], array, index)
-        expected = _as_int64(context, builder, expected, sig.args[2])
-        new = _as_int64(context, builder, new, sig.args[3])
+        pointer, expected, new = _pointer_and_operands(context, builder, sig, args)
         outcome = builder.cmpxchg(pointer, expected, new, "acq_rel", "acquire")
         return builder.extract_value(outcome, 1)
 
@@ -95,9 +98,7 @@ def fetch_add(typingctx, array_type, index_type, value_type):
         return None
 
     def codegen(context, builder, sig, args):
-        array, index, value = args
-        pointer = _element_pointer(context, builder, sig.args[0], array, index)
-        value = _as_int64(context, builder, value, sig.args[2])
+        pointer, value = _pointer_and_operands(context, builder, sig, args)
         return builder.atomic_rmw("add", pointer, value, "acq_rel")
 
     return types.int64(array_type, index_type, value_type), codegen
