@@ -188,14 +188,17 @@ class _Workspace:
     sequentially, where ``y[order[k]]`` would be a cache miss per row (30 % of
     a per-sample epoch on 1,000,000 shuffled rows, measured). The batch
     kernels instead prefetch ``y[order[k]]`` along with the row, which costs
-    less than gathering (the gather is a pass of its own).
+    less than gathering (the gather is a pass of its own). With unit weights
+    ``weight_ordered`` is empty, which the kernels read as "every weight is 1".
     """
 
-    def __init__(self, config, n_rows, n_features, dtype):
+    def __init__(self, config, n_rows, data):
+        n_features, dtype = data.n_features, data.dtype
         self.grad = np.zeros(n_features + 1, dtype=dtype)
         if config.per_sample:
             self.y_ordered = np.empty(n_rows, dtype=dtype)
-            self.weight_ordered = np.empty(n_rows, dtype=dtype)
+            n_weights = n_rows if data.kernel_weights.shape[0] > 0 else 0
+            self.weight_ordered = np.empty(n_weights, dtype=dtype)
             self.partials = self.chunk_losses = None
         else:
             from fastgd._kernels.batch_numba import partials_shape
@@ -254,10 +257,9 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
     if config.per_sample:
         # The per-sample kernels read y and the weights in visiting order.
         np.take(data.y, order, out=workspace.y_ordered)
-        weights = data.kernel_weights
-        if weights.shape[0] > 0:
-            weights = np.take(weights, order, out=workspace.weight_ordered)
-        visited = (*data.x_arrays(), workspace.y_ordered, weights, order)
+        if workspace.weight_ordered.shape[0] > 0:
+            np.take(data.sample_weight, order, out=workspace.weight_ordered)
+        visited = (*data.x_arrays(), workspace.y_ordered, workspace.weight_ordered, order)
         # They also keep the intercept in the counters.
         state.counters[INTERCEPT] = state.params[-1]
         state.counters[AVG_INTERCEPT] = state.avg_params[-1]
@@ -435,7 +437,7 @@ def train_linear(
     n_epochs : int
     """
     order = _rows_to_visit(state, data.n_samples, rows, rng)
-    workspace = _Workspace(config, order.shape[0], data.n_features, data.dtype)
+    workspace = _Workspace(config, order.shape[0], data)
     weights = data.sample_weight if rows is None else data.sample_weight[order]
     weight_sum = float(weights.sum(dtype=np.float64))
     history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation is not None)
