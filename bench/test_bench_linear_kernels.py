@@ -24,6 +24,7 @@ Every benchmark checks its result (R² of the trained coefficients, the
 gradient against NumPy's, a permutation), so a fast wrong kernel cannot win.
 """
 
+import functools
 import itertools
 import warnings
 
@@ -37,6 +38,7 @@ from bench._speedups import label
 from bench._timing import warm_then_benchmark
 from bench.gd_regressor import FULL_SIZE, QUICK_SIZE, make_problem
 from fastgd._kernels import codes
+from fastgd._kernels.shared_sgd_epoch import per_sample_epoch as per_sample_epoch_of
 
 DTYPES = [np.float64, np.float32]
 DTYPE_IDS = ["float64", "float32"]
@@ -45,8 +47,6 @@ MINI_BATCH = 256
 ALPHA = 1e-4
 ETA0 = 0.01
 POWER_T = 0.25
-# Slots of the kernels' ``counters`` array (fastgd._engine.linear).
-INTERCEPT, T = 0, 2
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,12 @@ def r2(X, y, coef, intercept):
 
 # ------------------------------------------------------ per-sample SGD epoch
 def per_sample_kernel(backend):
+    """The per-sample epoch of ``backend`` as GDRegressor runs it (on two threads if that pays)."""
     if backend == "numba":
-        from fastgd._kernels.sgd_numba import sgd_epoch
+        from fastgd._kernels import sgd_numba as kernels
     else:
-        from fastgd._kernels._sgd_fast import sgd_epoch
-    return sgd_epoch
+        from fastgd._kernels import _sgd_fast as kernels
+    return functools.partial(per_sample_epoch_of, kernels)
 
 
 def per_sample_epoch(kernel, X, y, seed=0):
@@ -92,8 +93,8 @@ def per_sample_epoch(kernel, X, y, seed=0):
     state_1 = np.zeros(n_features + 1, dtype=dtype)
     state_2 = np.zeros(n_features + 1, dtype=dtype)
     grad = np.zeros(n_features + 1, dtype=dtype)
-    counters = np.zeros(6, dtype=np.float64)
-    counters[T] = 1.0
+    counters = np.zeros(codes.N_COUNTERS, dtype=np.float64)
+    counters[codes.T] = 1.0
     coef = params[:-1]
 
     def epoch():
@@ -142,7 +143,7 @@ def test_fastgd_per_sample_epoch(benchmark, problem, backend, dtype):
     label(benchmark, f"fastgd-{backend}", shape=X.shape)
     epoch, (coef, counters) = per_sample_epoch(per_sample_kernel(backend), X, y)
     warm_then_benchmark(benchmark, epoch)
-    assert r2(X, y, coef, counters[INTERCEPT]) > 0.99
+    assert r2(X, y, coef, counters[codes.INTERCEPT]) > 0.99
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

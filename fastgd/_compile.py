@@ -46,7 +46,8 @@ def _linear_models(dtype):
             model = GDRegressor(max_iter=2, tol=None, random_state=0, **params)
             model.fit(data, y).predict(data)
     # One epoch on a problem just large enough for the compiled shuffle (its
-    # parallel passes too) and, given two CPUs, the two-thread mini-batch epoch.
+    # parallel passes too) and, given two CPUs, the two-thread mini-batch and
+    # per-sample epochs.
     from fastgd._engine.linear import COMPILED_SHUFFLE_MIN_ROWS
     from fastgd._kernels.shuffle import PARALLEL_MIN_SIZE
     from fastgd._kernels.two_thread_epoch import MIN_ENTRIES
@@ -55,7 +56,8 @@ def _linear_models(dtype):
     X = rng.standard_normal((n_rows, -(-MIN_ENTRIES // n_rows))).astype(dtype)
     y = X.sum(axis=1)
     for data in (X, sp.csr_matrix(X)):
-        GDRegressor(batch_size=256, max_iter=1, tol=None, random_state=0).fit(data, y)
+        for params in (dict(batch_size=256), dict(backend="numba")):
+            GDRegressor(max_iter=1, tol=None, random_state=0, **params).fit(data, y)
 
 
 def _fusion_models(dtype):

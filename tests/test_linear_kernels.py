@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import make_linear_problem
+from per_sample_runs import CASES, new_counters, run_kernel
 
 from fastgd._kernels import _sgd_fast, batch_numba, codes, regression_losses, sgd_numba
 from fastgd._kernels._numba_setup import PARALLEL_MIN_WORK
@@ -47,97 +48,6 @@ def test_losses_match_numpy_and_finite_differences(loss):
             assert d_expected == pytest.approx(fd, rel=1e-5, abs=1e-7)
 
 
-def run_kernel(
-    kernel,
-    X,
-    y,
-    sw,
-    orders,
-    *,
-    loss=0,
-    epsilon=0.1,
-    l2=0.0,
-    l1=0.0,
-    schedule=0,
-    eta0=0.01,
-    power_t=0.25,
-    t0=0.0,
-    alpha=1e-4,
-    optimizer=0,
-    fit_intercept=True,
-    average_start=0,
-):
-    """Drive a per-sample kernel over several epochs, as the engine does."""
-    dtype = y.dtype
-    if sp.issparse(X):
-        dense, data, indices, indptr = np.empty((0, 0), dtype), X.data, X.indices, X.indptr
-    else:
-        empty = np.empty(0, np.int32)
-        dense, data, indices, indptr = X, np.empty(0, dtype), empty, empty
-    d = X.shape[1]
-    coef, avg = np.zeros(d, dtype), np.zeros(d, dtype)
-    received = np.zeros(d)
-    s1, s2, grad = np.zeros(d + 1, dtype), np.zeros(d + 1, dtype), np.zeros(d, dtype)
-    counters = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-    losses = []
-    for order in orders:
-        order = np.asarray(order, dtype=np.intp)
-        losses.append(
-            kernel(
-                dense,
-                data,
-                indices,
-                indptr,
-                sp.issparse(X),
-                y[order],  # the kernels take targets and weights in visiting order
-                sw[order] if sw.shape[0] else sw,  # empty: every weight is 1
-                order,
-                coef,
-                avg,
-                received,
-                s1,
-                s2,
-                grad,
-                counters,
-                loss,
-                epsilon,
-                l2,
-                l1,
-                schedule,
-                eta0,
-                power_t,
-                t0,
-                alpha,
-                optimizer,
-                0.9,
-                0.9,
-                0.999,
-                1e-8,
-                fit_intercept,
-                float(average_start),
-            )
-        )
-    assert not grad.any(), "the scratch gradient must be left zero-filled"
-    return coef, counters[0], avg, losses
-
-
-CASES = [
-    dict(),
-    dict(loss=codes.HUBER, epsilon=0.2, l2=0.01),
-    dict(loss=codes.EPSILON_INSENSITIVE, l1=0.01, schedule=codes.INVSCALING, eta0=0.05),
-    dict(
-        loss=codes.SQUARED_EPSILON_INSENSITIVE,
-        l2=0.01,
-        l1=0.005,
-        schedule=codes.OPTIMAL,
-        t0=50.0,
-        alpha=0.05,
-    ),
-    dict(l2=0.3, eta0=0.1, average_start=5),
-    dict(l1=0.02, fit_intercept=False),
-] + [dict(optimizer=o, l2=0.01, l1=0.002) for o in OPTIMIZERS[1:]]
-
-
 @pytest.mark.parametrize("backend", PER_SAMPLE_KERNELS)
 @pytest.mark.parametrize("density", [1.0, 0.4])
 @pytest.mark.parametrize(
@@ -159,7 +69,10 @@ def test_per_sample_kernel_matches_naive(backend, density, case):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_both_per_sample_backends_agree_bitwise(dtype):
+def test_both_per_sample_backends_agree(dtype):
+    # They add a dot product's terms in different orders (16 fixed lanes in
+    # Cython, LLVM's vectorised order in Numba), so they agree to rounding:
+    # a few float32 ulps after four epochs, even where the weights blow up.
     X, y = make_linear_problem(n=200, d=13, dtype=dtype, seed=5)
     sw = np.ones(200, dtype)
     orders = [np.random.RandomState(e).permutation(200) for e in range(4)]
@@ -167,7 +80,9 @@ def test_both_per_sample_backends_agree_bitwise(dtype):
         a = run_kernel(_sgd_fast.sgd_epoch, X, y, sw, orders, **case)
         b = run_kernel(sgd_numba.sgd_epoch, X, y, sw, orders, **case)
         assert a[0].dtype == dtype
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-6 if dtype == np.float32 else 1e-12)
+        tolerance = 1e-5 if dtype == np.float32 else 1e-12
+        scale = np.abs(b[0]).max()
+        np.testing.assert_allclose(a[0], b[0], rtol=tolerance, atol=tolerance * scale)
 
 
 @pytest.mark.parametrize("backend", PER_SAMPLE_KERNELS)
@@ -321,7 +236,7 @@ def test_full_batch_epoch_is_proximal_gradient_descent():
     d = 6
     params = np.zeros(d + 1)
     partials, chunk_losses, grad = batch_buffers(80, d, np.float64)
-    counters = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    counters = new_counters()
     expected_w, expected_b = np.zeros(d), 0.0
     for _ in range(5):
         batch_numba.batch_epoch(

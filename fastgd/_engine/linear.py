@@ -17,10 +17,9 @@ import scipy.sparse as sp
 
 from fastgd._engine.training import TrainingHistory, run_epochs
 from fastgd._kernels import codes
+from fastgd._kernels.codes import AVG_INTERCEPT, INTERCEPT, N_AVERAGED, N_COUNTERS, T
+from fastgd._kernels.shared_sgd_epoch import per_sample_epoch
 from fastgd.exceptions import DivergenceError
-
-# Slots of the counters array shared with the kernels.
-INTERCEPT, AVG_INTERCEPT, T, L1_TOTAL, N_AVERAGED, N_UPDATES = range(6)
 
 # From this many rows on, each epoch's order comes from the compiled,
 # cache-friendly shuffle (about 4x faster than NumPy's on 1,000,000 rows on two
@@ -145,7 +144,7 @@ class LinearState:
         self.state_1 = np.zeros(n_features + 1, dtype=dtype)
         self.state_2 = np.zeros(n_features + 1, dtype=dtype)
         self.l1_received = np.zeros(n_features, dtype=np.float64)
-        self.counters = np.zeros(6, dtype=np.float64)
+        self.counters = np.zeros(N_COUNTERS, dtype=np.float64)
         self.counters[T] = 1.0
         self.eta = None  # current rate of the adaptive schedule
         # Row order: each epoch visits a fresh permutation drawn by this
@@ -208,12 +207,15 @@ class _Workspace:
             self.chunk_losses = np.zeros(shape[0], dtype=np.float64)
 
 
-def _per_sample_kernel(backend):
+def _per_sample_kernels(backend):
+    """The module with the per-sample kernels of ``backend``."""
     if backend == "numba":
-        from fastgd._kernels.sgd_numba import sgd_epoch
-    else:
-        from fastgd._kernels._sgd_fast import sgd_epoch
-    return sgd_epoch
+        from fastgd._kernels import sgd_numba
+
+        return sgd_numba
+    from fastgd._kernels import _sgd_fast
+
+    return _sgd_fast
 
 
 def _batch_kernel(config, n_rows, n_features):
@@ -263,8 +265,8 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
         # They also keep the intercept in the counters.
         state.counters[INTERCEPT] = state.params[-1]
         state.counters[AVG_INTERCEPT] = state.avg_params[-1]
-        kernel = _per_sample_kernel(config.backend)
-        loss_sum = kernel(
+        loss_sum = per_sample_epoch(
+            _per_sample_kernels(config.backend),
             *visited,
             state.coef,
             state.avg_params[:-1],

@@ -36,9 +36,89 @@ cnp.import_array()
 
 cdef extern from *:
     """
+    #include <sched.h>
+    #include <stdint.h>
     #define FASTGD_PREFETCH(address) __builtin_prefetch((const void *)(address), 0, 2)
+
+    /* Claim the next block of an epoch shared by threads: returns its index. */
+    /* The vector loops below are compiled twice on x86-64 Linux, for the
+       baseline CPU and for AVX2 with FMA, and the loader picks the version
+       the CPU runs (GCC/Clang function multi-versioning): the package stays
+       portable and still uses the wide vectors, as Numba's JIT does. */
+    #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+    #define FASTGD_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+    #define FASTGD_VECTOR_CLONES
+    #endif
+
+    /* Dot product of two vectors with FASTGD_LANES independent partial sums,
+       added up pairwise at the end: the compiler vectorises the lanes
+       without reassociating anything, and the sum has a fixed order. */
+    #define FASTGD_LANES 16
+    #define FASTGD_DEFINE_DOT(name, real)                                       \
+    FASTGD_VECTOR_CLONES                                                        \
+    static real name(const real *x, const real *w, Py_ssize_t n) {             \
+        real lanes[FASTGD_LANES] = {0};                                         \
+        Py_ssize_t j = 0;                                                       \
+        int lane, width;                                                        \
+        for (; j + FASTGD_LANES <= n; j += FASTGD_LANES)                        \
+            for (lane = 0; lane < FASTGD_LANES; lane++)                         \
+                lanes[lane] += x[j + lane] * w[j + lane];                       \
+        for (lane = 0; j < n; j++, lane++)                                      \
+            lanes[lane] += x[j] * w[j];                                         \
+        for (width = FASTGD_LANES / 2; width > 0; width /= 2)                   \
+            for (lane = 0; lane < width; lane++)                                \
+                lanes[lane] += lanes[lane + width];                             \
+        return lanes[0];                                                        \
+    }
+    FASTGD_DEFINE_DOT(fastgd_dot_double, double)
+    FASTGD_DEFINE_DOT(fastgd_dot_float, float)
+
+    /* w += a * x, in the precision of w and x. */
+    #define FASTGD_DEFINE_AXPY(name, real)                                      \
+    FASTGD_VECTOR_CLONES                                                        \
+    static void name(double a, const real *restrict x, real *restrict w,       \
+                     Py_ssize_t n) {                                            \
+        for (Py_ssize_t j = 0; j < n; j++)                                      \
+            w[j] += a * x[j];                                                   \
+    }
+    FASTGD_DEFINE_AXPY(fastgd_axpy_double, double)
+    FASTGD_DEFINE_AXPY(fastgd_axpy_float, float)
+
+    static inline int64_t fastgd_claim_next(int64_t *counter) {
+        return __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+    }
+
+    /* Publish that `value` blocks are done (release: the weights written
+       before are visible to the thread that reads the counter). */
+    static inline void fastgd_publish(int64_t *counter, int64_t value) {
+        __atomic_store_n(counter, value, __ATOMIC_RELEASE);
+    }
+
+    /* Wait until *counter >= target (acquire): spin briefly, as a running
+       partner answers within microseconds, then give the core away. */
+    static inline void fastgd_wait_until_at_least(int64_t *counter, int64_t target) {
+        int spins = 0;
+        while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) {
+            if (spins < 256) {
+                spins++;
+    #if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+    #endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
     """
     void FASTGD_PREFETCH(const void *address) noexcept nogil
+    double fastgd_dot_double(const double *x, const double *w, Py_ssize_t n) noexcept nogil
+    float fastgd_dot_float(const float *x, const float *w, Py_ssize_t n) noexcept nogil
+    void fastgd_axpy_double(double a, const double *x, double *w, Py_ssize_t n) noexcept nogil
+    void fastgd_axpy_float(double a, const float *x, float *w, Py_ssize_t n) noexcept nogil
+    long long fastgd_claim_next(cnp.int64_t *counter) noexcept nogil
+    void fastgd_publish(cnp.int64_t *counter, cnp.int64_t value) noexcept nogil
+    void fastgd_wait_until_at_least(cnp.int64_t *counter, cnp.int64_t target) noexcept nogil
 
 # Shuffled rows defeat the hardware prefetcher; while working on one row the
 # loop asks for the row ROWS_AHEAD steps later, into L2 (locality 2); the
@@ -79,6 +159,14 @@ cpdef enum:
     L1_TOTAL = 3        # u of the cumulative penalty
     N_AVERAGED = 4      # steps in the running mean
     N_UPDATES = 5       # optimizer steps taken (Adam's bias correction)
+    SCALE = 6           # lazy L2 scale of the weights, within an epoch
+    LOSS_SUM = 7        # Σ sᵢ·ℓᵢ of the epoch so far
+
+# Slots of the ``flags`` array of an epoch shared by two threads, each on a
+# cache line of its own.
+cpdef enum:
+    BLOCKS_CLAIMED = 0
+    BLOCKS_DONE = 8
 
 # Below this, the lazy L2 scale is folded into the weights to keep precision.
 cdef double MIN_SCALE = 1e-9
@@ -138,26 +226,22 @@ cdef inline double learning_rate(int schedule, double eta0, double power_t,
     if schedule == OPTIMAL:
         return 1.0 / (alpha * (optimal_t0 + t - 1.0))
     if schedule == INVSCALING:
+        # t**0.25 (scikit-learn's default) and t**0.5 by square roots: a
+        # pow() call costs a per-sample step about a quarter of its time.
+        if power_t == 0.25:
+            return eta0 / sqrt(sqrt(t))
+        if power_t == 0.5:
+            return eta0 / sqrt(t)
         return eta0 / pow(t, power_t)
     return eta0  # constant, or the adaptive schedule's current rate
 
 
 cdef inline double dense_dot(const floating* x, const floating* w, Py_ssize_t d) noexcept nogil:
-    # Four independent partial sums: breaks the add-latency chain and lets the
-    # compiler vectorise, with a fixed summation order (the Numba twin uses the
-    # same one, so the backends agree).
-    cdef floating a0 = 0, a1 = 0, a2 = 0, a3 = 0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= d:
-        a0 += x[j] * w[j]
-        a1 += x[j + 1] * w[j + 1]
-        a2 += x[j + 2] * w[j + 2]
-        a3 += x[j + 3] * w[j + 3]
-        j += 4
-    while j < d:
-        a0 += x[j] * w[j]
-        j += 1
-    return (a0 + a1) + (a2 + a3)
+    # Sixteen partial sums in a fixed order (see fastgd_dot_double above):
+    # vectorised, and short add-latency chains on a step's critical path.
+    if floating is double:
+        return fastgd_dot_double(x, w, d)
+    return fastgd_dot_float(x, w, d)
 
 
 cdef inline double sparse_dot(const floating* values, const index_t* columns,
@@ -240,6 +324,176 @@ cdef inline double clip_towards_zero(double w, double total, double received,
     return new_w
 
 
+cdef void run_steps(
+    const floating[:, ::1] X,
+    const floating[::1] X_data,
+    const index_t[::1] X_indices,
+    const index_t[::1] X_indptr,
+    bint is_sparse,
+    const floating[::1] y_ordered,
+    const floating[::1] weight_ordered,
+    const cnp.intp_t[::1] order,
+    floating[::1] coef,
+    floating[::1] avg_coef,
+    double[::1] l1_received,
+    floating[::1] state_1,
+    floating[::1] state_2,
+    floating[::1] grad_buffer,
+    double[::1] counters,
+    int loss,
+    double epsilon,
+    double l2,
+    double l1,
+    int schedule,
+    double eta0,
+    double power_t,
+    double optimal_t0,
+    double alpha,
+    int optimizer,
+    double momentum,
+    double beta_1,
+    double beta_2,
+    double opt_eps,
+    bint fit_intercept,
+    double average_start,
+    Py_ssize_t start,
+    Py_ssize_t stop,
+) noexcept nogil:
+    """Run steps ``start`` to ``stop`` of the epoch (rows ``order[start:stop]``).
+
+    Everything carried from one step to the next lives in ``counters``
+    (including the lazy scale and the loss sum), so running the steps in
+    several calls, on any thread, gives bit for bit the result of one call.
+    The call that reaches the end of ``order`` folds the scale into ``coef``.
+    """
+    cdef Py_ssize_t n_features = coef.shape[0]
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t step_index, i, j, k, nnz, row_start
+    cdef const floating* row = NULL
+    cdef const index_t* columns = NULL
+    cdef floating* w = &coef[0]
+    cdef double scale = counters[SCALE]
+    cdef double intercept = counters[INTERCEPT]
+    cdef double t = counters[T]
+    cdef double l1_total = counters[L1_TOTAL]
+    cdef double n_averaged = counters[N_AVERAGED]
+    cdef double n_updates = counters[N_UPDATES]
+    cdef double avg_intercept = counters[AVG_INTERCEPT]
+    cdef double p, dloss, eta, shrink, update, wj, bias_1, bias_2, effective_step, received
+    cdef double loss_sum = counters[LOSS_SUM]
+    cdef double mu
+    cdef bint lazy = optimizer == SGD
+    # An empty weight array means every weight is 1: nothing to read.
+    cdef bint unit_weights = weight_ordered.shape[0] == 0
+    cdef floating s
+
+    for step_index in range(start, stop):
+        if step_index + ROWS_AHEAD < stop:
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse,
+                         order[step_index + ROWS_AHEAD])
+        i = order[step_index]
+        if is_sparse:
+            row_start = X_indptr[i]
+            nnz = X_indptr[i + 1] - row_start
+            row = &X_data[row_start]
+            columns = &X_indices[row_start]
+            p = scale * sparse_dot(row, columns, nnz, w) + intercept
+        else:
+            nnz = n_features
+            row = &X[i, 0]
+            p = scale * dense_dot(row, w, n_features) + intercept
+        s = 1.0 if unit_weights else weight_ordered[step_index]
+        loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
+        dloss = s * loss_derivative(loss, p, y_ordered[step_index], epsilon)
+        eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+        n_updates += 1.0
+
+        if lazy:
+            if l2 > 0.0:
+                shrink = 1.0 - eta * l2
+                if shrink <= 0.0:
+                    # The step wipes the weights out entirely.
+                    for j in range(n_features):
+                        w[j] = 0
+                    scale = 1.0
+                else:
+                    scale *= shrink
+            update = -eta * dloss / scale
+            if update != 0.0:
+                if is_sparse:
+                    for k in range(nnz):
+                        w[columns[k]] += update * row[k]
+                elif floating is double:
+                    fastgd_axpy_double(update, row, w, n_features)
+                else:
+                    fastgd_axpy_float(update, row, w, n_features)
+            if fit_intercept:
+                intercept -= eta * dloss
+            if l1 > 0.0:
+                l1_total += eta * l1
+                for k in range(nnz):
+                    if row[k] == 0:
+                        continue
+                    j = columns[k] if is_sparse else k
+                    wj = clip_towards_zero(scale * w[j], l1_total, l1_received[j], &received)
+                    l1_received[j] = received
+                    w[j] = wj / scale
+        else:
+            bias_1 = 1.0 - pow(beta_1, n_updates)
+            bias_2 = 1.0 - pow(beta_2, n_updates)
+            if is_sparse:
+                for k in range(nnz):
+                    grad_buffer[columns[k]] += dloss * row[k]
+            else:
+                for j in range(n_features):
+                    grad_buffer[j] = dloss * row[j]
+            if l1 > 0.0:
+                l1_total += eta * l1
+            for j in range(n_features):
+                wj = coordinate_step(optimizer, w[j], grad_buffer[j] + l2 * w[j],
+                                     &state_1[j], &state_2[j], eta, momentum, beta_1,
+                                     beta_2, opt_eps, bias_1, bias_2, &effective_step)
+                grad_buffer[j] = 0
+                if l1 > 0.0:
+                    wj = clip_towards_zero(wj, l1_total, l1_received[j], &received)
+                    l1_received[j] = received
+                w[j] = wj
+            if fit_intercept:
+                intercept = coordinate_step(optimizer, intercept, dloss,
+                                            &state_1[n_features], &state_2[n_features],
+                                            eta, momentum, beta_1, beta_2, opt_eps,
+                                            bias_1, bias_2, &effective_step)
+
+        if average_start > 0.0 and t >= average_start:
+            # Running mean of the weights: avg ← avg + (w − avg) / n.
+            n_averaged += 1.0
+            mu = 1.0 / n_averaged
+            for j in range(n_features):
+                avg_coef[j] += mu * (scale * w[j] - avg_coef[j])
+            avg_intercept += mu * (intercept - avg_intercept)
+
+        if scale < MIN_SCALE:
+            for j in range(n_features):
+                w[j] *= scale
+            scale = 1.0
+        t += 1.0
+
+    if stop == n_steps and scale != 1.0:
+        # End of the epoch: fold the lazy scale into the weights.
+        for j in range(n_features):
+            w[j] *= scale
+        scale = 1.0
+
+    counters[INTERCEPT] = intercept
+    counters[AVG_INTERCEPT] = avg_intercept
+    counters[T] = t
+    counters[L1_TOTAL] = l1_total
+    counters[N_AVERAGED] = n_averaged
+    counters[N_UPDATES] = n_updates
+    counters[SCALE] = scale
+    counters[LOSS_SUM] = loss_sum
+
+
 def sgd_epoch(
     const floating[:, ::1] X,
     const floating[::1] X_data,
@@ -300,10 +554,12 @@ def sgd_epoch(
         Optimizer state; the last slot belongs to the intercept.
     grad_buffer : memoryview of shape (d,)
         Zero-filled scratch space (left zero-filled on return).
-    counters : memoryview of shape (6,)
-        Scalars carried between epochs: intercept, averaged intercept, t,
-        cumulative L1 total, number of averaged steps, number of optimizer
-        steps.
+    counters : memoryview of shape (8,)
+        Scalars carried between steps (slots in :mod:`fastgd._kernels.codes`):
+        intercept, averaged intercept, t, cumulative L1 total, number of
+        averaged steps, number of optimizer steps (all carried between
+        epochs too), then the lazy L2 scale and the loss sum of the epoch
+        (reset by this function).
     loss, schedule, optimizer : int
         Codes from :mod:`fastgd._kernels.codes`.
     epsilon : float
@@ -320,126 +576,129 @@ def sgd_epoch(
     average_start : float
         Averaging starts at step ``t ≥ average_start``; 0 disables it.
     """
-    cdef Py_ssize_t n_features = coef.shape[0]
-    cdef Py_ssize_t n_steps = order.shape[0]
-    cdef Py_ssize_t step_index, i, j, k, nnz, row_start
-    cdef const floating* row = NULL
-    cdef const index_t* columns = NULL
-    cdef floating* w = &coef[0]
-    cdef double scale = 1.0
-    cdef double intercept = counters[INTERCEPT]
-    cdef double t = counters[T]
-    cdef double l1_total = counters[L1_TOTAL]
-    cdef double n_averaged = counters[N_AVERAGED]
-    cdef double n_updates = counters[N_UPDATES]
-    cdef double avg_intercept = counters[AVG_INTERCEPT]
-    cdef double p, dloss, eta, shrink, update, wj, bias_1, bias_2, effective_step, received
-    cdef double loss_sum = 0.0
-    cdef double mu
-    cdef bint lazy = optimizer == SGD
-    # An empty weight array means every weight is 1: nothing to read.
-    cdef bint unit_weights = weight_ordered.shape[0] == 0
-    cdef floating s
-
+    counters[SCALE] = 1.0
+    counters[LOSS_SUM] = 0.0
     with nogil:
-        for step_index in range(n_steps):
-            if step_index + ROWS_AHEAD < n_steps:
-                prefetch_row(X, X_data, X_indices, X_indptr, is_sparse,
-                             order[step_index + ROWS_AHEAD])
-            i = order[step_index]
-            if is_sparse:
-                row_start = X_indptr[i]
-                nnz = X_indptr[i + 1] - row_start
-                row = &X_data[row_start]
-                columns = &X_indices[row_start]
-                p = scale * sparse_dot(row, columns, nnz, w) + intercept
-            else:
-                nnz = n_features
-                row = &X[i, 0]
-                p = scale * dense_dot(row, w, n_features) + intercept
-            s = 1.0 if unit_weights else weight_ordered[step_index]
-            loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
-            dloss = s * loss_derivative(loss, p, y_ordered[step_index], epsilon)
-            eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
-            n_updates += 1.0
+        run_steps(X, X_data, X_indices, X_indptr, is_sparse, y_ordered, weight_ordered, order,
+                  coef, avg_coef, l1_received, state_1, state_2, grad_buffer, counters,
+                  loss, epsilon, l2, l1, schedule, eta0, power_t, optimal_t0, alpha,
+                  optimizer, momentum, beta_1, beta_2, opt_eps, fit_intercept, average_start,
+                  0, order.shape[0])
+    return counters[LOSS_SUM]
 
-            if lazy:
-                if l2 > 0.0:
-                    shrink = 1.0 - eta * l2
-                    if shrink <= 0.0:
-                        # The step wipes the weights out entirely.
-                        for j in range(n_features):
-                            w[j] = 0
-                        scale = 1.0
-                    else:
-                        scale *= shrink
-                update = -eta * dloss / scale
-                if update != 0.0:
-                    if is_sparse:
-                        for k in range(nnz):
-                            w[columns[k]] += update * row[k]
-                    else:
-                        for j in range(n_features):
-                            w[j] += update * row[j]
-                if fit_intercept:
-                    intercept -= eta * dloss
-                if l1 > 0.0:
-                    l1_total += eta * l1
-                    for k in range(nnz):
-                        if row[k] == 0:
-                            continue
-                        j = columns[k] if is_sparse else k
-                        wj = clip_towards_zero(scale * w[j], l1_total, l1_received[j], &received)
-                        l1_received[j] = received
-                        w[j] = wj / scale
-            else:
-                bias_1 = 1.0 - pow(beta_1, n_updates)
-                bias_2 = 1.0 - pow(beta_2, n_updates)
-                if is_sparse:
-                    for k in range(nnz):
-                        grad_buffer[columns[k]] += dloss * row[k]
-                else:
-                    for j in range(n_features):
-                        grad_buffer[j] = dloss * row[j]
-                if l1 > 0.0:
-                    l1_total += eta * l1
-                for j in range(n_features):
-                    wj = coordinate_step(optimizer, w[j], grad_buffer[j] + l2 * w[j],
-                                         &state_1[j], &state_2[j], eta, momentum, beta_1,
-                                         beta_2, opt_eps, bias_1, bias_2, &effective_step)
-                    grad_buffer[j] = 0
-                    if l1 > 0.0:
-                        wj = clip_towards_zero(wj, l1_total, l1_received[j], &received)
-                        l1_received[j] = received
-                    w[j] = wj
-                if fit_intercept:
-                    intercept = coordinate_step(optimizer, intercept, dloss,
-                                                &state_1[n_features], &state_2[n_features],
-                                                eta, momentum, beta_1, beta_2, opt_eps,
-                                                bias_1, bias_2, &effective_step)
 
-            if average_start > 0.0 and t >= average_start:
-                # Running mean of the weights: avg ← avg + (w − avg) / n.
-                n_averaged += 1.0
-                mu = 1.0 / n_averaged
-                for j in range(n_features):
-                    avg_coef[j] += mu * (scale * w[j] - avg_coef[j])
-                avg_intercept += mu * (intercept - avg_intercept)
+cdef double warm_block(const floating[:, ::1] X, const floating[::1] X_data,
+                       const index_t[::1] X_indices, const index_t[::1] X_indptr,
+                       bint is_sparse, const cnp.intp_t[::1] order,
+                       Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """Load rows ``order[start:stop]`` into this core's cache; return a sum of them.
 
-            if scale < MIN_SCALE:
-                for j in range(n_features):
-                    w[j] *= scale
-                scale = 1.0
-            t += 1.0
+    One load per cache line (prefetches alone can be dropped when the
+    memory system is busy); the caller keeps the sum so the loads stay.
+    """
+    cdef double sink = 0.0
+    cdef Py_ssize_t k, offset, first, last
+    cdef Py_ssize_t values_per_line = CACHE_LINE_BYTES // sizeof(floating)
+    cdef Py_ssize_t indices_per_line = CACHE_LINE_BYTES // sizeof(index_t)
+    for k in range(start, stop):
+        if k + ROWS_AHEAD < stop:
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[k + ROWS_AHEAD])
+        if is_sparse:
+            first = X_indptr[order[k]]
+            last = X_indptr[order[k] + 1]
+            offset = first
+            while offset < last:
+                sink += X_data[offset]
+                offset += values_per_line
+            offset = first
+            while offset < last:
+                sink += X_indices[offset]
+                offset += indices_per_line
+        else:
+            offset = 0
+            while offset < X.shape[1]:
+                sink += X[order[k], offset]
+                offset += values_per_line
+    return sink
 
-        if scale != 1.0:
-            for j in range(n_features):
-                w[j] *= scale
 
-    counters[INTERCEPT] = intercept
-    counters[AVG_INTERCEPT] = avg_intercept
-    counters[T] = t
-    counters[L1_TOTAL] = l1_total
-    counters[N_AVERAGED] = n_averaged
-    counters[N_UPDATES] = n_updates
-    return loss_sum
+def sgd_epoch_share(
+    cnp.int64_t[::1] flags,
+    Py_ssize_t block_rows,
+    const floating[:, ::1] X,
+    const floating[::1] X_data,
+    const index_t[::1] X_indices,
+    const index_t[::1] X_indptr,
+    bint is_sparse,
+    const floating[::1] y_ordered,
+    const floating[::1] weight_ordered,
+    const cnp.intp_t[::1] order,
+    floating[::1] coef,
+    floating[::1] avg_coef,
+    double[::1] l1_received,
+    floating[::1] state_1,
+    floating[::1] state_2,
+    floating[::1] grad_buffer,
+    double[::1] counters,
+    int loss,
+    double epsilon,
+    double l2,
+    double l1,
+    int schedule,
+    double eta0,
+    double power_t,
+    double optimal_t0,
+    double alpha,
+    int optimizer,
+    double momentum,
+    double beta_1,
+    double beta_2,
+    double opt_eps,
+    bint fit_intercept,
+    double average_start,
+):
+    """One thread's part of a per-sample epoch shared by threads.
+
+    Every thread sharing the epoch calls this with the same arguments (those
+    of :func:`sgd_epoch`, after ``flags`` and ``block_rows``). The epoch is
+    cut into blocks of ``block_rows`` consecutive steps. A thread claims the
+    next block, loads its rows into its own cache while the other thread
+    runs the block before, waits for that block to be done, runs its own
+    steps from cache and hands over. The steps run one after the other, as
+    on one thread, so the result is bit for bit that of :func:`sgd_epoch`;
+    what the second thread adds is a second core's memory bandwidth (see
+    :mod:`fastgd._kernels.shared_sgd_epoch`).
+
+    ``flags`` is a zeroed int64 array with the slots ``BLOCKS_CLAIMED`` and
+    ``BLOCKS_DONE``; the caller sets ``counters[SCALE] = 1`` and
+    ``counters[LOSS_SUM] = 0`` first.
+
+    Returns
+    -------
+    n_blocks : int
+        How many blocks this thread ran.
+    sink : float
+        The sum of the values loaded by the warm-up, meaningless; returned
+        only so that the compiler keeps the loads.
+    """
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t block, start, stop
+    cdef Py_ssize_t n_run = 0
+    cdef double sink = 0.0
+    with nogil:
+        while True:
+            block = fastgd_claim_next(&flags[BLOCKS_CLAIMED])
+            start = block * block_rows
+            if start >= n_steps:
+                break
+            stop = min(start + block_rows, n_steps)
+            sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop)
+            fastgd_wait_until_at_least(&flags[BLOCKS_DONE], block)
+            run_steps(X, X_data, X_indices, X_indptr, is_sparse, y_ordered, weight_ordered, order,
+                  coef, avg_coef, l1_received, state_1, state_2, grad_buffer, counters,
+                  loss, epsilon, l2, l1, schedule, eta0, power_t, optimal_t0, alpha,
+                  optimizer, momentum, beta_1, beta_2, opt_eps, fit_intercept, average_start,
+                      start, stop)
+            fastgd_publish(&flags[BLOCKS_DONE], block + 1)
+            n_run += 1
+    return n_run, sink

@@ -61,3 +61,10 @@ ACTIVATION_CODES = {
     "tanh": TANH,
     "sigmoid": SIGMOID,
 }
+
+# Slots of the ``counters`` array of the linear kernels: the scalars carried
+# from one step to the next. The first six carry across epochs; SCALE (the
+# lazy L2 scale of the per-sample kernels) and LOSS_SUM (Σ sᵢ·ℓᵢ so far)
+# belong to one epoch.
+INTERCEPT, AVG_INTERCEPT, T, L1_TOTAL, N_AVERAGED, N_UPDATES, SCALE, LOSS_SUM = range(8)
+N_COUNTERS = 8

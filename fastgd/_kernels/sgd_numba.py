@@ -6,18 +6,37 @@ the algorithm), so the two backends give the same coefficients. This is the
 ``backend="numba"`` path of GDRegressor.
 """
 
+import math
+
 from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels._numba_setup import KERNEL_OPTIONS, LEAF_KERNEL_OPTIONS, numba
+from fastgd._kernels.atomics import fetch_add, store_release, wait_until_at_least
+from fastgd._kernels.codes import (
+    AVG_INTERCEPT,
+    INTERCEPT,
+    L1_TOTAL,
+    LOSS_SUM,
+    N_AVERAGED,
+    N_UPDATES,
+    SCALE,
+    T,
+)
 from fastgd._kernels.optimizers import coordinate_step
-from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_dense_row, prefetch_sparse_row
+from fastgd._kernels.prefetch import (
+    CACHE_LINE_BYTES,
+    ROWS_AHEAD,
+    prefetch_dense_row,
+    prefetch_sparse_row,
+)
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 
 SGD = codes.SGD
 OPTIMAL = codes.OPTIMAL
 INVSCALING = codes.INVSCALING
 
-# Slots of the ``counters`` array (same layout as the Cython kernel).
-INTERCEPT, AVG_INTERCEPT, T, L1_TOTAL, N_AVERAGED, N_UPDATES = range(6)
+# Slots of the ``flags`` array of an epoch shared by threads (as in the
+# Cython kernel), each on a cache line of its own.
+BLOCKS_CLAIMED, BLOCKS_DONE = 0, 8
 
 # Below this, the lazy L2 scale is folded into the weights to keep precision.
 MIN_SCALE = 1e-9
@@ -29,29 +48,28 @@ def learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t):
     if schedule == OPTIMAL:
         return 1.0 / (alpha * (optimal_t0 + t - 1.0))
     if schedule == INVSCALING:
+        # As in the Cython twin: square roots for the common exponents.
+        if power_t == 0.25:
+            return eta0 / math.sqrt(math.sqrt(t))
+        if power_t == 0.5:
+            return eta0 / math.sqrt(t)
         return eta0 / t**power_t
     return eta0  # constant, or the adaptive schedule's current rate
 
 
-@numba.njit(inline="always", **KERNEL_OPTIONS)
+@numba.njit(**LEAF_KERNEL_OPTIONS)
 def dense_dot(X, i, w):
-    """Row i of X dotted with w, with four partial sums (as the Cython twin)."""
-    n_features = w.shape[0]
-    a0 = X.dtype.type(0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    j = 0
-    while j + 4 <= n_features:
-        a0 += X[i, j] * w[j]
-        a1 += X[i, j + 1] * w[j + 1]
-        a2 += X[i, j + 2] * w[j + 2]
-        a3 += X[i, j + 3] * w[j + 3]
-        j += 4
-    while j < n_features:
-        a0 += X[i, j] * w[j]
-        j += 1
-    return (a0 + a1) + (a2 + a3)
+    """Row i of X dotted with w.
+
+    Compiled with reassociation (a leaf kernel), so that LLVM vectorises it
+    with several partial sums: the dot product is on every step's critical
+    path. The order of the additions is LLVM's, so the backends agree to
+    rounding, not bit for bit.
+    """
+    acc = X.dtype.type(0)
+    for j in range(w.shape[0]):
+        acc += X[i, j] * w[j]
+    return acc
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -87,7 +105,7 @@ def clip_towards_zero(w, total, received):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def sgd_epoch(
+def sgd_steps(
     X,
     X_data,
     X_indices,
@@ -119,28 +137,34 @@ def sgd_epoch(
     opt_eps,
     fit_intercept,
     average_start,
+    start,
+    stop,
 ):
-    """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
+    """Run steps ``start`` to ``stop`` of the epoch (rows ``order[start:stop]``).
 
-    Arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`.
+    Twin of the Cython kernel's ``run_steps``: everything carried from one
+    step to the next lives in ``counters`` (including the lazy scale and the
+    loss sum), so running the steps in several calls, on any thread, gives
+    bit for bit the result of one call. The call that reaches the end of
+    ``order`` folds the scale into ``coef``.
     """
     n_features = coef.shape[0]
     w = coef
-    scale = 1.0
+    scale = counters[SCALE]
     intercept = counters[INTERCEPT]
     avg_intercept = counters[AVG_INTERCEPT]
     t = counters[T]
     l1_total = counters[L1_TOTAL]
     n_averaged = counters[N_AVERAGED]
     n_updates = counters[N_UPDATES]
-    loss_sum = 0.0
+    loss_sum = counters[LOSS_SUM]
     lazy = optimizer == SGD
     unit_weights = weight_ordered.shape[0] == 0  # every weight is 1: nothing to read
     one = weight_ordered.dtype.type(1.0)
 
     n_steps = order.shape[0]
-    for step_index in range(n_steps):
-        if step_index + ROWS_AHEAD < n_steps:
+    for step_index in range(start, stop):
+        if step_index + ROWS_AHEAD < stop:
             prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[step_index + ROWS_AHEAD])
         i = order[step_index]
         if is_sparse:
@@ -250,9 +274,11 @@ def sgd_epoch(
             scale = 1.0
         t += 1.0
 
-    if scale != 1.0:
+    if stop == n_steps and scale != 1.0:
+        # End of the epoch: fold the lazy scale into the weights.
         for j in range(n_features):
             w[j] *= scale
+        scale = 1.0
 
     counters[INTERCEPT] = intercept
     counters[AVG_INTERCEPT] = avg_intercept
@@ -260,4 +286,200 @@ def sgd_epoch(
     counters[L1_TOTAL] = l1_total
     counters[N_AVERAGED] = n_averaged
     counters[N_UPDATES] = n_updates
-    return loss_sum
+    counters[SCALE] = scale
+    counters[LOSS_SUM] = loss_sum
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def sgd_epoch(
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y_ordered,
+    weight_ordered,
+    order,
+    coef,
+    avg_coef,
+    l1_received,
+    state_1,
+    state_2,
+    grad_buffer,
+    counters,
+    loss,
+    epsilon,
+    l2,
+    l1,
+    schedule,
+    eta0,
+    power_t,
+    optimal_t0,
+    alpha,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    opt_eps,
+    fit_intercept,
+    average_start,
+):
+    """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
+
+    Arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`.
+    """
+    counters[SCALE] = 1.0
+    counters[LOSS_SUM] = 0.0
+    sgd_steps(
+        X,
+        X_data,
+        X_indices,
+        X_indptr,
+        is_sparse,
+        y_ordered,
+        weight_ordered,
+        order,
+        coef,
+        avg_coef,
+        l1_received,
+        state_1,
+        state_2,
+        grad_buffer,
+        counters,
+        loss,
+        epsilon,
+        l2,
+        l1,
+        schedule,
+        eta0,
+        power_t,
+        optimal_t0,
+        alpha,
+        optimizer,
+        momentum,
+        beta_1,
+        beta_2,
+        opt_eps,
+        fit_intercept,
+        average_start,
+        0,
+        order.shape[0],
+    )
+    return counters[LOSS_SUM]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop):
+    """Load rows ``order[start:stop]`` into this core's cache; return a sum of them.
+
+    One load per cache line (prefetches alone can be dropped when the memory
+    system is busy); the caller keeps the sum so that the loads stay.
+    """
+    sink = 0.0
+    values_per_line = max(1, CACHE_LINE_BYTES // X.itemsize)
+    indices_per_line = max(1, CACHE_LINE_BYTES // X_indices.itemsize)
+    for k in range(start, stop):
+        if k + ROWS_AHEAD < stop:
+            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[k + ROWS_AHEAD])
+        i = order[k]
+        if is_sparse:
+            for offset in range(X_indptr[i], X_indptr[i + 1], values_per_line):
+                sink += X_data[offset]
+            for offset in range(X_indptr[i], X_indptr[i + 1], indices_per_line):
+                sink += X_indices[offset]
+        else:
+            for offset in range(0, X.shape[1], values_per_line):
+                sink += X[i, offset]
+    return sink
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def sgd_epoch_share(
+    flags,
+    block_rows,
+    X,
+    X_data,
+    X_indices,
+    X_indptr,
+    is_sparse,
+    y_ordered,
+    weight_ordered,
+    order,
+    coef,
+    avg_coef,
+    l1_received,
+    state_1,
+    state_2,
+    grad_buffer,
+    counters,
+    loss,
+    epsilon,
+    l2,
+    l1,
+    schedule,
+    eta0,
+    power_t,
+    optimal_t0,
+    alpha,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    opt_eps,
+    fit_intercept,
+    average_start,
+):
+    """One thread's part of a per-sample epoch shared by threads.
+
+    Twin of :func:`fastgd._kernels._sgd_fast.sgd_epoch_share` (whose
+    docstring describes the protocol); returns the same pair.
+    """
+    n_steps = order.shape[0]
+    n_run = 0
+    sink = 0.0
+    while True:
+        block = fetch_add(flags, BLOCKS_CLAIMED, 1)
+        start = block * block_rows
+        if start >= n_steps:
+            break
+        stop = min(start + block_rows, n_steps)
+        sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop)
+        wait_until_at_least(flags, BLOCKS_DONE, block)
+        sgd_steps(
+            X,
+            X_data,
+            X_indices,
+            X_indptr,
+            is_sparse,
+            y_ordered,
+            weight_ordered,
+            order,
+            coef,
+            avg_coef,
+            l1_received,
+            state_1,
+            state_2,
+            grad_buffer,
+            counters,
+            loss,
+            epsilon,
+            l2,
+            l1,
+            schedule,
+            eta0,
+            power_t,
+            optimal_t0,
+            alpha,
+            optimizer,
+            momentum,
+            beta_1,
+            beta_2,
+            opt_eps,
+            fit_intercept,
+            average_start,
+            start,
+            stop,
+        )
+        store_release(flags, BLOCKS_DONE, block + 1)
+        n_run += 1
+    return n_run, sink

@@ -31,7 +31,6 @@ Synchronisation lives in a small int64 array (:func:`new_flags`):
   claimed by moving its entry from b to b + 1.
 """
 
-import os
 import threading
 
 import numpy as np
@@ -52,6 +51,7 @@ from fastgd._kernels.batch_numba import (
     reduce_chunks,
     take_step,
 )
+from fastgd._kernels.threads import thread_budget
 
 INT64_PER_CACHE_LINE = 8
 # Each counter on a cache line of its own; the claims follow.
@@ -71,19 +71,15 @@ def new_flags(batch_size):
 def worth_two_threads(n_rows, n_features, batch_size):
     """Whether an epoch of this shape should be shared by two threads.
 
-    It needs at least two chunks per batch, enough work, and two CPUs this
-    process may run on and Numba may use (``NUMBA_NUM_THREADS`` or
+    It needs at least two chunks per batch, enough work, and two threads
+    (:func:`fastgd._kernels.threads.thread_budget`: ``NUMBA_NUM_THREADS`` or
     :func:`numba.set_num_threads` set to 1 turn it off).
     """
-    try:
-        n_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without affinity
-        n_cpus = os.cpu_count() or 1
     return (
         n_chunks_for(batch_size) >= 2
         and batch_size < n_rows
         and n_rows * n_features >= MIN_ENTRIES
-        and min(n_cpus, numba.get_num_threads()) >= N_THREADS
+        and thread_budget() >= N_THREADS
     )
 
 
