@@ -1,9 +1,10 @@
 """Per-sample SGD epoch for linear regression (Numba twin of ``_sgd_fast``).
 
-Same algorithm, same arguments and same order of floating-point operations as
-:func:`fastgd._kernels._sgd_fast.sgd_epoch` (whose module docstring describes
-the algorithm), so the two backends give the same coefficients. This is the
-``backend="numba"`` path of GDRegressor.
+Same algorithm, same arguments and the same order of floating-point
+operations as :func:`fastgd._kernels._sgd_fast.sgd_epoch` (whose module
+docstring describes the algorithm), except inside the dot products, which
+each compiler vectorises its own way: the two backends give the same
+coefficients to rounding. This is the ``backend="numba"`` path of GDRegressor.
 """
 
 import math
