@@ -4,7 +4,6 @@ import numbers
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
@@ -418,6 +417,8 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         return classes
 
     def _split(self, X, y_index, sample_weight, rs):
+        from sklearn.model_selection import train_test_split  # ~45 ms: only when needed
+
         n_val = self._validation_size(X.shape[0])
         seed = rs.randint(np.iinfo(np.int32).max)
         counts = np.bincount(y_index)
