@@ -16,6 +16,12 @@ BACKENDS = {"cython": _sgd_fast, "numba": sgd_numba}
 CASE_IDS = [",".join(f"{k}={v}" for k, v in case.items()) or "plain" for case in CASES]
 
 
+def test_both_backends_lay_the_flags_out_alike():
+    for name in ("BLOCKS_CLAIMED", "BLOCKS_STARTED", "BLOCKS_DONE"):
+        assert getattr(_sgd_fast, name) == getattr(sgd_numba, name)
+        assert getattr(sgd_numba, name) < shared_sgd_epoch.FLAG_SLOTS
+
+
 def assert_same_runs(a, b):
     coef_a, intercept_a, avg_a, losses_a = a
     coef_b, intercept_b, avg_b, losses_b = b
@@ -82,6 +88,23 @@ def test_one_thread_alone_runs_the_whole_shared_epoch(backend):
     flags = np.zeros(shared_sgd_epoch.FLAG_SLOTS, dtype=np.int64)
     n_blocks, _ = kernels.sgd_epoch_share(flags, 9, *args)
     assert n_blocks == -(-200 // 9)
+    np.testing.assert_array_equal(coef, reference_coef)
+    np.testing.assert_array_equal(counters, reference_counters)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_block_whose_thread_never_starts_it_is_taken_over(backend):
+    """A thread that took a block and then stalls (descheduled) does not stall the epoch."""
+    kernels = BACKENDS[backend]
+    X, y = make_linear_problem(n=200, d=6, seed=6)
+    order = np.random.RandomState(0).permutation(200).astype(np.intp)
+    reference_args, reference_coef, reference_counters = kernel_args(X, y, order)
+    kernels.sgd_epoch(*reference_args)
+    args, coef, counters = kernel_args(X, y, order)
+    flags = np.zeros(shared_sgd_epoch.FLAG_SLOTS, dtype=np.int64)
+    flags[_sgd_fast.BLOCKS_CLAIMED] = 1  # block 0 belongs to a thread that never runs
+    n_blocks, _ = kernels.sgd_epoch_share(flags, 9, *args)
+    assert n_blocks == -(-200 // 9)  # block 0 included
     np.testing.assert_array_equal(coef, reference_coef)
     np.testing.assert_array_equal(counters, reference_counters)
 

@@ -38,6 +38,7 @@ cdef extern from *:
     """
     #include <sched.h>
     #include <stdint.h>
+    #include <time.h>
     #define FASTGD_PREFETCH(address) __builtin_prefetch((const void *)(address), 0, 2)
 
     /* Claim the next block of an epoch shared by threads: returns its index. */
@@ -85,30 +86,41 @@ cdef extern from *:
     FASTGD_DEFINE_AXPY(fastgd_axpy_double, double)
     FASTGD_DEFINE_AXPY(fastgd_axpy_float, float)
 
-    static inline int64_t fastgd_claim_next(int64_t *counter) {
-        return __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+    /* Atomic operations on the int64 flags of an epoch shared by threads
+       (acquire on reads, release on writes: the weights written before a
+       flag is raised are visible to the thread that sees it raised). */
+    static inline int64_t fastgd_fetch_add(int64_t *flag, int64_t value) {
+        return __atomic_fetch_add(flag, value, __ATOMIC_ACQ_REL);
+    }
+    static inline int64_t fastgd_load(int64_t *flag) {
+        return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+    }
+    static inline void fastgd_store(int64_t *flag, int64_t value) {
+        __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+    }
+    static inline int fastgd_compare_exchange(int64_t *flag, int64_t expected, int64_t value) {
+        return __atomic_compare_exchange_n(flag, &expected, value, 0, __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE);
     }
 
-    /* Publish that `value` blocks are done (release: the weights written
-       before are visible to the thread that reads the counter). */
-    static inline void fastgd_publish(int64_t *counter, int64_t value) {
-        __atomic_store_n(counter, value, __ATOMIC_RELEASE);
-    }
-
-    /* Wait until *counter >= target (acquire): spin briefly, as a running
-       partner answers within microseconds, then give the core away. */
-    static inline void fastgd_wait_until_at_least(int64_t *counter, int64_t target) {
-        int spins = 0;
-        while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) {
-            if (spins < 256) {
-                spins++;
+    /* A fast tick count for sub-millisecond timeouts (as
+       fastgd._kernels.atomics.cycle_counter): the time-stamp counter on x86,
+       nanoseconds elsewhere. */
+    static inline int64_t fastgd_ticks(void) {
     #if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
+        return (int64_t)__builtin_ia32_rdtsc();
+    #else
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     #endif
-            } else {
-                sched_yield();
-            }
-        }
+    }
+
+    /* Tell the CPU this is a spin-wait loop. */
+    static inline void fastgd_spin_pause(void) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+    #endif
     }
     """
     void FASTGD_PREFETCH(const void *address) noexcept nogil
@@ -116,9 +128,14 @@ cdef extern from *:
     float fastgd_dot_float(const float *x, const float *w, Py_ssize_t n) noexcept nogil
     void fastgd_axpy_double(double a, const double *x, double *w, Py_ssize_t n) noexcept nogil
     void fastgd_axpy_float(double a, const float *x, float *w, Py_ssize_t n) noexcept nogil
-    long long fastgd_claim_next(cnp.int64_t *counter) noexcept nogil
-    void fastgd_publish(cnp.int64_t *counter, cnp.int64_t value) noexcept nogil
-    void fastgd_wait_until_at_least(cnp.int64_t *counter, cnp.int64_t target) noexcept nogil
+    cnp.int64_t fastgd_fetch_add(cnp.int64_t *flag, cnp.int64_t value) noexcept nogil
+    cnp.int64_t fastgd_load(cnp.int64_t *flag) noexcept nogil
+    void fastgd_store(cnp.int64_t *flag, cnp.int64_t value) noexcept nogil
+    bint fastgd_compare_exchange(cnp.int64_t *flag, cnp.int64_t expected,
+                                 cnp.int64_t value) noexcept nogil
+    cnp.int64_t fastgd_ticks() noexcept nogil
+    void fastgd_spin_pause() noexcept nogil
+    int sched_yield() noexcept nogil
 
 # Shuffled rows defeat the hardware prefetcher; while working on one row the
 # loop asks for the row ROWS_AHEAD steps later, into L2 (locality 2); the
@@ -165,8 +182,14 @@ cpdef enum:
 # Slots of the ``flags`` array of an epoch shared by two threads, each on a
 # cache line of its own.
 cpdef enum:
-    BLOCKS_CLAIMED = 0
-    BLOCKS_DONE = 8
+    BLOCKS_CLAIMED = 0   # blocks a thread has taken to load and run
+    BLOCKS_STARTED = 8   # blocks whose steps have begun
+    BLOCKS_DONE = 16     # blocks whose steps are done
+
+# A thread that has waited this many ticks (about 0.1 ms, the loading of
+# several blocks) for a block that could run but has not started takes it
+# over: its owner is descheduled (must match fastgd._kernels.sgd_numba).
+DEF STEAL_AFTER_TICKS = 300000
 
 # Below this, the lazy L2 scale is folded into the weights to keep precision.
 cdef double MIN_SCALE = 1e-9
@@ -661,17 +684,25 @@ def sgd_epoch_share(
 
     Every thread sharing the epoch calls this with the same arguments (those
     of :func:`sgd_epoch`, after ``flags`` and ``block_rows``). The epoch is
-    cut into blocks of ``block_rows`` consecutive steps. A thread claims the
-    next block, loads its rows into its own cache while the other thread
-    runs the block before, waits for that block to be done, runs its own
-    steps from cache and hands over. The steps run one after the other, as
-    on one thread, so the result is bit for bit that of :func:`sgd_epoch`;
-    what the second thread adds is a second core's memory bandwidth (see
-    :mod:`fastgd._kernels.shared_sgd_epoch`).
+    cut into blocks of ``block_rows`` consecutive steps, run in order. A
+    thread takes the next block (``BLOCKS_CLAIMED``), loads its rows into
+    its own cache while the other thread runs the block before, and runs it
+    as soon as that block is done, then hands over. The steps run one after
+    the other, as on one thread, so the result is bit for bit that of
+    :func:`sgd_epoch`; what the second thread adds is a second core loading
+    rows (see :mod:`fastgd._kernels.shared_sgd_epoch`).
 
-    ``flags`` is a zeroed int64 array with the slots ``BLOCKS_CLAIMED`` and
-    ``BLOCKS_DONE``; the caller sets ``counters[SCALE] = 1`` and
-    ``counters[LOSS_SUM] = 0`` first.
+    A block starts by a compare-and-swap on ``BLOCKS_STARTED``, so that when
+    a block could run but its thread has not started it within
+    ``STEAL_AFTER_TICKS`` (the thread is descheduled on a busy machine), the
+    waiting thread runs it instead, from main memory. Until then a waiting
+    thread spins without yielding: on a busy machine a yield hands the core
+    to another process for a whole time slice. Past it, a thread still
+    waiting (for a block the other thread is running) yields at every round.
+
+    ``flags`` is a zeroed int64 array with the slots ``BLOCKS_CLAIMED``,
+    ``BLOCKS_STARTED`` and ``BLOCKS_DONE``; the caller sets
+    ``counters[SCALE] = 1`` and ``counters[LOSS_SUM] = 0`` first.
 
     Returns
     -------
@@ -682,23 +713,43 @@ def sgd_epoch_share(
         only so that the compiler keeps the loads.
     """
     cdef Py_ssize_t n_steps = order.shape[0]
-    cdef Py_ssize_t block, start, stop
+    cdef Py_ssize_t n_blocks = (n_steps + block_rows - 1) // block_rows
+    cdef Py_ssize_t mine, runnable, start
     cdef Py_ssize_t n_run = 0
+    cdef cnp.int64_t waiting_since
+    cdef bint patient
     cdef double sink = 0.0
     with nogil:
         while True:
-            block = fastgd_claim_next(&flags[BLOCKS_CLAIMED])
-            start = block * block_rows
-            if start >= n_steps:
+            mine = fastgd_fetch_add(&flags[BLOCKS_CLAIMED], 1)
+            if mine >= n_blocks:
                 break
-            stop = min(start + block_rows, n_steps)
-            sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop)
-            fastgd_wait_until_at_least(&flags[BLOCKS_DONE], block)
-            run_steps(X, X_data, X_indices, X_indptr, is_sparse, y_ordered, weight_ordered, order,
-                  coef, avg_coef, l1_received, state_1, state_2, grad_buffer, counters,
-                  loss, epsilon, l2, l1, schedule, eta0, power_t, optimal_t0, alpha,
-                  optimizer, momentum, beta_1, beta_2, opt_eps, fit_intercept, average_start,
-                      start, stop)
-            fastgd_publish(&flags[BLOCKS_DONE], block + 1)
-            n_run += 1
+            start = mine * block_rows
+            sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start,
+                               min(start + block_rows, n_steps))
+            waiting_since = fastgd_ticks()
+            patient = True
+            while True:
+                runnable = fastgd_load(&flags[BLOCKS_DONE])
+                if runnable > mine:
+                    break  # the other thread ran this block
+                if ((runnable == mine or not patient)
+                        and fastgd_compare_exchange(&flags[BLOCKS_STARTED], runnable,
+                                                    runnable + 1)):
+                    start = runnable * block_rows
+                    run_steps(X, X_data, X_indices, X_indptr, is_sparse, y_ordered,
+                              weight_ordered, order, coef, avg_coef, l1_received, state_1,
+                              state_2, grad_buffer, counters, loss, epsilon, l2, l1, schedule,
+                              eta0, power_t, optimal_t0, alpha, optimizer, momentum, beta_1,
+                              beta_2, opt_eps, fit_intercept, average_start,
+                              start, min(start + block_rows, n_steps))
+                    fastgd_store(&flags[BLOCKS_DONE], runnable + 1)
+                    n_run += 1
+                    waiting_since = fastgd_ticks()
+                    patient = True
+                elif patient:
+                    fastgd_spin_pause()
+                    patient = fastgd_ticks() - waiting_since < STEAL_AFTER_TICKS
+                else:
+                    sched_yield()
     return n_run, sink

@@ -142,6 +142,23 @@ def spin_pause(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def cycle_counter(typingctx):
+    """A fast, monotonic tick count (x86's time-stamp counter: about 1e9-4e9 per second).
+
+    For timeouts of a fraction of a millisecond in wait loops, where a
+    system call per check would cost more than the wait.
+    """
+
+    def codegen(context, builder, sig, args):
+        read = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(64), []), "llvm.readcyclecounter"
+        )
+        return builder.call(read, [])
+
+    return types.int64(), codegen
+
+
 # Spin this many times on a flag before yielding the CPU: a partner that is
 # running answers within a few microseconds; one that is not needs the core.
 SPINS_BEFORE_YIELD = 256

@@ -11,7 +11,15 @@ import math
 
 from fastgd._kernels import codes
 from fastgd._kernels._numba_setup import KERNEL_OPTIONS, LEAF_KERNEL_OPTIONS, numba
-from fastgd._kernels.atomics import fetch_add, store_release, wait_until_at_least
+from fastgd._kernels.atomics import (
+    compare_exchange,
+    cycle_counter,
+    fetch_add,
+    load_acquire,
+    spin_pause,
+    store_release,
+    yield_processor,
+)
 from fastgd._kernels.codes import (
     AVG_INTERCEPT,
     INTERCEPT,
@@ -36,8 +44,12 @@ OPTIMAL = codes.OPTIMAL
 INVSCALING = codes.INVSCALING
 
 # Slots of the ``flags`` array of an epoch shared by threads (as in the
-# Cython kernel), each on a cache line of its own.
-BLOCKS_CLAIMED, BLOCKS_DONE = 0, 8
+# Cython kernel), each on a cache line of its own: blocks taken by a thread,
+# blocks whose steps have begun, blocks done.
+BLOCKS_CLAIMED, BLOCKS_STARTED, BLOCKS_DONE = 0, 8, 16
+# A thread that has waited this many ticks (about 0.1 ms) for a block that
+# could run but has not started takes it over (as in the Cython kernel).
+STEAL_AFTER_TICKS = 300_000
 
 # Below this, the lazy L2 scale is folded into the weights to keep precision.
 MIN_SCALE = 1e-9
@@ -436,51 +448,68 @@ def sgd_epoch_share(
     docstring describes the protocol); returns the same pair.
     """
     n_steps = order.shape[0]
+    n_blocks = -(-n_steps // block_rows)
     n_run = 0
     sink = 0.0
     while True:
-        block = fetch_add(flags, BLOCKS_CLAIMED, 1)
-        start = block * block_rows
-        if start >= n_steps:
+        mine = fetch_add(flags, BLOCKS_CLAIMED, 1)
+        if mine >= n_blocks:
             break
+        start = mine * block_rows
         stop = min(start + block_rows, n_steps)
         sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop)
-        wait_until_at_least(flags, BLOCKS_DONE, block)
-        sgd_steps(
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y_ordered,
-            weight_ordered,
-            order,
-            coef,
-            avg_coef,
-            l1_received,
-            state_1,
-            state_2,
-            grad_buffer,
-            counters,
-            loss,
-            epsilon,
-            l2,
-            l1,
-            schedule,
-            eta0,
-            power_t,
-            optimal_t0,
-            alpha,
-            optimizer,
-            momentum,
-            beta_1,
-            beta_2,
-            opt_eps,
-            fit_intercept,
-            average_start,
-            start,
-            stop,
-        )
-        store_release(flags, BLOCKS_DONE, block + 1)
-        n_run += 1
+        waiting_since = cycle_counter()
+        patient = True
+        while True:
+            runnable = load_acquire(flags, BLOCKS_DONE)
+            if runnable > mine:
+                break  # the other thread ran this block
+            if (runnable == mine or not patient) and compare_exchange(
+                flags, BLOCKS_STARTED, runnable, runnable + 1
+            ):
+                start = runnable * block_rows
+                sgd_steps(
+                    X,
+                    X_data,
+                    X_indices,
+                    X_indptr,
+                    is_sparse,
+                    y_ordered,
+                    weight_ordered,
+                    order,
+                    coef,
+                    avg_coef,
+                    l1_received,
+                    state_1,
+                    state_2,
+                    grad_buffer,
+                    counters,
+                    loss,
+                    epsilon,
+                    l2,
+                    l1,
+                    schedule,
+                    eta0,
+                    power_t,
+                    optimal_t0,
+                    alpha,
+                    optimizer,
+                    momentum,
+                    beta_1,
+                    beta_2,
+                    opt_eps,
+                    fit_intercept,
+                    average_start,
+                    start,
+                    min(start + block_rows, n_steps),
+                )
+                store_release(flags, BLOCKS_DONE, runnable + 1)
+                n_run += 1
+                waiting_since = cycle_counter()
+                patient = True
+            elif patient:
+                spin_pause()
+                patient = cycle_counter() - waiting_since < STEAL_AFTER_TICKS
+            else:
+                yield_processor()
     return n_run, sink

@@ -16,11 +16,15 @@ and the scalars in ``counters`` pass to the other core with the block. Loading
 runs on both cores at once, and the steps themselves still run one after the
 other, so the result is exactly that of the one-thread kernel, whichever
 thread ran which block. (Measured on 1,000,000 × 100 float64: an epoch went
-from about 180-250 ms to 110-125 ms.)
+from about 185 ms to 95-120 ms.)
 
-Blocks are claimed in order by an atomic counter and run when the block
-before is done, so the epoch never depends on the helper thread starting:
-if it starts late, the calling thread runs the blocks it would have taken.
+Blocks are taken in order from an atomic counter, so the epoch never depends
+on the helper thread starting: if it starts late, the calling thread takes
+the blocks it would have taken. And a block that could run but that its
+thread has not started within about 0.1 ms (the thread was descheduled on a
+busy machine) is run by the other thread instead. Without this, two
+processes hogging both cores made a 2-epoch fit take 15-22 s instead of
+0.6-0.9 s on one thread; with it, 0.4-1.1 s.
 
 Both backends implement the thread's part (``sgd_epoch_share``); this module
 decides when to use it and starts the helper thread.
@@ -41,7 +45,7 @@ MIN_BLOCK_ROWS = 16
 # and starting a thread is not worth it.
 MIN_VALUES = 1 << 22
 MIN_BLOCKS = 4
-FLAG_SLOTS = 16  # two counters, each on a cache line of its own
+FLAG_SLOTS = 24  # three counters, each on a cache line of its own
 
 # Positions in the per-sample kernels' argument list.
 X_ARG, X_DATA_ARG, X_INDICES_ARG, X_INDPTR_ARG, IS_SPARSE_ARG = range(5)
