@@ -43,6 +43,10 @@ SGD = codes.SGD
 OPTIMAL = codes.OPTIMAL
 INVSCALING = codes.INVSCALING
 
+# Positions in the kernels' argument list (after ``flags`` and ``block_rows``
+# for sgd_epoch_share).
+ORDER_ARG, COUNTERS_ARG = 7, 14
+
 # Slots of the ``flags`` array of an epoch shared by threads (as in the
 # Cython kernel), each on a cache line of its own: blocks taken by a thread,
 # blocks whose steps have begun, blocks done.
@@ -304,80 +308,16 @@ def sgd_steps(
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def sgd_epoch(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y_ordered,
-    weight_ordered,
-    order,
-    coef,
-    avg_coef,
-    l1_received,
-    state_1,
-    state_2,
-    grad_buffer,
-    counters,
-    loss,
-    epsilon,
-    l2,
-    l1,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    fit_intercept,
-    average_start,
-):
+def sgd_epoch(*args):
     """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
 
-    Arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`.
+    Arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch` (those of
+    :func:`sgd_steps` without ``start`` and ``stop``).
     """
+    counters = args[COUNTERS_ARG]
     counters[SCALE] = 1.0
     counters[LOSS_SUM] = 0.0
-    sgd_steps(
-        X,
-        X_data,
-        X_indices,
-        X_indptr,
-        is_sparse,
-        y_ordered,
-        weight_ordered,
-        order,
-        coef,
-        avg_coef,
-        l1_received,
-        state_1,
-        state_2,
-        grad_buffer,
-        counters,
-        loss,
-        epsilon,
-        l2,
-        l1,
-        schedule,
-        eta0,
-        power_t,
-        optimal_t0,
-        alpha,
-        optimizer,
-        momentum,
-        beta_1,
-        beta_2,
-        opt_eps,
-        fit_intercept,
-        average_start,
-        0,
-        order.shape[0],
-    )
+    sgd_steps(*args, 0, args[ORDER_ARG].shape[0])
     return counters[LOSS_SUM]
 
 
@@ -407,46 +347,14 @@ def warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def sgd_epoch_share(
-    flags,
-    block_rows,
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y_ordered,
-    weight_ordered,
-    order,
-    coef,
-    avg_coef,
-    l1_received,
-    state_1,
-    state_2,
-    grad_buffer,
-    counters,
-    loss,
-    epsilon,
-    l2,
-    l1,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    fit_intercept,
-    average_start,
-):
+def sgd_epoch_share(flags, block_rows, *args):
     """One thread's part of a per-sample epoch shared by threads.
 
     Twin of :func:`fastgd._kernels._sgd_fast.sgd_epoch_share` (whose
     docstring describes the protocol); returns the same pair.
     """
+    X, X_data, X_indices, X_indptr, is_sparse = args[:5]
+    order = args[ORDER_ARG]
     n_steps = order.shape[0]
     n_blocks = -(-n_steps // block_rows)
     n_run = 0
@@ -468,41 +376,7 @@ def sgd_epoch_share(
                 flags, BLOCKS_STARTED, runnable, runnable + 1
             ):
                 start = runnable * block_rows
-                sgd_steps(
-                    X,
-                    X_data,
-                    X_indices,
-                    X_indptr,
-                    is_sparse,
-                    y_ordered,
-                    weight_ordered,
-                    order,
-                    coef,
-                    avg_coef,
-                    l1_received,
-                    state_1,
-                    state_2,
-                    grad_buffer,
-                    counters,
-                    loss,
-                    epsilon,
-                    l2,
-                    l1,
-                    schedule,
-                    eta0,
-                    power_t,
-                    optimal_t0,
-                    alpha,
-                    optimizer,
-                    momentum,
-                    beta_1,
-                    beta_2,
-                    opt_eps,
-                    fit_intercept,
-                    average_start,
-                    start,
-                    min(start + block_rows, n_steps),
-                )
+                sgd_steps(*args, start, min(start + block_rows, n_steps))
                 store_release(flags, BLOCKS_DONE, runnable + 1)
                 n_run += 1
                 waiting_since = cycle_counter()

@@ -49,7 +49,7 @@ FLAG_SLOTS = 24  # three counters, each on a cache line of its own
 
 # Positions in the per-sample kernels' argument list.
 X_ARG, X_DATA_ARG, X_INDICES_ARG, X_INDPTR_ARG, IS_SPARSE_ARG = range(5)
-ORDER_ARG, COUNTERS_ARG = 7, 14
+ORDER_ARG, COUNTERS_ARG = 7, 14  # as in fastgd._kernels.sgd_numba
 
 
 def block_rows(X, X_data, X_indices, is_sparse, n_rows):
