@@ -38,14 +38,11 @@ from fastgd._kernels.prefetch import (
     prefetch_sparse_row,
 )
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
+from fastgd._kernels.shared_sgd_epoch import COUNTERS_ARG, ORDER_ARG
 
 SGD = codes.SGD
 OPTIMAL = codes.OPTIMAL
 INVSCALING = codes.INVSCALING
-
-# Positions in the kernels' argument list (after ``flags`` and ``block_rows``
-# for sgd_epoch_share).
-ORDER_ARG, COUNTERS_ARG = 7, 14
 
 # Slots of the ``flags`` array of an epoch shared by threads (as in the
 # Cython kernel), each on a cache line of its own: blocks taken by a thread,

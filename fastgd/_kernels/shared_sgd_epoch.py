@@ -47,9 +47,10 @@ MIN_VALUES = 1 << 22
 MIN_BLOCKS = 4
 FLAG_SLOTS = 24  # three counters, each on a cache line of its own
 
-# Positions in the per-sample kernels' argument list.
+# Positions in the per-sample kernels' argument list (after ``flags`` and
+# ``block_rows`` for ``sgd_epoch_share``).
 X_ARG, X_DATA_ARG, X_INDICES_ARG, X_INDPTR_ARG, IS_SPARSE_ARG = range(5)
-ORDER_ARG, COUNTERS_ARG = 7, 14  # as in fastgd._kernels.sgd_numba
+ORDER_ARG, COUNTERS_ARG = 7, 14
 
 
 def block_rows(X, X_data, X_indices, is_sparse, n_rows):
