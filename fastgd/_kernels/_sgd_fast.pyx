@@ -41,12 +41,11 @@ cdef extern from *:
     #include <time.h>
     #define FASTGD_PREFETCH(address) __builtin_prefetch((const void *)(address), 0, 2)
 
-    /* Claim the next block of an epoch shared by threads: returns its index. */
     /* The vector loops below are compiled twice on x86-64 Linux, for the
        baseline CPU and for AVX2 with FMA, and the loader picks the version
-       the CPU runs (GCC/Clang function multi-versioning): the package stays
+       the CPU runs (GCC's function multi-versioning): the package stays
        portable and still uses the wide vectors, as Numba's JIT does. */
-    #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+    #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
     #define FASTGD_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
     #else
     #define FASTGD_VECTOR_CLONES
@@ -147,7 +146,7 @@ ctypedef fused index_t:
     int
     long long
 
-# Must match fastgd._kernels.codes (checked by tests/test_codes.py).
+# Must match fastgd._kernels.codes (checked by tests/test_linear_kernels.py).
 cpdef enum:
     SQUARED_ERROR = 0
     HUBER = 1
