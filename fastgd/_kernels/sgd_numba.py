@@ -182,12 +182,12 @@ def sgd_steps(
             prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[step_index + ROWS_AHEAD])
         i = order[step_index]
         if is_sparse:
-            start = X_indptr[i]
-            end = X_indptr[i + 1]
-            p = scale * sparse_dot(X_data, X_indices, start, end, w) + intercept
+            row_start = X_indptr[i]
+            row_end = X_indptr[i + 1]
+            p = scale * sparse_dot(X_data, X_indices, row_start, row_end, w) + intercept
         else:
-            start = 0
-            end = n_features
+            row_start = 0
+            row_end = n_features
             p = scale * dense_dot(X, i, w) + intercept
         s = one if unit_weights else weight_ordered[step_index]
         loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
@@ -207,7 +207,7 @@ def sgd_steps(
             update = -eta * dloss / scale
             if update != 0.0:
                 if is_sparse:
-                    for k in range(start, end):
+                    for k in range(row_start, row_end):
                         w[X_indices[k]] += update * X_data[k]
                 else:
                     for j in range(n_features):
@@ -216,7 +216,7 @@ def sgd_steps(
                 intercept -= eta * dloss
             if l1 > 0.0:
                 l1_total += eta * l1
-                for k in range(start, end):
+                for k in range(row_start, row_end):
                     if is_sparse:
                         j = X_indices[k]
                         x_j = X_data[k]
@@ -231,7 +231,7 @@ def sgd_steps(
             bias_1 = 1.0 - beta_1**n_updates
             bias_2 = 1.0 - beta_2**n_updates
             if is_sparse:
-                for k in range(start, end):
+                for k in range(row_start, row_end):
                     grad_buffer[X_indices[k]] += dloss * X_data[k]
             else:
                 for j in range(n_features):
