@@ -50,10 +50,10 @@ def _linear_models(dtype):
     # per-sample epochs.
     from fastgd._engine.linear import COMPILED_SHUFFLE_MIN_ROWS
     from fastgd._kernels.shuffle import PARALLEL_MIN_SIZE
-    from fastgd._kernels.two_thread_epoch import MIN_ENTRIES
+    from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS
 
     n_rows = max(COMPILED_SHUFFLE_MIN_ROWS, PARALLEL_MIN_SIZE)
-    X = rng.standard_normal((n_rows, -(-MIN_ENTRIES // n_rows))).astype(dtype)
+    X = rng.standard_normal((n_rows, -(-MIN_VALUES_FOR_TWO_THREADS // n_rows))).astype(dtype)
     y = X.sum(axis=1)
     for data in (X, sp.csr_matrix(X)):
         for params in (dict(batch_size=256), dict(backend="numba")):

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from conftest import make_linear_problem
 
 from fastgd import GDRegressor
-from fastgd._kernels import atomics, batch_numba, codes, two_thread_epoch
+from fastgd._kernels import atomics, batch_numba, codes, threads, two_thread_epoch
 
 # ------------------------------------------------------------------ atomics
 
@@ -191,7 +191,7 @@ def test_the_leader_alone_finishes_the_epoch():
 
 def test_when_two_threads_are_used():
     worth = two_thread_epoch.worth_two_threads
-    big = two_thread_epoch.MIN_ENTRIES
+    big = threads.MIN_VALUES_FOR_TWO_THREADS
     assert worth(big, 1, 256) == (numba.get_num_threads() >= 2)
     assert not worth(big, 1, 64)  # one chunk per batch: nothing to share
     assert not worth(big // 2, 1, 256)  # too little work to pay for a thread

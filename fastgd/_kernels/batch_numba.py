@@ -32,14 +32,11 @@ from fastgd._kernels._numba_setup import (
     numba,
     parallel_and_serial,
 )
+from fastgd._kernels.codes import L1_TOTAL, N_AVERAGED, N_UPDATES, T
 from fastgd._kernels.optimizers import optimizer_step
 from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
 from fastgd._kernels.regression_losses import loss_derivative, loss_value
 from fastgd._kernels.sgd_numba import (
-    L1_TOTAL,
-    N_AVERAGED,
-    N_UPDATES,
-    T,
     clip_towards_zero,
     dense_dot,
     learning_rate,

@@ -35,15 +35,12 @@ import threading
 import numpy as np
 
 from fastgd._kernels.codes import LOSS_SUM, SCALE
-from fastgd._kernels.threads import thread_budget
+from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS, thread_budget
 
 # A block's rows must stay in the private (L2) cache of the core that loads
 # them until it runs them; L2 caches hold 512 KiB to 2 MiB.
 WARM_BLOCK_BYTES = 256 * 1024
 MIN_BLOCK_ROWS = 16
-# Below this many stored values an epoch takes a few milliseconds at most,
-# and starting a thread is not worth it.
-MIN_VALUES = 1 << 22
 MIN_BLOCKS = 4
 FLAG_SLOTS = 24  # three counters, each on a cache line of its own
 
@@ -75,7 +72,8 @@ def rows_per_shared_block(*args):
     n_values = X_data.shape[0] if is_sparse else X.size
     n_rows = args[X_INDPTR_ARG].shape[0] - 1 if is_sparse else X.shape[0]
     rows = block_rows(X, X_data, X_indices, is_sparse, n_rows)
-    if n_values < MIN_VALUES or order.shape[0] < MIN_BLOCKS * rows or thread_budget() < 2:
+    too_small = n_values < MIN_VALUES_FOR_TWO_THREADS or order.shape[0] < MIN_BLOCKS * rows
+    if too_small or thread_budget() < 2:
         return 0
     return rows
 

@@ -12,6 +12,10 @@ The Cython backend reads the environment variable instead of importing Numba.
 import os
 import sys
 
+# Below this many stored values of X an epoch takes a few milliseconds at
+# most, and starting a second thread for it is not worth it.
+MIN_VALUES_FOR_TWO_THREADS = 1 << 22
+
 
 def available_cpus():
     """How many CPUs this process may run on."""

@@ -51,16 +51,12 @@ from fastgd._kernels.batch_numba import (
     reduce_chunks,
     take_step,
 )
-from fastgd._kernels.threads import thread_budget
+from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS, thread_budget
 
 INT64_PER_CACHE_LINE = 8
 # Each counter on a cache line of its own; the claims follow.
 DONE_CHUNKS, BATCHES_STEPPED, STOP, CLAIMS = (k * INT64_PER_CACHE_LINE for k in range(4))
 N_THREADS = 2
-
-# Below this many matrix entries an epoch takes a few milliseconds at most,
-# and starting a thread is not worth it.
-MIN_ENTRIES = 1 << 22
 
 
 def new_flags(batch_size):
@@ -78,7 +74,7 @@ def worth_two_threads(n_rows, n_features, batch_size):
     return (
         n_chunks_for(batch_size) >= 2
         and batch_size < n_rows
-        and n_rows * n_features >= MIN_ENTRIES
+        and n_rows * n_features >= MIN_VALUES_FOR_TWO_THREADS
         and thread_budget() >= N_THREADS
     )
 
