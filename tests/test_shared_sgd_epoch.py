@@ -76,6 +76,17 @@ def kernel_args(X, y, order):
     return (*data, coef, *buffers, counters, *settings, *optimizer), coef, counters
 
 
+def reference_and_fresh_args(kernels, X, y, order):
+    """One epoch of ``kernels.sgd_epoch`` on one thread, and fresh arguments for another run.
+
+    Returns the reference ``coef`` and ``counters``, then the fresh
+    arguments with their ``coef`` and ``counters``.
+    """
+    reference_args, reference_coef, reference_counters = kernel_args(X, y, order)
+    kernels.sgd_epoch(*reference_args)
+    return (reference_coef, reference_counters, *kernel_args(X, y, order))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("stalled_thread", [False, True])
 def test_one_thread_alone_runs_the_whole_shared_epoch(backend, stalled_thread):
@@ -87,9 +98,9 @@ def test_one_thread_alone_runs_the_whole_shared_epoch(backend, stalled_thread):
     kernels = BACKENDS[backend]
     X, y = make_linear_problem(n=200, d=6, seed=6)
     order = np.random.RandomState(0).permutation(200).astype(np.intp)
-    reference_args, reference_coef, reference_counters = kernel_args(X, y, order)
-    kernels.sgd_epoch(*reference_args)
-    args, coef, counters = kernel_args(X, y, order)
+    reference_coef, reference_counters, args, coef, counters = reference_and_fresh_args(
+        kernels, X, y, order
+    )
     flags = np.zeros(shared_sgd_epoch.FLAG_SLOTS, dtype=np.int64)
     if stalled_thread:
         flags[_sgd_fast.BLOCKS_CLAIMED] = 1  # block 0 belongs to a thread that never runs
@@ -104,9 +115,7 @@ def test_two_threads_split_the_blocks_between_them(backend):
     kernels = BACKENDS[backend]
     X, y = make_linear_problem(n=20_000, d=50, seed=7)
     order = np.random.RandomState(1).permutation(20_000).astype(np.intp)
-    reference_args, reference_coef, _ = kernel_args(X, y, order)
-    kernels.sgd_epoch(*reference_args)
-    args, coef, _ = kernel_args(X, y, order)
+    reference_coef, _, args, coef, _ = reference_and_fresh_args(kernels, X, y, order)
     flags = np.zeros(shared_sgd_epoch.FLAG_SLOTS, dtype=np.int64)
     counts = []
     helper = threading.Thread(
