@@ -18,8 +18,8 @@ CYTHON_DIRECTIVES = {
 
 extensions = [
     Extension(
-        "fastgd._kernels._sgd_fast",
-        ["fastgd/_kernels/_sgd_fast.pyx"],
+        "fastgd._kernels.linear._sgd_fast",
+        ["fastgd/_kernels/linear/_sgd_fast.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],

@@ -11,13 +11,13 @@ gives them, so these groups time the compiled loops alone:
   (a ``max_iter=1`` fit under ``assume_finite``, so that its input check does
   not count; it shuffles inside its loop, where fastgd's engine draws the
   order before the kernel);
-* batch gradient, full batch: :func:`~fastgd._kernels.batch_numba.batch_gradient`
+* batch gradient, full batch: :func:`~fastgd._kernels.linear.batch_numba.batch_gradient`
   over every row against the NumPy expression ``X.T @ (X @ w + b - y) / n``;
 * batch gradient, mini-batch of 256 shuffled rows (each call the next batch
   of the epoch, so rows come from memory as in training) against NumPy's
   ``Xb = X[rows]; Xb.T @ (Xb @ w + b - yb) / 256``;
 * the row order of an epoch: the compiled scatter shuffle
-  (:func:`~fastgd._kernels.shuffle.shuffled_copy`) against NumPy's
+  (:func:`~fastgd._kernels.common.shuffle.shuffled_copy`) against NumPy's
   ``Generator.shuffle``.
 
 Every benchmark checks its result (R² of the trained coefficients, the
@@ -37,8 +37,8 @@ from sklearn.linear_model import SGDRegressor
 from bench._speedups import label
 from bench._timing import warm_then_benchmark
 from bench.gd_regressor import FULL_SIZE, QUICK_SIZE, make_problem
-from fastgd._kernels import codes
-from fastgd._kernels.shared_sgd_epoch import per_sample_epoch as per_sample_epoch_of
+from fastgd._engine.linear_epochs import per_sample_epoch as per_sample_epoch_of
+from fastgd._kernels.runtime import codes
 
 DTYPES = [np.float64, np.float32]
 DTYPE_IDS = ["float64", "float32"]
@@ -69,9 +69,9 @@ def r2(X, y, coef, intercept):
 def per_sample_kernel(backend):
     """The per-sample epoch of ``backend`` as GDRegressor runs it (on two threads if that pays)."""
     if backend == "numba":
-        from fastgd._kernels import sgd_numba as kernels
+        from fastgd._kernels.linear import sgd_numba as kernels
     else:
-        from fastgd._kernels import _sgd_fast as kernels
+        from fastgd._kernels.linear import _sgd_fast as kernels
     return functools.partial(per_sample_epoch_of, kernels)
 
 
@@ -165,13 +165,13 @@ def test_sklearn_per_sample_epoch(benchmark, problem, dtype):
 
 # ----------------------------------------------------------- batch gradient
 def batch_gradient_call(X, y, order):
-    """:func:`~fastgd._kernels.batch_numba.batch_gradient` as the batch epoch calls it.
+    """:func:`~fastgd._kernels.linear.batch_numba.batch_gradient` as the batch epoch calls it.
 
     Returns ``gradient(start, stop)``, which fills and returns the gradient
     of the mean squared error at fixed parameters over rows
     ``order[start:stop]``, and the parameters ``[w, b]``.
     """
-    from fastgd._kernels.batch_numba import batch_gradient, partials_shape
+    from fastgd._kernels.linear.batch_numba import batch_gradient, partials_shape
 
     n_samples, n_features = X.shape
     dtype = X.dtype
@@ -284,7 +284,7 @@ def test_numpy_mini_batch_gradient(benchmark, problem, dtype):
 # ------------------------------------------------------------- row order
 @pytest.mark.benchmark(group="kernel: shuffled row order of an epoch")
 def test_fastgd_shuffle(benchmark, problem):
-    from fastgd._kernels.shuffle import shuffled_copy
+    from fastgd._kernels.common.shuffle import shuffled_copy
 
     rows = np.arange(len(problem[1]), dtype=np.intp)
     out = np.empty_like(rows)

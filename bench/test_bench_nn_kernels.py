@@ -31,7 +31,7 @@ from scipy.special import expit
 
 from bench._speedups import label
 from bench._timing import warm_then_benchmark
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 
 DTYPE = np.float32
 RTOL = 2e-4  # float32 results of different summation orders
@@ -88,7 +88,7 @@ def numpy_dense_backward(X, W, A, dA):
 
 @pytest.mark.benchmark(group="kernel: dense forward (matmul + bias + relu)")
 def test_fastgd_dense_forward(benchmark, dense_case):
-    from fastgd._kernels.dense import dense_forward
+    from fastgd._kernels.network.dense import dense_forward
 
     X, W, b, A, _ = dense_case
     label(benchmark, "fastgd", shape=X.shape + W.shape[1:])
@@ -127,7 +127,7 @@ def test_torch_dense_forward(benchmark, torch, dense_case):
 
 @pytest.mark.benchmark(group="kernel: dense backward (relu, dW, db, dX)")
 def test_fastgd_dense_backward(benchmark, dense_case):
-    from fastgd._kernels.dense import dense_backward
+    from fastgd._kernels.network.dense import dense_backward
 
     X, W, _, A, dA = dense_case
     label(benchmark, "fastgd", shape=X.shape + W.shape[1:])
@@ -220,7 +220,7 @@ def numpy_conv_backward(X, W, A, dA):
 
 def conv_workspace(X, W, A):
     """The scratch buffer the engine gives the convolution kernels (a training batch)."""
-    from fastgd._kernels.conv2d import conv2d_workspace_shape
+    from fastgd._kernels.network.conv2d import conv2d_workspace_shape
 
     batch, channels = X.shape[:2]
     filters, _, kh, kw = W.shape
@@ -229,7 +229,7 @@ def conv_workspace(X, W, A):
 
 @pytest.mark.benchmark(group="kernel: conv2d forward (3x3 valid + bias + relu)")
 def test_fastgd_conv2d_forward(benchmark, conv_case):
-    from fastgd._kernels.conv2d import conv2d_forward
+    from fastgd._kernels.network.conv2d import conv2d_forward
 
     X, W, b, A, _ = conv_case
     label(benchmark, "fastgd", input=X.shape, filters=W.shape)
@@ -262,7 +262,7 @@ def test_torch_conv2d_forward(benchmark, torch, conv_case):
 
 @pytest.mark.benchmark(group="kernel: conv2d backward (relu, dW, db, dX)")
 def test_fastgd_conv2d_backward(benchmark, conv_case):
-    from fastgd._kernels.conv2d import conv2d_backward
+    from fastgd._kernels.network.conv2d import conv2d_backward
 
     X, W, _, A, dA = conv_case
     label(benchmark, "fastgd", input=X.shape, filters=W.shape)
@@ -329,7 +329,7 @@ def numpy_avg_pool(planes):
 
 @pytest.mark.benchmark(group="kernel: max pool 2x2 forward (with argmax)")
 def test_fastgd_maxpool_forward(benchmark, planes):
-    from fastgd._kernels.pooling import maxpool2d_forward
+    from fastgd._kernels.network.pooling import maxpool2d_forward
 
     label(benchmark, "fastgd", input=planes.shape)
     out = np.empty(pooled_shape(planes), DTYPE)
@@ -353,7 +353,7 @@ def test_torch_maxpool_forward(benchmark, torch, planes):
 
 @pytest.mark.benchmark(group="kernel: max pool 2x2 backward")
 def test_fastgd_maxpool_backward(benchmark, planes):
-    from fastgd._kernels.pooling import maxpool2d_backward, maxpool2d_forward
+    from fastgd._kernels.network.pooling import maxpool2d_backward, maxpool2d_forward
 
     label(benchmark, "fastgd", input=planes.shape)
     out = np.empty(pooled_shape(planes), DTYPE)
@@ -380,7 +380,7 @@ def test_torch_maxpool_backward(benchmark, torch, planes):
 
 @pytest.mark.benchmark(group="kernel: average pool 2x2 forward")
 def test_fastgd_avgpool_forward(benchmark, planes):
-    from fastgd._kernels.pooling import avgpool2d_forward
+    from fastgd._kernels.network.pooling import avgpool2d_forward
 
     label(benchmark, "fastgd", input=planes.shape)
     out = np.empty(pooled_shape(planes), DTYPE)
@@ -409,7 +409,7 @@ def test_torch_avgpool_forward(benchmark, torch, planes):
 
 @pytest.mark.benchmark(group="kernel: average pool 2x2 backward")
 def test_fastgd_avgpool_backward(benchmark, planes):
-    from fastgd._kernels.pooling import avgpool2d_backward
+    from fastgd._kernels.network.pooling import avgpool2d_backward
 
     label(benchmark, "fastgd", input=planes.shape)
     upstream, dX = random(*pooled_shape(planes), seed=5), np.empty_like(planes)
@@ -440,7 +440,7 @@ NUMPY_ACTIVATIONS = {
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_fastgd_activation(benchmark, planes, activation):
-    from fastgd._kernels.activations import activation_forward
+    from fastgd._kernels.network.activations import activation_forward
 
     benchmark.group = f"kernel: {activation} forward (copy, then in place)"
     label(benchmark, "fastgd", shape=planes.shape)
@@ -507,7 +507,7 @@ def numpy_cross_entropy(scores, y):
 
 @pytest.mark.benchmark(group="kernel: softmax cross-entropy, loss and gradient")
 def test_fastgd_cross_entropy(benchmark, scores_case):
-    from fastgd._kernels.nn_losses import softmax_cross_entropy
+    from fastgd._kernels.network.losses import softmax_cross_entropy
 
     scores, y = scores_case
     label(benchmark, "fastgd", shape=scores.shape)
@@ -562,7 +562,7 @@ def numpy_masked_loss(pred, y, mask, task_weights):
 
 @pytest.mark.benchmark(group="kernel: masked multi-task squared error, loss and gradient")
 def test_fastgd_masked_loss(benchmark, masked_case):
-    from fastgd._kernels.nn_losses import masked_regression_loss
+    from fastgd._kernels.network.losses import masked_regression_loss
 
     pred, y, mask, task_weights = masked_case
     label(benchmark, "fastgd", shape=pred.shape)
@@ -594,7 +594,7 @@ def flat_buffers(sizes):
 
 
 class NumpyOptimizer:
-    """The optimizers of :mod:`fastgd._kernels.optimizers`, as NumPy in-place array operations."""
+    """The optimizers of :mod:`fastgd._kernels.common.optimizers`, as NumPy in-place array operations."""
 
     def __init__(self, name, params):
         self.name, self.t = name, 0
@@ -671,8 +671,8 @@ def assert_same_steps(name, params, grads, after):
 
 
 def fastgd_optimizer(name, params, grads):
-    """One :func:`~fastgd._kernels.optimizers.optimizer_step` as the network trainer calls it."""
-    from fastgd._kernels.optimizers import optimizer_step
+    """One :func:`~fastgd._kernels.common.optimizers.optimizer_step` as the network trainer calls it."""
+    from fastgd._kernels.common.optimizers import optimizer_step
 
     code = codes.OPTIMIZER_CODES[name]
     state_1, state_2 = np.zeros_like(params), np.zeros_like(params)

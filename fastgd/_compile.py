@@ -48,11 +48,13 @@ def _linear_models(dtype):
     # One epoch on a problem just large enough for the compiled shuffle (its
     # parallel passes too) and, given two CPUs, the two-thread mini-batch and
     # per-sample epochs.
-    from fastgd._engine.linear import COMPILED_SHUFFLE_MIN_ROWS
-    from fastgd._kernels.shuffle import PARALLEL_MIN_SIZE
-    from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS
+    from fastgd._kernels.runtime.tuning import (
+        COMPILED_SHUFFLE_MIN_ROWS,
+        MIN_VALUES_FOR_TWO_THREADS,
+        PARALLEL_SHUFFLE_MIN_SIZE,
+    )
 
-    n_rows = max(COMPILED_SHUFFLE_MIN_ROWS, PARALLEL_MIN_SIZE)
+    n_rows = max(COMPILED_SHUFFLE_MIN_ROWS, PARALLEL_SHUFFLE_MIN_SIZE)
     X = rng.standard_normal((n_rows, -(-MIN_VALUES_FOR_TWO_THREADS // n_rows))).astype(dtype)
     y = X.sum(axis=1)
     for data in (X, sp.csr_matrix(X)):
@@ -137,13 +139,14 @@ def _kernel_dispatchers():
     import fastgd._kernels
 
     found = {}
-    for info in pkgutil.iter_modules(fastgd._kernels.__path__):
-        if info.name.startswith("_sgd_fast"):  # the Cython extension
+    for info in pkgutil.walk_packages(fastgd._kernels.__path__, "fastgd._kernels."):
+        if info.ispkg or info.name.endswith("._sgd_fast"):  # the Cython extension
             continue
-        module = importlib.import_module(f"fastgd._kernels.{info.name}")
+        module = importlib.import_module(info.name)
         for value in vars(module).values():
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
-                found[f"{info.name}.{value.py_func.__name__}"] = value
+                short_name = info.name.removeprefix("fastgd._kernels.")
+                found[f"{short_name}.{value.py_func.__name__}"] = value
     return sorted(found.items())
 
 

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
 from fastgd._engine.network_training import SCHEDULES
 from fastgd._engine.training import TrainingHistory
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 
 __all__ = ["NetworkEstimator"]
 

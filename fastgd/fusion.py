@@ -445,7 +445,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``; float64 whatever the compute dtype.
         """
-        from fastgd._kernels.nn_losses import softmax
+        from fastgd._kernels.network.losses import softmax
 
         # In float64 whatever the compute dtype: float32 probabilities round to
         # exactly 1 far too early for log(predict_proba) to agree with
@@ -465,7 +465,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        from fastgd._kernels.nn_losses import log_softmax
+        from fastgd._kernels.network.losses import log_softmax
 
         scores = self._network_scores(X).astype(np.float64)
         log_softmax(scores, scores)

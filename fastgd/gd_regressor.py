@@ -16,13 +16,13 @@ from sklearn.utils.validation import (
 )
 
 from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 from fastgd.exceptions import DivergenceError
 
 
 def _cython_available():
     try:
-        from fastgd._kernels import _sgd_fast  # noqa: F401
+        from fastgd._kernels.linear import _sgd_fast  # noqa: F401
     except ImportError:  # a source checkout without the built extension
         return False
     return True

@@ -15,7 +15,7 @@ from sklearn.utils.validation import (
 
 from fastgd._engine.network import MaskedRegressionLoss
 from fastgd._engine.training import TrainingHistory
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 from fastgd._network_estimator import NetworkEstimator
 from fastgd.layers import Dense
 

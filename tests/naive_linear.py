@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 
 
 def loss_value(loss, p, y, epsilon):
@@ -42,7 +42,7 @@ def learning_rate(schedule, eta0, power_t, t0, alpha, t):
 
 
 class NaiveOptimizer:
-    """The update rules of fastgd._kernels.optimizers, vectorised over coordinates."""
+    """The update rules of fastgd._kernels.common.optimizers, vectorised over coordinates."""
 
     def __init__(self, optimizer, n, momentum=0.9, beta_1=0.9, beta_2=0.999, eps=1e-8):
         self.optimizer = optimizer

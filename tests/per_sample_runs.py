@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 
 OPTIMIZERS = list(codes.OPTIMIZER_CODES.values())
 

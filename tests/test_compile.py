@@ -74,8 +74,8 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     assert second["loaded"] > 0
 
     stats = _run("fit", cache_dir)
-    assert "fastgd._kernels.sgd_numba.sgd_epoch" in stats
-    assert "fastgd._kernels.batch_numba.batch_epoch" in stats
+    assert "fastgd._kernels.linear.sgd_numba.sgd_epoch" in stats
+    assert "fastgd._kernels.linear.batch_numba.batch_epoch" in stats
     misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
     assert not misses, f"compiled again: {misses}"
 

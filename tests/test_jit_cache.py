@@ -246,10 +246,10 @@ def test_every_cached_kernel_compiles_under_the_lock():
     import fastgd._kernels
 
     dispatchers = []
-    for info in pkgutil.iter_modules(fastgd._kernels.__path__):
-        if info.name.startswith("_sgd_fast"):
+    for info in pkgutil.walk_packages(fastgd._kernels.__path__, "fastgd._kernels."):
+        if info.ispkg or info.name.endswith("._sgd_fast"):
             continue
-        module = importlib.import_module(f"fastgd._kernels.{info.name}")
+        module = importlib.import_module(info.name)
         dispatchers += [v for v in vars(module).values() if isinstance(v, CPUDispatcher)]
     assert len(dispatchers) > 20
     unlocked = [
@@ -261,7 +261,7 @@ def test_every_cached_kernel_compiles_under_the_lock():
 
 
 RACY_KERNEL = """
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, njit
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, njit
 
 
 @njit(**KERNEL_OPTIONS)

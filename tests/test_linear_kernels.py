@@ -7,9 +7,10 @@ import scipy.sparse as sp
 from conftest import make_linear_problem
 from per_sample_runs import CASES, new_counters, run_kernel
 
-from fastgd._kernels import _sgd_fast, batch_numba, codes, regression_losses, sgd_numba
-from fastgd._kernels._numba_setup import PARALLEL_MIN_WORK
-from fastgd._kernels.optimizers import optimizer_step
+from fastgd._kernels.common.optimizers import optimizer_step
+from fastgd._kernels.linear import _sgd_fast, batch_numba, regression_losses, sgd_numba
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
 
 LOSSES = list(codes.LOSS_CODES.values())
 OPTIMIZERS = list(codes.OPTIMIZER_CODES.values())

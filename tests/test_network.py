@@ -174,7 +174,7 @@ def test_trainer_raises_on_divergence():
 @pytest.mark.parametrize("trunk", [[], [Dense(5, activation="tanh")]])
 def test_task_heads_and_masked_loss_match_finite_differences(trunk):
     from fastgd._engine.network import MaskedRegressionLoss
-    from fastgd._kernels import codes
+    from fastgd._kernels.runtime import codes
 
     rng = np.random.RandomState(0)
     n_tasks, n = 3, 6

@@ -10,35 +10,35 @@ import naive_nn as naive
 import numpy as np
 import pytest
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import numba
-from fastgd._kernels.activations import (
+from fastgd._kernels.network.activations import (
     activation_backward,
     activation_forward,
     bias_activation_forward,
 )
-from fastgd._kernels.conv2d import (
+from fastgd._kernels.network.conv2d import (
     conv2d_backward,
     conv2d_forward,
     conv2d_output_shape,
     conv2d_padding,
     conv2d_workspace_shape,
 )
-from fastgd._kernels.dense import dense_backward, dense_forward
-from fastgd._kernels.dropout import dropout_backward, dropout_forward
-from fastgd._kernels.nn_losses import (
+from fastgd._kernels.network.dense import dense_backward, dense_forward
+from fastgd._kernels.network.dropout import dropout_backward, dropout_forward
+from fastgd._kernels.network.losses import (
     log_softmax,
     masked_regression_loss,
     softmax,
     softmax_cross_entropy,
 )
-from fastgd._kernels.pooling import (
+from fastgd._kernels.network.pooling import (
     avgpool2d_backward,
     avgpool2d_forward,
     maxpool2d_backward,
     maxpool2d_forward,
     pool2d_output_shape,
 )
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.numba_setup import numba
 
 DTYPES = [np.float32, np.float64]
 ACTS = [codes.IDENTITY, codes.RELU, codes.TANH, codes.SIGMOID]
@@ -636,7 +636,7 @@ def test_kernels_bit_identical_on_repeat_and_thread_count(rng):
 def test_optimizer_step_without_l1_matches_naive(optimizer, dtype):
     from naive_linear import NaiveOptimizer
 
-    from fastgd._kernels.optimizers import optimizer_step
+    from fastgd._kernels.common.optimizers import optimizer_step
 
     rng = np.random.RandomState(optimizer)
     n = 1003  # not a multiple of any vector width

@@ -1,7 +1,7 @@
 """Every parallel kernel has a serial twin (used for small work); both agree bitwise.
 
 The public kernels pick the parallel compilation only above
-``PARALLEL_MIN_WORK`` (see fastgd/_kernels/_numba_setup.py), which the
+``PARALLEL_MIN_WORK`` (see fastgd/_kernels/runtime/numba_setup.py), which the
 small inputs of the other kernel tests never reach; here both compilations
 run on the same inputs.
 """
@@ -9,7 +9,9 @@ run on the same inputs.
 import numpy as np
 import pytest
 
-from fastgd._kernels import activations, batch_numba, conv2d, dropout, nn_losses, pooling
+from fastgd._kernels.linear import batch_numba
+from fastgd._kernels.network import activations, conv2d, dropout, pooling
+from fastgd._kernels.network import losses as nn_losses
 
 RNG = np.random.RandomState(0)
 

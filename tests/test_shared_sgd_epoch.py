@@ -9,8 +9,11 @@ from conftest import make_linear_problem
 from per_sample_runs import CASES, new_counters, run_kernel
 
 from fastgd import GDRegressor
-from fastgd._kernels import _sgd_fast, codes, sgd_numba, shared_sgd_epoch, threads
-from fastgd._kernels.codes import LOSS_SUM, SCALE
+from fastgd._engine import linear_epochs as shared_sgd_epoch
+from fastgd._engine import threads
+from fastgd._kernels.linear import _sgd_fast, sgd_numba
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.codes import LOSS_SUM, SCALE
 
 BACKENDS = {"cython": _sgd_fast, "numba": sgd_numba}
 CASE_IDS = [",".join(f"{k}={v}" for k, v in case.items()) or "plain" for case in CASES]

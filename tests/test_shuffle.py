@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fastgd._kernels.shuffle import MIN_SCATTER_SIZE, PARALLEL_MIN_SIZE, shuffled_copy
+from fastgd._kernels.common.shuffle import shuffled_copy
+from fastgd._kernels.runtime.tuning import MIN_SCATTER_SIZE, PARALLEL_SHUFFLE_MIN_SIZE
 
 SIZES = [1, 2, 9, MIN_SCATTER_SIZE, MIN_SCATTER_SIZE * 3 + 7]
 
@@ -62,19 +63,19 @@ def test_large_shuffles_are_uniform():
 
 def test_neighbours_are_as_often_ascending_as_descending():
     """In a random permutation about half the neighbours ascend (order within buckets too)."""
-    n = PARALLEL_MIN_SIZE * 2
+    n = PARALLEL_SHUFFLE_MIN_SIZE * 2
     out = shuffled(np.arange(n, dtype=np.intp), 5)
     ascents = np.count_nonzero(np.diff(out) > 0)
     # The number of ascents has mean (n - 1) / 2 and variance (n + 1) / 12.
     assert abs(ascents - (n - 1) / 2) < 5 * np.sqrt((n + 1) / 12)
 
 
-@pytest.mark.parametrize("n", [MIN_SCATTER_SIZE + 5, PARALLEL_MIN_SIZE + 3])
+@pytest.mark.parametrize("n", [MIN_SCATTER_SIZE + 5, PARALLEL_SHUFFLE_MIN_SIZE + 3])
 def test_the_same_on_any_number_of_threads(n):
     """Parallel and serial scatter passes, and one thread or all, give one permutation."""
     import numba
 
-    from fastgd._kernels import shuffle
+    from fastgd._kernels.common import shuffle
 
     source = np.arange(n, dtype=np.intp)
     results = []
@@ -82,8 +83,8 @@ def test_the_same_on_any_number_of_threads(n):
         out = np.empty_like(source)
         scratch = (
             np.empty(n, np.uint8),
-            np.empty((shuffle.N_PARTS, shuffle.N_BUCKETS), np.int64),
-            np.empty(shuffle.N_BUCKETS + 1, np.int64),
+            np.empty((shuffle.SHUFFLE_PARTS, shuffle.SHUFFLE_BUCKETS), np.int64),
+            np.empty(shuffle.SHUFFLE_BUCKETS + 1, np.int64),
         )
         body(source, out, 21, *scratch)
         results.append(out)

@@ -9,7 +9,8 @@ import scipy.sparse as sp
 from conftest import make_linear_problem
 
 from fastgd import GDRegressor
-from fastgd._kernels import atomics, batch_numba, codes, threads, two_thread_epoch
+from fastgd._kernels.linear import batch_numba, minibatch_two_threads
+from fastgd._kernels.runtime import atomics, codes, tuning
 
 # ------------------------------------------------------------------ atomics
 
@@ -147,7 +148,7 @@ def test_two_threads_give_the_one_thread_epoch_bit_for_bit(case, batch_size):
     two = epoch_args(X, y, sw, order, batch_size, **options)
     for _ in range(3):
         loss_one = batch_numba.batch_epoch(*one)
-        loss_two = two_thread_epoch.two_thread_batch_epoch(*two)
+        loss_two = minibatch_two_threads.two_thread_batch_epoch(*two)
         assert loss_one == loss_two
         assert_same_state(one, two)
     assert np.abs(one[9]).sum() > 0
@@ -161,17 +162,17 @@ def test_the_helper_shares_the_work():
     computed = [0]
     for _attempt in range(3):  # a descheduled helper may get no chunk; retry
         args = epoch_args(X, y, sw, order, 256)
-        shared, state_and_settings = two_thread_epoch.shared_arrays(*args)
+        shared, state_and_settings = minibatch_two_threads.shared_arrays(*args)
         computed = []
         helper = threading.Thread(
-            target=lambda out=computed, s=shared: out.append(two_thread_epoch.help_epoch(s))
+            target=lambda out=computed, s=shared: out.append(minibatch_two_threads.help_epoch(s))
         )
         helper.start()
-        two_thread_epoch.lead_epoch(shared, state_and_settings)
+        minibatch_two_threads.lead_epoch(shared, state_and_settings)
         helper.join()
         assert_same_state(reference, args)
         flags = shared[-1]
-        assert flags[two_thread_epoch.DONE_CHUNKS] == -(-20_000 // 64)  # every chunk once
+        assert flags[minibatch_two_threads.DONE_CHUNKS] == -(-20_000 // 64)  # every chunk once
         if computed[0] > 0:
             break
     assert computed[0] > 0
@@ -181,17 +182,17 @@ def test_the_leader_alone_finishes_the_epoch():
     """With no helper at all the leader claims every chunk: nothing waits on a missing thread."""
     X, y, sw, order = problem(5000, 8, seed=3)
     alone, reference = epoch_args(X, y, sw, order, 256), epoch_args(X, y, sw, order, 256)
-    shared, state_and_settings = two_thread_epoch.shared_arrays(*alone)
-    loss = two_thread_epoch.lead_epoch(shared, state_and_settings)
+    shared, state_and_settings = minibatch_two_threads.shared_arrays(*alone)
+    loss = minibatch_two_threads.lead_epoch(shared, state_and_settings)
     assert loss == batch_numba.batch_epoch(*reference)
     assert_same_state(reference, alone)
     flags = shared[-1]
-    assert flags[two_thread_epoch.DONE_CHUNKS] == 19 * 4 + 3  # 19 batches of 256, then 136 rows
+    assert flags[minibatch_two_threads.DONE_CHUNKS] == 19 * 4 + 3  # 19 batches of 256, then 136 rows
 
 
 def test_when_two_threads_are_used():
-    worth = two_thread_epoch.worth_two_threads
-    big = threads.MIN_VALUES_FOR_TWO_THREADS
+    worth = minibatch_two_threads.worth_two_threads
+    big = tuning.MIN_VALUES_FOR_TWO_THREADS
     assert worth(big, 1, 256) == (numba.get_num_threads() >= 2)
     assert not worth(big, 1, 64)  # one chunk per batch: nothing to share
     assert not worth(big // 2, 1, 256)  # too little work to pay for a thread
@@ -207,7 +208,7 @@ def test_when_two_threads_are_used():
 def test_gd_regressor_results_do_not_depend_on_the_second_thread():
     """A fit big enough for the two-thread path equals the same fit restricted to one thread."""
     X, y = make_linear_problem(n=50_000, d=90, seed=5)
-    assert two_thread_epoch.worth_two_threads(*X.shape, 256) == (numba.get_num_threads() >= 2)
+    assert minibatch_two_threads.worth_two_threads(*X.shape, 256) == (numba.get_num_threads() >= 2)
     params = dict(batch_size=256, optimizer="adam", max_iter=3, tol=None, random_state=0)
     two = GDRegressor(**params).fit(X, y)
     previous = numba.get_num_threads()
@@ -226,7 +227,7 @@ def test_an_empty_weight_array_means_unit_weights(epoch):
     """The engine passes no weights when all are 1: same model, bit for bit."""
     run = {
         "one thread": batch_numba.batch_epoch,
-        "two threads": two_thread_epoch.two_thread_batch_epoch,
+        "two threads": minibatch_two_threads.two_thread_batch_epoch,
     }[epoch]
     X, y, _, order = problem(3001, 17, seed=6)
     explicit = epoch_args(X, y, np.ones(3001), order, 200)

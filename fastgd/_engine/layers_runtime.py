@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from fastgd import layers as L
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 
 __all__ = ["build_layer", "LayerState", "RuntimeLayer"]
 
@@ -35,7 +35,7 @@ def _kernels():
     """Import the Numba kernel modules (lazily: importing Numba is slow)."""
     global _K
     if _K is None:
-        from fastgd._kernels import conv2d, dense, dropout, pooling
+        from fastgd._kernels.network import conv2d, dense, dropout, pooling
 
         _K = (dense, conv2d, pooling, dropout)
     return _K

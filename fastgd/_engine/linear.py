@@ -15,18 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from fastgd._engine.linear_epochs import per_sample_epoch
 from fastgd._engine.training import TrainingHistory, run_epochs
-from fastgd._kernels import codes
-from fastgd._kernels.codes import AVG_INTERCEPT, INTERCEPT, N_AVERAGED, N_COUNTERS, T
-from fastgd._kernels.shared_sgd_epoch import per_sample_epoch
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.codes import AVG_INTERCEPT, INTERCEPT, N_AVERAGED, N_COUNTERS, T
+from fastgd._kernels.runtime.tuning import COMPILED_SHUFFLE_MIN_ROWS
 from fastgd.exceptions import DivergenceError
-
-# From this many rows on, each epoch's order comes from the compiled,
-# cache-friendly shuffle (about 4x faster than NumPy's on 1,000,000 rows on two
-# threads, 2x on one); below
-# it from NumPy's, so that small fits with the Cython backend never import
-# Numba.
-COMPILED_SHUFFLE_MIN_ROWS = 1 << 16
 
 # The adaptive schedule divides the rate by this on a plateau, down to MIN_ETA.
 ADAPTIVE_DIVISOR = 5.0
@@ -80,9 +74,11 @@ class LinearConfig:
         if self.schedule != codes.OPTIMAL:
             return 0.0
         try:
-            from fastgd._kernels._sgd_fast import py_loss_derivative
+            from fastgd._kernels.linear._sgd_fast import py_loss_derivative
         except ImportError:  # Cython extension not built: the Numba twin
-            from fastgd._kernels.regression_losses import loss_derivative as py_loss_derivative
+            from fastgd._kernels.linear.regression_losses import (
+                loss_derivative as py_loss_derivative,
+            )
 
         typical_w = math.sqrt(1.0 / math.sqrt(self.alpha))
         initial_eta = typical_w / max(
@@ -200,7 +196,7 @@ class _Workspace:
             self.weight_ordered = np.empty(n_weights, dtype=dtype)
             self.partials = self.chunk_losses = None
         else:
-            from fastgd._kernels.batch_numba import partials_shape
+            from fastgd._kernels.linear.batch_numba import partials_shape
 
             shape = partials_shape(config.batch_size or n_rows, n_features)
             self.partials = np.zeros(shape, dtype=dtype)
@@ -210,22 +206,22 @@ class _Workspace:
 def _per_sample_kernels(backend):
     """The module with the per-sample kernels of ``backend``."""
     if backend == "numba":
-        from fastgd._kernels import sgd_numba
+        from fastgd._kernels.linear import sgd_numba
 
         return sgd_numba
-    from fastgd._kernels import _sgd_fast
+    from fastgd._kernels.linear import _sgd_fast
 
     return _sgd_fast
 
 
 def _batch_kernel(config, n_rows, n_features):
     """The mini-/full-batch epoch kernel: on two threads when that pays (same result)."""
-    from fastgd._kernels import two_thread_epoch
-    from fastgd._kernels.batch_numba import batch_epoch
+    from fastgd._kernels.linear import minibatch_two_threads
+    from fastgd._kernels.linear.batch_numba import batch_epoch
 
     batch_size = config.batch_size or n_rows
-    if two_thread_epoch.worth_two_threads(n_rows, n_features, batch_size):
-        return two_thread_epoch.two_thread_batch_epoch
+    if minibatch_two_threads.worth_two_threads(n_rows, n_features, batch_size):
+        return minibatch_two_threads.two_thread_batch_epoch
     return batch_epoch
 
 
@@ -330,7 +326,7 @@ def _shuffle_rows(rows, out, generator):
         out[:] = rows
         generator.shuffle(out)
     else:
-        from fastgd._kernels.shuffle import shuffled_copy
+        from fastgd._kernels.common.shuffle import shuffled_copy
 
         shuffled_copy(rows, out, generator.integers(np.iinfo(np.int64).max))
 

@@ -40,15 +40,12 @@ from fastgd._engine.layers_runtime import (
     ReshapeLayer,
     build_layer,
 )
+from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
 
 FUSIONS = ("concat", "late", "hybrid")
 
-# Target number of bytes of activations per prediction chunk: small enough to
-# stay in cache, large enough for efficient matrix products (measured: 4–32
-# MiB are alike for an MLP; convolutions prefer small chunks).
-_PREDICT_CHUNK_BYTES = 8 * 2**20
 
 
 class _Workspace:
@@ -330,7 +327,7 @@ class Network:
     def predict_chunk_size(self, n_samples, minimum=16):
         """Rows per prediction chunk so activations stay around 8 MiB."""
         per_sample = self.activation_size() * self.dtype.itemsize
-        chunk = max(minimum, _PREDICT_CHUNK_BYTES // max(per_sample, 1))
+        chunk = max(minimum, PREDICT_CHUNK_BYTES // max(per_sample, 1))
         return int(min(chunk, max(n_samples, 1)))
 
     def make_workspace(self, capacity, training, rng=None):
@@ -634,7 +631,7 @@ class SoftmaxCrossEntropyLoss:
         return state
 
     def __call__(self, scores, targets, dscores, n):
-        from fastgd._kernels.nn_losses import softmax_cross_entropy
+        from fastgd._kernels.network.losses import softmax_cross_entropy
 
         y_index, weight = targets
         return softmax_cross_entropy(scores, y_index, weight, self.proba[:n], dscores)
@@ -665,7 +662,7 @@ class MaskedRegressionLoss:
         return state
 
     def __call__(self, scores, targets, dscores, n):
-        from fastgd._kernels.nn_losses import masked_regression_loss
+        from fastgd._kernels.network.losses import masked_regression_loss
 
         y, mask = targets
         return masked_regression_loss(

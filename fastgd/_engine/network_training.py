@@ -10,7 +10,7 @@ Python only slices preallocated buffers and calls kernels:
    (``np.take(..., out=)``, no allocation),
 2. forward pass → scores, loss and its gradient (the loss object),
 3. backward pass → ``grads``; L2: ``grads[:p] += (alpha / m) · params[:p]``,
-4. one :func:`~fastgd._kernels.optimizers.optimizer_step` over the flat
+4. one :func:`~fastgd._kernels.common.optimizers.optimizer_step` over the flat
    buffer.
 
 The objective of a batch of m samples is the loss plus
@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from fastgd._engine.training import run_epochs
-from fastgd._kernels import codes
+from fastgd._kernels.runtime import codes
 from fastgd.exceptions import DivergenceError
 
 __all__ = ["NetworkTrainer"]
@@ -66,7 +66,7 @@ class NetworkTrainer:
         of the (mean) loss into ``dscores``; ``loss.make_buffers(capacity,
         dtype)`` is called once.
     optimizer : str
-        Key of :data:`fastgd._kernels.codes.OPTIMIZER_CODES`.
+        Key of :data:`fastgd._kernels.runtime.codes.OPTIMIZER_CODES`.
     learning_rate : float
         Initial learning rate (the constant one with ``schedule="constant"``).
     batch_size : int
@@ -203,7 +203,7 @@ class NetworkTrainer:
 
     def train_epoch(self, sources, targets, shuffle):
         """One pass over the data; returns the mean objective per sample."""
-        from fastgd._kernels.optimizers import optimizer_step
+        from fastgd._kernels.common.optimizers import optimizer_step
 
         net = self.network
         ws = self.workspace

@@ -1,8 +1,8 @@
 """How many threads fastgd's kernels may use.
 
 Two kernels share an epoch between two threads (the mini-batch epoch of
-:mod:`fastgd._kernels.two_thread_epoch` and the per-sample epoch of
-:mod:`fastgd._kernels.shared_sgd_epoch`). Both ask this module first, so one
+:mod:`fastgd._kernels.linear.minibatch_two_threads` and the per-sample epoch of
+:mod:`fastgd._engine.linear_epochs`). Both ask this module first, so one
 setting governs both backends: the CPUs this process may run on, capped by
 Numba's thread count (``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``,
 which joblib also sets in its worker processes to avoid oversubscription).
@@ -11,10 +11,6 @@ The Cython backend reads the environment variable instead of importing Numba.
 
 import os
 import sys
-
-# Below this many stored values of X an epoch takes a few milliseconds at
-# most, and starting a second thread for it is not worth it.
-MIN_VALUES_FOR_TWO_THREADS = 1 << 22
 
 
 def available_cpus():

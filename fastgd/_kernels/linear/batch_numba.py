@@ -6,7 +6,7 @@ each batch the kernel computes the mean gradient
 
     g = (Σᵢ sᵢ ∂ℓ(pᵢ, yᵢ)/∂p · [xᵢ, 1]) / Σᵢ sᵢ + l2 · [w, 0]
 
-and hands it to the shared optimizer rule (:mod:`fastgd._kernels.optimizers`).
+and hands it to the shared optimizer rule (:mod:`fastgd._kernels.common.optimizers`).
 The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
 ``y`` and ``sample_weight`` are indexed by row number, like X; an empty
 ``sample_weight`` means every weight is 1 (then it costs no memory traffic).
@@ -14,9 +14,9 @@ The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
 order. Large batches run their chunks in parallel (small ones on one thread,
-see :data:`~fastgd._kernels._numba_setup.PARALLEL_MIN_WORK`; mini-batch
+see :data:`~fastgd._kernels.runtime.numba_setup.PARALLEL_MIN_WORK`; mini-batch
 epochs can also share their chunks between two threads, see
-:mod:`fastgd._kernels.two_thread_epoch`); the result does not depend on the
+:mod:`fastgd._kernels.linear.minibatch_two_threads`); the result does not depend on the
 number of threads.
 
 L1: with ``l1_proximal`` (full batch) every step ends with a proximal
@@ -25,36 +25,29 @@ with exact zeros; otherwise (mini-batch) the cumulative penalty of
 Tsuruoka et al. (2009) clips every weight after each step.
 """
 
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    LEAF_KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
-from fastgd._kernels.codes import L1_TOTAL, N_AVERAGED, N_UPDATES, T
-from fastgd._kernels.optimizers import optimizer_step
-from fastgd._kernels.prefetch import ROWS_AHEAD, prefetch_element
-from fastgd._kernels.regression_losses import loss_derivative, loss_value
-from fastgd._kernels.sgd_numba import (
+from fastgd._kernels.common.optimizers import optimizer_step
+from fastgd._kernels.linear.regression_losses import loss_derivative, loss_value
+from fastgd._kernels.linear.sgd_numba import (
     clip_towards_zero,
     dense_dot,
     learning_rate,
     prefetch_row,
     sparse_dot,
 )
-
-CHUNK_ROWS = 64
-# Prefetch distance in rows. The per-sample kernels use ROWS_AHEAD (8); a
-# batch row costs less arithmetic per byte (no per-row update of the
-# weights), so loads must be issued further ahead: 16 measured 5-10 %
-# faster than 8 on shuffled 1,000,000 x 100 float64 rows.
-BATCH_ROWS_AHEAD = 2 * ROWS_AHEAD
-# Spare entries at the end of each row of ``partials``: at least one 64-byte
-# cache line (16 float32 values), so that two threads writing neighbouring
-# rows never write to the same cache line ("false sharing", which made a
-# two-thread epoch barely faster than one).
-PARTIAL_ROW_PADDING = 16
+from fastgd._kernels.runtime.codes import L1_TOTAL, N_AVERAGED, N_UPDATES, T
+from fastgd._kernels.runtime.numba_setup import (
+    KERNEL_OPTIONS,
+    LEAF_KERNEL_OPTIONS,
+    numba,
+    parallel_and_serial,
+)
+from fastgd._kernels.runtime.prefetch import prefetch_element
+from fastgd._kernels.runtime.tuning import (
+    BATCH_ROWS_AHEAD,
+    CHUNK_ROWS,
+    PARALLEL_MIN_WORK,
+    PARTIAL_ROW_PADDING,
+)
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -386,7 +379,7 @@ def batch_epoch(
 
     ``counters`` has the layout of the per-sample kernels; its intercept slots
     are unused (the intercept is the last entry of ``params``). Other
-    arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch`, except
+    arguments as for :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch`, except
     that ``y`` and ``sample_weight`` are indexed by row number.
 
     Returns

@@ -13,15 +13,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
-
-CACHE_LINE_BYTES = 64
-# How many rows ahead of the current one to prefetch, and into which cache:
-# measured on shuffled 1,000,000 x 100 float64 rows, prefetching 8 rows ahead
-# into L2 (locality 2, x86's prefetcht1) beat L1 (locality 3) by 20-25 %,
-# as L1 has too few line-fill buffers for a whole row in flight.
-ROWS_AHEAD = 8
-LOCALITY = 2
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.tuning import CACHE_LINE_BYTES, PREFETCH_LOCALITY
 
 
 @intrinsic
@@ -46,7 +39,7 @@ def prefetch_element(typingctx, array_type, index_type):
             "llvm.prefetch.p0",
         )
         # Arguments: address, read (0), cache level hint, data cache (1).
-        builder.call(prefetch, [address, i32(0), i32(LOCALITY), i32(1)])
+        builder.call(prefetch, [address, i32(0), i32(PREFETCH_LOCALITY), i32(1)])
         return context.get_dummy_value()
 
     return signature, codegen

@@ -33,31 +33,18 @@ so results do not depend on the number of threads.
 
 import numpy as np
 
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
-from fastgd._kernels.activations import (
+from fastgd._kernels.network.activations import (
     activation_backward_range,
     bias_activation_forward_range,
 )
-
-# Largest M·N·K of one BLAS GEMM call made inside a parallel loop. Below
-# this size OpenBLAS runs the product in the calling thread (its
-# multithreading threshold is 65536 × GEMM_MULTITHREAD_THRESHOLD = 4), so
-# splitting the per-sample products into calls of at most this size keeps
-# BLAS from starting its own threads under ``prange`` (oversubscription made
-# the kernels several times slower on a loaded machine). It does not change
-# any result: each call computes whole rows of the output.
-_GEMM_MAX_MNK = 1 << 18
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import CONV_GEMM_MAX_MNK, PARALLEL_MIN_WORK
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
 def _rows_per_call(n_rows, other_dims):
-    """Rows of the output per GEMM call so that M·N·K ≤ _GEMM_MAX_MNK."""
-    return min(n_rows, max(1, _GEMM_MAX_MNK // max(1, other_dims)))
+    """Rows of the output per GEMM call so that M·N·K ≤ CONV_GEMM_MAX_MNK."""
+    return min(n_rows, max(1, CONV_GEMM_MAX_MNK // max(1, other_dims)))
 
 
 def conv2d_output_shape(H, W, KH, KW, stride, pad_h, pad_w):

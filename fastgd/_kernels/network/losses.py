@@ -19,13 +19,9 @@ deterministic.
 
 import numpy as np
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
 
 SQUARED_ERROR = codes.SQUARED_ERROR
 HUBER = codes.HUBER

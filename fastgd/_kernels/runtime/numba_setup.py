@@ -35,7 +35,6 @@ __all__ = [
     "KERNEL_OPTIONS",
     "LEAF_KERNEL_OPTIONS",
     "PARALLEL_KERNEL_OPTIONS",
-    "PARALLEL_MIN_WORK",
     "parallel_and_serial",
 ]
 
@@ -69,14 +68,6 @@ REASSOCIATE = frozenset({"reassoc", "contract"})
 LEAF_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "fastmath": set(REASSOCIATE)}
 PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
 
-# A parallel region costs microseconds on idle cores but milliseconds when
-# another process holds a core (every region waits for a descheduled
-# thread): measured here, a trivial 2-thread prange took 1-10 ms per call on
-# a busy machine against 1 us on one thread, and a FusionClassifier fit on
-# digits went from 0.07 s to 3 s. Parallel kernels therefore also exist as a
-# serial twin, used below about a millisecond of work (this many scalar
-# operations), where a region cannot pay off.
-PARALLEL_MIN_WORK = 1 << 20
 
 
 # ----------------------------------------------------------- compile lock
@@ -274,7 +265,12 @@ def serial_twin(py_func):
 
 
 def parallel_and_serial(py_func):
-    """Compile ``py_func`` twice: ``(parallel dispatcher, serial dispatcher)``."""
+    """Compile ``py_func`` twice: ``(parallel dispatcher, serial dispatcher)``.
+
+    A parallel region costs microseconds on idle cores but milliseconds when
+    another process holds a core, so callers use the serial twin below
+    :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`.
+    """
     return (
         numba.njit(**PARALLEL_KERNEL_OPTIONS)(py_func),
         numba.njit(**KERNEL_OPTIONS)(serial_twin(py_func)),

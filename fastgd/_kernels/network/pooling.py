@@ -12,12 +12,8 @@ overlap (``stride < pool``): the backward passes then *add* the
 contributions of every window an input pixel belongs to.
 """
 
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
 
 
 def pool2d_output_shape(H, W, pool_h, pool_w, stride):

@@ -10,7 +10,7 @@ another process holds a core.
 
 So two threads share the epoch without any per-batch parallel region. Each
 batch's rows are cut into the same fixed chunks as in
-:func:`fastgd._kernels.batch_numba.batch_epoch`. Thread 0 (the leader, the
+:func:`fastgd._kernels.linear.batch_numba.batch_epoch`. Thread 0 (the leader, the
 caller's thread) owns the even chunks of every batch and thread 1 (a helper)
 the odd ones, so each knows which rows it reads next and prefetches them.
 A thread claims a chunk by a compare-and-swap before computing its partial
@@ -37,8 +37,15 @@ import threading
 
 import numpy as np
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
-from fastgd._kernels.atomics import (
+from fastgd._engine.threads import thread_budget
+from fastgd._kernels.linear.batch_numba import (
+    CHUNK_ROWS,
+    chunk_gradient,
+    n_chunks_for,
+    reduce_chunks,
+    take_step,
+)
+from fastgd._kernels.runtime.atomics import (
     compare_exchange,
     fetch_add,
     load_acquire,
@@ -46,14 +53,8 @@ from fastgd._kernels.atomics import (
     wait_step,
     wait_until_at_least,
 )
-from fastgd._kernels.batch_numba import (
-    CHUNK_ROWS,
-    chunk_gradient,
-    n_chunks_for,
-    reduce_chunks,
-    take_step,
-)
-from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS, thread_budget
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.tuning import MIN_VALUES_FOR_TWO_THREADS
 
 INT64_PER_CACHE_LINE = 8
 # Each counter on a cache line of its own; the claims follow.
@@ -70,7 +71,7 @@ def worth_two_threads(n_rows, n_features, batch_size):
     """Whether an epoch of this shape should be shared by two threads.
 
     It needs at least two chunks per batch, enough work, and two threads
-    (:func:`fastgd._kernels.threads.thread_budget`: ``NUMBA_NUM_THREADS`` or
+    (:func:`fastgd._engine.threads.thread_budget`: ``NUMBA_NUM_THREADS`` or
     :func:`numba.set_num_threads` set to 1 turn it off).
     """
     return (
@@ -136,7 +137,7 @@ def lead_epoch(shared, state_and_settings):
     shared : tuple
         What both threads read, from :func:`shared_arrays`.
     state_and_settings : tuple
-        The arguments of :func:`fastgd._kernels.batch_numba.batch_epoch`
+        The arguments of :func:`fastgd._kernels.linear.batch_numba.batch_epoch`
         from ``avg_params`` to ``average_start`` except ``partials`` and
         ``chunk_losses`` (which are in ``shared``), in that order.
 
@@ -221,7 +222,7 @@ def help_epoch(shared):
 
 
 def shared_arrays(*args):
-    """Split :func:`~fastgd._kernels.batch_numba.batch_epoch`'s arguments for the two threads.
+    """Split :func:`~fastgd._kernels.linear.batch_numba.batch_epoch`'s arguments for the two threads.
 
     Returns
     -------
@@ -242,7 +243,7 @@ def shared_arrays(*args):
 
 
 def two_thread_batch_epoch(*args):
-    """Run :func:`fastgd._kernels.batch_numba.batch_epoch` on two threads.
+    """Run :func:`fastgd._kernels.linear.batch_numba.batch_epoch` on two threads.
 
     Takes the same arguments and returns the same value, bit for bit; the
     calling thread leads and a short-lived helper thread computes chunks.

@@ -34,14 +34,15 @@ import threading
 
 import numpy as np
 
-from fastgd._kernels.codes import LOSS_SUM, SCALE
-from fastgd._kernels.threads import MIN_VALUES_FOR_TWO_THREADS, thread_budget
+from fastgd._engine.threads import thread_budget
+from fastgd._kernels.runtime.codes import LOSS_SUM, SCALE
+from fastgd._kernels.runtime.tuning import (
+    MIN_BLOCK_ROWS,
+    MIN_BLOCKS,
+    MIN_VALUES_FOR_TWO_THREADS,
+    WARM_BLOCK_BYTES,
+)
 
-# A block's rows must stay in the private (L2) cache of the core that loads
-# them until it runs them; L2 caches hold 512 KiB to 2 MiB.
-WARM_BLOCK_BYTES = 256 * 1024
-MIN_BLOCK_ROWS = 16
-MIN_BLOCKS = 4
 FLAG_SLOTS = 24  # three counters, each on a cache line of its own
 
 # Positions in the per-sample kernels' argument list (after ``flags`` and
@@ -63,7 +64,7 @@ def block_rows(X, X_data, X_indices, is_sparse, n_rows):
 def rows_per_shared_block(*args):
     """Steps per block if an epoch with the kernels' arguments ``args`` is worth sharing, else 0.
 
-    Sharing needs two threads (:func:`fastgd._kernels.threads.thread_budget`),
+    Sharing needs two threads (:func:`fastgd._engine.threads.thread_budget`),
     enough stored values for a thread's start to be negligible, and at least
     :data:`MIN_BLOCKS` blocks.
     """
@@ -84,7 +85,7 @@ def per_sample_epoch(kernels, *args):
     Parameters
     ----------
     kernels : module
-        ``fastgd._kernels._sgd_fast`` or ``fastgd._kernels.sgd_numba``.
+        ``fastgd._kernels.linear._sgd_fast`` or ``fastgd._kernels.linear.sgd_numba``.
     *args
         The arguments of ``kernels.sgd_epoch``.
 

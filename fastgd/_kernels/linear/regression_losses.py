@@ -17,8 +17,8 @@ the tests check the two against each other and against NumPy.
 
 import numpy as np
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
 
 SQUARED_ERROR = codes.SQUARED_ERROR
 HUBER = codes.HUBER

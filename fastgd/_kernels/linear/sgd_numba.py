@@ -1,7 +1,7 @@
 """Per-sample SGD epoch for linear regression (Numba twin of ``_sgd_fast``).
 
 Same algorithm, same arguments and the same order of floating-point
-operations as :func:`fastgd._kernels._sgd_fast.sgd_epoch` (whose module
+operations as :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch` (whose module
 docstring describes the algorithm), except inside the dot products, which
 each compiler vectorises its own way: the two backends give the same
 coefficients to rounding. This is the ``backend="numba"`` path of GDRegressor.
@@ -9,9 +9,11 @@ coefficients to rounding. This is the ``backend="numba"`` path of GDRegressor.
 
 import math
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, LEAF_KERNEL_OPTIONS, numba
-from fastgd._kernels.atomics import (
+from fastgd._engine.linear_epochs import COUNTERS_ARG, ORDER_ARG
+from fastgd._kernels.common.optimizers import coordinate_step
+from fastgd._kernels.linear.regression_losses import loss_derivative, loss_value
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.atomics import (
     compare_exchange,
     cycle_counter,
     fetch_add,
@@ -20,7 +22,7 @@ from fastgd._kernels.atomics import (
     store_release,
     yield_processor,
 )
-from fastgd._kernels.codes import (
+from fastgd._kernels.runtime.codes import (
     AVG_INTERCEPT,
     INTERCEPT,
     L1_TOTAL,
@@ -30,15 +32,14 @@ from fastgd._kernels.codes import (
     SCALE,
     T,
 )
-from fastgd._kernels.optimizers import coordinate_step
-from fastgd._kernels.prefetch import (
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, LEAF_KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.prefetch import prefetch_dense_row, prefetch_sparse_row
+from fastgd._kernels.runtime.tuning import (
     CACHE_LINE_BYTES,
+    MIN_SCALE,
     ROWS_AHEAD,
-    prefetch_dense_row,
-    prefetch_sparse_row,
+    STEAL_AFTER_TICKS,
 )
-from fastgd._kernels.regression_losses import loss_derivative, loss_value
-from fastgd._kernels.shared_sgd_epoch import COUNTERS_ARG, ORDER_ARG
 
 SGD = codes.SGD
 OPTIMAL = codes.OPTIMAL
@@ -48,12 +49,6 @@ INVSCALING = codes.INVSCALING
 # Cython kernel), each on a cache line of its own: blocks taken by a thread,
 # blocks whose steps have begun, blocks done.
 BLOCKS_CLAIMED, BLOCKS_STARTED, BLOCKS_DONE = 0, 8, 16
-# A thread that has waited this many ticks (about 0.1 ms) for a block that
-# could run but has not started takes it over (as in the Cython kernel).
-STEAL_AFTER_TICKS = 300_000
-
-# Below this, the lazy L2 scale is folded into the weights to keep precision.
-MIN_SCALE = 1e-9
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -308,7 +303,7 @@ def sgd_steps(
 def sgd_epoch(*args):
     """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
 
-    Arguments as for :func:`fastgd._kernels._sgd_fast.sgd_epoch` (those of
+    Arguments as for :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch` (those of
     :func:`sgd_steps` without ``start`` and ``stop``).
     """
     counters = args[COUNTERS_ARG]
@@ -347,7 +342,7 @@ def warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop):
 def sgd_epoch_share(flags, block_rows, *args):
     """One thread's part of a per-sample epoch shared by threads.
 
-    Twin of :func:`fastgd._kernels._sgd_fast.sgd_epoch_share` (whose
+    Twin of :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch_share` (whose
     docstring describes the protocol); returns the same pair.
     """
     X, X_data, X_indices, X_indptr, is_sparse = args[:5]

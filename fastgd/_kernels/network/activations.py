@@ -1,6 +1,6 @@
 """Activation functions and their derivatives (Numba).
 
-Activations are chosen by an integer code from :mod:`fastgd._kernels.codes`:
+Activations are chosen by an integer code from :mod:`fastgd._kernels.runtime.codes`:
 
 ==========  ==========================  ======================================
 code        forward  a = f(z)           derivative, written with the output a
@@ -26,22 +26,15 @@ The ``*_range`` helpers are inlined building blocks for other kernels
 
 import numpy as np
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import ELEMENTWISE_CHUNK, PARALLEL_MIN_WORK
 
 IDENTITY = codes.IDENTITY
 RELU = codes.RELU
 TANH = codes.TANH
 SIGMOID = codes.SIGMOID
 
-# Elements per parallel work item of the element-wise kernels. Large enough
-# that a work item costs much more than scheduling it.
-_CHUNK = 16384
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -118,9 +111,9 @@ def _activation_forward_body(Z, code):
     """Body of :func:`activation_forward`, compiled parallel and serial."""
     z = Z.reshape(-1)
     n = z.shape[0]
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    n_chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
     for c in numba.prange(n_chunks):
-        activation_forward_range(z, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
+        activation_forward_range(z, c * ELEMENTWISE_CHUNK, min(n, (c + 1) * ELEMENTWISE_CHUNK), code)
 
 
 _activation_forward_parallel, _activation_forward_serial = parallel_and_serial(
@@ -151,9 +144,9 @@ def _activation_backward_body(A, dA, code):
     n = da.shape[0]
     if a.shape[0] != n:
         raise ValueError("activation_backward: A and dA differ in size")
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    n_chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
     for c in numba.prange(n_chunks):
-        activation_backward_range(a, da, c * _CHUNK, min(n, (c + 1) * _CHUNK), code)
+        activation_backward_range(a, da, c * ELEMENTWISE_CHUNK, min(n, (c + 1) * ELEMENTWISE_CHUNK), code)
 
 
 _activation_backward_parallel, _activation_backward_serial = parallel_and_serial(
@@ -208,8 +201,8 @@ def _bias_activation_forward_body(Z, b, code):
     n_rows = Z.shape[0]
     if b.shape[0] != Z.shape[1]:
         raise ValueError("bias_activation_forward: b does not match Z.shape[1]")
-    # Rows per work item: about _CHUNK elements each.
-    rows = max(1, _CHUNK // max(1, Z.shape[1]))
+    # Rows per work item: about ELEMENTWISE_CHUNK elements each.
+    rows = max(1, ELEMENTWISE_CHUNK // max(1, Z.shape[1]))
     n_chunks = (n_rows + rows - 1) // rows
     for c in numba.prange(n_chunks):
         bias_activation_rows(Z, b, c * rows, min(n_rows, (c + 1) * rows), code)

@@ -9,14 +9,8 @@ scaled by ``1 / (1 − rate)`` so that the expected output equals the input
 ``rate >= 1`` every unit is dropped and the output is zero.
 """
 
-from fastgd._kernels._numba_setup import (
-    KERNEL_OPTIONS,
-    PARALLEL_MIN_WORK,
-    numba,
-    parallel_and_serial,
-)
-
-_CHUNK = 16384
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import ELEMENTWISE_CHUNK, PARALLEL_MIN_WORK
 
 
 def _masked_scale_body(src, mask, rate, dst):
@@ -32,9 +26,9 @@ def _masked_scale_body(src, mask, rate, dst):
         scale = zero
     else:
         scale = d.dtype.type(1.0 / (1.0 - rate))
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    n_chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
     for c in numba.prange(n_chunks):
-        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+        for i in range(c * ELEMENTWISE_CHUNK, min(n, (c + 1) * ELEMENTWISE_CHUNK)):
             d[i] = s[i] * scale if m[i] >= rate else zero
 
 

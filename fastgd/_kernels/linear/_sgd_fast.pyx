@@ -4,7 +4,7 @@
 One call runs one epoch over the rows of X in the order given by ``order``
 (drawn by the caller from ``random_state``), updating the coefficients in
 place. The loop runs without the GIL and allocates nothing. It is the twin of
-:func:`fastgd._kernels.sgd_numba.sgd_epoch`: both implement the same
+:func:`fastgd._kernels.linear.sgd_numba.sgd_epoch`: both implement the same
 algorithm, step for step, and are tested to agree.
 
 The algorithm, for each sample i (weight s, target y):
@@ -17,7 +17,7 @@ The algorithm, for each sample i (weight s, target y):
      keeping w = scale · v and multiplying ``scale`` only, so a sparse
      sample costs O(nnz) rather than O(d); then v ← v − η·dℓ·x / scale;
    * the other optimizers take the full gradient g = dℓ·x + l2·w and update
-     every coordinate with the rule in :mod:`fastgd._kernels.optimizers`;
+     every coordinate with the rule in :mod:`fastgd._kernels.common.optimizers`;
 
 4. L1 by the cumulative penalty (Tsuruoka, Tsujii & Ananiadou, 2009):
    ``u`` is the total L1 shrinkage every weight should have received so far,
@@ -103,7 +103,7 @@ cdef extern from *:
     }
 
     /* A fast tick count for sub-millisecond timeouts (as
-       fastgd._kernels.atomics.cycle_counter): the time-stamp counter on x86,
+       fastgd._kernels.runtime.atomics.cycle_counter): the time-stamp counter on x86,
        nanoseconds elsewhere. */
     static inline int64_t fastgd_ticks(void) {
     #if defined(__x86_64__) || defined(__i386__)
@@ -138,7 +138,7 @@ cdef extern from *:
 
 # Shuffled rows defeat the hardware prefetcher; while working on one row the
 # loop asks for the row ROWS_AHEAD steps later, into L2 (locality 2); the
-# measurements behind these numbers are in fastgd/_kernels/prefetch.py.
+# measurements behind these numbers are in fastgd/_kernels/runtime/prefetch.py.
 DEF ROWS_AHEAD = 8
 DEF CACHE_LINE_BYTES = 64
 
@@ -146,7 +146,7 @@ ctypedef fused index_t:
     int
     long long
 
-# Must match fastgd._kernels.codes (checked by tests/test_linear_kernels.py).
+# Must match fastgd._kernels.runtime.codes (checked by tests/test_linear_kernels.py).
 cpdef enum:
     SQUARED_ERROR = 0
     HUBER = 1
@@ -187,7 +187,7 @@ cpdef enum:
 
 # A thread that has waited this many ticks (about 0.1 ms, the loading of
 # several blocks) for a block that could run but has not started takes it
-# over: its owner is descheduled (must match fastgd._kernels.sgd_numba).
+# over: its owner is descheduled (must match fastgd._kernels.linear.sgd_numba).
 DEF STEAL_AFTER_TICKS = 300000
 
 # Below this, the lazy L2 scale is folded into the weights to keep precision.
@@ -296,7 +296,7 @@ cdef inline double coordinate_step(int optimizer, double w, double g, floating* 
                                    double lr, double momentum, double beta_1, double beta_2,
                                    double eps, double bias_1, double bias_2,
                                    double* effective_step) noexcept nogil:
-    """One optimizer update of one coordinate (rules in fastgd._kernels.optimizers)."""
+    """One optimizer update of one coordinate (rules in fastgd._kernels.common.optimizers)."""
     # State is read into doubles, updated, used, and only then stored, so the
     # arithmetic matches the Numba twin exactly in float32 as well.
     cdef double m = s1[0]
@@ -577,13 +577,13 @@ def sgd_epoch(
     grad_buffer : memoryview of shape (d,)
         Zero-filled scratch space (left zero-filled on return).
     counters : memoryview of shape (8,)
-        Scalars carried between steps (slots in :mod:`fastgd._kernels.codes`):
+        Scalars carried between steps (slots in :mod:`fastgd._kernels.runtime.codes`):
         intercept, averaged intercept, t, cumulative L1 total, number of
         averaged steps, number of optimizer steps (all carried between
         epochs too), then the lazy L2 scale and the loss sum of the epoch
         (reset by this function).
     loss, schedule, optimizer : int
-        Codes from :mod:`fastgd._kernels.codes`.
+        Codes from :mod:`fastgd._kernels.runtime.codes`.
     epsilon : float
         Width of the Huber / epsilon-insensitive losses.
     l2, l1 : float
@@ -689,7 +689,7 @@ def sgd_epoch_share(
     as soon as that block is done, then hands over. The steps run one after
     the other, as on one thread, so the result is bit for bit that of
     :func:`sgd_epoch`; what the second thread adds is a second core loading
-    rows (see :mod:`fastgd._kernels.shared_sgd_epoch`).
+    rows (see :mod:`fastgd._engine.linear_epochs`).
 
     A block starts by a compare-and-swap on ``BLOCKS_STARTED``, so that when
     a block could run but its thread has not started it within

@@ -9,8 +9,8 @@ This module shuffles in three cache-friendly passes instead (the scatter
 shuffle of Rao, 1961, and Sandelius, 1962), each split between threads on
 large arrays:
 
-1. give every element a bucket drawn uniformly from ``N_BUCKETS``;
-2. copy the elements, in order, into their buckets (``N_BUCKETS`` sequential
+1. give every element a bucket drawn uniformly from ``SHUFFLE_BUCKETS``;
+2. copy the elements, in order, into their buckets (``SHUFFLE_BUCKETS`` sequential
    write streams);
 3. Fisher–Yates-shuffle each bucket, small enough to stay in cache.
 
@@ -27,16 +27,13 @@ without bias by Lemire's multiply-and-reject method (2019).
 
 import numpy as np
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
-
-N_BUCKETS = 256
-# Below this size a plain Fisher–Yates shuffle stays in cache anyway.
-MIN_SCATTER_SIZE = 1 << 15
-# The passes run over this many fixed parts of the rows (in parallel from
-# PARALLEL_MIN_SIZE rows on): fixed, so that the result does not depend on
-# the number of threads.
-N_PARTS = 16
-PARALLEL_MIN_SIZE = 1 << 18
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.tuning import (
+    MIN_SCATTER_SIZE,
+    PARALLEL_SHUFFLE_MIN_SIZE,
+    SHUFFLE_BUCKETS,
+    SHUFFLE_PARTS,
+)
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -90,36 +87,36 @@ def _scatter_shuffle_body(source, out, seed, bucket_of, counts, bucket_bounds):
 
     Every random number depends on the seed and a position only (a counter
     fed to SplitMix64's mixing function), and the rows are cut into a fixed
-    ``N_PARTS`` parts, so the permutation is the same on any number of
+    ``SHUFFLE_PARTS`` parts, so the permutation is the same on any number of
     threads.
     """
     n = source.shape[0]
-    part_size = -(-n // (8 * N_PARTS)) * 8  # a multiple of 8: one random value, 8 buckets
+    part_size = -(-n // (8 * SHUFFLE_PARTS)) * 8  # a multiple of 8: one random value, 8 buckets
     seed64 = np.uint64(seed)
     # 1. A bucket for every element: byte k % 8 of the random value of group k // 8.
-    for part in numba.prange(N_PARTS):
+    for part in numba.prange(SHUFFLE_PARTS):
         counts[part, :] = 0
         lo = part * part_size
         hi = min(lo + part_size, n)
         for group_start in range(lo, hi, 8):
             z = _mix(seed64 + np.uint64(group_start // 8 + 1) * _GOLDEN_GAMMA)
             for k in range(group_start, min(group_start + 8, hi)):
-                b = z & np.uint64(N_BUCKETS - 1)
+                b = z & np.uint64(SHUFFLE_BUCKETS - 1)
                 z >>= np.uint64(8)
                 bucket_of[k] = b
                 counts[part, b] += 1
     # 2. Where each part's elements of each bucket go: buckets in order, and
     #    within a bucket the parts in order (so counts become write offsets).
     position = 0
-    for b in range(N_BUCKETS):
+    for b in range(SHUFFLE_BUCKETS):
         bucket_bounds[b] = position
-        for part in range(N_PARTS):
+        for part in range(SHUFFLE_PARTS):
             size = counts[part, b]
             counts[part, b] = position
             position += size
-    bucket_bounds[N_BUCKETS] = position
+    bucket_bounds[SHUFFLE_BUCKETS] = position
     # 3. Copy every element into its bucket, keeping the source order.
-    for part in numba.prange(N_PARTS):
+    for part in numba.prange(SHUFFLE_PARTS):
         lo = part * part_size
         for k in range(lo, min(lo + part_size, n)):
             b = bucket_of[k]
@@ -127,7 +124,7 @@ def _scatter_shuffle_body(source, out, seed, bucket_of, counts, bucket_bounds):
             counts[part, b] += 1
     # 4. Shuffle every bucket with its own random stream.
     bucket_seed = _mix(seed64 ^ _BUCKET_SALT)
-    for b in numba.prange(N_BUCKETS):
+    for b in numba.prange(SHUFFLE_BUCKETS):
         state = _mix(bucket_seed + np.uint64(b + 1) * _GOLDEN_GAMMA)
         _fisher_yates(out, bucket_bounds[b], bucket_bounds[b + 1], state)
 
@@ -155,9 +152,9 @@ def shuffled_copy(source, out, seed):
         _fisher_yates(out, 0, n, np.uint64(seed))
         return
     bucket_of = np.empty(n, dtype=np.uint8)
-    counts = np.empty((N_PARTS, N_BUCKETS), dtype=np.int64)
-    bucket_bounds = np.empty(N_BUCKETS + 1, dtype=np.int64)
-    if n >= PARALLEL_MIN_SIZE:
+    counts = np.empty((SHUFFLE_PARTS, SHUFFLE_BUCKETS), dtype=np.int64)
+    bucket_bounds = np.empty(SHUFFLE_BUCKETS + 1, dtype=np.int64)
+    if n >= PARALLEL_SHUFFLE_MIN_SIZE:
         _scatter_shuffle_parallel(source, out, seed, bucket_of, counts, bucket_bounds)
     else:
         _scatter_shuffle_serial(source, out, seed, bucket_of, counts, bucket_bounds)

@@ -1,11 +1,11 @@
 """Atomic operations on integer array elements, for Numba kernels.
 
-Two threads that share one epoch (see :mod:`fastgd._kernels.two_thread_epoch`)
+Two threads that share one epoch (see :mod:`fastgd._kernels.linear.minibatch_two_threads`)
 coordinate through a small ``int64`` array: one thread claims work by a
 compare-and-swap, announces finished work with an atomic add, and publishes
 new parameters with a release store that the other thread reads with an
 acquire load. Numba has no atomics, so this module exposes LLVM's as
-intrinsics, in the same way :mod:`fastgd._kernels.prefetch` exposes the
+intrinsics, in the same way :mod:`fastgd._kernels.runtime.prefetch` exposes the
 prefetch instruction.
 
 Memory order: a release store (or read-modify-write) makes every write the
@@ -22,7 +22,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.tuning import SPINS_BEFORE_YIELD
 
 INT64_BYTES = 8
 
@@ -158,10 +159,6 @@ def cycle_counter(typingctx):
 
     return types.int64(), codegen
 
-
-# Spin this many times on a flag before yielding the CPU: a partner that is
-# running answers within a few microseconds; one that is not needs the core.
-SPINS_BEFORE_YIELD = 256
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)

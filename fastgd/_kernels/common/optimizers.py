@@ -33,8 +33,8 @@ first three, lr / (√· + ε) for the adaptive ones); the proximal L1 step
 
 import numpy as np
 
-from fastgd._kernels import codes
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
 
 SGD = codes.SGD
 MOMENTUM = codes.MOMENTUM
@@ -111,7 +111,7 @@ def optimizer_step(
     step_count : int
         1-based number of this update (Adam's bias correction uses it).
     optimizer : int
-        Optimizer code from :mod:`fastgd._kernels.codes`.
+        Optimizer code from :mod:`fastgd._kernels.runtime.codes`.
     momentum, beta_1, beta_2, eps : float
         Optimizer constants.
     l1 : float, default=0.0

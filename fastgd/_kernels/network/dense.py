@@ -1,7 +1,7 @@
 """Fully connected (dense) layer, forward and backward (Numba + BLAS).
 
 Forward: ``out = act(X @ W + b)``. Backward, with dZ = dA · act'(z) written
-through the layer output A (see :mod:`fastgd._kernels.activations`)::
+through the layer output A (see :mod:`fastgd._kernels.network.activations`)::
 
     dW = Xᵀ dZ        db = Σ_i dZ[i]        dX = dZ Wᵀ
 
@@ -13,8 +13,8 @@ gradient is summed serially in sample order (deterministic).
 
 import numpy as np
 
-from fastgd._kernels._numba_setup import KERNEL_OPTIONS, numba
-from fastgd._kernels.activations import activation_backward, bias_activation_forward
+from fastgd._kernels.network.activations import activation_backward, bias_activation_forward
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
 
 
 @numba.njit(**KERNEL_OPTIONS)

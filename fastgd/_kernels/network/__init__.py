@@ -1,0 +1,3 @@
+"""Network kernels: forward and backward passes of the layers (``dense``,
+``conv2d``, ``pooling``, ``dropout``, ``activations``) and the network losses
+(``losses``)."""
