@@ -38,6 +38,14 @@ from bench._speedups import label
 from bench._timing import warm_then_benchmark
 from bench.gd_regressor import FULL_SIZE, QUICK_SIZE, make_problem
 from fastgd._engine.linear_epochs import per_sample_epoch as per_sample_epoch_of
+from fastgd._kernels.linear.arguments import (
+    BatchRows,
+    Features,
+    LinearModel,
+    LinearSettings,
+    Scratch,
+    VisitedRows,
+)
 from fastgd._kernels.runtime import codes
 
 DTYPES = [np.float64, np.float32]
@@ -75,64 +83,47 @@ def per_sample_kernel(backend):
     return functools.partial(per_sample_epoch_of, kernels)
 
 
+def linear_settings(l2):
+    """The kernels' settings of plain SGD with invscaling on the squared error."""
+    return LinearSettings.make(
+        loss=codes.SQUARED_ERROR,
+        epsilon=0.1,  # unused by the squared error
+        l2=l2,
+        l1=0.0,
+        l1_proximal=False,
+        schedule=codes.INVSCALING,
+        eta0=ETA0,
+        power_t=POWER_T,
+        optimal_t0=0.0,  # unused by invscaling
+        alpha=ALPHA,
+        optimizer=codes.SGD,
+        momentum=0.9,  # momentum, beta_1, beta_2, eps: unused by plain SGD
+        beta_1=0.9,
+        beta_2=0.999,
+        optimizer_eps=1e-8,
+        fit_intercept=True,
+        average_start=0.0,  # no averaging
+    )
+
+
 def per_sample_epoch(kernel, X, y, seed=0):
     """One epoch of ``kernel`` as :func:`fastgd._engine.linear.run_one_epoch` calls it.
 
     Returns the function to time (it keeps training the same model) and the
-    state it updates: ``(coef, counters)``.
+    model it updates.
     """
     n_samples, n_features = X.shape
-    dtype = X.dtype
     order = np.random.default_rng(seed).permutation(n_samples).astype(np.intp)
-    y_ordered = np.ascontiguousarray(y[order])
-    weight_ordered = np.ones(n_samples, dtype=dtype)
-    empty_values, empty_index = np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32)
-    params = np.zeros(n_features + 1, dtype=dtype)
-    avg_params = np.zeros(n_features + 1, dtype=dtype)
-    l1_received = np.zeros(n_features, dtype=np.float64)
-    state_1 = np.zeros(n_features + 1, dtype=dtype)
-    state_2 = np.zeros(n_features + 1, dtype=dtype)
-    grad = np.zeros(n_features + 1, dtype=dtype)
-    counters = np.zeros(codes.N_COUNTERS, dtype=np.float64)
-    counters[codes.T] = 1.0
-    coef = params[:-1]
+    unit_weights = np.empty(0, dtype=X.dtype)
+    rows = VisitedRows.of(Features.of(X), order, np.ascontiguousarray(y[order]), unit_weights)
+    model = LinearModel.zeros(n_features, X.dtype)
+    scratch = Scratch.for_per_sample(n_features, X.dtype)
+    settings = linear_settings(l2=ALPHA)
 
     def epoch():
-        return kernel(
-            X,
-            empty_values,
-            empty_index,
-            empty_index,
-            False,
-            y_ordered,
-            weight_ordered,
-            order,
-            coef,
-            avg_params[:-1],
-            l1_received,
-            state_1,
-            state_2,
-            grad[:-1],
-            counters,
-            codes.SQUARED_ERROR,
-            0.1,  # epsilon (unused by the squared error)
-            ALPHA,  # l2
-            0.0,  # l1
-            codes.INVSCALING,
-            ETA0,
-            POWER_T,
-            0.0,  # optimal_t0 (unused by invscaling)
-            ALPHA,
-            codes.SGD,
-            0.9,  # momentum, beta_1, beta_2, eps: unused by plain SGD
-            0.9,
-            0.999,
-            1e-8,
-            True,  # fit_intercept
-            0.0,  # average_start: no averaging
-        )
+        return kernel(rows, model, scratch, settings)
 
-    return epoch, (coef, counters)
+    return epoch, model
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -141,9 +132,9 @@ def test_fastgd_per_sample_epoch(benchmark, problem, backend, dtype):
     X, y = cast(problem, dtype)
     benchmark.group = f"kernel: per-sample SGD epoch, {np.dtype(dtype).name}"
     label(benchmark, f"fastgd-{backend}", shape=X.shape)
-    epoch, (coef, counters) = per_sample_epoch(per_sample_kernel(backend), X, y)
+    epoch, model = per_sample_epoch(per_sample_kernel(backend), X, y)
     warm_then_benchmark(benchmark, epoch)
-    assert r2(X, y, coef, counters[codes.INTERCEPT]) > 0.99
+    assert r2(X, y, model.params[:-1], model.params[-1]) > 0.99
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -175,36 +166,16 @@ def batch_gradient_call(X, y, order):
 
     n_samples, n_features = X.shape
     dtype = X.dtype
-    empty_values, empty_index = np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32)
-    sample_weight = np.ones(n_samples, dtype=dtype)
+    unit_weights = np.empty(0, dtype=dtype)
     params = np.random.default_rng(1).standard_normal(n_features + 1).astype(dtype)
-    grad = np.zeros(n_features + 1, dtype=dtype)
     largest_batch = n_samples if order.shape[0] == n_samples else MINI_BATCH
-    partials = np.zeros(partials_shape(largest_batch, n_features), dtype=dtype)
-    chunk_losses = np.zeros(partials.shape[0], dtype=np.float64)
+    rows = BatchRows.of(Features.of(X), order, y, unit_weights, largest_batch)
+    scratch = Scratch.for_batches(n_features, partials_shape(largest_batch, n_features), dtype)
+    settings = linear_settings(l2=0.0)
 
     def gradient(start, stop):
-        batch_gradient(
-            X,
-            empty_values,
-            empty_index,
-            empty_index,
-            False,
-            y,
-            sample_weight,
-            order,
-            start,
-            stop,
-            params,
-            codes.SQUARED_ERROR,
-            0.1,  # epsilon (unused)
-            0.0,  # l2
-            True,  # fit_intercept
-            partials,
-            chunk_losses,
-            grad,
-        )
-        return grad
+        batch_gradient(rows, start, stop, params, settings, scratch)
+        return scratch.grad
 
     return gradient, params
 

@@ -168,7 +168,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "loss": [StrOptions(set(codes.LOSS_CODES))],
+        "loss": [StrOptions(set(codes.REGRESSION_LOSS_CODES))],
         "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
@@ -275,7 +275,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
                 "reinstall fastgd with `pip install .` or use backend='numba'."
             )
         return LinearConfig(
-            loss=codes.LOSS_CODES[self.loss],
+            loss=codes.REGRESSION_LOSS_CODES[self.loss],
             epsilon=float(self.epsilon),
             alpha=float(self.alpha),
             l1_ratio=float(l1_ratio),
@@ -402,7 +402,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     def _publish(self, state, config):
         """Set the public fitted attributes from the solver state."""
-        coef, intercept = state.model(config)
+        coef, intercept = state.model_to_predict(config)
         self.coef_ = coef.copy()
         self.intercept_ = np.array([intercept], dtype=coef.dtype)
         self.t_ = float(state.t)

@@ -12,6 +12,17 @@ from fastgd._kernels.runtime import codes
 
 
 def loss_value(loss, p, y, epsilon):
+    if loss >= codes.HINGE:  # classification: y is -1 or +1
+        z = p * y
+        if loss == codes.HINGE:
+            return np.maximum(0.0, 1.0 - z)
+        if loss == codes.PERCEPTRON:
+            return np.maximum(0.0, -z)
+        if loss == codes.SQUARED_HINGE:
+            return np.maximum(0.0, 1.0 - z) ** 2
+        if loss == codes.LOG_LOSS:
+            return np.logaddexp(0.0, -z)
+        return np.where(z >= 1.0, 0.0, np.where(z >= -1.0, (1.0 - z) ** 2, -4.0 * z))
     r = p - y
     if loss == codes.SQUARED_ERROR:
         return 0.5 * r**2
@@ -22,6 +33,17 @@ def loss_value(loss, p, y, epsilon):
 
 
 def loss_derivative(loss, p, y, epsilon):
+    if loss >= codes.HINGE:
+        z = p * y
+        if loss == codes.HINGE:
+            return np.where(z <= 1.0, -y, 0.0)
+        if loss == codes.PERCEPTRON:
+            return np.where(z <= 0.0, -y, 0.0)
+        if loss == codes.SQUARED_HINGE:
+            return -2.0 * y * np.maximum(0.0, 1.0 - z)
+        if loss == codes.LOG_LOSS:
+            return -y * 0.5 * (1.0 - np.tanh(0.5 * z))  # -y·σ(-z)
+        return np.where(z >= 1.0, 0.0, np.where(z >= -1.0, -2.0 * (1.0 - z) * y, -4.0 * y))
     r = p - y
     if loss == codes.SQUARED_ERROR:
         return r
@@ -33,9 +55,9 @@ def loss_derivative(loss, p, y, epsilon):
     return 2.0 * (r - epsilon * np.sign(r)) * outside
 
 
-def learning_rate(schedule, eta0, power_t, t0, alpha, t):
+def learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t):
     if schedule == codes.OPTIMAL:
-        return 1.0 / (alpha * (t0 + t - 1.0))
+        return 1.0 / (alpha * (optimal_t0 + t - 1.0))
     if schedule == codes.INVSCALING:
         return eta0 / t**power_t
     return eta0
@@ -97,7 +119,7 @@ def sgd_epochs(
     schedule=0,
     eta0=0.01,
     power_t=0.25,
-    t0=0.0,
+    optimal_t0=0.0,
     alpha=1e-4,
     optimizer=0,
     fit_intercept=True,
@@ -117,14 +139,22 @@ def sgd_epochs(
         for i in order:
             x = X[i]
             p = x @ w + b
-            loss_sum += sw[i] * loss_value(loss, p, y[i], epsilon)
+            sample_loss = loss_value(loss, p, y[i], epsilon)
+            loss_sum += sw[i] * sample_loss
             dl = sw[i] * loss_derivative(loss, p, y[i], epsilon)
-            eta = learning_rate(schedule, eta0, power_t, t0, alpha, t)
+            eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+            step = eta
+            if schedule == codes.PA1:
+                if x @ x == 0:
+                    continue
+                step = min(eta0, sample_loss / (x @ x))
+            elif schedule == codes.PA2:
+                step = sample_loss / (x @ x + 0.5 / eta0)
             if optimizer == codes.SGD:
                 w = w * max(0.0, 1.0 - eta * l2)
-                w = w - eta * dl * x
+                w = w - step * dl * x
                 if fit_intercept:
-                    b -= eta * dl
+                    b -= step * dl
                 touched = x != 0
                 opt.step += 1
             else:

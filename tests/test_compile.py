@@ -66,7 +66,7 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     assert first["loaded"] == 0  # the cache was empty
     assert first["cache_dir"].startswith(str(cache_dir))
     index_files = [f for _, _, files in os.walk(cache_dir) for f in files if f.endswith(".nbi")]
-    assert any(f.startswith("sgd_numba.sgd_epoch") for f in index_files), index_files
+    assert any(f.startswith("sgd_numba.sgd_steps") for f in index_files), index_files
     assert any(f.startswith("batch_numba.batch_epoch") for f in index_files), index_files
 
     second = _run("compile", cache_dir)
@@ -74,7 +74,7 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     assert second["loaded"] > 0
 
     stats = _run("fit", cache_dir)
-    assert "fastgd._kernels.linear.sgd_numba.sgd_epoch" in stats
+    assert "fastgd._kernels.linear.sgd_numba.sgd_steps" in stats
     assert "fastgd._kernels.linear.batch_numba.batch_epoch" in stats
     misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
     assert not misses, f"compiled again: {misses}"
@@ -113,7 +113,7 @@ def test_cli_compile_reports_what_it_compiled(capsys):
     assert main(["compile", "--estimator", "GDRegressor", "--list"]) == 0
     output = capsys.readouterr().out
     assert "Compiling fastgd's Numba kernels" in output
-    assert "sgd_numba.sgd_epoch" in output
+    assert "sgd_numba.sgd_steps" in output
     assert "signatures compiled" in output and "loaded from the cache" in output
     assert "Cache: " in output
 

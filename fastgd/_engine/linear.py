@@ -13,12 +13,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from fastgd._engine.linear_epochs import per_sample_epoch
+from fastgd._engine.linear_epochs import batch_epoch, per_sample_epoch
 from fastgd._engine.training import TrainingHistory, run_epochs
+from fastgd._kernels.linear.arguments import (
+    BatchRows,
+    Features,
+    LinearModel,
+    LinearSettings,
+    Scratch,
+    VisitedRows,
+)
 from fastgd._kernels.runtime import codes
-from fastgd._kernels.runtime.codes import AVG_INTERCEPT, INTERCEPT, N_AVERAGED, N_COUNTERS, T
+from fastgd._kernels.runtime.codes import N_AVERAGED, T
 from fastgd._kernels.runtime.tuning import COMPILED_SHUFFLE_MIN_ROWS
 from fastgd.exceptions import DivergenceError
 
@@ -76,7 +83,7 @@ class LinearConfig:
         try:
             from fastgd._kernels.linear._sgd_fast import py_loss_derivative
         except ImportError:  # Cython extension not built: the Numba twin
-            from fastgd._kernels.linear.regression_losses import (
+            from fastgd._kernels.linear.losses import (
                 loss_derivative as py_loss_derivative,
             )
 
@@ -86,68 +93,81 @@ class LinearConfig:
         )
         return 1.0 / (initial_eta * self.alpha)
 
+    def settings(self, eta0):
+        """The kernels' :class:`LinearSettings`, with ``eta0`` the current base rate."""
+        return LinearSettings.make(
+            loss=self.loss,
+            epsilon=self.epsilon,
+            l2=self.penalty_l2,
+            l1=self.penalty_l1,
+            l1_proximal=self.batch_size is None,
+            schedule=self.schedule,
+            eta0=eta0,
+            power_t=self.power_t,
+            optimal_t0=self.optimal_t0,
+            alpha=self.alpha,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            optimizer_eps=self.optimizer_eps,
+            fit_intercept=self.fit_intercept,
+            average_start=self.average_start,
+        )
+
 
 class LinearData:
     """Training rows in the form the kernels take, without copying X.
 
-    Dense X must be C-contiguous; CSR X is passed as its three arrays. The
-    unused representation is an empty array of matching dtype.
+    Dense X must be C-contiguous; CSR X is passed as its three arrays
+    (:class:`~fastgd._kernels.linear.arguments.Features`).
     """
 
     def __init__(self, X, y, sample_weight):
         self.dtype = X.dtype
         self.n_samples, self.n_features = X.shape
-        self.is_sparse = sp.issparse(X)
-        empty_values = np.empty(0, dtype=X.dtype)
-        if self.is_sparse:
-            index_dtype = X.indices.dtype
-            self.dense = np.empty((0, 0), dtype=X.dtype)
-            self.data, self.indices, self.indptr = X.data, X.indices, X.indptr
-            if X.indptr.dtype != index_dtype:
-                self.indptr = X.indptr.astype(index_dtype)
-        else:
-            empty_index = np.empty(0, dtype=np.int32)
-            self.dense = X
-            self.data, self.indices, self.indptr = empty_values, empty_index, empty_index
+        self.features = Features.of(X)
         self.y = y
         self.sample_weight = sample_weight
         # The kernels take an empty array for "every weight is 1" and then
         # read no weights at all: one fewer random cache miss per row in the
-        # batch kernels (a shuffled 1,000,000 x 100 mini-batch epoch kernel
-        # went from 158 ms to 96 ms), one fewer gather per epoch in the
-        # per-sample ones.
+        # batch kernels, one fewer gather per epoch in the per-sample ones.
         unit = sample_weight.shape[0] > 0 and bool(np.all(sample_weight == 1))
         self.kernel_weights = np.empty(0, dtype=sample_weight.dtype) if unit else sample_weight
-
-    def x_arrays(self):
-        """The leading kernel arguments: X as four arrays and a flag."""
-        return (self.dense, self.data, self.indices, self.indptr, self.is_sparse)
 
 
 class LinearState:
     """Everything that evolves during training, kept between ``partial_fit`` calls.
 
-    Parameters are held in one flat buffer ``params = [w, b]``; ``coef`` is a
-    view of its first ``d`` entries.
+    The kernels' :class:`~fastgd._kernels.linear.arguments.LinearModel`
+    (parameters in one flat buffer ``params = [w, b]``, averages, optimizer
+    moments, counters), the adaptive schedule's current rate, and the
+    generator of the epochs' row orders.
     """
 
     def __init__(self, n_features, dtype, coef_init=None, intercept_init=0.0):
-        self.params = np.zeros(n_features + 1, dtype=dtype)
+        self.model = LinearModel.zeros(n_features, dtype)
         if coef_init is not None:
-            self.params[:n_features] = coef_init
-        self.params[n_features] = intercept_init
-        self.avg_params = np.zeros(n_features + 1, dtype=dtype)
-        self.state_1 = np.zeros(n_features + 1, dtype=dtype)
-        self.state_2 = np.zeros(n_features + 1, dtype=dtype)
-        self.l1_received = np.zeros(n_features, dtype=np.float64)
-        self.counters = np.zeros(N_COUNTERS, dtype=np.float64)
-        self.counters[T] = 1.0
+            self.model.params[:n_features] = coef_init
+        self.model.params[n_features] = intercept_init
         self.eta = None  # current rate of the adaptive schedule
         # Row order: each epoch visits a fresh permutation drawn by this
         # generator, seeded once from random_state and kept across
         # partial_fit calls. The order itself is rebuilt by every fit, so no
         # n-sized buffer lives here (a fitted model pickles small).
         self.shuffler = None
+
+    @property
+    def params(self):
+        return self.model.params
+
+    @property
+    def avg_params(self):
+        return self.model.avg_params
+
+    @property
+    def counters(self):
+        return self.model.counters
 
     @property
     def n_features(self):
@@ -169,7 +189,7 @@ class LinearState:
         """True once the averaged model is in use (``average_start`` reached)."""
         return config.average_start > 0 and self.counters[N_AVERAGED] > 0
 
-    def model(self, config):
+    def model_to_predict(self, config):
         """``(coef, intercept)`` of the model to predict with (averaged or not)."""
         source = self.avg_params if self.averaging(config) else self.params
         return source[:-1], source[-1]
@@ -180,27 +200,25 @@ class _Workspace:
 
     Per-sample SGD: ``y_ordered`` and ``weight_ordered`` receive each epoch's
     targets and sample weights in visiting order, so the kernels read them
-    sequentially, where ``y[order[k]]`` would be a cache miss per row (30 % of
-    a per-sample epoch on 1,000,000 shuffled rows, measured). The batch
-    kernels instead prefetch ``y[order[k]]`` along with the row, which costs
-    less than gathering (the gather is a pass of its own). With unit weights
-    ``weight_ordered`` is empty, which the kernels read as "every weight is 1".
+    sequentially, where ``y[order[k]]`` would be a cache miss per row. The
+    batch kernels instead prefetch ``y[order[k]]`` along with the row, which
+    costs less than gathering (the gather is a pass of its own). With unit
+    weights ``weight_ordered`` is empty, which the kernels read as "every
+    weight is 1".
     """
 
     def __init__(self, config, n_rows, data):
         n_features, dtype = data.n_features, data.dtype
-        self.grad = np.zeros(n_features + 1, dtype=dtype)
         if config.per_sample:
+            self.scratch = Scratch.for_per_sample(n_features, dtype)
             self.y_ordered = np.empty(n_rows, dtype=dtype)
             n_weights = n_rows if data.kernel_weights.shape[0] > 0 else 0
             self.weight_ordered = np.empty(n_weights, dtype=dtype)
-            self.partials = self.chunk_losses = None
         else:
             from fastgd._kernels.linear.batch_numba import partials_shape
 
             shape = partials_shape(config.batch_size or n_rows, n_features)
-            self.partials = np.zeros(shape, dtype=dtype)
-            self.chunk_losses = np.zeros(shape[0], dtype=np.float64)
+            self.scratch = Scratch.for_batches(n_features, shape, dtype)
 
 
 def _per_sample_kernels(backend):
@@ -212,17 +230,6 @@ def _per_sample_kernels(backend):
     from fastgd._kernels.linear import _sgd_fast
 
     return _sgd_fast
-
-
-def _batch_kernel(config, n_rows, n_features):
-    """The mini-/full-batch epoch kernel: on two threads when that pays (same result)."""
-    from fastgd._kernels.linear import minibatch_two_threads
-    from fastgd._kernels.linear.batch_numba import batch_epoch
-
-    batch_size = config.batch_size or n_rows
-    if minibatch_two_threads.worth_two_threads(n_rows, n_features, batch_size):
-        return minibatch_two_threads.two_thread_batch_epoch
-    return batch_epoch
 
 
 def penalty(coef, config):
@@ -243,73 +250,20 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
     scikit-learn does), plus the penalty at the end of the epoch.
     ``weight_sum`` is Σ sᵢ over the epoch's rows.
     """
-    eta = state.eta if state.eta is not None else config.eta0
-    schedule_args = (config.schedule, eta, config.power_t, config.optimal_t0, config.alpha)
-    optimizer_args = (
-        config.optimizer,
-        config.momentum,
-        config.beta_1,
-        config.beta_2,
-        config.optimizer_eps,
-    )
+    settings = config.settings(state.eta if state.eta is not None else config.eta0)
     if config.per_sample:
         # The per-sample kernels read y and the weights in visiting order.
         np.take(data.y, order, out=workspace.y_ordered)
         if workspace.weight_ordered.shape[0] > 0:
             np.take(data.sample_weight, order, out=workspace.weight_ordered)
-        visited = (*data.x_arrays(), workspace.y_ordered, workspace.weight_ordered, order)
-        # They also keep the intercept in the counters.
-        state.counters[INTERCEPT] = state.params[-1]
-        state.counters[AVG_INTERCEPT] = state.avg_params[-1]
-        loss_sum = per_sample_epoch(
-            _per_sample_kernels(config.backend),
-            *visited,
-            state.coef,
-            state.avg_params[:-1],
-            state.l1_received,
-            state.state_1,
-            state.state_2,
-            workspace.grad[:-1],
-            state.counters,
-            config.loss,
-            config.epsilon,
-            config.penalty_l2,
-            config.penalty_l1,
-            *schedule_args,
-            *optimizer_args,
-            config.fit_intercept,
-            config.average_start,
-        )
-        state.params[-1] = state.counters[INTERCEPT]
-        state.avg_params[-1] = state.counters[AVG_INTERCEPT]
+        rows = VisitedRows.of(data.features, order, workspace.y_ordered, workspace.weight_ordered)
+        kernels = _per_sample_kernels(config.backend)
+        loss_sum = per_sample_epoch(kernels, rows, state.model, workspace.scratch, settings)
     else:
-        epoch_kernel = _batch_kernel(config, order.shape[0], data.n_features)
-        loss_sum = epoch_kernel(
-            *data.x_arrays(),
-            data.y,
-            data.kernel_weights,
-            order,
-            config.batch_size or order.shape[0],
-            state.params,
-            state.avg_params,
-            state.l1_received,
-            state.state_1,
-            state.state_2,
-            workspace.grad,
-            workspace.partials,
-            workspace.chunk_losses,
-            state.counters,
-            config.loss,
-            config.epsilon,
-            config.penalty_l2,
-            config.penalty_l1,
-            config.batch_size is None,
-            *schedule_args,
-            *optimizer_args,
-            config.fit_intercept,
-            config.average_start,
-        )
-    coef, _ = state.model(config)
+        batch_size = config.batch_size or order.shape[0]
+        rows = BatchRows.of(data.features, order, data.y, data.kernel_weights, batch_size)
+        loss_sum = batch_epoch(rows, state.model, workspace.scratch, settings)
+    coef, _ = state.model_to_predict(config)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         objective = (loss_sum / weight_sum if weight_sum > 0 else 0.0) + penalty(coef, config)
     if not (math.isfinite(objective) and np.isfinite(state.params).all()):
@@ -374,7 +328,7 @@ def _one_blas_thread():
 def r2_score_of(state, config, validation):
     """R² of the current model on ``validation = (X, y, sample_weight)``."""
     X_val, y_val, w_val = validation
-    coef, intercept = state.model(config)
+    coef, intercept = state.model_to_predict(config)
     with _one_blas_thread():
         pred = X_val @ coef + intercept
     residual = np.average((y_val - pred) ** 2, weights=w_val)

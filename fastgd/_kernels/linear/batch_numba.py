@@ -1,20 +1,22 @@
-"""Mini-batch and full-batch gradient descent for linear regression (Numba).
+"""Mini-batch and full-batch gradient descent for linear models (Numba).
 
 One call of :func:`batch_epoch` runs one epoch: the rows, in the order given
-by ``order``, are cut into consecutive batches of ``batch_size`` rows; for
+by ``rows.order``, are cut into consecutive batches of ``rows.batch_size`` rows; for
 each batch the kernel computes the mean gradient
 
     g = (Σᵢ sᵢ ∂ℓ(pᵢ, yᵢ)/∂p · [xᵢ, 1]) / Σᵢ sᵢ + l2 · [w, 0]
 
 and hands it to the shared optimizer rule (:mod:`fastgd._kernels.common.optimizers`).
-The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
-``y`` and ``sample_weight`` are indexed by row number, like X; an empty
-``sample_weight`` means every weight is 1 (then it costs no memory traffic).
+The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``. The
+arguments are the structures of :mod:`fastgd._kernels.linear.arguments`
+(:class:`~fastgd._kernels.linear.arguments.BatchRows`: ``y`` and
+``sample_weight`` indexed by row number, like X; an empty ``sample_weight``
+means every weight is 1, and then costs no memory traffic).
 
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
 order. Large batches run their chunks in parallel (small ones on one thread,
-see :data:`~fastgd._kernels.runtime.numba_setup.PARALLEL_MIN_WORK`; mini-batch
+see :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`; mini-batch
 epochs can also share their chunks between two threads, see
 :mod:`fastgd._kernels.linear.minibatch_two_threads`); the result does not depend on the
 number of threads.
@@ -26,7 +28,7 @@ Tsuruoka et al. (2009) clips every weight after each step.
 """
 
 from fastgd._kernels.common.optimizers import optimizer_step
-from fastgd._kernels.linear.regression_losses import loss_derivative, loss_value
+from fastgd._kernels.linear.losses import loss_derivative, loss_value
 from fastgd._kernels.linear.sgd_numba import (
     clip_towards_zero,
     dense_dot,
@@ -62,23 +64,7 @@ def partials_shape(batch_size, n_features):
 
 
 @numba.njit(**LEAF_KERNEL_OPTIONS)
-def chunk_gradient(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    start,
-    stop,
-    prefetch_from,
-    params,
-    loss,
-    epsilon,
-    partial,
-):
+def chunk_gradient(rows, start, stop, prefetch_from, params, settings, partial):
     """Σ over rows ``order[start:stop]`` of sᵢ·dℓᵢ·[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ.
 
     Rows are prefetched ``BATCH_ROWS_AHEAD`` positions ahead in ``order``; past
@@ -86,8 +72,16 @@ def chunk_gradient(
     caller expects to continue (only a hint: it never changes the result).
 
     Compiled with reassociation: the dot products and the gradient sum are
-    vectorised (measured: 2.5 times less arithmetic time per row).
+    vectorised.
     """
+    X, X_data, X_indices, X_indptr = (
+        rows.dense,
+        rows.data,
+        rows.indices,
+        rows.indptr,
+    )
+    order, y, sample_weight = rows.order, rows.y, rows.sample_weight
+    loss, epsilon = settings.loss, settings.epsilon
     n_features = params.shape[0] - 1
     w = params[:n_features]
     intercept = params[n_features]
@@ -100,12 +94,12 @@ def chunk_gradient(
         if ahead >= stop:
             ahead += prefetch_from - stop
         if ahead < order.shape[0]:
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[ahead])
+            prefetch_row(rows, order[ahead])
             prefetch_element(y, order[ahead])
             if not unit_weights:
                 prefetch_element(sample_weight, order[ahead])
         i = order[k]
-        if is_sparse:
+        if rows.is_sparse:
             p = sparse_dot(X_data, X_indices, X_indptr[i], X_indptr[i + 1], w) + intercept
         else:
             p = dense_dot(X, i, w) + intercept
@@ -114,7 +108,7 @@ def chunk_gradient(
         dloss = s * loss_derivative(loss, p, y[i], epsilon)
         if dloss == 0.0:
             continue
-        if is_sparse:
+        if rows.is_sparse:
             for q in range(X_indptr[i], X_indptr[i + 1]):
                 partial[X_indices[q]] += dloss * X_data[q]
         else:
@@ -125,15 +119,15 @@ def chunk_gradient(
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def reduce_chunks(
-    sample_weight, order, start, stop, params, l2, fit_intercept, partials, chunk_losses, grad
-):
-    """Combine the chunk partials of the batch ``order[start:stop]`` into ``grad``.
+def reduce_chunks(rows, start, stop, params, settings, scratch):
+    """Combine the chunk partials of the batch ``order[start:stop]`` into ``scratch.grad``.
 
     Sums the partials in chunk order (so the number of threads that computed
     them does not matter), divides by the batch's Σ sᵢ and adds the L2 term.
     Returns the batch's Σ sᵢ·ℓᵢ.
     """
+    partials, chunk_losses, grad = scratch.partials, scratch.chunk_losses, scratch.grad
+    sample_weight, order = rows.sample_weight, rows.order
     n_chunks = n_chunks_for(stop - start)
     n_params = params.shape[0]
     # Weighted mean: divide by Σ sᵢ over the batch (so that a sample of weight
@@ -150,8 +144,8 @@ def reduce_chunks(
             acc += partials[c, j]
         grad[j] = acc * inv_weight
     for j in range(n_params - 1):
-        grad[j] += l2 * params[j]
-    if not fit_intercept:
+        grad[j] += settings.l2 * params[j]
+    if not settings.fit_intercept:
         grad[n_params - 1] = 0.0
     loss_sum = 0.0
     for c in range(n_chunks):
@@ -159,278 +153,109 @@ def reduce_chunks(
     return loss_sum
 
 
-def _batch_gradient_body(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    start,
-    stop,
-    params,
-    loss,
-    epsilon,
-    l2,
-    fit_intercept,
-    partials,
-    chunk_losses,
-    grad,
-):
+def _batch_gradient_body(rows, start, stop, params, settings, scratch):
     """Body of :func:`batch_gradient`, compiled parallel and serial."""
     n_chunks = n_chunks_for(stop - start)
+    # The buffers are taken out of ``scratch`` before the loop: Numba's
+    # parallel loops lose writes to an array reached through a named tuple.
+    partials, chunk_losses = scratch.partials, scratch.chunk_losses
     for c in numba.prange(n_chunks):
         chunk_start = start + c * CHUNK_ROWS
         chunk_stop = min(chunk_start + CHUNK_ROWS, stop)
         chunk_losses[c] = chunk_gradient(
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y,
-            sample_weight,
-            order,
-            chunk_start,
-            chunk_stop,
-            chunk_stop,
-            params,
-            loss,
-            epsilon,
-            partials[c],
+            rows, chunk_start, chunk_stop, chunk_stop, params, settings, partials[c]
         )
-    return reduce_chunks(
-        sample_weight, order, start, stop, params, l2, fit_intercept, partials, chunk_losses, grad
-    )
+    return reduce_chunks(rows, start, stop, params, settings, scratch)
 
 
 _batch_gradient_parallel, _batch_gradient_serial = parallel_and_serial(_batch_gradient_body)
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def batch_gradient(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    start,
-    stop,
-    params,
-    loss,
-    epsilon,
-    l2,
-    fit_intercept,
-    partials,
-    chunk_losses,
-    grad,
-):
-    """Weighted-mean gradient of the penalised objective over rows ``order[start:stop]``.
+def batch_gradient(rows, start, stop, params, settings, scratch):
+    """Weighted-mean gradient of the penalised objective over rows ``rows.order[start:stop]``.
 
     Parameters
     ----------
-    y, sample_weight : ndarray of shape (n_samples,)
-        Target and sample weight of every row of X; ``sample_weight`` may be
-        empty, meaning all weights are 1.
-    order : ndarray of intp
-        Row numbers; the batch is ``order[start:stop]``.
-    partials : ndarray of shape (n_chunks, row_length)
-        Scratch space for the per-chunk sums, at least
-        :func:`partials_shape` ``(stop - start, d)``.
-    chunk_losses : ndarray of shape (n_chunks,), float64
-        Scratch space.
-    grad : ndarray of shape (d + 1,)
-        Output: the gradient with respect to ``params``.
+    rows : BatchRows
+    start, stop : int
+        The batch is ``rows.order[start:stop]``.
+    params : ndarray of shape (n_features + 1,)
+        ``[w, b]`` at which the gradient is taken.
+    settings : LinearSettings
+    scratch : Scratch
+        ``partials`` at least :func:`partials_shape` ``(stop - start, d)``;
+        the gradient with respect to ``params`` is written to ``scratch.grad``.
 
     Returns
     -------
     loss_sum : float
-        Σ sᵢ·ℓ(pᵢ, yᵢ) over the rows, at the parameters before any update.
+        Σ sᵢ·ℓ(pᵢ, yᵢ) over the rows, at ``params``.
     """
-    args = (
-        X,
-        X_data,
-        X_indices,
-        X_indptr,
-        is_sparse,
-        y,
-        sample_weight,
-        order,
-        start,
-        stop,
-        params,
-        loss,
-        epsilon,
-        l2,
-        fit_intercept,
-        partials,
-        chunk_losses,
-        grad,
-    )
     if (stop - start) * params.shape[0] >= PARALLEL_MIN_WORK:
-        return _batch_gradient_parallel(*args)
-    return _batch_gradient_serial(*args)
+        return _batch_gradient_parallel(rows, start, stop, params, settings, scratch)
+    return _batch_gradient_serial(rows, start, stop, params, settings, scratch)
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def take_step(
-    params,
-    grad,
-    avg_params,
-    l1_received,
-    state_1,
-    state_2,
-    counters,
-    l1,
-    l1_proximal,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    average_start,
-):
-    """One update of ``params`` along ``grad``: optimizer, L1 penalty, averaging.
+def take_step(model, grad, settings):
+    """One update of ``model.params`` along ``grad``: optimizer, L1 penalty, averaging.
 
-    Advances the step counters in ``counters`` (layout of the per-sample
-    kernels).
+    Advances the step counters in ``model.counters``.
     """
+    params, counters = model.params, model.counters
     n_features = params.shape[0] - 1
     t = counters[T]
-    eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+    eta = learning_rate(settings, t)
     counters[N_UPDATES] += 1.0
+    l1, l1_proximal = settings.l1, settings.l1_proximal
     optimizer_step(
         params,
         grad,
-        state_1,
-        state_2,
+        model.state_1,
+        model.state_2,
         eta,
         counters[N_UPDATES],
-        optimizer,
-        momentum,
-        beta_1,
-        beta_2,
-        opt_eps,
+        settings.optimizer,
+        settings.momentum,
+        settings.beta_1,
+        settings.beta_2,
+        settings.optimizer_eps,
         l1 if l1_proximal else 0.0,
         n_features,
     )
     if l1 > 0.0 and not l1_proximal:
         counters[L1_TOTAL] += eta * l1
         l1_total = counters[L1_TOTAL]
+        l1_received = model.l1_received
         for j in range(n_features):
             params[j], l1_received[j] = clip_towards_zero(params[j], l1_total, l1_received[j])
-    if average_start > 0.0 and t >= average_start:
+    if settings.average_start > 0.0 and t >= settings.average_start:
         counters[N_AVERAGED] += 1.0
         mu = 1.0 / counters[N_AVERAGED]
+        avg_params = model.avg_params
         for j in range(n_features + 1):
             avg_params[j] += mu * (params[j] - avg_params[j])
     counters[T] = t + 1.0
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def batch_epoch(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y,
-    sample_weight,
-    order,
-    batch_size,
-    params,
-    avg_params,
-    l1_received,
-    state_1,
-    state_2,
-    grad,
-    partials,
-    chunk_losses,
-    counters,
-    loss,
-    epsilon,
-    l2,
-    l1,
-    l1_proximal,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    fit_intercept,
-    average_start,
-):
+def batch_epoch(rows, model, scratch, settings):
     """Run one epoch of mini-batch (or full-batch) GD in place.
 
-    ``counters`` has the layout of the per-sample kernels; its intercept slots
-    are unused (the intercept is the last entry of ``params``). Other
-    arguments as for :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch`, except
-    that ``y`` and ``sample_weight`` are indexed by row number.
+    The arguments are the structures of :mod:`fastgd._kernels.linear.arguments`;
+    the intercept is the last entry of ``model.params`` (the intercept slots
+    of ``model.counters`` are unused).
 
     Returns
     -------
     loss_sum : float
         Σ sᵢ·ℓ(pᵢ, yᵢ) over the epoch, each batch at its pre-update parameters.
     """
-    n_rows = order.shape[0]
+    n_rows = rows.order.shape[0]
     loss_sum = 0.0
-    for start in range(0, n_rows, batch_size):
-        stop = min(start + batch_size, n_rows)
-        loss_sum += batch_gradient(
-            X,
-            X_data,
-            X_indices,
-            X_indptr,
-            is_sparse,
-            y,
-            sample_weight,
-            order,
-            start,
-            stop,
-            params,
-            loss,
-            epsilon,
-            l2,
-            fit_intercept,
-            partials,
-            chunk_losses,
-            grad,
-        )
-        take_step(
-            params,
-            grad,
-            avg_params,
-            l1_received,
-            state_1,
-            state_2,
-            counters,
-            l1,
-            l1_proximal,
-            schedule,
-            eta0,
-            power_t,
-            optimal_t0,
-            alpha,
-            optimizer,
-            momentum,
-            beta_1,
-            beta_2,
-            opt_eps,
-            average_start,
-        )
+    for start in range(0, n_rows, rows.batch_size):
+        stop = min(start + rows.batch_size, n_rows)
+        loss_sum += batch_gradient(rows, start, stop, model.params, settings, scratch)
+        take_step(model, scratch.grad, settings)
     return loss_sum

@@ -1,9 +1,9 @@
-"""One mini-batch epoch shared by two threads.
+"""The kernels of a mini-batch epoch shared by two threads.
 
 A mini-batch epoch over shuffled rows is bound by memory latency: every row
 is a fresh trip to main memory, and one core keeps too few loads in flight
-to use the memory bandwidth (measured on 1,000,000 × 100 float64 rows, one
-core reads shuffled rows at about 6 GB/s, two cores at twice that). Yet the
+to use the memory bandwidth; two cores read shuffled rows about twice as
+fast. Yet the
 batches are sequential, each needing the parameters the previous one
 produced, and a parallel region per batch costs milliseconds whenever
 another process holds a core.
@@ -28,18 +28,19 @@ Synchronisation lives in a small int64 array (:func:`new_flags`):
 * ``BATCHES_STEPPED``: how many batches have been applied to the parameters;
 * ``STOP``: set when the leader gives up, so the helper returns;
 * from ``CLAIMS`` on, one entry per chunk of a batch, each on a cache line of
-  its own: chunk c of batch b is claimed by moving its entry from b to b + 1.
-  (With the entries side by side, every claim moved the line between the
-  cores; spread out, an epoch measured 5-6 % faster, paired runs.)
+  its own (side by side, every claim would move the line between the cores):
+  chunk c of batch b is claimed by moving its entry from b to b + 1.
+
+The engine (:mod:`fastgd._engine.linear_epochs`) decides when an epoch is
+shared and starts the helper thread; this module holds what each thread runs.
 """
 
-import threading
+from typing import NamedTuple
 
 import numpy as np
 
-from fastgd._engine.threads import thread_budget
+from fastgd._kernels.linear.arguments import BatchRows, LinearSettings
 from fastgd._kernels.linear.batch_numba import (
-    CHUNK_ROWS,
     chunk_gradient,
     n_chunks_for,
     reduce_chunks,
@@ -54,12 +55,36 @@ from fastgd._kernels.runtime.atomics import (
     wait_until_at_least,
 )
 from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
-from fastgd._kernels.runtime.tuning import MIN_VALUES_FOR_TWO_THREADS
+from fastgd._kernels.runtime.tuning import CACHE_LINE_BYTES, CHUNK_ROWS
 
-INT64_PER_CACHE_LINE = 8
+INT64_PER_CACHE_LINE = CACHE_LINE_BYTES // 8
 # Each counter on a cache line of its own; the claims follow.
 DONE_CHUNKS, BATCHES_STEPPED, STOP, CLAIMS = (k * INT64_PER_CACHE_LINE for k in range(4))
 N_THREADS = 2
+
+
+class SharedEpoch(NamedTuple):
+    """What both threads of a shared mini-batch epoch read and write.
+
+    Attributes
+    ----------
+    rows : BatchRows
+    params : ndarray of shape (n_features + 1,)
+        The parameters the chunks' gradients are taken at (the leader updates
+        them between batches).
+    settings : LinearSettings
+    partials, chunk_losses : ndarray
+        The chunks' partial gradients and losses (``Scratch`` buffers).
+    flags : ndarray of int64
+        The synchronisation array, from :func:`new_flags`.
+    """
+
+    rows: BatchRows
+    params: np.ndarray
+    settings: LinearSettings
+    partials: np.ndarray
+    chunk_losses: np.ndarray
+    flags: np.ndarray
 
 
 def new_flags(batch_size):
@@ -67,18 +92,11 @@ def new_flags(batch_size):
     return np.zeros(CLAIMS + INT64_PER_CACHE_LINE * n_chunks_for(batch_size), dtype=np.int64)
 
 
-def worth_two_threads(n_rows, n_features, batch_size):
-    """Whether an epoch of this shape should be shared by two threads.
-
-    It needs at least two chunks per batch, enough work, and two threads
-    (:func:`fastgd._engine.threads.thread_budget`: ``NUMBA_NUM_THREADS`` or
-    :func:`numba.set_num_threads` set to 1 turn it off).
-    """
-    return (
-        n_chunks_for(batch_size) >= 2
-        and batch_size < n_rows
-        and n_rows * n_features >= MIN_VALUES_FOR_TWO_THREADS
-        and thread_budget() >= N_THREADS
+def shared_epoch(rows, model, scratch, settings):
+    """The :class:`SharedEpoch` of one epoch of ``batch_epoch``'s arguments (fresh flags)."""
+    return SharedEpoch(
+        rows, model.params, settings, scratch.partials, scratch.chunk_losses,
+        new_flags(rows.batch_size),
     )
 
 
@@ -86,13 +104,12 @@ def worth_two_threads(n_rows, n_features, batch_size):
 def work_on_batch(thread, batch, shared):
     """Compute ``thread``'s chunks of ``batch``, then those the other thread has not claimed.
 
-    ``shared`` is the tuple both threads work on (see :func:`shared_arrays`).
     Returns how many chunks this call computed.
     """
-    (X, X_data, X_indices, X_indptr, is_sparse, y, sample_weight, order) = shared[:8]
-    (batch_size, params, loss, epsilon, partials, chunk_losses, flags) = shared[8:]
+    rows, flags = shared.rows, shared.flags
+    batch_size = rows.batch_size
     start = batch * batch_size
-    stop = min(start + batch_size, order.shape[0])
+    stop = min(start + batch_size, rows.order.shape[0])
     n_chunks = n_chunks_for(stop - start)
     n_computed = 0
     for owner in (thread, 1 - thread):
@@ -106,22 +123,14 @@ def work_on_batch(thread, batch, shared):
             next_start = chunk_start + N_THREADS * CHUNK_ROWS
             if next_start >= stop:
                 next_start = stop + thread * CHUNK_ROWS
-            chunk_losses[c] = chunk_gradient(
-                X,
-                X_data,
-                X_indices,
-                X_indptr,
-                is_sparse,
-                y,
-                sample_weight,
-                order,
+            shared.chunk_losses[c] = chunk_gradient(
+                rows,
                 chunk_start,
                 chunk_stop,
                 next_start,
-                params,
-                loss,
-                epsilon,
-                partials[c],
+                shared.params,
+                shared.settings,
+                shared.partials[c],
             )
             fetch_add(flags, DONE_CHUNKS, 1)  # release: the partial is visible
             n_computed += 1
@@ -129,65 +138,25 @@ def work_on_batch(thread, batch, shared):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def lead_epoch(shared, state_and_settings):
+def lead_epoch(shared, model, scratch):
     """The leading thread's part of the epoch: its chunks, and every step.
 
-    Parameters
-    ----------
-    shared : tuple
-        What both threads read, from :func:`shared_arrays`.
-    state_and_settings : tuple
-        The arguments of :func:`fastgd._kernels.linear.batch_numba.batch_epoch`
-        from ``avg_params`` to ``average_start`` except ``partials`` and
-        ``chunk_losses`` (which are in ``shared``), in that order.
-
-    Returns
-    -------
-    loss_sum : float
-        The epoch's Σ sᵢ·ℓᵢ.
+    ``model`` and ``scratch`` are those of ``batch_epoch`` (``shared`` holds
+    views of their ``params``, ``partials`` and ``chunk_losses``). Returns
+    the epoch's Σ sᵢ·ℓᵢ, bit for bit as ``batch_epoch``.
     """
-    sample_weight, order, batch_size, params = shared[6:10]
-    partials, chunk_losses, flags = shared[12:]
-    (avg_params, l1_received, state_1, state_2, grad, counters) = state_and_settings[:6]
-    (loss, epsilon, l2, l1, l1_proximal) = state_and_settings[6:11]
-    schedule_args = state_and_settings[11:16]
-    optimizer_args = state_and_settings[16:21]
-    fit_intercept, average_start = state_and_settings[21:]
-    n_rows = order.shape[0]
+    rows, settings, flags = shared.rows, shared.settings, shared.flags
+    n_rows = rows.order.shape[0]
     loss_sum = 0.0
     chunks_done = 0
-    for start in range(0, n_rows, batch_size):
-        stop = min(start + batch_size, n_rows)
-        batch = start // batch_size
+    for start in range(0, n_rows, rows.batch_size):
+        stop = min(start + rows.batch_size, n_rows)
+        batch = start // rows.batch_size
         work_on_batch(0, batch, shared)
         chunks_done += n_chunks_for(stop - start)
         wait_until_at_least(flags, DONE_CHUNKS, chunks_done)
-        loss_sum += reduce_chunks(
-            sample_weight,
-            order,
-            start,
-            stop,
-            params,
-            l2,
-            fit_intercept,
-            partials,
-            chunk_losses,
-            grad,
-        )
-        take_step(
-            params,
-            grad,
-            avg_params,
-            l1_received,
-            state_1,
-            state_2,
-            counters,
-            l1,
-            l1_proximal,
-            *schedule_args,
-            *optimizer_args,
-            average_start,
-        )
+        loss_sum += reduce_chunks(rows, start, stop, model.params, settings, scratch)
+        take_step(model, scratch.grad, settings)
         store_release(flags, BATCHES_STEPPED, batch + 1)  # release: new params visible
     return loss_sum
 
@@ -200,9 +169,8 @@ def help_epoch(shared):
     (``BATCHES_STEPPED``); batches the leader finished alone are skipped.
     Returns how many chunks the helper computed.
     """
-    order, batch_size = shared[7:9]
-    flags = shared[-1]
-    n_batches = -(-order.shape[0] // batch_size)
+    flags = shared.flags
+    n_batches = -(-shared.rows.order.shape[0] // shared.rows.batch_size)
     batch = 0
     n_waits = 0
     n_computed = 0
@@ -219,42 +187,3 @@ def help_epoch(shared):
             n_computed += work_on_batch(1, batch, shared)
         batch += 1
     return n_computed
-
-
-def shared_arrays(*args):
-    """Split :func:`~fastgd._kernels.linear.batch_numba.batch_epoch`'s arguments for the two threads.
-
-    Returns
-    -------
-    shared : tuple
-        What both threads use: the data (X as four arrays and a flag, y,
-        sample_weight, order), batch_size, params, loss, epsilon, the chunk
-        buffers (partials, chunk_losses) and a fresh :func:`new_flags` array.
-    state_and_settings : tuple
-        The rest, for :func:`lead_epoch`.
-    """
-    data, (batch_size, params, avg_params, l1_received, state_1, state_2) = args[:8], args[8:14]
-    grad, partials, chunk_losses, counters, loss, epsilon = args[14:20]
-    settings = args[20:]
-    shared = (*data, batch_size, params, loss, epsilon, partials, chunk_losses)
-    shared += (new_flags(batch_size),)
-    state = (avg_params, l1_received, state_1, state_2, grad, counters, loss, epsilon)
-    return shared, state + settings
-
-
-def two_thread_batch_epoch(*args):
-    """Run :func:`fastgd._kernels.linear.batch_numba.batch_epoch` on two threads.
-
-    Takes the same arguments and returns the same value, bit for bit; the
-    calling thread leads and a short-lived helper thread computes chunks.
-    """
-    shared, state_and_settings = shared_arrays(*args)
-    helper = threading.Thread(
-        target=help_epoch, args=(shared,), name="fastgd-epoch-helper", daemon=True
-    )
-    helper.start()
-    try:
-        return lead_epoch(shared, state_and_settings)
-    finally:
-        shared[-1][STOP] = 1  # should the leader fail before the end, the helper returns
-        helper.join()

@@ -1,17 +1,17 @@
-"""Per-sample SGD epoch for linear regression (Numba twin of ``_sgd_fast``).
+"""Per-sample SGD epoch of a linear model (Numba twin of ``_sgd_fast``).
 
-Same algorithm, same arguments and the same order of floating-point
-operations as :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch` (whose module
+Same algorithm, same arguments (the structures of
+:mod:`fastgd._kernels.linear.arguments`) and the same order of floating-point
+operations as the Cython kernels in ``_sgd_fast.pyx.tp`` (whose module
 docstring describes the algorithm), except inside the dot products, which
 each compiler vectorises its own way: the two backends give the same
-coefficients to rounding. This is the ``backend="numba"`` path of GDRegressor.
+coefficients to rounding. This is the ``backend="numba"`` path.
 """
 
 import math
 
-from fastgd._engine.linear_epochs import COUNTERS_ARG, ORDER_ARG
 from fastgd._kernels.common.optimizers import coordinate_step
-from fastgd._kernels.linear.regression_losses import loss_derivative, loss_value
+from fastgd._kernels.linear.losses import loss_derivative, loss_value
 from fastgd._kernels.runtime import codes
 from fastgd._kernels.runtime.atomics import (
     compare_exchange,
@@ -24,6 +24,9 @@ from fastgd._kernels.runtime.atomics import (
 )
 from fastgd._kernels.runtime.codes import (
     AVG_INTERCEPT,
+    BLOCKS_CLAIMED,
+    BLOCKS_DONE,
+    BLOCKS_STARTED,
     INTERCEPT,
     L1_TOTAL,
     LOSS_SUM,
@@ -44,31 +47,43 @@ from fastgd._kernels.runtime.tuning import (
 SGD = codes.SGD
 OPTIMAL = codes.OPTIMAL
 INVSCALING = codes.INVSCALING
-
-# Slots of the ``flags`` array of an epoch shared by threads (as in the
-# Cython kernel), each on a cache line of its own: blocks taken by a thread,
-# blocks whose steps have begun, blocks done.
-BLOCKS_CLAIMED, BLOCKS_STARTED, BLOCKS_DONE = 0, 8, 16
+PA1 = codes.PA1
+PA2 = codes.PA2
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
-def learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t):
-    """Learning rate of step ``t`` (1-based) under the schedule with that code."""
+def learning_rate(settings, t):
+    """Learning rate of step ``t`` (1-based) under ``settings.schedule``.
+
+    The passive-aggressive schedules take their step from each sample
+    (:func:`passive_aggressive_step`); their penalty uses ``eta0``, as
+    scikit-learn's does.
+    """
+    schedule = settings.schedule
     if schedule == OPTIMAL:
-        return 1.0 / (alpha * (optimal_t0 + t - 1.0))
+        return 1.0 / (settings.alpha * (settings.optimal_t0 + t - 1.0))
     if schedule == INVSCALING:
         # As in the Cython twin: square roots for the common exponents.
+        power_t = settings.power_t
         if power_t == 0.25:
-            return eta0 / math.sqrt(math.sqrt(t))
+            return settings.eta0 / math.sqrt(math.sqrt(t))
         if power_t == 0.5:
-            return eta0 / math.sqrt(t)
-        return eta0 / t**power_t
-    return eta0  # constant, or the adaptive schedule's current rate
+            return settings.eta0 / math.sqrt(t)
+        return settings.eta0 / t**power_t
+    return settings.eta0  # constant, adaptive (its current rate), PA1, PA2
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def passive_aggressive_step(schedule, aggressiveness, loss, squared_norm):
+    """Step size of PA1 (min(C, ℓ/‖x‖²)) or PA2 (ℓ / (‖x‖² + 1/(2C)))."""
+    if schedule == PA1:
+        return min(aggressiveness, loss / squared_norm)
+    return loss / (squared_norm + 0.5 / aggressiveness)
 
 
 @numba.njit(**LEAF_KERNEL_OPTIONS)
 def dense_dot(X, i, w):
-    """Row i of X dotted with w.
+    """Row i of the dense X dotted with w.
 
     Compiled with reassociation (a leaf kernel), so that LLVM vectorises it
     with several partial sums: the dot product is on every step's critical
@@ -91,12 +106,25 @@ def sparse_dot(data, indices, start, end, w):
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
-def prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, i):
-    """Start loading row i (dense or CSR) into cache."""
-    if is_sparse:
-        prefetch_sparse_row(X_data, X_indices, X_indptr, i)
+def row_squared_norm(rows, i):
+    """‖xᵢ‖² of row i (dense or CSR), in float64."""
+    acc = 0.0
+    if rows.is_sparse:
+        for k in range(rows.indptr[i], rows.indptr[i + 1]):
+            acc += rows.data[k] * rows.data[k]
     else:
-        prefetch_dense_row(X, i)
+        for j in range(rows.dense.shape[1]):
+            acc += rows.dense[i, j] * rows.dense[i, j]
+    return acc
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def prefetch_row(rows, i):
+    """Start loading row i (dense or CSR) into cache."""
+    if rows.is_sparse:
+        prefetch_sparse_row(rows.data, rows.indices, rows.indptr, i)
+    else:
+        prefetch_dense_row(rows.dense, i)
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -114,51 +142,34 @@ def clip_towards_zero(w, total, received):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def sgd_steps(
-    X,
-    X_data,
-    X_indices,
-    X_indptr,
-    is_sparse,
-    y_ordered,
-    weight_ordered,
-    order,
-    coef,
-    avg_coef,
-    l1_received,
-    state_1,
-    state_2,
-    grad_buffer,
-    counters,
-    loss,
-    epsilon,
-    l2,
-    l1,
-    schedule,
-    eta0,
-    power_t,
-    optimal_t0,
-    alpha,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    opt_eps,
-    fit_intercept,
-    average_start,
-    start,
-    stop,
-):
-    """Run steps ``start`` to ``stop`` of the epoch (rows ``order[start:stop]``).
+def sgd_steps(rows, model, scratch, settings, start, stop):
+    """Run steps ``start`` to ``stop`` of the epoch (rows ``rows.order[start:stop]``).
 
-    Twin of the Cython kernel's ``run_steps``: everything carried from one
-    step to the next lives in ``counters`` (including the lazy scale and the
-    loss sum), so running the steps in several calls, on any thread, gives
-    bit for bit the result of one call. The call that reaches the end of
-    ``order`` folds the scale into ``coef``.
+    Twin of the Cython kernels' ``run_steps``: everything carried from one
+    step to the next lives in ``model.counters`` (including the intercept,
+    the lazy scale and the loss sum), so running the steps in several calls,
+    on any thread, gives bit for bit the result of one call. The call that
+    reaches the end of the epoch folds the scale into the weights.
     """
-    n_features = coef.shape[0]
-    w = coef
+    X, X_data, X_indices, X_indptr = (
+        rows.dense,
+        rows.data,
+        rows.indices,
+        rows.indptr,
+    )
+    is_sparse = rows.is_sparse
+    order, y_ordered, weight_ordered = rows.order, rows.y, rows.weight
+    counters = model.counters
+    n_features = model.params.shape[0] - 1
+    w = model.params[:n_features]
+    avg_coef = model.avg_params[:n_features]
+    l1_received, state_1, state_2 = model.l1_received, model.state_1, model.state_2
+    grad_buffer = scratch.grad
+    loss, epsilon = settings.loss, settings.epsilon
+    l2, l1 = settings.l2, settings.l1
+    schedule, optimizer = settings.schedule, settings.optimizer
+    passive_aggressive = schedule == PA1 or schedule == PA2
+
     scale = counters[SCALE]
     intercept = counters[INTERCEPT]
     avg_intercept = counters[AVG_INTERCEPT]
@@ -174,7 +185,7 @@ def sgd_steps(
     n_steps = order.shape[0]
     for step_index in range(start, stop):
         if step_index + ROWS_AHEAD < stop:
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[step_index + ROWS_AHEAD])
+            prefetch_row(rows, order[step_index + ROWS_AHEAD])
         i = order[step_index]
         if is_sparse:
             row_start = X_indptr[i]
@@ -185,9 +196,17 @@ def sgd_steps(
             row_end = n_features
             p = scale * dense_dot(X, i, w) + intercept
         s = one if unit_weights else weight_ordered[step_index]
-        loss_sum += s * loss_value(loss, p, y_ordered[step_index], epsilon)
-        dloss = s * loss_derivative(loss, p, y_ordered[step_index], epsilon)
-        eta = learning_rate(schedule, eta0, power_t, optimal_t0, alpha, t)
+        y = y_ordered[step_index]
+        sample_loss = loss_value(loss, p, y, epsilon)
+        loss_sum += s * sample_loss
+        dloss = s * loss_derivative(loss, p, y, epsilon)
+        eta = learning_rate(settings, t)
+        step = eta
+        if passive_aggressive:
+            squared_norm = row_squared_norm(rows, i)
+            if schedule == PA1 and squared_norm == 0.0:
+                continue  # no direction to move in: the step is skipped, as in scikit-learn
+            step = passive_aggressive_step(schedule, settings.eta0, sample_loss, squared_norm)
         n_updates += 1.0
 
         if lazy:
@@ -199,7 +218,7 @@ def sgd_steps(
                     scale = 1.0
                 else:
                     scale *= shrink
-            update = -eta * dloss / scale
+            update = -step * dloss / scale
             if update != 0.0:
                 if is_sparse:
                     for k in range(row_start, row_end):
@@ -207,8 +226,8 @@ def sgd_steps(
                 else:
                     for j in range(n_features):
                         w[j] += update * X[i, j]
-            if fit_intercept:
-                intercept -= eta * dloss
+            if settings.fit_intercept:
+                intercept -= step * dloss
             if l1 > 0.0:
                 l1_total += eta * l1
                 for k in range(row_start, row_end):
@@ -223,8 +242,8 @@ def sgd_steps(
                     wj, l1_received[j] = clip_towards_zero(scale * w[j], l1_total, l1_received[j])
                     w[j] = wj / scale
         else:
-            bias_1 = 1.0 - beta_1**n_updates
-            bias_2 = 1.0 - beta_2**n_updates
+            bias_1 = 1.0 - settings.beta_1**n_updates
+            bias_2 = 1.0 - settings.beta_2**n_updates
             if is_sparse:
                 for k in range(row_start, row_end):
                     grad_buffer[X_indices[k]] += dloss * X_data[k]
@@ -241,10 +260,10 @@ def sgd_steps(
                     state_1[j],
                     state_2[j],
                     eta,
-                    momentum,
-                    beta_1,
-                    beta_2,
-                    opt_eps,
+                    settings.momentum,
+                    settings.beta_1,
+                    settings.beta_2,
+                    settings.optimizer_eps,
                     bias_1,
                     bias_2,
                 )
@@ -252,7 +271,7 @@ def sgd_steps(
                 if l1 > 0.0:
                     wj, l1_received[j] = clip_towards_zero(wj, l1_total, l1_received[j])
                 w[j] = wj
-            if fit_intercept:
+            if settings.fit_intercept:
                 b = n_features
                 intercept, state_1[b], state_2[b], _ = coordinate_step(
                     optimizer,
@@ -261,15 +280,15 @@ def sgd_steps(
                     state_1[b],
                     state_2[b],
                     eta,
-                    momentum,
-                    beta_1,
-                    beta_2,
-                    opt_eps,
+                    settings.momentum,
+                    settings.beta_1,
+                    settings.beta_2,
+                    settings.optimizer_eps,
                     bias_1,
                     bias_2,
                 )
 
-        if average_start > 0.0 and t >= average_start:
+        if settings.average_start > 0.0 and t >= settings.average_start:
             # Running mean of the weights: avg ← avg + (w − avg) / n.
             n_averaged += 1.0
             mu = 1.0 / n_averaged
@@ -299,35 +318,49 @@ def sgd_steps(
     counters[LOSS_SUM] = loss_sum
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def sgd_epoch(*args):
+def sgd_epoch(rows, model, scratch, settings):
     """Run one epoch of per-sample SGD in place; return Σ sᵢ·ℓ(pᵢ, yᵢ).
 
-    Arguments as for :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch` (those of
-    :func:`sgd_steps` without ``start`` and ``stop``).
+    Arguments as for the Cython ``sgd_epoch``: the structures of
+    :mod:`fastgd._kernels.linear.arguments`. The intercept is read from and
+    left in ``model.counters`` (slot INTERCEPT, and AVG_INTERCEPT for the
+    averaged one).
+
+    A Python function that calls the compiled :func:`sgd_steps` once: a
+    compiled wrapper would let LLVM inline and re-optimise the steps, and the
+    log loss's exponentials then rounded differently from the steps run by
+    :func:`sgd_epoch_share` (the one-thread and two-thread epochs must agree
+    bit for bit).
     """
-    counters = args[COUNTERS_ARG]
+    counters = model.counters
     counters[SCALE] = 1.0
     counters[LOSS_SUM] = 0.0
-    sgd_steps(*args, 0, args[ORDER_ARG].shape[0])
+    sgd_steps(rows, model, scratch, settings, 0, rows.order.shape[0])
     return counters[LOSS_SUM]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop):
+def warm_block(rows, start, stop):
     """Load rows ``order[start:stop]`` into this core's cache; return a sum of them.
 
     One load per cache line (prefetches alone can be dropped when the memory
     system is busy); the caller keeps the sum so that the loads stay.
     """
     sink = 0.0
+    order = rows.order
+    X, X_data, X_indices, X_indptr = (
+        rows.dense,
+        rows.data,
+        rows.indices,
+        rows.indptr,
+    )
     values_per_line = max(1, CACHE_LINE_BYTES // X.itemsize)
     indices_per_line = max(1, CACHE_LINE_BYTES // X_indices.itemsize)
     for k in range(start, stop):
         if k + ROWS_AHEAD < stop:
-            prefetch_row(X, X_data, X_indices, X_indptr, is_sparse, order[k + ROWS_AHEAD])
+            prefetch_row(rows, order[k + ROWS_AHEAD])
         i = order[k]
-        if is_sparse:
+        if rows.is_sparse:
             for offset in range(X_indptr[i], X_indptr[i + 1], values_per_line):
                 sink += X_data[offset]
             for offset in range(X_indptr[i], X_indptr[i + 1], indices_per_line):
@@ -339,14 +372,13 @@ def warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop):
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def sgd_epoch_share(flags, block_rows, *args):
+def sgd_epoch_share(flags, block_rows, rows, model, scratch, settings):
     """One thread's part of a per-sample epoch shared by threads.
 
-    Twin of :func:`fastgd._kernels.linear._sgd_fast.sgd_epoch_share` (whose
-    docstring describes the protocol); returns the same pair.
+    Twin of the Cython ``sgd_epoch_share`` (whose docstring describes the
+    protocol); returns the same pair ``(blocks run, sink)``.
     """
-    X, X_data, X_indices, X_indptr, is_sparse = args[:5]
-    order = args[ORDER_ARG]
+    order = rows.order
     n_steps = order.shape[0]
     n_blocks = -(-n_steps // block_rows)
     n_run = 0
@@ -357,7 +389,7 @@ def sgd_epoch_share(flags, block_rows, *args):
             break
         start = mine * block_rows
         stop = min(start + block_rows, n_steps)
-        sink += warm_block(X, X_data, X_indices, X_indptr, is_sparse, order, start, stop)
+        sink += warm_block(rows, start, stop)
         waiting_since = cycle_counter()
         patient = True
         while True:
@@ -368,7 +400,7 @@ def sgd_epoch_share(flags, block_rows, *args):
                 flags, BLOCKS_STARTED, runnable, runnable + 1
             ):
                 start = runnable * block_rows
-                sgd_steps(*args, start, min(start + block_rows, n_steps))
+                sgd_steps(rows, model, scratch, settings, start, min(start + block_rows, n_steps))
                 store_release(flags, BLOCKS_DONE, runnable + 1)
                 n_run += 1
                 waiting_since = cycle_counter()

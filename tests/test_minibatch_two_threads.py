@@ -5,11 +5,13 @@ import threading
 import numba
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from conftest import make_linear_problem
+from per_sample_runs import settings_of
 
 from fastgd import GDRegressor
+from fastgd._engine import linear_epochs
 from fastgd._kernels.linear import batch_numba, minibatch_two_threads
+from fastgd._kernels.linear.arguments import BatchRows, Features, LinearModel, Scratch
 from fastgd._kernels.runtime import atomics, codes, tuning
 
 # ------------------------------------------------------------------ atomics
@@ -66,59 +68,30 @@ def test_atomics_lose_no_update_between_threads():
 
 # --------------------------------------------------------- the epoch itself
 
-EMPTY, EMPTY_INDEX = np.empty(0), np.empty(0, np.int32)
 
-
-def epoch_args(X, y, sw, order, batch_size, *, optimizer=codes.ADAM, l1=0.0, average=0.0):
-    """Arguments of ``batch_epoch`` with fresh state buffers."""
+def epoch_of(X, y, sw, order, batch_size, *, optimizer=codes.ADAM, l1=0.0, average=0.0):
+    """Structures of ``batch_epoch`` with a fresh model: (rows, model, scratch, settings)."""
     d = X.shape[1]
-    dtype = X.dtype
-    if sp.issparse(X):
-        x_arrays = (np.empty((0, 0), dtype), X.data, X.indices, X.indptr, True)
-    else:
-        x_arrays = (X, EMPTY.astype(dtype), EMPTY_INDEX, EMPTY_INDEX, False)
-    partials_shape = batch_numba.partials_shape(batch_size, d)
-    return [
-        *x_arrays,
-        y,
-        sw,
-        order,
-        batch_size,
-        np.full(d + 1, 0.01, dtype),  # params
-        np.zeros(d + 1, dtype),  # avg_params
-        np.zeros(d, dtype),  # l1_received
-        np.zeros(d + 1, dtype),
-        np.zeros(d + 1, dtype),
-        np.zeros(d + 1, dtype),  # grad
-        np.zeros(partials_shape, dtype),
-        np.zeros(partials_shape[0]),
-        np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),  # counters
-        codes.HUBER,
-        0.5,
-        1e-3,  # l2
-        l1,
-        False,
-        codes.INVSCALING,
-        0.05,
-        0.25,
-        0.0,
-        1e-4,
-        optimizer,
-        0.9,
-        0.9,
-        0.999,
-        1e-8,
-        True,
-        average,
-    ]
+    rows = BatchRows.of(Features.of(X), order, y, sw, batch_size)
+    model = LinearModel.zeros(d, X.dtype)
+    model.params[:] = 0.01
+    scratch = Scratch.for_batches(d, batch_numba.partials_shape(batch_size, d), X.dtype)
+    settings = settings_of(
+        loss=codes.HUBER,
+        epsilon=0.5,
+        l2=1e-3,
+        l1=l1,
+        schedule=codes.INVSCALING,
+        eta0=0.05,
+        optimizer=optimizer,
+        average_start=average,
+    )
+    return rows, model, scratch, settings
 
 
-STATE_SLOTS = (9, 10, 11, 12, 13, 17)  # params, averages, L1, optimizer state, counters
-
-
-def assert_same_state(args_a, args_b):
-    for slot in STATE_SLOTS:
-        np.testing.assert_array_equal(args_a[slot], args_b[slot])
+def assert_same_state(epoch_a, epoch_b):
+    for a, b in zip(epoch_a[1], epoch_b[1], strict=True):  # every array of the models
+        np.testing.assert_array_equal(a, b)
 
 
 def problem(n, d, *, density=1.0, dtype=np.float64, seed=0):
@@ -144,54 +117,45 @@ def test_two_threads_give_the_one_thread_epoch_bit_for_bit(case, batch_size):
     X, y, sw, order = problem(
         3001, 17, density=options.pop("density", 1.0), dtype=options.pop("dtype", np.float64)
     )
-    one = epoch_args(X, y, sw, order, batch_size, **options)
-    two = epoch_args(X, y, sw, order, batch_size, **options)
+    one = epoch_of(X, y, sw, order, batch_size, **options)
+    two = epoch_of(X, y, sw, order, batch_size, **options)
     for _ in range(3):
         loss_one = batch_numba.batch_epoch(*one)
-        loss_two = minibatch_two_threads.two_thread_batch_epoch(*two)
+        loss_two = linear_epochs.two_thread_batch_epoch(*two)
         assert loss_one == loss_two
-        assert_same_state(one, two)
-    assert np.abs(one[9]).sum() > 0
+    assert_same_state(one, two)
 
 
-def test_the_helper_shares_the_work():
-    """Run both halves by hand: the helper computes chunks, and the result is unchanged."""
+def test_chunks_the_helper_computed_are_used_by_the_leader():
+    """The helper's part of the protocol, run by hand before the leader: the leader
+    takes the chunks it finds done and gives the one-thread result."""
     X, y, sw, order = problem(20_000, 30)
-    reference = epoch_args(X, y, sw, order, 256)
-    batch_numba.batch_epoch(*reference)
-    computed = [0]
-    for _attempt in range(3):  # a descheduled helper may get no chunk; retry
-        args = epoch_args(X, y, sw, order, 256)
-        shared, state_and_settings = minibatch_two_threads.shared_arrays(*args)
-        computed = []
-        helper = threading.Thread(
-            target=lambda out=computed, s=shared: out.append(minibatch_two_threads.help_epoch(s))
-        )
-        helper.start()
-        minibatch_two_threads.lead_epoch(shared, state_and_settings)
-        helper.join()
-        assert_same_state(reference, args)
-        flags = shared[-1]
-        assert flags[minibatch_two_threads.DONE_CHUNKS] == -(-20_000 // 64)  # every chunk once
-        if computed[0] > 0:
-            break
-    assert computed[0] > 0
+    reference = epoch_of(X, y, sw, order, 256)
+    reference_loss = batch_numba.batch_epoch(*reference)
+    epoch = epoch_of(X, y, sw, order, 256)
+    shared = minibatch_two_threads.shared_epoch(*epoch)
+    # Batch 0 is open before any step: the helper claims its chunks, then the
+    # leader's that are still free (all four).
+    assert minibatch_two_threads.work_on_batch(1, 0, shared) == 4
+    assert minibatch_two_threads.lead_epoch(shared, epoch[1], epoch[2]) == reference_loss
+    assert_same_state(reference, epoch)
+    assert shared.flags[minibatch_two_threads.DONE_CHUNKS] == -(-20_000 // 64)  # each once
 
 
 def test_the_leader_alone_finishes_the_epoch():
     """With no helper at all the leader claims every chunk: nothing waits on a missing thread."""
     X, y, sw, order = problem(5000, 8, seed=3)
-    alone, reference = epoch_args(X, y, sw, order, 256), epoch_args(X, y, sw, order, 256)
-    shared, state_and_settings = minibatch_two_threads.shared_arrays(*alone)
-    loss = minibatch_two_threads.lead_epoch(shared, state_and_settings)
+    alone, reference = epoch_of(X, y, sw, order, 256), epoch_of(X, y, sw, order, 256)
+    shared = minibatch_two_threads.shared_epoch(*alone)
+    loss = minibatch_two_threads.lead_epoch(shared, alone[1], alone[2])
     assert loss == batch_numba.batch_epoch(*reference)
     assert_same_state(reference, alone)
-    flags = shared[-1]
-    assert flags[minibatch_two_threads.DONE_CHUNKS] == 19 * 4 + 3  # 19 batches of 256, then 136 rows
+    # 19 batches of 256 rows (4 chunks each), then one of 136 rows (3 chunks).
+    assert shared.flags[minibatch_two_threads.DONE_CHUNKS] == 19 * 4 + 3
 
 
 def test_when_two_threads_are_used():
-    worth = minibatch_two_threads.worth_two_threads
+    worth = linear_epochs.worth_two_threads
     big = tuning.MIN_VALUES_FOR_TWO_THREADS
     assert worth(big, 1, 256) == (numba.get_num_threads() >= 2)
     assert not worth(big, 1, 64)  # one chunk per batch: nothing to share
@@ -208,7 +172,7 @@ def test_when_two_threads_are_used():
 def test_gd_regressor_results_do_not_depend_on_the_second_thread():
     """A fit big enough for the two-thread path equals the same fit restricted to one thread."""
     X, y = make_linear_problem(n=50_000, d=90, seed=5)
-    assert minibatch_two_threads.worth_two_threads(*X.shape, 256) == (numba.get_num_threads() >= 2)
+    assert linear_epochs.worth_two_threads(*X.shape, 256) == (numba.get_num_threads() >= 2)
     params = dict(batch_size=256, optimizer="adam", max_iter=3, tol=None, random_state=0)
     two = GDRegressor(**params).fit(X, y)
     previous = numba.get_num_threads()
@@ -227,11 +191,11 @@ def test_an_empty_weight_array_means_unit_weights(epoch):
     """The engine passes no weights when all are 1: same model, bit for bit."""
     run = {
         "one thread": batch_numba.batch_epoch,
-        "two threads": minibatch_two_threads.two_thread_batch_epoch,
+        "two threads": linear_epochs.two_thread_batch_epoch,
     }[epoch]
     X, y, _, order = problem(3001, 17, seed=6)
-    explicit = epoch_args(X, y, np.ones(3001), order, 200)
-    implicit = epoch_args(X, y, np.empty(0), order, 200)
+    explicit = epoch_of(X, y, np.ones(3001), order, 200)
+    implicit = epoch_of(X, y, np.empty(0), order, 200)
     for _ in range(2):
         assert run(*explicit) == run(*implicit)
     assert_same_state(explicit, implicit)
