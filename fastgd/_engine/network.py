@@ -288,7 +288,8 @@ class Network:
                 layer = build_layer(spec, shape, where(i))
             except ValueError as exc:
                 if join_at == len(runtime):  # this layer reads the joined input
-                    raise ValueError(self._join_error(b, i, spec, own_width, exc)) from exc
+                    reason = str(exc).removeprefix(f"{where(i)}: ")
+                    raise ValueError(self._join_error(b, i, spec, own_width, reason)) from exc
                 raise
             runtime.append(layer)
             shape = layer.output_shape
@@ -338,13 +339,13 @@ class Network:
             "put Flatten() before ConcatPrevious()."
         )
 
-    def _join_error(self, b, i, spec, own_width, exc):
+    def _join_error(self, b, i, spec, own_width, reason):
         """Message for a layer that cannot read the joined input of branch ``b``."""
         return (
             f"Branch {self.branch_names[b]!r} (fusion='serial'): layer {i} "
             f"({type(spec).__name__}) cannot take the output of branch "
             f"{self.branch_names[b - 1]!r} ({self.branch_widths[b - 1]} values) concatenated "
-            f"to its own {own_width} input values ({exc}). Put "
+            f"to its own {own_width} input values: {reason} Put "
             "fastgd.layers.ConcatPrevious() in the branch's layers where a flat input can "
             "take the extra values, for example after Flatten() and before a Dense layer."
         )
