@@ -26,6 +26,7 @@ import argparse
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from fastgd import FusionClassifier, stack_modalities
 from fastgd.layers import ConcatPrevious, Conv2D, Dense, Flatten, MaxPool2D, Reshape
@@ -88,7 +89,7 @@ def held_out_accuracy(name, seed, split):
     X_train, X_test, y_train, y_test, columns = split
     make_branches, fusion = MODELS[name]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter reached
         clf = FusionClassifier(
             branches=make_branches(columns), fusion=fusion, max_iter=MAX_ITER, random_state=seed
         ).fit(X_train, y_train)

@@ -6,14 +6,14 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from bench import fusion_strategies
 from fastgd import FusionClassifier, stack_modalities
 from fastgd.exceptions import DivergenceError
-from fastgd.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
+from fastgd.layers import Conv2D, Dense, Dropout, Flatten, Reshape
 
 _EXPECTED_FAILURES = {
     # Stochastic mini-batch training: a weight of 2 is not the same as a
@@ -55,34 +55,13 @@ def test_sklearn_compatible(estimator, check):
 
 
 # --------------------------------------------------------------------- data
-def _digits_views():
-    digits = load_digits()
-    images = digits.images / 16.0
-    # Second view: the 8 row sums and 8 column sums of each image.
-    sums = np.hstack([images.sum(axis=2), images.sum(axis=1)]) / 8.0
-    X, columns = stack_modalities({"image": images, "sums": sums})
-    return X, digits.target, columns
-
-
 @pytest.fixture(scope="module")
 def digits_split():
-    X, y, columns = _digits_views()
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.3, random_state=0, stratify=y
-    )
-    return X_train, X_test, y_train, y_test, columns
+    return fusion_strategies.digits_split()
 
 
-def _image_branch(columns, filters=8):
-    return (
-        "image",
-        [Reshape((8, 8)), Conv2D(filters, 3, activation="relu"), MaxPool2D(2), Flatten()],
-        columns["image"],
-    )
-
-
-def _sums_branch(columns):
-    return ("sums", [Dense(32, activation="relu")], columns["sums"])
+_image_branch = fusion_strategies.image_branch
+_sums_branch = fusion_strategies.sums_branch
 
 
 def _small_problem(n=120, seed=0):
@@ -100,29 +79,24 @@ def _small_branches():
 
 
 # ----------------------------------------------------------- behaviour
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_digits_fusion_beats_either_branch(digits_split):
+def test_digits_hybrid_and_serial_fusion_beat_either_branch(digits_split):
     # The row / column sums add little the image does not hold, so the gain
-    # is small: compare means over 5 seeds. (Measured: image 0.967, sums
-    # 0.856, hybrid fusion 0.974 with every seed ≥ 0.972.)
-    X_train, X_test, y_train, y_test, columns = digits_split
-    configs = {
-        "image": ([_image_branch(columns)], "concat"),
-        "sums": ([_sums_branch(columns)], "concat"),
-        "fused": ([_image_branch(columns), _sums_branch(columns)], "hybrid"),
+    # is small: compare means over 5 seeds, as the README's table
+    # (python -m bench.fusion_strategies). Measured: image 0.967, sums 0.856,
+    # hybrid 0.974 and serial (image, then sums) 0.976, every seed of both
+    # >= 0.970.
+    accuracy = {
+        name: np.mean(
+            [fusion_strategies.held_out_accuracy(name, seed, digits_split) for seed in range(5)]
+        )
+        for name in ("image alone", "sums alone", "hybrid", "serial")
     }
-    accuracy = {}
-    for name, (branches, fusion) in configs.items():
-        scores = [
-            FusionClassifier(branches=branches, fusion=fusion, max_iter=60, random_state=seed)
-            .fit(X_train, y_train)
-            .score(X_test, y_test)
-            for seed in range(5)
-        ]
-        accuracy[name] = np.mean(scores)
-    assert accuracy["fused"] >= 0.97, accuracy
-    assert accuracy["fused"] > accuracy["image"], accuracy
-    assert accuracy["fused"] > accuracy["sums"], accuracy
+    alone = max(accuracy["image alone"], accuracy["sums alone"])
+    assert accuracy["hybrid"] >= 0.97, accuracy
+    assert accuracy["hybrid"] > alone, accuracy
+    # Serial fusion (issue 15's acceptance): at least either branch alone.
+    assert accuracy["serial"] >= 0.97, accuracy
+    assert accuracy["serial"] >= alone, accuracy
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

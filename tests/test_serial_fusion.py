@@ -8,6 +8,7 @@ import warnings
 import naive_nn as naive
 import numpy as np
 import pytest
+from network_gradients import backward_gradients, finite_difference_gradients
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -68,33 +69,8 @@ def _inputs(rng, net, n):
 
 def _gradients_and_finite_differences(net, inputs, loss, targets):
     """Backward-pass gradient of every parameter, and its central difference."""
-    n = inputs[0].shape[0]
-    ws = net.make_workspace(n, True, np.random.default_rng(0))
-    loss.make_buffers(n, net.dtype)
-    scores = net.forward(inputs, ws, n, True)
-    dscores = ws.dscores[:n]
-    loss(scores, targets, dscores, n)
-    net.grads[:] = np.nan  # every gradient must be written
-    net.backward(dscores, ws, n)
-    grads = net.grads.copy()
-
-    def objective():
-        ws = net.make_workspace(n, False)
-        loss.make_buffers(n, net.dtype)
-        scores = net.forward(inputs, ws, n, False).copy()
-        return loss(scores, targets, np.empty_like(scores), n)
-
-    eps = 1e-6
-    numeric = np.empty(net.n_params)
-    for j in range(net.n_params):
-        saved = net.params[j]
-        net.params[j] = saved + eps
-        up = objective()
-        net.params[j] = saved - eps
-        down = objective()
-        net.params[j] = saved
-        numeric[j] = (up - down) / (2 * eps)
-    return grads, numeric
+    grads = backward_gradients(net, loss, inputs, targets)
+    return grads, finite_difference_gradients(net, loss, inputs, targets, range(net.n_params))
 
 
 @pytest.mark.parametrize("branches", [_chain, _frozen_start], ids=["chain", "frozen_start"])
@@ -379,21 +355,6 @@ def test_sklearn_compatible(estimator, check):
 
 
 # ------------------------------------------------------------- real data
-def test_digits_serial_reaches_either_branch_alone():
-    # The image's conv branch, then the row / column sums' dense branch reading
-    # the conv features too. Means over 5 seeds on one split, as the README's
-    # table (python -m bench.fusion_strategies; measured: image 0.967, sums
-    # 0.856, serial 0.976 with every seed >= 0.970).
-    split = fusion_strategies.digits_split()
-    accuracy = {
-        name: np.mean([fusion_strategies.held_out_accuracy(name, seed, split) for seed in range(5)])
-        for name in ("image alone", "sums alone", "serial")
-    }
-    assert accuracy["serial"] >= accuracy["image alone"], accuracy
-    assert accuracy["serial"] >= accuracy["sums alone"], accuracy
-    assert accuracy["serial"] >= 0.97, accuracy
-
-
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_multitask_serial_digits_beats_either_branch_alone():
     # The same cascade as a multi-task regressor: one task per digit (one-hot

@@ -679,7 +679,7 @@ class Network:
         # gradient of the previous branch's output on to it.
         order = range(self.n_branches - 1, -1, -1) if self.serial else range(self.n_branches)
         for b in order:
-            if dbranch[b] is not None:
+            if dbranch[b] is not None and self.backward_stop[b] is not None:
                 self._branch_backward(b, dbranch[b], ws, n, dbranch)
 
     def _branch_forward(self, b, X, ws, n, training):
