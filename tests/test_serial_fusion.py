@@ -8,6 +8,7 @@ import warnings
 import naive_nn as naive
 import numpy as np
 import pytest
+from conftest import make_fusion_problem
 from network_gradients import backward_gradients, finite_difference_gradients
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -161,13 +162,6 @@ def test_forward_is_the_cascade_computed_with_numpy():
 
 
 # ------------------------------------------------------------- estimators
-def _small_problem(n=120, seed=0):
-    rng = np.random.RandomState(seed)
-    X = rng.standard_normal((n, 20)).astype(np.float32)
-    y = (X[:, 0] + X[:, 16] > 0).astype(int)
-    return X, y
-
-
 def _serial_branches():
     # meta first, then an image branch whose Dense after Flatten also reads meta's output.
     return [
@@ -188,7 +182,7 @@ def _serial_branches():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fusion_classifier_serial_is_bit_reproducible_and_pickles():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
 
     def fit():
         return FusionClassifier(
@@ -210,7 +204,7 @@ def test_fusion_classifier_serial_is_bit_reproducible_and_pickles():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_multitask_serial_is_bit_reproducible():
-    X, _ = _small_problem(seed=1)
+    X, _ = make_fusion_problem(seed=1)
     Y = np.column_stack([X[:, 0] - X[:, 17], X[:, 5] * X[:, 18]]).astype(np.float64)
 
     def fit():
@@ -300,7 +294,7 @@ _PIXELS = slice(0, 16)
     ],
 )
 def test_bad_serial_specs_are_named(estimator, message):
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     with pytest.raises(ValueError, match=message):
         estimator.fit(X, y)
 
