@@ -23,8 +23,8 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
     ``head``), late (a weighted sum of per-branch class scores), both, or
     in series (each branch also reads the output of the one before it, and
     the last one feeds the ``head``), and a softmax gives the class
-    probabilities. Training is mini-batch
-    gradient descent with compiled (Numba) forward and backward passes.
+    probabilities. Training is mini-batch gradient descent with compiled
+    (Numba) forward and backward passes.
 
     Parameters
     ----------
