@@ -20,9 +20,11 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
     Each *branch* reads its own columns of X and runs its own layers (for
     example convolutions on the pixels of an image, dense layers on a text
     vector). Branch outputs are fused early (concatenated, then a shared
-    ``head``), late (a weighted sum of per-branch class scores) or both,
-    and a softmax gives the class probabilities. Training is mini-batch
-    gradient descent with compiled (Numba) forward and backward passes.
+    ``head``), late (a weighted sum of per-branch class scores), both, or
+    in series (each branch also reads the output of the one before it, and
+    the last one feeds the ``head``), and a softmax gives the class
+    probabilities. Training is mini-batch gradient descent with compiled
+    (Numba) forward and backward passes.
 
     Parameters
     ----------
@@ -34,18 +36,26 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         :class:`~fastgd.layers.Reshape`. A branch may have no layers (its
         columns then go to the fusion as they are). None means one branch
         ``[Dense(100, activation="relu")]`` over all columns: a plain MLP.
-    fusion : {"concat", "late", "hybrid"}, default="concat"
+    fusion : {"concat", "late", "hybrid", "serial"}, default="concat"
         ``"concat"``: concatenate the (flattened) branch outputs, then
         ``head``, then a dense layer with one unit per class.
         ``"late"``: each branch ends in its own dense layer of class scores;
         the scores are ``Σᵢ αᵢ·scoresᵢ`` with α learned (starting at 1/B)
         or fixed by ``fusion_weights``. ``"hybrid"``: the sum of both.
+        ``"serial"`` (a cascade): the branches run in the order given, and
+        each branch after the first reads its own columns and the output of
+        the branch before it, concatenated to its columns, or to the input
+        of the layer after a :class:`~fastgd.layers.ConcatPrevious` marker
+        in its layer list (for example after a convolution stack's
+        ``Flatten()``); the last branch's output goes through ``head`` and
+        the dense layer of class scores, and training back-propagates
+        through the whole chain.
     fusion_weights : array-like of shape (n_branches,) or None, default=None
         Fixed α of the late part; None learns them.
     head : sequence of Layer or int, default=()
-        Layers after the concatenation (Dense and Dropout); an int ``k`` is
-        short for ``Dense(k, activation="relu")``. Only with "concat" and
-        "hybrid".
+        Layers after the concatenation, or after the last branch with
+        "serial" (Dense and Dropout); an int ``k`` is short for
+        ``Dense(k, activation="relu")``. Not with "late".
     optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}, \
             default="adam"
         Update rule (momentum 0.9; Adam's β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
@@ -122,7 +132,8 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
     t_ : int
         Training samples seen.
     fusion_weights_ : ndarray of shape (n_branches,) or None
-        α of the late part (learned or fixed), or None with "concat".
+        α of the late part (learned or fixed), or None with "concat" and
+        "serial".
     n_params_ : int
         Number of trainable parameters.
 
@@ -164,7 +175,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
 
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
-        "fusion": [StrOptions({"concat", "late", "hybrid"})],
+        "fusion": [StrOptions({"concat", "late", "hybrid", "serial"})],
         "fusion_weights": ["array-like", None],
         "head": [list, tuple],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],

@@ -37,6 +37,7 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Reshape",
+    "ConcatPrevious",
     "ACTIVATIONS",
 ]
 
@@ -200,3 +201,31 @@ class Reshape(Layer):
     def __init__(self, shape, channels_last=False):
         self.shape = shape
         self.channels_last = channels_last
+
+
+class ConcatPrevious(Layer):
+    """Where the previous branch's output joins this branch (``fusion="serial"``).
+
+    With serial (cascade) fusion every branch after the first reads its own
+    columns *and* the output of the branch before it. By default that output
+    is concatenated to the branch's input columns; put ``ConcatPrevious()``
+    in the branch's layer list to concatenate it to the input of the layer
+    that follows instead (for example the first :class:`Dense` after a
+    convolution stack's :class:`Flatten`), or at the end of the list to
+    concatenate it to the branch's own output. The values there must be
+    flat: ``[own values, previous branch's output]`` is the input of the next
+    layer. The layer has no parameters; it is an error with any other fusion
+    and in the first branch.
+
+    Examples
+    --------
+    >>> from fastgd.layers import ConcatPrevious, Conv2D, Dense, Flatten, Reshape
+    >>> image_branch = [
+    ...     Reshape((1, 8, 8)), Conv2D(8, 3, activation="relu"), Flatten(),
+    ...     ConcatPrevious(),                 # the previous branch's output joins here
+    ...     Dense(32, activation="relu"),     # reads [conv features, previous output]
+    ... ]
+    """
+
+    def __init__(self):
+        pass

@@ -184,8 +184,18 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         Input branches, exactly as in :class:`~fastgd.FusionClassifier`: a
         name, a list of layers from :mod:`fastgd.layers` and the columns of X
         the branch reads (slice, ints, boolean mask, or names for a
-        DataFrame). The branch outputs are concatenated and feed the trunk.
-        None: one branch without layers over all columns (a plain MLP).
+        DataFrame). The branch outputs are fused as ``fusion`` says and feed
+        the trunk. None: one branch without layers over all columns (a plain
+        MLP).
+    fusion : {"concat", "serial"}, default="concat"
+        ``"concat"``: the (flattened) branch outputs are concatenated.
+        ``"serial"`` (a cascade): the branches run in the order given, each
+        branch after the first reads its own columns and the output of the
+        branch before it (concatenated to its columns, or to the input of the
+        layer after a :class:`~fastgd.layers.ConcatPrevious` marker in its
+        layer list), and the last branch's output feeds the trunk; training
+        back-propagates through the whole chain. As in
+        :class:`~fastgd.FusionClassifier`.
     optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}, \
             default="adam"
         Update rule (momentum 0.9; Adam's β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
@@ -331,6 +341,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         "loss": [StrOptions(set(_LOSSES))],
         "huber_delta": [Interval(numbers.Real, 0, None, closed="neither")],
         "scale_targets": ["boolean"],
+        "fusion": [StrOptions({"concat", "serial"})],
         "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     }
 
@@ -344,6 +355,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         huber_delta=1.0,
         scale_targets=True,
         branches=None,
+        fusion="concat",
         optimizer="adam",
         learning_rate_init=1e-3,
         learning_rate="constant",
@@ -370,6 +382,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         self.huber_delta = huber_delta
         self.scale_targets = scale_targets
         self.branches = branches
+        self.fusion = fusion
         self.optimizer = optimizer
         self.learning_rate_init = learning_rate_init
         self.learning_rate = learning_rate
@@ -521,7 +534,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         trunk, heads = self._architecture(n_tasks)
         return Network(
             self._network_branches(specs, columns, n_features),
-            "concat",
+            self.fusion,
             trunk,
             n_tasks,
             None,
@@ -538,6 +551,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
                     (n, [repr(spec) for spec in layers], str(c))
                     for (n, layers, _), c in zip(specs, columns, strict=True)
                 ],
+                self.fusion,
                 [repr(spec) for spec in trunk],
                 None if heads is None else [repr(spec) for spec in heads[0]],
                 n_features,

@@ -24,3 +24,11 @@ def make_linear_problem(n=60, d=7, density=1.0, seed=0, dtype=np.float64, noise=
     y = X @ coef + 0.5 + noise * rng.randn(n)
     X = X.astype(dtype)
     return (sp.csr_matrix(X) if density < 1.0 else X), y.astype(dtype)
+
+
+def make_fusion_problem(n=120, seed=0):
+    """20 float32 columns (16 "pixels" of a 4x4 image, then 4 others), a label from both."""
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((n, 20)).astype(np.float32)
+    y = (X[:, 0] + X[:, 16] > 0).astype(int)
+    return X, y

@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["fastgd.gd_regressor", "fastgd.fusion", "fastgd.multitask", "fastgd.callbacks"]
+MODULES = [
+    "fastgd.gd_regressor",
+    "fastgd.fusion",
+    "fastgd.multitask",
+    "fastgd.callbacks",
+    "fastgd.layers",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -5,15 +5,16 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import make_fusion_problem
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from bench import fusion_strategies
 from fastgd import FusionClassifier, stack_modalities
 from fastgd.exceptions import DivergenceError
-from fastgd.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Reshape
+from fastgd.layers import Conv2D, Dense, Dropout, Flatten, Reshape
 
 _EXPECTED_FAILURES = {
     # Stochastic mini-batch training: a weight of 2 is not the same as a
@@ -55,41 +56,13 @@ def test_sklearn_compatible(estimator, check):
 
 
 # --------------------------------------------------------------------- data
-def _digits_views():
-    digits = load_digits()
-    images = digits.images / 16.0
-    # Second view: the 8 row sums and 8 column sums of each image.
-    sums = np.hstack([images.sum(axis=2), images.sum(axis=1)]) / 8.0
-    X, columns = stack_modalities({"image": images, "sums": sums})
-    return X, digits.target, columns
-
-
 @pytest.fixture(scope="module")
 def digits_split():
-    X, y, columns = _digits_views()
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.3, random_state=0, stratify=y
-    )
-    return X_train, X_test, y_train, y_test, columns
+    return fusion_strategies.digits_split()
 
 
-def _image_branch(columns, filters=8):
-    return (
-        "image",
-        [Reshape((8, 8)), Conv2D(filters, 3, activation="relu"), MaxPool2D(2), Flatten()],
-        columns["image"],
-    )
-
-
-def _sums_branch(columns):
-    return ("sums", [Dense(32, activation="relu")], columns["sums"])
-
-
-def _small_problem(n=120, seed=0):
-    rng = np.random.RandomState(seed)
-    X = rng.standard_normal((n, 20)).astype(np.float32)
-    y = (X[:, 0] + X[:, 16] > 0).astype(int)
-    return X, y
+_image_branch = fusion_strategies.image_branch
+_sums_branch = fusion_strategies.sums_branch
 
 
 def _small_branches():
@@ -100,29 +73,24 @@ def _small_branches():
 
 
 # ----------------------------------------------------------- behaviour
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_digits_fusion_beats_either_branch(digits_split):
+def test_digits_hybrid_and_serial_fusion_beat_either_branch(digits_split):
     # The row / column sums add little the image does not hold, so the gain
-    # is small: compare means over 5 seeds. (Measured: image 0.967, sums
-    # 0.856, hybrid fusion 0.974 with every seed ≥ 0.972.)
-    X_train, X_test, y_train, y_test, columns = digits_split
-    configs = {
-        "image": ([_image_branch(columns)], "concat"),
-        "sums": ([_sums_branch(columns)], "concat"),
-        "fused": ([_image_branch(columns), _sums_branch(columns)], "hybrid"),
+    # is small: compare means over 5 seeds, as the README's table
+    # (python -m bench.fusion_strategies). Measured: image 0.967, sums 0.856,
+    # hybrid 0.974 and serial (image, then sums) 0.976, every seed of both
+    # >= 0.970.
+    accuracy = {
+        name: np.mean(
+            [fusion_strategies.held_out_accuracy(name, seed, digits_split) for seed in range(5)]
+        )
+        for name in ("image alone", "sums alone", "hybrid", "serial")
     }
-    accuracy = {}
-    for name, (branches, fusion) in configs.items():
-        scores = [
-            FusionClassifier(branches=branches, fusion=fusion, max_iter=60, random_state=seed)
-            .fit(X_train, y_train)
-            .score(X_test, y_test)
-            for seed in range(5)
-        ]
-        accuracy[name] = np.mean(scores)
-    assert accuracy["fused"] >= 0.97, accuracy
-    assert accuracy["fused"] > accuracy["image"], accuracy
-    assert accuracy["fused"] > accuracy["sums"], accuracy
+    alone = max(accuracy["image alone"], accuracy["sums alone"])
+    assert accuracy["hybrid"] >= 0.97, accuracy
+    assert accuracy["hybrid"] > alone, accuracy
+    # Serial fusion (issue 15's acceptance): at least either branch alone.
+    assert accuracy["serial"] >= 0.97, accuracy
+    assert accuracy["serial"] >= alone, accuracy
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -147,7 +115,7 @@ def test_digits_concat_and_late_fusion_train(digits_split, fusion):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fixed_fusion_weights_are_kept():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     clf = FusionClassifier(
         branches=_small_branches(),
         fusion="late",
@@ -185,7 +153,7 @@ def test_get_params_exposes_layers_and_set_params_changes_them():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_grid_search_tunes_a_layer_parameter():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     search = GridSearchCV(
         FusionClassifier(branches=_small_branches(), max_iter=5, random_state=0),
         {"image__1__filters": [1, 3], "meta__0__activation": ["relu", "tanh"]},
@@ -200,7 +168,7 @@ def test_grid_search_tunes_a_layer_parameter():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_pickle_round_trip_and_continue_training():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     clf = FusionClassifier(branches=_small_branches(), fusion="hybrid", max_iter=5, random_state=0)
     clf.fit(X, y)
     restored = pickle.loads(pickle.dumps(clf))
@@ -212,7 +180,7 @@ def test_pickle_round_trip_and_continue_training():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_reproducible_from_random_state(dtype):
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     branches = _small_branches() + [("drop", [Dense(3), Dropout(0.5)], slice(0, 20))]
 
     def fit(seed):
@@ -233,7 +201,7 @@ def test_reproducible_from_random_state(dtype):
 
 
 def test_user_arrays_are_not_modified():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     X_copy, y_copy = X.copy(), y.copy()
     w = np.ones(len(y))
     clf = FusionClassifier(branches=_small_branches(), max_iter=2, random_state=0)
@@ -271,7 +239,7 @@ def test_channels_last_reads_hwc_images():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_column_specs_and_dataframes():
     pd = pytest.importorskip("pandas")
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     names = [f"f{i}" for i in range(20)]
     df = pd.DataFrame(X, columns=names)
     mask = np.zeros(20, dtype=bool)
@@ -312,7 +280,7 @@ def test_stack_modalities():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_binary_string_labels_partial_fit_and_verbose(capsys):
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     labels = np.array(["no", "yes"], dtype=object)[y]
     clf = FusionClassifier(branches=_small_branches(), max_iter=3, random_state=0, verbose=1)
     clf.fit(X, labels)
@@ -333,7 +301,7 @@ def test_binary_string_labels_partial_fit_and_verbose(capsys):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_early_stopping_restores_best_weights():
-    X, y = _small_problem(n=200)
+    X, y = make_fusion_problem(n=200)
     clf = FusionClassifier(
         branches=_small_branches(),
         early_stopping=True,
@@ -349,7 +317,7 @@ def test_early_stopping_restores_best_weights():
 
 
 def test_warm_start_continues():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     clf = FusionClassifier(branches=_small_branches(), max_iter=2, warm_start=True, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -414,13 +382,13 @@ def test_warm_start_continues():
     ],
 )
 def test_bad_specs_raise_clear_errors(branches, kwargs, match):
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     with pytest.raises(ValueError, match=match):
         FusionClassifier(branches=branches, max_iter=1, **kwargs).fit(X, y)
 
 
 def test_nan_and_inf_name_the_branch():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     clf = FusionClassifier(branches=_small_branches(), max_iter=1)
     X_bad = X.copy()
     X_bad[3, 17] = np.nan
@@ -436,7 +404,7 @@ def test_nan_and_inf_name_the_branch():
 
 
 def test_divergence_raises():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     clf = FusionClassifier(
         branches=[("a", [Dense(16)], slice(None))],
         optimizer="sgd",
@@ -453,7 +421,7 @@ def test_divergence_raises():
 def test_thread_count_does_not_change_the_model():
     import numba
 
-    X, y = _small_problem(200)
+    X, y = make_fusion_problem(200)
     branches = _small_branches() + [("d", [Dense(6, activation="tanh"), Dropout(0.3)], slice(None))]
     before = numba.get_num_threads()
     params = []
@@ -472,7 +440,7 @@ def test_thread_count_does_not_change_the_model():
 def test_callbacks_see_every_epoch_and_can_stop_training():
     from fastgd.callbacks import HistoryLogger
 
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     log = HistoryLogger()
     seen = []
 
@@ -499,7 +467,7 @@ def test_callbacks_see_every_epoch_and_can_stop_training():
 def test_callbacks_receive_validation_scores_and_partial_fit_epochs():
     from fastgd.callbacks import HistoryLogger
 
-    X, y = _small_problem(n=200)
+    X, y = make_fusion_problem(n=200)
     log = HistoryLogger()
     clf = FusionClassifier(
         branches=_small_branches(), early_stopping=True, max_iter=8, callbacks=[log], random_state=0
@@ -516,13 +484,13 @@ def test_callbacks_receive_validation_scores_and_partial_fit_epochs():
 
 
 def test_a_callback_that_is_not_callable_is_named():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     with pytest.raises(ValueError, match="callbacks must be callables"):
         FusionClassifier(branches=_small_branches(), callbacks=["log"]).fit(X, y)
 
 
 def test_verbose_shows_the_learning_rate(capsys):
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     FusionClassifier(
         branches=_small_branches(),
         verbose=1,
@@ -541,7 +509,7 @@ def test_verbose_shows_the_learning_rate(capsys):
 def test_invscaling_reports_and_uses_the_decayed_rate():
     from fastgd.callbacks import HistoryLogger
 
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     log = HistoryLogger()
     kwargs = dict(
         branches=_small_branches(),
@@ -569,7 +537,7 @@ def test_invscaling_reports_and_uses_the_decayed_rate():
 def test_adaptive_divides_the_rate_on_plateaus():
     from fastgd.callbacks import HistoryLogger
 
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     log = HistoryLogger()
     # tol=1e9: nothing after the first epoch counts as an improvement, so
     # every n_iter_no_change=2 epochs is a plateau: /5 until below 1e-6.
@@ -593,7 +561,7 @@ def test_adaptive_divides_the_rate_on_plateaus():
 
 
 def test_bad_schedule_parameters_are_rejected():
-    X, y = _small_problem()
+    X, y = make_fusion_problem()
     with pytest.raises(ValueError, match="learning_rate"):
         FusionClassifier(learning_rate="optimal").fit(X, y)
     with pytest.raises(ValueError, match="power_t"):
@@ -611,7 +579,7 @@ def test_bad_schedule_parameters_are_rejected():
     ids=["adam-hybrid", "rmsprop-invscaling", "adaptive-dropout"],
 )
 def test_partial_fit_after_a_pickle_round_trip_continues_exactly(params):
-    X, y = _small_problem(n=150)
+    X, y = make_fusion_problem(n=150)
     model = FusionClassifier(branches=_small_branches(), batch_size=16, random_state=0, **params)
     kept, moved, restarted = clone(model), clone(model), clone(model)
     for start in range(0, 150, 50):
@@ -633,7 +601,7 @@ def test_partial_fit_after_a_pickle_round_trip_continues_exactly(params):
 def test_pickle_size_does_not_grow_with_n_samples():
     sizes = {}
     for n in (100, 5000):
-        X, y = _small_problem(n=n)
+        X, y = make_fusion_problem(n=n)
         fitted = FusionClassifier(branches=_small_branches(), max_iter=3, tol=0.0, random_state=0)
         streamed = FusionClassifier(branches=_small_branches(), batch_size=n, random_state=0)
         with warnings.catch_warnings():

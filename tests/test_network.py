@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+from network_gradients import backward_gradients, finite_difference_gradients
 
 from fastgd._engine.network import Network, SoftmaxCrossEntropyLoss
 from fastgd._engine.network_training import NetworkTrainer
@@ -37,16 +38,6 @@ def _inputs(rng, n, perms):
     ]
 
 
-def _loss_and_grad(net, loss, inputs, targets, n):
-    ws = net.make_workspace(n, True, np.random.default_rng(0))
-    loss.make_buffers(n, net.dtype)
-    scores = net.forward(inputs, ws, n, True)
-    dscores = ws.dscores[:n]
-    value = loss(scores, targets, dscores, n)
-    net.backward(dscores, ws, n)
-    return value
-
-
 @pytest.mark.parametrize("fusion", ["concat", "late", "hybrid"])
 def test_backward_matches_finite_differences(fusion):
     rng = np.random.RandomState(0)
@@ -59,28 +50,11 @@ def test_backward_matches_finite_differences(fusion):
     inputs = _inputs(rng, n, net.input_permutations)
     targets = (rng.randint(0, N_CLASSES, n).astype(np.int64), rng.uniform(0.5, 2, n))
     loss = SoftmaxCrossEntropyLoss(N_CLASSES)
-    _loss_and_grad(net, loss, inputs, targets, n)
-    grads = net.grads.copy()
-
-    def f():
-        ws = net.make_workspace(n, False)
-        loss.make_buffers(n, net.dtype)
-        scores = net.forward(inputs, ws, n, False).copy()
-        return loss(scores, targets, np.empty_like(scores), n)
-
-    eps = 1e-6
+    grads = backward_gradients(net, loss, inputs, targets)
     idx = rng.choice(net.n_params, size=min(net.n_params, 150), replace=False)
     if net.use_late:
         idx = np.union1d(idx, np.arange(net.alpha_offset, net.n_params))
-    numeric = np.empty(idx.size)
-    for k, j in enumerate(idx):
-        saved = net.params[j]
-        net.params[j] = saved + eps
-        up = f()
-        net.params[j] = saved - eps
-        down = f()
-        net.params[j] = saved
-        numeric[k] = (up - down) / (2 * eps)
+    numeric = finite_difference_gradients(net, loss, inputs, targets, idx)
     np.testing.assert_allclose(grads[idx], numeric, rtol=1e-5, atol=1e-8)
 
 
@@ -187,25 +161,8 @@ def test_task_heads_and_masked_loss_match_finite_differences(trunk):
     mask = (rng.rand(n, n_tasks) > 0.3).astype(np.float64)
     y[mask == 0] = np.nan  # never read
     loss = MaskedRegressionLoss(n_tasks, [1.0, 0.5, 2.0], codes.HUBER, huber_delta=0.7)
-    _loss_and_grad(net, loss, inputs, (y, mask), n)
-    grads = net.grads.copy()
-
-    def f():
-        ws = net.make_workspace(n, False)
-        loss.make_buffers(n, net.dtype)
-        scores = net.forward(inputs, ws, n, False).copy()
-        return loss(scores, (y, mask), np.empty_like(scores), n)
-
-    eps = 1e-6
-    numeric = np.empty(net.n_params)
-    for j in range(net.n_params):
-        saved = net.params[j]
-        net.params[j] = saved + eps
-        up = f()
-        net.params[j] = saved - eps
-        down = f()
-        net.params[j] = saved
-        numeric[j] = (up - down) / (2 * eps)
+    grads = backward_gradients(net, loss, inputs, (y, mask))
+    numeric = finite_difference_gradients(net, loss, inputs, (y, mask), range(net.n_params))
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-8)
 
 

@@ -12,6 +12,13 @@ branch outputs are then fused:
   units; the output is ``Σᵢ αᵢ·outᵢ`` with α learned (initialised to 1/B)
   or fixed.
 * ``"hybrid"``: the sum of both.
+* ``"serial"`` (cascade): the branches run in order; every branch after the
+  first reads its own columns and the output of the branch before it,
+  concatenated to its input or, where a
+  :class:`~fastgd.layers.ConcatPrevious` marker stands in its layer list, to
+  the input of the layer after the marker. The last branch's output goes
+  through ``head`` and the final Dense, and the backward pass runs the chain
+  from the last branch back to the first.
 
 For multi-task learning, ``task_heads`` replaces the final Dense by one
 small stack of layers per output (a head per task on the shared trunk).
@@ -44,7 +51,7 @@ from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
 
-FUSIONS = ("concat", "late", "hybrid")
+FUSIONS = ("concat", "late", "hybrid", "serial")
 
 
 
@@ -59,11 +66,11 @@ class Network:
     ----------
     branches : list of (name, list of Layer, int)
         Branch name, its layer specifications and its number of input columns.
-    fusion : {"concat", "late", "hybrid"}
+    fusion : {"concat", "late", "hybrid", "serial"}
         How branch outputs are combined.
     head : sequence of Layer
-        Layers after the concatenation (``"concat"`` and ``"hybrid"``): the
-        shared trunk.
+        Layers after the concatenation (``"concat"`` and ``"hybrid"``) or
+        after the last branch (``"serial"``): the shared trunk.
     task_heads : list of (list of Layer) or None
         One small stack of layers per output (multi-task learning); each is
         followed by an identity ``Dense(1)`` that produces its output column.
@@ -85,6 +92,11 @@ class Network:
         Flat parameter and gradient buffers.
     n_penalized : int
         Number of leading entries of ``params`` the L2 penalty applies to.
+    join_at : list of (int or None)
+        With ``"serial"``, for each branch after the first, the index of its
+        runtime layer that receives ``[own values, previous branch's output]``
+        (``len(branch_layers[b])``: the branch's output is joined); None for
+        the first branch and for the other fusions.
     """
 
     def __init__(self, branches, fusion, head, n_outputs, fusion_weights, dtype, task_heads=None):
@@ -117,44 +129,52 @@ class Network:
         self.fusion = fusion
         self.dtype = dtype
         self.n_outputs = n_outputs
-        self.use_concat = fusion in ("concat", "hybrid")
+        self.serial = fusion == "serial"
+        # "concat", "hybrid" and "serial" end in the head (the shared trunk).
+        self.use_concat = fusion in ("concat", "hybrid", "serial")
         self.use_late = fusion in ("late", "hybrid")
         self.branch_names = [name for name, _, _ in branches]
         self.n_columns = [n for _, _, n in branches]
         self.branch_layers = []
         self.input_permutations = []
-        for name, specs, n_cols in branches:
-            shape = (n_cols,)
-            runtime = []
-            for i, spec in enumerate(specs):
-                layer = build_layer(
-                    spec, shape, f"Branch {name!r}, layer {i} ({type(spec).__name__})"
-                )
-                runtime.append(layer)
-                shape = layer.output_shape
+        self.branch_shapes = []
+        self.branch_widths = []
+        self.join_at = []
+        self.join_own_widths = []
+        for b, (name, specs, n_cols) in enumerate(branches):
+            runtime, shape, join_at, own_width = self._build_branch(b, name, specs, n_cols)
             perm = None
-            if runtime and isinstance(runtime[0], ReshapeLayer) and runtime[0].channels_last:
+            if (
+                join_at != 0
+                and runtime
+                and isinstance(runtime[0], ReshapeLayer)
+                and runtime[0].channels_last
+            ):
                 runtime[0].folded = True
                 perm = runtime[0].column_permutation()
             self.input_permutations.append(perm)
             self.branch_layers.append(runtime)
-        self.branch_shapes = [
-            layers[-1].output_shape if layers else (n,)
-            for layers, n in zip(self.branch_layers, self.n_columns, strict=False)
-        ]
-        self.branch_widths = [int(np.prod(s, dtype=np.int64)) for s in self.branch_shapes]
+            self.branch_shapes.append(shape)
+            self.branch_widths.append(int(np.prod(shape, dtype=np.int64)))
+            self.join_at.append(join_at)
+            self.join_own_widths.append(own_width)
         self.offsets = np.concatenate([[0], np.cumsum(self.branch_widths)]).astype(int)
+        # Width of the head's input: the concatenation, or the last branch.
+        self.fused_width = self.branch_widths[-1] if self.serial else int(self.offsets[-1])
 
         self.head_layers = []
         self.task_layers = []
         if self.use_concat:
-            shape = (int(self.offsets[-1]),)
+            shape = (self.fused_width,)
             for i, spec in enumerate(head):
-                if isinstance(spec, (L.Conv2D, L.MaxPool2D, L.AvgPool2D, L.Reshape)):
+                if isinstance(
+                    spec, (L.Conv2D, L.MaxPool2D, L.AvgPool2D, L.Reshape, L.ConcatPrevious)
+                ):
                     raise ValueError(
                         f"Head layer {i} ({type(spec).__name__}): the head works on the "
-                        "flat concatenation of the branches; only Dense and Dropout "
-                        "layers are allowed there."
+                        "flat concatenation of the branches (with fusion='serial', on the "
+                        "last branch's output); only Dense and Dropout layers are allowed "
+                        "there."
                     )
                 layer = build_layer(spec, shape, f"Head layer {i} ({type(spec).__name__})")
                 self.head_layers.append(layer)
@@ -181,8 +201,8 @@ class Network:
                     self.task_layers.append(layers)
         elif head or task_heads is not None:
             raise ValueError(
-                "head (and task head) layers are only used with fusion='concat' or "
-                "'hybrid'; with "
+                "head (and task head) layers are only used with fusion='concat', "
+                "'hybrid' or 'serial'; with "
                 "fusion='late' each branch ends in its own output layer. Set head=()."
             )
 
@@ -208,7 +228,8 @@ class Network:
             raise ValueError("fusion_weights is only used with fusion='late' or 'hybrid'.")
 
         # Which layers must compute a gradient for their input: everything
-        # downstream of the first trainable layer of some branch.
+        # downstream of the first trainable layer of some branch (with
+        # "serial", of some branch of the chain up to this one).
         self.branch_trainable = [
             any(lyr.trainable for lyr in layers) for layers in self.branch_layers
         ]
@@ -216,7 +237,7 @@ class Network:
             next((i for i, lyr in enumerate(layers) if lyr.trainable), len(layers))
             for layers in self.branch_layers
         ]
-        self.any_branch_trainable = any(self.branch_trainable)
+        self._plan_branch_gradients()
         # Does the input of the task heads need a gradient?
         self.trunk_needs_grad = self.any_branch_trainable or any(
             lyr.trainable for lyr in self.head_layers
@@ -234,6 +255,127 @@ class Network:
         if self.use_late and self.learn_alpha:
             n += self.n_branches
         self.n_params = n
+
+    def _build_branch(self, b, name, specs, n_cols):
+        """Runtime layers of branch ``b`` and where the previous branch joins it.
+
+        Returns
+        -------
+        runtime : list of RuntimeLayer
+        output_shape : tuple of int
+            Per-sample shape of the branch's output.
+        join_at : int or None
+            Index in ``runtime`` of the layer that receives the joined input
+            (``len(runtime)``: the output is joined); None without a join.
+        own_width : int
+            Number of the branch's own values at the join (0 without one).
+        """
+
+        def where(i):
+            return f"Branch {name!r}, layer {i} ({type(specs[i]).__name__})"
+
+        join = self._join_position(b, name, specs)
+        shape = (n_cols,)
+        runtime = []
+        join_at, own_width = None, 0
+        for i, spec in enumerate(specs):
+            if i == join:
+                join_at, own_width = len(runtime), self._check_join_shape(b, i, shape)
+                shape = (own_width + self.branch_widths[b - 1],)
+            if isinstance(spec, L.ConcatPrevious):
+                continue
+            try:
+                layer = build_layer(spec, shape, where(i))
+            except ValueError as exc:
+                if join_at == len(runtime):  # this layer reads the joined input
+                    reason = str(exc).removeprefix(f"{where(i)}: ")
+                    raise ValueError(self._join_error(b, i, spec, own_width, reason)) from exc
+                raise
+            runtime.append(layer)
+            shape = layer.output_shape
+        if join is not None and join_at is None:
+            # A branch without layers: its columns and the previous output are its output.
+            join_at, own_width = 0, self._check_join_shape(b, 0, shape)
+            shape = (own_width + self.branch_widths[b - 1],)
+        return runtime, shape, join_at, own_width
+
+    def _join_position(self, b, name, specs):
+        """Index in ``specs`` where the previous branch's output joins branch ``b``.
+
+        The position of the :class:`~fastgd.layers.ConcatPrevious` marker, 0
+        without one (the branch's input), None when nothing joins (the first
+        branch, or a fusion other than ``"serial"``).
+        """
+        markers = [i for i, spec in enumerate(specs) if isinstance(spec, L.ConcatPrevious)]
+        if markers and not self.serial:
+            raise ValueError(
+                f"Branch {name!r}, layer {markers[0]} (ConcatPrevious): it marks where the "
+                "previous branch's output joins a branch, which only happens with "
+                f"fusion='serial' (this network uses fusion={self.fusion!r}); remove it."
+            )
+        if markers and b == 0:
+            raise ValueError(
+                f"Branch {name!r}, layer {markers[0]} (ConcatPrevious): the first branch of "
+                "a serial chain has no previous branch to read; remove the marker (or "
+                "reorder the branches)."
+            )
+        if len(markers) > 1:
+            raise ValueError(
+                f"Branch {name!r}: ConcatPrevious appears {len(markers)} times (layers "
+                f"{markers}); the previous branch's output joins a branch once."
+            )
+        if not self.serial or b == 0:
+            return None
+        return markers[0] if markers else 0
+
+    def _check_join_shape(self, b, i, shape):
+        """Number of values at the join of branch ``b`` before its layer ``i`` (flat only)."""
+        if len(shape) == 1:
+            return int(shape[0])
+        raise ValueError(
+            f"Branch {self.branch_names[b]!r}, layer {i} (ConcatPrevious): the output of "
+            f"branch {self.branch_names[b - 1]!r} can only be concatenated to flat values, "
+            f"but the values there have shape {tuple(int(d) for d in shape)} per sample; "
+            "put Flatten() before ConcatPrevious()."
+        )
+
+    def _join_error(self, b, i, spec, own_width, reason):
+        """Message for a layer that cannot read the joined input of branch ``b``."""
+        return (
+            f"Branch {self.branch_names[b]!r} (fusion='serial'): layer {i} "
+            f"({type(spec).__name__}) cannot take the output of branch "
+            f"{self.branch_names[b - 1]!r} ({self.branch_widths[b - 1]} values) concatenated "
+            f"to its own {own_width} input values: {reason} Put "
+            "fastgd.layers.ConcatPrevious() in the branch's layers where a flat input can "
+            "take the extra values, for example after Flatten() and before a Dense layer."
+        )
+
+    def _plan_branch_gradients(self):
+        """Which branch layers compute an input gradient, and where backward stops.
+
+        ``upstream_trainable[b]``: branch b's output depends on trainable
+        parameters (its own or, with "serial", those of an earlier branch).
+        ``branch_need_dx[b][i]``: layer i of branch b must return the gradient
+        of its input. ``backward_stop[b]``: the lowest layer index the
+        backward pass of branch b reaches, or None if it has nothing to do.
+        """
+        self.upstream_trainable = []
+        self.branch_need_dx = []
+        self.backward_stop = []
+        for b, layers in enumerate(self.branch_layers):
+            first = self.first_trainable[b]
+            join = self.join_at[b]
+            chained = join is not None and self.upstream_trainable[b - 1]
+            self.upstream_trainable.append(self.branch_trainable[b] or chained)
+            self.branch_need_dx.append(
+                [i > first or (chained and i >= join) for i in range(len(layers))]
+            )
+            stops = ([first] if self.branch_trainable[b] else []) + ([join] if chained else [])
+            self.backward_stop.append(min(stops) if stops else None)
+        # Does the head's input need a gradient?
+        self.any_branch_trainable = (
+            self.upstream_trainable[-1] if self.serial else any(self.upstream_trainable)
+        )
 
     def blas_limits(self):
         """Context manager for the passes of this network: single-threaded BLAS
@@ -321,7 +463,10 @@ class Network:
         for layer in self._all_layers():
             total += layer.activation_size
         if self.use_concat:
-            total += int(self.offsets[-1])
+            total += self.fused_width
+        for b, join in enumerate(self.join_at):
+            if join is not None:
+                total += self.join_own_widths[b] + self.branch_widths[b - 1]
         return total
 
     def predict_chunk_size(self, n_samples, minimum=16):
@@ -351,8 +496,8 @@ class Network:
         for b, layers in enumerate(self.branch_layers):
             states = []
             for i, layer in enumerate(layers):
-                # The first trainable layer's input is data: no gradient needed.
-                need_dx = training and i > self.first_trainable[b]
+                # Data needs no gradient: only inputs downstream of a trainable layer do.
+                need_dx = training and self.branch_need_dx[b][i]
                 st = layer.make_state(capacity, dt, training, need_dx)
                 if hasattr(st, "rng"):
                     st.rng = rng
@@ -385,11 +530,8 @@ class Network:
             for b, layer in enumerate(self.late_layers)
         ]
         single = self.n_branches == 1
-        ws.fused = (
-            np.empty((capacity, int(self.offsets[-1])), dtype=dt)
-            if self.use_concat and not single
-            else None
-        )
+        concatenates = self.use_concat and not single and not self.serial
+        ws.fused = np.empty((capacity, self.fused_width), dtype=dt) if concatenates else None
         ws.scores = np.empty((capacity, self.n_outputs), dtype=dt) if self.use_late else None
         ws.tmp = np.empty((capacity, self.n_outputs), dtype=dt) if self.use_late else None
         ws.dscores = np.empty((capacity, self.n_outputs), dtype=dt) if training else None
@@ -397,7 +539,7 @@ class Network:
             ws.dlate = [np.empty((capacity, self.n_outputs), dtype=dt) for _ in self.late_layers]
             # A contiguous buffer for each branch's output gradient when it
             # cannot be a view of another buffer.
-            needs_own = (self.use_concat and not single) or self.fusion == "hybrid"
+            needs_own = concatenates or self.fusion == "hybrid"
             ws.dbranch = [
                 np.empty((capacity, w), dtype=dt)
                 if needs_own and self.branch_trainable[b]
@@ -405,7 +547,32 @@ class Network:
                 for b, w in enumerate(self.branch_widths)
             ]
         ws.branch_out = [None] * self.n_branches
+        self._make_join_buffers(ws, capacity, training)
         return ws
+
+    def _make_join_buffers(self, ws, capacity, training):
+        """Buffers of the serial joins: the joined values and their gradient's two parts."""
+        ws.joined, ws.dprevious, ws.djoined_own = [], [], []
+        for b, join in enumerate(self.join_at):
+            own = self.join_own_widths[b]
+            joins = join is not None
+            ws.joined.append(
+                np.empty((capacity, own + self.branch_widths[b - 1]), dtype=self.dtype)
+                if joins
+                else None
+            )
+            # The previous branch's part, when the chain before it is trainable.
+            previous_needed = training and joins and self.upstream_trainable[b - 1]
+            ws.dprevious.append(
+                np.empty((capacity, self.branch_widths[b - 1]), dtype=self.dtype)
+                if previous_needed
+                else None
+            )
+            # The branch's own part, when a trainable layer of the branch precedes the join.
+            own_needed = training and joins and self.first_trainable[b] < join
+            ws.djoined_own.append(
+                np.empty((capacity, own), dtype=self.dtype) if own_needed else None
+            )
 
     # -------------------------------------------------------------- passes
     def forward(self, inputs, ws, n, training):
@@ -415,15 +582,14 @@ class Network:
         """
         flat_outs = []
         for b in range(self.n_branches):
-            X = inputs[b]
-            for layer, st in zip(self.branch_layers[b], ws.branch_states[b], strict=False):
-                X = layer.forward(X, st, n, training)
+            X = self._branch_forward(b, inputs[b], ws, n, training)
             ws.branch_out[b] = X
             flat_outs.append(X.reshape(n, self.branch_widths[b]))
         out = None
         if self.use_concat:
             if ws.fused is None:
-                Z = flat_outs[0]
+                # The only branch, or the end of the serial chain.
+                Z = flat_outs[-1]
             else:
                 Z = ws.fused[:n]
                 for b, F in enumerate(flat_outs):
@@ -490,7 +656,10 @@ class Network:
                 reversed(self.head_layers), reversed(ws.head_states), strict=False
             ):
                 d = layer.backward(d, st, n)
-            if self.any_branch_trainable:
+            if self.serial:
+                if self.any_branch_trainable:
+                    dbranch[-1] = d
+            elif self.any_branch_trainable:
                 for b in range(self.n_branches):
                     if not self.branch_trainable[b]:
                         continue
@@ -506,14 +675,64 @@ class Network:
                     else:
                         np.add(dbranch[b], part, out=buf)
                     dbranch[b] = buf
-        for b in range(self.n_branches):
-            if not self.branch_trainable[b]:
-                continue
-            d = dbranch[b].reshape((n,) + self.branch_shapes[b])
-            layers = self.branch_layers[b]
-            states = ws.branch_states[b]
-            for i in range(len(layers) - 1, self.first_trainable[b] - 1, -1):
-                d = layers[i].backward(d, states[i], n)
+        # A serial chain runs back from its last branch: each branch hands the
+        # gradient of the previous branch's output on to it.
+        order = range(self.n_branches - 1, -1, -1) if self.serial else range(self.n_branches)
+        for b in order:
+            if dbranch[b] is not None and self.backward_stop[b] is not None:
+                self._branch_backward(b, dbranch[b], ws, n, dbranch)
+
+    def _branch_forward(self, b, X, ws, n, training):
+        """Output of branch ``b`` for its input columns ``X`` (joining the previous output)."""
+        layers, states = self.branch_layers[b], ws.branch_states[b]
+        join = self.join_at[b]
+        for i, (layer, st) in enumerate(zip(layers, states, strict=True)):
+            if i == join:
+                X = self._join(b, X, ws, n)
+            X = layer.forward(X, st, n, training)
+        if join == len(layers):
+            X = self._join(b, X, ws, n)
+        return X
+
+    def _join(self, b, X, ws, n):
+        """``[X, previous branch's output]`` of ``n`` samples, in branch b's join buffer."""
+        joined = ws.joined[b][:n]
+        own = self.join_own_widths[b]
+        joined[:, :own] = X.reshape(n, own)
+        joined[:, own:] = ws.branch_out[b - 1].reshape(n, -1)
+        return joined
+
+    def _branch_backward(self, b, d, ws, n, dbranch):
+        """Backward pass of branch ``b`` from the gradient ``d`` of its output.
+
+        At a serial join, the gradient of the previous branch's output goes to
+        ``dbranch[b - 1]`` and the branch's own part continues down.
+        """
+        layers, states = self.branch_layers[b], ws.branch_states[b]
+        join, stop = self.join_at[b], self.backward_stop[b]
+        d = d.reshape((n,) + self.branch_shapes[b])
+        i = len(layers)
+        while True:
+            if i == join and d is not None:
+                d = self._split_join_gradient(b, d, ws, n, dbranch)
+            if i == stop:
+                return
+            i -= 1
+            d = layers[i].backward(d, states[i], n)
+
+    def _split_join_gradient(self, b, d, ws, n, dbranch):
+        """Gradient of branch b's own values at its join (None if unused); the rest to b - 1."""
+        own = self.join_own_widths[b]
+        d = d.reshape(n, own + self.branch_widths[b - 1])
+        if ws.dprevious[b] is not None:
+            dprevious = ws.dprevious[b][:n]
+            np.copyto(dprevious, d[:, own:])
+            dbranch[b - 1] = dprevious
+        if ws.djoined_own[b] is None:
+            return None
+        down = ws.djoined_own[b][:n]
+        np.copyto(down, d[:, :own])
+        return down
 
     # ------------------------------------------------------------ inference
     def gather_sources(self, X, columns, materialize=True):
