@@ -4,11 +4,11 @@ import numbers
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import validate_data
 
 from fastgd._network_estimator import NetworkEstimator
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.layers import Dense, Layer
 
 __all__ = ["FusionClassifier"]
@@ -329,7 +329,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         n_features = X.shape[1]
         classes = self._check_classes(y, classes, incremental, continuing)
         y_index = np.searchsorted(classes, y).astype(np.int64)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=dtype, ensure_non_negative=True
         )
 

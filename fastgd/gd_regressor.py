@@ -5,18 +5,13 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _assert_all_finite,
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
 from fastgd._kernels.runtime import codes
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.exceptions import DivergenceError
 
 
@@ -311,11 +306,11 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             ensure_all_finite=False,
             reset=reset,
         )
-        _assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
+        assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
         if not reset and X.dtype != self.coef_.dtype:
             X = X.astype(self.coef_.dtype)
         y = np.ascontiguousarray(y, dtype=X.dtype)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True
         )
         return X, y, np.ascontiguousarray(sample_weight)
@@ -354,7 +349,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     def _check_finite_features(self, X):
         """Raise scikit-learn's ValueError if X holds NaN or infinity."""
-        _assert_all_finite(
+        assert_all_finite(
             X.data if sp.issparse(X) else X, input_name="X", estimator_name=type(self).__name__
         )
 

@@ -4,9 +4,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -17,6 +15,7 @@ from fastgd._engine.network import MaskedRegressionLoss
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
 from fastgd._network_estimator import NetworkEstimator
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.layers import Dense
 
 __all__ = ["MultiTaskRegressor"]
@@ -609,7 +608,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         check_consistent_length(X, y)
         n_tasks = y.shape[1]
         labelled = ~np.isnan(y)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
         # Every label present, all weights equal: the common case, with fast
@@ -785,7 +784,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         if y_true.shape[1] != self.n_tasks_:
             raise ValueError(f"y has {y_true.shape[1]} tasks but the model has {self.n_tasks_}.")
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, pred.reshape(n_samples, -1))
+            sample_weight = check_sample_weight(sample_weight, pred.reshape(n_samples, -1))
         return _masked_r2(y_true, pred.reshape(n_samples, -1), sample_weight)
 
     def score(self, X, y, sample_weight=None):
