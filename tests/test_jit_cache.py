@@ -378,3 +378,56 @@ def test_concurrent_saves_of_two_signatures_keep_the_cache_consistent(tmp_path):
     for name in ("read-a", "read-b", "data-a", "data-b"):
         assert (tmp_path / name).exists(), name
     _finish(_run_code(RACE_CHECK, [tmp_path], env), timeout=300)
+
+
+# ------------------------------------------------------------ the lock itself
+def test_compile_lock_is_exclusive_across_processes_and_reentrant(tmp_path, monkeypatch):
+    import filelock
+
+    from fastgd._kernels.runtime import numba_setup, tuning
+
+    monkeypatch.setattr(tuning, "COMPILE_LOCK_TIMEOUT_SECONDS", 0.05)
+    path = str(tmp_path / "kernel.lock")
+    # Another lock object on the same file stands for another process: flock
+    # locks of separate open files exclude each other even in one process.
+    other = filelock.FileLock(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a timeout here would warn
+        with numba_setup._compile_lock(path, "kernel"):
+            with numba_setup._compile_lock(path, "kernel"):  # a recursive kernel
+                with pytest.raises(filelock.Timeout):
+                    other.acquire(timeout=0)
+            with pytest.raises(filelock.Timeout):  # still held by the outer level
+                other.acquire(timeout=0)
+    other.acquire(timeout=0)  # released
+    other.release()
+
+
+def test_compile_lock_held_too_long_elsewhere_warns_and_compiles(tmp_path, monkeypatch):
+    import filelock
+
+    from fastgd._kernels.runtime import numba_setup, tuning
+
+    monkeypatch.setattr(tuning, "COMPILE_LOCK_TIMEOUT_SECONDS", 0.05)
+    path = str(tmp_path / "kernel.lock")
+    ran = []
+    with filelock.FileLock(path):  # a hung process holds the lock
+        started = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="compiling the Numba kernel kernel for 0.05 s"):
+            with numba_setup._compile_lock(path, "kernel"):
+                ran.append(True)
+        assert time.monotonic() - started < 5
+    assert ran == [True]
+
+
+def test_compile_lock_without_a_lock_file_compiles_unlocked(tmp_path):
+    from fastgd._kernels.runtime import numba_setup
+
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    ran = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with numba_setup._compile_lock(str(not_a_directory / "kernel.lock"), "kernel"):
+            ran.append(True)
+    assert ran == [True]
