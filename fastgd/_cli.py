@@ -208,7 +208,7 @@ def demo(out=None):
     print(f"\nDemo finished in {time.perf_counter() - started:.1f} s.", file=out)
 
 
-def compile_command(estimators=None, list_kernels=False, out=None):
+def compile_command(estimators=None, out=None):
     """``fastgd compile``: compile every Numba kernel and say what and how long."""
     from fastgd._compile import compile_kernels
 
@@ -216,17 +216,28 @@ def compile_command(estimators=None, list_kernels=False, out=None):
     which = ", ".join(estimators) if estimators else "every estimator"
     print(f"Compiling fastgd's Numba kernels for float32 and float64 ({which})...", file=out)
     report = compile_kernels(estimators=estimators, verbose=True, out=out)
-    if list_kernels:
-        print(f"  {'kernel':<48} {'signatures':>10} {'compiled':>9} {'loaded':>7}", file=out)
-        for name, counts in report["kernels"].items():
-            print(
-                f"  {name:<48} {counts['signatures']:>10} {counts['compiled']:>9} "
-                f"{counts['loaded']:>7}",
-                file=out,
-            )
     print(
         f"{len(report['kernels'])} kernels: {report['compiled']} signatures compiled, "
         f"{report['loaded']} loaded from the cache, in {report['seconds']:.1f} s.",
+        file=out,
+    )
+    print(f"Cache: {report['cache_dir']}", file=out)
+    return report
+
+
+def list_command(out=None):
+    """``fastgd compile --list``: every kernel and what the cache holds, compiling nothing."""
+    from fastgd._compile import list_kernels
+
+    out = sys.stdout if out is None else out
+    report = list_kernels()
+    print(f"  {'kernel':<56} {'signatures in the cache':>23}", file=out)
+    for name, count in report["kernels"].items():
+        print(f"  {name:<56} {'?' if count is None else count:>23}", file=out)
+    cached = [count for count in report["kernels"].values() if count]
+    print(
+        f"{len(report['kernels'])} kernels, {len(cached)} with machine code in the cache "
+        f"({sum(cached)} signatures); `fastgd compile` compiles what the estimators use.",
         file=out,
     )
     print(f"Cache: {report['cache_dir']}", file=out)
@@ -245,14 +256,17 @@ def main(argv=None):
         "it in Numba's on-disk cache (NUMBA_CACHE_DIR if set), so that later processes "
         "(parallel grid searches, Dask workers) load it instead of compiling.",
     )
-    compile_parser.add_argument(
+    what = compile_parser.add_mutually_exclusive_group()
+    what.add_argument(
         "--estimator",
         action="append",
         choices=["GDRegressor", "FusionClassifier", "MultiTaskRegressor"],
         help="only the kernels of this estimator (repeat for several; default: all)",
     )
-    compile_parser.add_argument(
-        "--list", action="store_true", help="list every kernel and its signatures"
+    what.add_argument(
+        "--list",
+        action="store_true",
+        help="list every kernel and the signatures Numba's cache holds for it; compile nothing",
     )
     bench_parser = commands.add_parser(
         "bench",
@@ -281,6 +295,8 @@ def main(argv=None):
         return 0 if report is not None else 1
     if args.command == "demo":
         demo()
+    elif args.command == "compile" and args.list:
+        list_command()
     elif args.command == "compile":
-        compile_command(args.estimator, list_kernels=args.list)
+        compile_command(args.estimator)
     return 0
