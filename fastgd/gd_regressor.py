@@ -9,6 +9,7 @@ from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from fastgd._callback_support import CallbackSupport, reports_to_callbacks
 from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
 from fastgd._kernels.runtime import codes
 from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
@@ -23,7 +24,7 @@ def _cython_available():
     return True
 
 
-class GDRegressor(RegressorMixin, BaseEstimator):
+class GDRegressor(CallbackSupport, RegressorMixin, BaseEstimator):
     """Linear regression trained by compiled gradient descent.
 
     A drop-in replacement for :class:`sklearn.linear_model.SGDRegressor`:
@@ -404,6 +405,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- training
 
+    @reports_to_callbacks
     def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None, eval_set=None):
         """Fit the linear model by gradient descent.
 
@@ -469,6 +471,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self._publish(state, config)
         return self
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Run one epoch over (X, y), continuing from the current state.
 

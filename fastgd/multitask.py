@@ -11,6 +11,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from fastgd._callback_support import reports_to_callbacks
 from fastgd._engine.network import MaskedRegressionLoss
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
@@ -546,6 +547,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         )
 
     # -------------------------------------------------------------- fit
+    @reports_to_callbacks
     def fit(self, X, y, sample_weight=None):
         """Train the network on (X, y).
 
@@ -571,6 +573,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on (X, y), continuing from the current state.
 
