@@ -4,7 +4,8 @@
 and prints each score and fit time next to the scikit-learn counterpart.
 ``fastgd compile`` compiles every Numba kernel ahead of time (into Numba's
 on-disk cache), so that no later process pays for compilation.
-``fastgd bench`` runs the head-to-head benchmark suite of a source checkout.
+``fastgd bench`` measures fastgd against scikit-learn (and PyTorch when
+installed) on this machine.
 """
 
 import argparse
@@ -270,7 +271,7 @@ def main(argv=None):
     )
     bench_parser = commands.add_parser(
         "bench",
-        help="run the head-to-head benchmark suite (from a source checkout)",
+        help="measure fastgd against scikit-learn (and PyTorch when installed)",
         description="Measure fastgd against scikit-learn (and PyTorch when installed) in one "
         "run and print tables of times and ratios (ratio > 1: fastgd is faster).",
     )
@@ -287,7 +288,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.command == "bench":
-        from fastgd._bench import run_bench
+        from fastgd.benchmarks.runner import run_bench
 
         report = run_bench(
             quick=args.quick, json_path=args.json, plot_path=args.plot, only=args.only
