@@ -108,10 +108,10 @@ def test_gd_ratio_labels():
     ]
 
 
+@pytest.mark.slow
 def test_demo_runs_from_any_folder(tmp_path):
     import re
     import subprocess
-    import sys
 
     completed = subprocess.run(
         [sys.executable, "-m", "fastgd", "demo"],
@@ -126,8 +126,66 @@ def test_demo_runs_from_any_folder(tmp_path):
         assert f"fastgd.{name}" in out
     for counterpart in ("SGDRegressor", "MLPClassifier", "RidgeCV"):
         assert counterpart in out
+    assert "Every library runs on 1 thread" in out
+    assert "fastgd.GDRegressor ran on the Cython backend" in out
+    assert "fastgd.FusionClassifier ran on Numba kernels" in out
+    assert "fastgd.MultiTaskRegressor ran on Numba kernels" in out
     accuracies = [float(a) for a in re.findall(r"acc (\d\.\d+)", out)]
     assert len(accuracies) == 2 and min(accuracies) > 0.9, accuracies
     r2 = [float(v) for v in re.findall(r"R² +(-?\d\.\d+)", out)]
     assert len(r2) == 4 and min(r2[:2]) > 0.3, r2  # diabetes, both libraries
     assert "Demo finished" in out
+
+
+def test_demo_thread_budget_holds_for_every_library_and_is_restored():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from fastgd._demo import thread_budget
+
+    before = numba.get_num_threads()
+    with thread_budget(1):
+        assert numba.get_num_threads() == 1
+        assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+    assert numba.get_num_threads() == before
+
+
+def test_demo_names_the_backend_of_gd_regressor(monkeypatch):
+    from fastgd import GDRegressor, _demo, gd_regressor
+
+    assert _demo.gd_regressor_backend(GDRegressor(backend="numba")) == "numba"
+    monkeypatch.setattr(gd_regressor, "_cython_available", lambda: False)
+    assert _demo.gd_regressor_backend(GDRegressor()) == "numba"
+    assert "Cython extension is not built" in _demo._describe_backend("numba")
+    monkeypatch.setattr(gd_regressor, "_cython_available", lambda: True)
+    assert _demo.gd_regressor_backend(GDRegressor()) == "cython"
+
+
+def test_version_names_the_package_folder(capsys):
+    import os
+
+    import fastgd
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    expected = f"fastgd {fastgd.__version__} ({os.path.dirname(fastgd.__file__)})"
+    assert capsys.readouterr().out.strip() == expected
+
+
+def test_python_m_fastgd_prefers_an_installed_copy_to_the_current_folder(tmp_path, monkeypatch):
+    import os
+
+    from fastgd import __main__ as entry
+
+    running_root = os.path.dirname(os.path.dirname(os.path.abspath(entry.__file__)))
+    installed = tmp_path / "site-packages" / "fastgd"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(entry, "installed_package_dir", lambda: str(installed))
+    monkeypatch.chdir(running_root)  # the running copy is the current folder's
+    assert entry.shadowed_installation() == str(installed)
+    monkeypatch.chdir(tmp_path)  # elsewhere: sys.path does not start with that copy
+    assert entry.shadowed_installation() is None
+    monkeypatch.chdir(running_root)
+    monkeypatch.setattr(entry, "installed_package_dir", lambda: None)  # editable or none
+    assert entry.shadowed_installation() is None
