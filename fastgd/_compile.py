@@ -108,10 +108,8 @@ def _fusion_models(dtype):
 
 def _multitask_models(dtype):
     """MultiTaskRegressor fits: every label present, missing labels, Huber."""
-    try:
-        from fastgd import MultiTaskRegressor
-    except ImportError:  # pragma: no cover - an older fastgd
-        return
+    from fastgd import MultiTaskRegressor
+
     rng = np.random.RandomState(0)
     X = rng.standard_normal((40, 4)).astype(dtype)
     Y = (X @ rng.standard_normal((4, 2))).astype(dtype)

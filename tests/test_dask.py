@@ -22,12 +22,8 @@ joblib = pytest.importorskip("joblib")
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 
-import fastgd  # noqa: E402
 from fastgd import FusionClassifier, GDRegressor  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
-
-HAS_MULTITASK = hasattr(fastgd, "MultiTaskRegressor")
-needs_multitask = pytest.mark.skipif(not HAS_MULTITASK, reason="no MultiTaskRegressor")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +126,7 @@ def _score_columns(search):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_grid_search_on_the_cluster_matches_a_serial_search(client, name):
@@ -176,9 +172,7 @@ def _randomized_search(name, **kwargs):
         return search.fit(X, y)
 
 
-@pytest.mark.parametrize(
-    "name", ["FusionClassifier", pytest.param("MultiTaskRegressor", marks=needs_multitask)]
-)
+@pytest.mark.parametrize("name", ["FusionClassifier", "MultiTaskRegressor"])
 def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
     serial = _randomized_search(name, n_jobs=1)
     with distributed.get_task_stream(client) as tasks:
@@ -268,7 +262,6 @@ def test_incremental_fusion_classifier(client):
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
-@needs_multitask
 def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client):
     # dask-ml's Incremental hands partial_fit the partitions of a dask
     # DataFrame y as values (a 2-D Dask array's blocks go by key, below).
@@ -283,7 +276,6 @@ def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
-@needs_multitask
 def test_incremental_multitask_regressor_with_a_2d_dask_array_is_explained(client):
     # dask_ml/_partial.py names y's block (y_name, i), but a 2-D array's blocks
     # are (y_name, i, 0): partial_fit receives the key itself.
@@ -302,7 +294,7 @@ def _partial_fit_chunk(model, X, y, kwargs):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_partial_fit_moving_between_workers_continues_exactly(client, name):
@@ -351,7 +343,7 @@ def _fitted(name, n):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_fitted_estimators_pickle_small(name):
@@ -373,7 +365,7 @@ def test_fitted_estimators_pickle_small(name):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_partial_fit_continues_after_a_pickle_round_trip(name):

@@ -27,10 +27,7 @@ import warnings
 import numpy as np
 import pytest
 
-import fastgd
-
 N_PROCESSES = 8
-HAS_MULTITASK = hasattr(fastgd, "MultiTaskRegressor")
 
 # One worker: import everything, say so, wait for the start signal, fit,
 # save the predictions and Numba's cache counters of fastgd's kernels.
@@ -86,7 +83,7 @@ def fit_all(dtypes):
     dict of str -> ndarray
         Predictions (probabilities for the classifier) keyed by model and dtype.
     """
-    from fastgd import FusionClassifier, GDRegressor
+    from fastgd import FusionClassifier, GDRegressor, MultiTaskRegressor
     from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape
 
     X, y, Xf, labels, Y = _problems()
@@ -98,13 +95,10 @@ def fit_all(dtypes):
         results[f"sgd_numba_{name}"] = sgd.fit(Xd, yd).predict(Xd)
         minibatch = GDRegressor(batch_size=32, max_iter=3, tol=None, random_state=0)
         results[f"minibatch_{name}"] = minibatch.fit(Xd, yd).predict(Xd)
-        if HAS_MULTITASK:
-            from fastgd import MultiTaskRegressor
-
-            multitask = MultiTaskRegressor(
-                hidden_layer_sizes=(4,), max_iter=2, batch_size=16, dtype=dtype, random_state=0
-            )
-            results[f"multitask_{name}"] = multitask.fit(Xd, Y.astype(dtype)).predict(Xd)
+        multitask = MultiTaskRegressor(
+            hidden_layer_sizes=(4,), max_iter=2, batch_size=16, dtype=dtype, random_state=0
+        )
+        results[f"multitask_{name}"] = multitask.fit(Xd, Y.astype(dtype)).predict(Xd)
         if dtype == np.float32:  # the classifier's default; its conv kernels compile slowly
             fusion = FusionClassifier(
                 branches=[

@@ -14,7 +14,7 @@ The parameters live in one flat buffer ``params = [w₀ … w_{d−1}, b]``.
 Rows of a batch are split into fixed chunks of ``CHUNK_ROWS`` rows; each
 chunk writes its own partial gradient, and the partials are summed in chunk
 order. Large batches run their chunks in parallel (small ones on one thread,
-see :data:`~fastgd._kernels.runtime.numba_setup.PARALLEL_MIN_WORK`; mini-batch
+see :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`; mini-batch
 epochs can also share their chunks between two threads, see
 :mod:`fastgd._kernels.linear.minibatch_two_threads`); the result does not depend on the
 number of threads.

@@ -2,8 +2,9 @@
 
 Kernels receive options as small integers rather than strings so that the
 compiled loops never touch Python objects. The Cython module ``_sgd_fast``
-declares the same numbers in an enum; ``tests/test_codes.py`` checks that the
-two agree.
+declares the same numbers in an enum;
+``tests/test_linear_kernels.py::test_cython_codes_match_python_codes`` checks
+that the two agree.
 """
 
 # Regression losses (``loss`` parameter of GDRegressor).
