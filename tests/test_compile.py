@@ -59,6 +59,7 @@ def _run(argument, cache_dir):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     cache_dir = tmp_path / "numba-cache"
     first = _run("compile", cache_dir)
@@ -86,6 +87,7 @@ def _signatures():
     return {name: set(d.signatures) for name, d in _kernel_dispatchers()}
 
 
+@pytest.mark.slow
 def test_compile_kernels_covers_what_the_estimators_use():
     # After compile_kernels(), fitting the usual models of every estimator
     # needs no signature it has not compiled (or loaded) already.

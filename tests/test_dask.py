@@ -121,6 +121,7 @@ def _score_columns(search):
 
 
 # ------------------------------------------------------------ grid search
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
@@ -172,6 +173,7 @@ def _randomized_search(name, **kwargs):
         return search.fit(X, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["FusionClassifier", "MultiTaskRegressor"])
 def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
     serial = _randomized_search(name, n_jobs=1)
@@ -195,6 +197,7 @@ def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
     assert np.ptp(serial.cv_results_["mean_test_score"]) > 0
 
 
+@pytest.mark.slow
 def test_workers_load_the_kernels_instead_of_compiling(client):
     # The serial searches above compiled (or loaded) every kernel these
     # models need into the on-disk cache; the workers share that cache.
@@ -238,6 +241,7 @@ def _incremental(estimator, X, y, chunk, worker=None, **kwargs):
     return incremental.estimator_
 
 
+@pytest.mark.slow
 def test_incremental_gd_regressor(client):
     X, y = regression_data(200)
     model = GDRegressor(random_state=0, learning_rate="constant", eta0=0.01)
@@ -249,6 +253,7 @@ def test_incremental_gd_regressor(client):
     assert got.score(X, y) > 0.9
 
 
+@pytest.mark.slow
 def test_incremental_fusion_classifier(client):
     # Pinned to one worker (the model stays in its memory from chunk to chunk);
     # test_partial_fit_moving_between_workers_continues_exactly moves it.
@@ -262,6 +267,7 @@ def test_incremental_fusion_classifier(client):
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
+@pytest.mark.slow
 def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client):
     # dask-ml's Incremental hands partial_fit the partitions of a dask
     # DataFrame y as values (a 2-D Dask array's blocks go by key, below).
@@ -276,6 +282,7 @@ def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
+@pytest.mark.slow
 def test_incremental_multitask_regressor_with_a_2d_dask_array_is_explained(client):
     # dask_ml/_partial.py names y's block (y_name, i), but a 2-D array's blocks
     # are (y_name, i, 0): partial_fit receives the key itself.
@@ -289,6 +296,7 @@ def _partial_fit_chunk(model, X, y, kwargs):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [

@@ -192,6 +192,7 @@ def _check_results(path, reference):
             np.testing.assert_allclose(got[key], expected, rtol=rtol, atol=rtol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_parallel_first_use_of_an_empty_cache(tmp_path, reference):
     cache_dir = tmp_path / "numba-cache"
     workdir = tmp_path / "work"
@@ -362,6 +363,7 @@ def _run_code(code, args, env, timeout=300):
     return process
 
 
+@pytest.mark.slow
 def test_concurrent_saves_of_two_signatures_keep_the_cache_consistent(tmp_path):
     (tmp_path / "racy_kernel.py").write_text(RACY_KERNEL)
     env = _worker_env(tmp_path / "numba-cache")
