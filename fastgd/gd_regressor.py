@@ -5,18 +5,14 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _assert_all_finite,
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from fastgd._callback_support import CallbackSupport, reports_to_callbacks
 from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
 from fastgd._kernels.runtime import codes
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.exceptions import DivergenceError
 
 
@@ -28,7 +24,7 @@ def _cython_available():
     return True
 
 
-class GDRegressor(RegressorMixin, BaseEstimator):
+class GDRegressor(CallbackSupport, RegressorMixin, BaseEstimator):
     """Linear regression trained by compiled gradient descent.
 
     A drop-in replacement for :class:`sklearn.linear_model.SGDRegressor`:
@@ -311,11 +307,11 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             ensure_all_finite=False,
             reset=reset,
         )
-        _assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
+        assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
         if not reset and X.dtype != self.coef_.dtype:
             X = X.astype(self.coef_.dtype)
         y = np.ascontiguousarray(y, dtype=X.dtype)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True
         )
         return X, y, np.ascontiguousarray(sample_weight)
@@ -354,7 +350,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     def _check_finite_features(self, X):
         """Raise scikit-learn's ValueError if X holds NaN or infinity."""
-        _assert_all_finite(
+        assert_all_finite(
             X.data if sp.issparse(X) else X, input_name="X", estimator_name=type(self).__name__
         )
 
@@ -409,6 +405,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- training
 
+    @reports_to_callbacks
     def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None, eval_set=None):
         """Fit the linear model by gradient descent.
 
@@ -474,6 +471,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self._publish(state, config)
         return self
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Run one epoch over (X, y), continuing from the current state.
 
