@@ -144,7 +144,7 @@ def test_huber_resists_outliers():
         dict(),
         dict(penalty="elasticnet", l1_ratio=0.5, alpha=0.01),
         dict(optimizer="adam", loss="huber", epsilon=5.0),
-        dict(average=10, learning_rate="optimal", alpha=0.1),
+        dict(average=10, loss="huber", epsilon=5.0, learning_rate="optimal", alpha=0.1),
     ],
 )
 def test_backends_give_the_same_model(diabetes, params):
@@ -351,7 +351,7 @@ def test_bad_training_data_is_rejected(diabetes, make_bad, message):
         (dict(learning_rate="cyclic"), "learning_rate"),
         (dict(backend="cuda"), "backend"),
         (dict(eta0=-1.0), "eta0"),
-        (dict(learning_rate="optimal", alpha=0.0), "alpha > 0"),
+        (dict(learning_rate="optimal", alpha=0.0), "alpha must be > 0"),
     ],
 )
 def test_bad_parameters_are_named(diabetes, params, message):

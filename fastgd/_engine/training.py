@@ -242,6 +242,7 @@ def run_epochs(
     callback_target=None,
     before_callbacks=None,
     learning_rate=None,
+    initial_loss=None,
 ):
     """Train epoch after epoch until the stopping rule or ``max_iter`` ends it.
 
@@ -282,6 +283,10 @@ def run_epochs(
         predict as of that epoch.
     learning_rate : callable ``() -> float``, optional
         Current learning rate, for the reports.
+    initial_loss : float, optional
+        Training objective of the model before this call's first epoch. A fit
+        that blows up within its first epoch is caught by it: that epoch's
+        loss may not exceed ``DIVERGENCE_GROWTH`` times it.
 
     Returns
     -------
@@ -303,7 +308,10 @@ def run_epochs(
             loss = train_epoch(epoch)
             n_epochs = epoch + 1
             curve = history.loss_curve
-            first_loss = curve[first_of_call] if len(curve) > first_of_call else math.inf
+            if len(curve) > first_of_call:
+                first_loss = curve[first_of_call]
+            else:
+                first_loss = math.inf if initial_loss is None else initial_loss
             check_divergence(loss, first_loss, n_epochs, divergence_hint)
             score = validation_score() if history.early_stopping else None
             improved = history.record(loss, score)
