@@ -1,22 +1,4 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs."""
-
-import statistics
-import subprocess
-import sys
-import time
-import tracemalloc
-
-
-def median_time(function, repeats=5, warmup=1):
-    """Median wall time of ``function()`` over ``repeats`` runs, after ``warmup`` runs."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+"""Timing helper of the pytest-benchmark suites (the others are in fastgd.benchmarks.timing)."""
 
 
 def warm_then_benchmark(benchmark, function):
@@ -27,45 +9,3 @@ def warm_then_benchmark(benchmark, function):
     """
     function()
     return benchmark(function)
-
-
-def interleaved_median_times(functions, repeats=5, warmup=1):
-    """Median times of several functions, run in turn, so machine noise hits all alike.
-
-    Parameters
-    ----------
-    functions : dict of name -> callable
-
-    Returns
-    -------
-    dict of name -> median seconds
-    """
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    samples = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def peak_python_memory(function):
-    """Peak memory (bytes) allocated through Python/NumPy while ``function()`` runs."""
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def fresh_process_time(code, repeats=5):
-    """Median wall time of ``python -c code`` in a new interpreter."""
-
-    def run():
-        subprocess.run([sys.executable, "-c", code], check=True)
-
-    return median_time(run, repeats=repeats, warmup=1)

@@ -1,8 +1,8 @@
 """pytest-benchmark suite: FusionClassifier against PyTorch (CPU) and scikit-learn's MLP.
 
 ``pytest bench/test_bench_fusion.py --benchmark-only [--bench-size full]``.
-Workloads, data and models are those of :mod:`bench.fusion` (which also
-measures them in one interleaved run: ``python -m bench.fusion``): the
+Workloads, data and models are those of :mod:`fastgd.benchmarks.fusion` (which also
+measures them in one interleaved run: ``python -m fastgd.benchmarks.fusion``): the
 reference multimodal model of the FusionClassifier issue and a 784-256-128-10
 MLP, one training epoch and predictions. ``full`` uses the issue's sizes
 (2,048 training samples, 10,000 predictions, 8,192 MLP samples); the default
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench._speedups import label
-from bench.fusion import (
+from fastgd.benchmarks.fusion import (
     N_CLASSES,
     TorchMLP,
     TorchMultimodal,

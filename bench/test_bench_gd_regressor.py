@@ -23,7 +23,8 @@ import pytest
 from sklearn.linear_model import SGDRegressor
 
 from bench._speedups import label
-from bench.gd_regressor import (
+from fastgd import GDRegressor
+from fastgd.benchmarks.gd_regressor import (
     COLD_START_FASTGD,
     COLD_START_SKLEARN,
     FULL_SIZE,
@@ -31,7 +32,6 @@ from bench.gd_regressor import (
     fit_quietly,
     make_problem,
 )
-from fastgd import GDRegressor
 
 ONE_EPOCH = dict(max_iter=1, tol=None, random_state=0)
 DTYPES = [np.float64, np.float32]

@@ -36,7 +36,6 @@ from sklearn.linear_model import SGDRegressor
 
 from bench._speedups import label
 from bench._timing import warm_then_benchmark
-from bench.gd_regressor import FULL_SIZE, QUICK_SIZE, make_problem
 from fastgd._engine.linear_epochs import per_sample_epoch as per_sample_epoch_of
 from fastgd._kernels.linear.arguments import (
     BatchRows,
@@ -47,6 +46,7 @@ from fastgd._kernels.linear.arguments import (
     VisitedRows,
 )
 from fastgd._kernels.runtime import codes
+from fastgd.benchmarks.gd_regressor import FULL_SIZE, QUICK_SIZE, make_problem
 
 DTYPES = [np.float64, np.float32]
 DTYPE_IDS = ["float64", "float32"]

@@ -11,14 +11,20 @@ default ``quick`` uses 20,000 samples): a ``partial_fit`` call each, after a
 first one that builds the model (and compiles fastgd's kernels). Every
 benchmark then checks the held-out R² of the model it trained, so a fast
 wrong model cannot win. For the ratio measured in one run with interleaved
-repetitions, use the table: ``python -m bench.multitask``.
+repetitions, use the table: ``python -m fastgd.benchmarks.multitask``.
 """
 
 import numpy as np
 import pytest
 
 from bench._speedups import label
-from bench.multitask import FULL_SIZE, QUICK_SIZE, fastgd_model, make_problem, sklearn_model
+from fastgd.benchmarks.multitask import (
+    FULL_SIZE,
+    QUICK_SIZE,
+    fastgd_model,
+    make_problem,
+    sklearn_model,
+)
 
 # Held-out R² each library must reach after its first epoch plus the timed
 # ones (measured, 100,000 samples, batch 200: about 0.8 for both).

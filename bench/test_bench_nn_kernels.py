@@ -4,7 +4,7 @@
 Every kernel is called directly, as :mod:`fastgd._engine.layers_runtime`,
 :mod:`fastgd._engine.network` and :mod:`fastgd._engine.network_training` call
 it, on float32 (the networks' default) and on the shapes of the reference
-models of :mod:`bench.fusion` (quick; ``full`` uses larger batches and
+models of :mod:`fastgd.benchmarks.fusion` (quick; ``full`` uses larger batches and
 layers). Each group holds the fastgd kernel and the same computation written
 the natural way in NumPy and in PyTorch (``torch.nn.functional`` without
 autograd for forward passes, ``torch.autograd.grad`` on a recorded graph for

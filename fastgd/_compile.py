@@ -14,13 +14,14 @@ kernels by hand would have to duplicate.
 """
 
 import importlib
+import os
 import pkgutil
 import time
 import warnings
 
 import numpy as np
 
-__all__ = ["compile_kernels"]
+__all__ = ["compile_kernels", "list_kernels"]
 
 DTYPES = (np.float32, np.float64)
 
@@ -107,10 +108,8 @@ def _fusion_models(dtype):
 
 def _multitask_models(dtype):
     """MultiTaskRegressor fits: every label present, missing labels, Huber."""
-    try:
-        from fastgd import MultiTaskRegressor
-    except ImportError:  # pragma: no cover - an older fastgd
-        return
+    from fastgd import MultiTaskRegressor
+
     rng = np.random.RandomState(0)
     X = rng.standard_normal((40, 4)).astype(dtype)
     Y = (X @ rng.standard_normal((4, 2))).astype(dtype)
@@ -180,6 +179,54 @@ def kernel_cache_counters():
     return counters
 
 
+def _cache_dir(dispatchers):
+    """The folder holding the on-disk cache of these dispatchers (their common parent)."""
+    paths = [d.stats.cache_path for d in dispatchers if d.stats.cache_path]
+    return os.path.commonpath(paths) if paths else None
+
+
+def cached_signature_count(dispatcher):
+    """How many compiled signatures of a kernel Numba's on-disk cache holds.
+
+    Reads the kernel's cache index as Numba does before compiling: an index
+    written for an older version of the kernel's source counts as empty.
+    Nothing is compiled.
+
+    Parameters
+    ----------
+    dispatcher : numba dispatcher
+
+    Returns
+    -------
+    count : int or None
+        None when the kernel is not cached on disk or its index is unreadable.
+    """
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None:  # caching disabled
+        return None
+    try:
+        return len(cache_file._load_index())
+    except Exception:  # an index of another Numba version, a broken file
+        return None
+
+
+def list_kernels():
+    """Every Numba kernel of fastgd and what Numba's cache holds for it, compiling nothing.
+
+    Returns
+    -------
+    report : dict
+        ``"kernels"``: ``kernel name -> signatures in the on-disk cache``
+        (None when unknown); ``"cache_dir"``: the folder under which the
+        cache lives (``NUMBA_CACHE_DIR`` if set, else beside the kernels).
+    """
+    dispatchers = _kernel_dispatchers()
+    return {
+        "kernels": {name: cached_signature_count(d) for name, d in dispatchers},
+        "cache_dir": _cache_dir([d for _, d in dispatchers]),
+    }
+
+
 def compile_kernels(estimators=None, verbose=False, out=None):
     """Compile every Numba kernel of fastgd for float32 and float64, and cache it.
 
@@ -204,8 +251,8 @@ def compile_kernels(estimators=None, verbose=False, out=None):
     Returns
     -------
     report : dict
-        ``"seconds"`` (wall time), ``"cache_dir"`` (where Numba keeps the
-        cache, or None when caching is off), ``"compiled"`` and ``"loaded"``
+        ``"seconds"`` (wall time), ``"cache_dir"`` (the folder under which
+        Numba keeps the cache, or None when caching is off), ``"compiled"`` and ``"loaded"``
         (signatures compiled now / loaded from the cache, summed over the
         kernels) and ``"kernels"``: for each kernel that has machine code,
         ``{"signatures": n, "compiled": c, "loaded": l}``.
@@ -239,12 +286,12 @@ def compile_kernels(estimators=None, verbose=False, out=None):
                 print(f"  {title}: {seconds:.1f} s", file=out)
     seconds = time.perf_counter() - started
 
-    kernels, cache_dir = {}, None
+    kernels, used = {}, []
     for name, dispatcher in _kernel_dispatchers():
         if not dispatcher.signatures:
             continue
         stats = dispatcher.stats
-        cache_dir = cache_dir or stats.cache_path
+        used.append(dispatcher)
         kernels[name] = {
             "signatures": len(dispatcher.signatures),
             "compiled": int(sum(stats.cache_misses.values())),
@@ -252,7 +299,7 @@ def compile_kernels(estimators=None, verbose=False, out=None):
         }
     return {
         "seconds": seconds,
-        "cache_dir": cache_dir,
+        "cache_dir": _cache_dir(used),
         "compiled": sum(k["compiled"] for k in kernels.values()),
         "loaded": sum(k["loaded"] for k in kernels.values()),
         "kernels": kernels,

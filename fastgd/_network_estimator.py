@@ -21,18 +21,19 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
+from fastgd._callback_support import CallbackSupport
 from fastgd._engine.network_training import SCHEDULES
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
+from fastgd._sklearn_compat import Interval, StrOptions
 
 __all__ = ["NetworkEstimator"]
 
 
-class NetworkEstimator(BranchParamsMixin, BaseEstimator):
+class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
     """Base class of the estimators that train a branched network.
 
     Not public: subclasses declare their own ``__init__`` (scikit-learn reads

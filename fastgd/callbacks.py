@@ -5,10 +5,24 @@ Every fastgd estimator takes ``callbacks=[...]``. A callback is any callable
 :class:`~fastgd._engine.training.EpochReport` with the epoch number, the
 training loss, the validation score (with early stopping), the learning
 rate and the epoch's wall time. Returning True stops training after that
-epoch.
+epoch. A callback object may also have an ``on_fit_end(estimator)`` method,
+called once when training ends, however it ends.
+
+Cloning an estimator (as ``cross_val_score`` and ``GridSearchCV`` do) keeps
+its callback objects rather than copies of them, so a callback hears the
+epochs of every clone fitted in this process. Clones sent to other
+processes (``n_jobs``, a Dask cluster) get copies.
 
 Two callbacks ship with fastgd: :class:`HistoryLogger`, which keeps every
-report, and :class:`ProgressBar`, a tqdm progress bar (``pip install tqdm``).
+report, and :class:`ProgressBar`, a tqdm progress bar.
+
+With scikit-learn 1.9 or later, fastgd's estimators also take
+scikit-learn's own callbacks (``sklearn.callback``, experimental), which see
+each fit as a task with one subtask per epoch:
+``GDRegressor().set_callbacks(ProgressBar(), ScoringMonitor(scoring="r2"))``
+with ``from sklearn.callback import ProgressBar, ScoringMonitor``. Set on a
+meta-estimator (``GridSearchCV``, ``Pipeline``), they reach the fastgd
+estimators inside it, from worker processes too.
 
 Examples
 --------
@@ -49,7 +63,7 @@ class HistoryLogger:
 
 
 class ProgressBar:
-    """A tqdm progress bar over the epochs of each fit.
+    """A tqdm progress bar over the epochs of each fit, closed when the fit ends.
 
     Parameters
     ----------
@@ -58,12 +72,6 @@ class ProgressBar:
     """
 
     def __init__(self, **tqdm_kwargs):
-        try:
-            import tqdm  # noqa: F401
-        except ImportError as error:
-            raise ImportError(
-                "ProgressBar needs tqdm: pip install tqdm (or fastgd[progress])."
-            ) from error
         self.tqdm_kwargs = tqdm_kwargs
         self._bar = None
 
@@ -82,8 +90,12 @@ class ProgressBar:
         self._bar.set_postfix(postfix, refresh=False)
         return False
 
+    def on_fit_end(self, estimator):
+        """Close the bar: training has ended."""
+        self.close()
+
     def close(self):
-        """Close the current bar (done automatically when the next fit starts)."""
+        """Close the current bar (done when training ends)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

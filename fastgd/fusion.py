@@ -4,11 +4,12 @@ import numbers
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import validate_data
 
+from fastgd._callback_support import reports_to_callbacks
 from fastgd._network_estimator import NetworkEstimator
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.layers import Dense, Layer
 
 __all__ = ["FusionClassifier"]
@@ -69,7 +70,8 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         ``"adaptive"`` keeps the rate while the training loss (or validation
         accuracy with ``early_stopping``) improves by ``tol`` and divides it
         by 5 after each run of ``n_iter_no_change`` epochs without
-        improvement; training stops when such a run finds it below 1e-6.
+        improvement; training stops when such a run finds it below 1e-6
+        (with ``tol=None`` nothing is judged and the rate stays).
         With an adaptive optimizer ("adagrad", "rmsprop", "adam") the
         schedule scales its base step.
     power_t : float, default=0.5
@@ -78,9 +80,10 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         Mini-batch size (clipped to the number of samples).
     max_iter : int, default=200
         Maximum number of epochs.
-    tol : float, default=1e-4
+    tol : float or None, default=1e-4
         Minimum improvement of the training loss (or validation accuracy
-        with ``early_stopping``) that counts.
+        with ``early_stopping``) that counts; None trains ``max_iter``
+        epochs.
     n_iter_no_change : int, default=10
         Epochs without improvement before training stops.
     early_stopping : bool, default=False
@@ -178,7 +181,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         "fusion": [StrOptions({"concat", "late", "hybrid", "serial"})],
         "fusion_weights": ["array-like", None],
         "head": [list, tuple],
-        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     }
 
     def __init__(
@@ -279,6 +282,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         )
 
     # -------------------------------------------------------------- fit
+    @reports_to_callbacks
     def fit(self, X, y, sample_weight=None):
         """Train the network on (X, y).
 
@@ -302,6 +306,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False, classes=None)
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on (X, y), continuing from the current state.
 
@@ -340,7 +345,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         n_features = X.shape[1]
         classes = self._check_classes(y, classes, incremental, continuing)
         y_index = np.searchsorted(classes, y).astype(np.int64)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=dtype, ensure_non_negative=True
         )
 

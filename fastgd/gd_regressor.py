@@ -1,34 +1,19 @@
 """GDRegressor: linear regression by per-sample SGD, mini-batch or full-batch GD."""
 
-from numbers import Integral, Real
-
 import numpy as np
-import scipy.sparse as sp
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _assert_all_finite,
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastgd._engine.linear import LinearConfig, LinearData, LinearState, train_linear
+from fastgd._callback_support import reports_to_callbacks
+from fastgd._engine.linear import LinearData, LinearState, validation_scorer
 from fastgd._kernels.runtime import codes
-from fastgd.exceptions import DivergenceError
+from fastgd._linear_base import BaseGD, initial_state
+from fastgd._sklearn_compat import StrOptions
 
 
-def _cython_available():
-    try:
-        from fastgd._kernels.linear import _sgd_fast  # noqa: F401
-    except ImportError:  # a source checkout without the built extension
-        return False
-    return True
-
-
-class GDRegressor(RegressorMixin, BaseEstimator):
+class GDRegressor(RegressorMixin, BaseGD):
     """Linear regression trained by compiled gradient descent.
 
     A drop-in replacement for :class:`sklearn.linear_model.SGDRegressor`:
@@ -59,8 +44,9 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         The regulariser.
     alpha : float, default=0.0001
         Regularisation strength (also sets the "optimal" learning rate).
-    l1_ratio : float, default=0.15
-        Share of L1 in the elastic net (only with ``penalty="elasticnet"``).
+    l1_ratio : float or None, default=0.15
+        Share of L1 in the elastic net, used only with ``penalty="elasticnet"``
+        (which needs a number; None is accepted otherwise).
     fit_intercept : bool, default=True
         Learn an intercept.
     max_iter : int, default=1000
@@ -78,20 +64,26 @@ class GDRegressor(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the row order and the validation split. The same seed gives a
         bit-identical model.
-    learning_rate : {"constant", "optimal", "invscaling", "adaptive"}, \
+    learning_rate : {"constant", "optimal", "invscaling", "adaptive", "pa1", "pa2"}, \
             default="invscaling"
         Schedule of the step size η at step t: "constant" η = eta0;
         "optimal" η = 1 / (α (t₀ + t − 1)); "invscaling" η = eta0 / t^power_t;
         "adaptive" η = eta0, divided by 5 whenever ``n_iter_no_change``
-        epochs pass without improvement.
+        epochs pass without improvement; "pa1" and "pa2" the
+        passive-aggressive steps min(eta0, ℓ/‖x‖²) and ℓ / (‖x‖² + 1/(2 eta0))
+        (Crammer et al., 2006; ``loss="epsilon_insensitive"``, per-sample
+        plain SGD only).
     eta0 : float, default=0.01
         Initial step size.
     power_t : float, default=0.25
-        Exponent of "invscaling".
+        Exponent of "invscaling" (negative values are deprecated, as in
+        scikit-learn, and give a ``FutureWarning``).
     early_stopping : bool, default=False
         Stop when the R² on held-out data stops improving. The held-out data
         is the ``eval_set`` passed to ``fit`` or, without one, a random
-        ``validation_fraction`` of the training data.
+        ``validation_fraction`` of the training data: the same rows
+        ``SGDRegressor`` holds out for the same ``random_state``. Not
+        available with ``partial_fit``.
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping.
     n_iter_no_change : int, default=5
@@ -168,34 +160,11 @@ class GDRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
+        **BaseGD._parameter_constraints,
         "loss": [StrOptions(set(codes.REGRESSION_LOSS_CODES))],
-        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
-        "fit_intercept": ["boolean"],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, None, None, closed="neither"), None],
-        "shuffle": ["boolean"],
-        "verbose": ["verbose"],
-        "epsilon": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
-        "learning_rate": [StrOptions(set(codes.SCHEDULE_CODES))],
-        "eta0": [Interval(Real, 0, None, closed="neither")],
-        "power_t": [Interval(Real, None, None, closed="neither")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "warm_start": ["boolean"],
-        "average": [Interval(Integral, 0, None, closed="left"), "boolean"],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"full"})],
-        "optimizer": [StrOptions(set(codes.OPTIMIZER_CODES))],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
-        "beta_1": [Interval(Real, 0, 1, closed="left")],
-        "beta_2": [Interval(Real, 0, 1, closed="left")],
-        "optimizer_eps": [Interval(Real, 0, None, closed="neither")],
-        "backend": [StrOptions({"auto", "cython", "numba"})],
-        "callbacks": [list, tuple, None],
     }
+    _loss_codes = codes.REGRESSION_LOSS_CODES
+    _pa_loss = "epsilon_insensitive"
 
     def __init__(
         self,
@@ -256,150 +225,6 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self.backend = backend
         self.callbacks = callbacks
 
-    # ------------------------------------------------------------------ setup
-
-    def _make_config(self):
-        if self.learning_rate == "optimal" and self.alpha == 0:
-            raise ValueError(
-                "learning_rate='optimal' needs alpha > 0 (its step size is "
-                "1 / (alpha * t)); use another schedule or a positive alpha."
-            )
-        l1_ratio = {"l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio, None: 0.0}[self.penalty]
-        alpha = 0.0 if self.penalty is None else self.alpha
-        backend = self.backend
-        if backend == "auto":
-            backend = "cython" if _cython_available() else "numba"
-        elif backend == "cython" and not _cython_available():
-            raise ValueError(
-                "backend='cython' but fastgd's Cython extension is not built; "
-                "reinstall fastgd with `pip install .` or use backend='numba'."
-            )
-        return LinearConfig(
-            loss=codes.REGRESSION_LOSS_CODES[self.loss],
-            epsilon=float(self.epsilon),
-            alpha=float(self.alpha),
-            l1_ratio=float(l1_ratio),
-            penalty_l2=float(alpha * (1.0 - l1_ratio)),
-            penalty_l1=float(alpha * l1_ratio),
-            fit_intercept=bool(self.fit_intercept),
-            batch_size=None if self.batch_size == "full" else int(self.batch_size),
-            optimizer=codes.OPTIMIZER_CODES[self.optimizer],
-            momentum=float(self.momentum),
-            beta_1=float(self.beta_1),
-            beta_2=float(self.beta_2),
-            optimizer_eps=float(self.optimizer_eps),
-            schedule=codes.SCHEDULE_CODES[self.learning_rate],
-            eta0=float(self.eta0),
-            power_t=float(self.power_t),
-            average_start=float(self.average),
-            backend=backend,
-        )
-
-    def _validate_training_data(self, X, y, sample_weight, reset):
-        # X's finiteness is not checked here: the first epoch reads every
-        # training row anyway, and a NaN or inf feature makes its loss
-        # non-finite. _train then names the cause (see _train), which saves a
-        # whole pass over X per fit.
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            order="C",
-            y_numeric=True,
-            ensure_all_finite=False,
-            reset=reset,
-        )
-        _assert_all_finite(y, input_name="y", estimator_name=type(self).__name__)
-        if not reset and X.dtype != self.coef_.dtype:
-            X = X.astype(self.coef_.dtype)
-        y = np.ascontiguousarray(y, dtype=X.dtype)
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
-        )
-        return X, y, np.ascontiguousarray(sample_weight)
-
-    def _validate_eval_set(self, eval_set, dtype):
-        try:
-            X_val, y_val = eval_set
-        except (TypeError, ValueError):
-            raise ValueError(
-                "eval_set must be a pair (X_val, y_val) of held-out samples and targets."
-            ) from None
-        X_val, y_val = validate_data(
-            self, X_val, y_val, accept_sparse="csr", dtype=dtype, y_numeric=True, reset=False
-        )
-        return X_val, y_val.astype(dtype, copy=False), np.ones(X_val.shape[0], dtype=dtype)
-
-    def _validation_split(self, X, y, sample_weight, rng):
-        """Hold out ``validation_fraction`` of the rows: (train_rows, validation)."""
-        # Imported here: sklearn.model_selection adds ~45 ms to importing fastgd.
-        from sklearn.model_selection import ShuffleSplit
-
-        n_samples = X.shape[0]
-        splitter = ShuffleSplit(
-            test_size=self.validation_fraction, random_state=rng.randint(np.iinfo(np.int32).max)
-        )
-        train_rows, val_rows = next(splitter.split(np.zeros((n_samples, 1))))
-        if val_rows.shape[0] < 2 or train_rows.shape[0] < 1:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {n_samples} samples "
-                "leaves too few samples for training or validation; use more data, "
-                "another validation_fraction, or pass eval_set."
-            )
-        validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
-        self._check_finite_features(validation[0])
-        return train_rows, validation
-
-    def _check_finite_features(self, X):
-        """Raise scikit-learn's ValueError if X holds NaN or infinity."""
-        _assert_all_finite(
-            X.data if sp.issparse(X) else X, input_name="X", estimator_name=type(self).__name__
-        )
-
-    def _train(self, X, data, state, config, **kwargs):
-        """Run :func:`train_linear`; a NaN or inf in X is reported as bad input.
-
-        A non-finite feature value makes the training loss non-finite, which
-        the engine reports as divergence; checking X only then names the real
-        cause without a separate pass over X in every fit.
-        """
-        callbacks = list(self.callbacks or ())
-        for callback in callbacks:
-            if not callable(callback):
-                raise ValueError(f"callbacks must be callables; got {callback!r}.")
-        try:
-            return train_linear(
-                data,
-                state,
-                config,
-                callbacks=callbacks,
-                callback_target=self,
-                before_callbacks=lambda: self._publish(state, config),
-                **kwargs,
-            )
-        except DivergenceError:
-            self._check_finite_features(X)
-            raise
-
-    def _initial_state(self, n_features, dtype, coef_init, intercept_init):
-        if coef_init is None and self.warm_start and hasattr(self, "_state"):
-            coef_init, intercept_init = self._state.coef, self._state.intercept
-        if coef_init is not None:
-            coef_init = np.asarray(coef_init, dtype=dtype).reshape(-1)
-            if coef_init.shape != (n_features,):
-                raise ValueError(
-                    f"coef_init has {coef_init.shape[0]} entries; expected one per "
-                    f"feature ({n_features})."
-                )
-        if intercept_init is not None:
-            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(-1)
-            if intercept_init.shape != (1,):
-                raise ValueError("intercept_init must be a single number.")
-            intercept_init = float(intercept_init[0])
-        return LinearState(n_features, dtype, coef_init, intercept_init or 0.0)
-
     def _publish(self, state, config):
         """Set the public fitted attributes from the solver state."""
         coef, intercept = state.model_to_predict(config)
@@ -409,7 +234,8 @@ class GDRegressor(RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- training
 
-    def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None, eval_set=None):
+    @reports_to_callbacks
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None, eval_set=None):
         """Fit the linear model by gradient descent.
 
         Parameters
@@ -419,12 +245,12 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             other dtypes become float64. Sparse matrices are used as CSR.
         y : array-like of shape (n_samples,)
             Targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the samples (non-negative).
         coef_init : array-like of shape (n_features,), default=None
             Initial weights.
         intercept_init : float or array-like of shape (1,), default=None
             Initial intercept.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples (non-negative).
         eval_set : tuple (X_val, y_val), default=None
             Held-out data for early stopping (requires
             ``early_stopping=True``); replaces the random validation split.
@@ -434,35 +260,41 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self : GDRegressor
             The fitted estimator.
         """
-        self._validate_params()
+        self._check_parameters()
         config = self._make_config()
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
+        y = np.ascontiguousarray(y, dtype=X.dtype)
         if eval_set is not None and not self.early_stopping:
             raise ValueError(
                 "eval_set is only used with early_stopping=True; set it or drop eval_set."
             )
-        rng = check_random_state(self.random_state)
-        state = self._initial_state(X.shape[1], X.dtype, coef_init, intercept_init)
+        if coef_init is None and self.warm_start and hasattr(self, "_state"):
+            coef_init, intercept_init = self._state.coef, self._state.intercept
+        state = initial_state(X.shape[1], X.dtype, coef_init, intercept_init)
 
         rows, validation = None, None
         if self.early_stopping:
             if eval_set is not None:
-                validation = self._validate_eval_set(eval_set, X.dtype)
+                X_val, y_val, w_val = self._validate_eval_set(eval_set, X.dtype)
+                validation = (X_val, y_val.astype(X.dtype, copy=False), w_val)
             else:
-                rows, validation = self._validation_split(X, y, sample_weight, rng)
+                rows, val_rows = self._validation_split(y, sample_weight)
+                validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
+                self._check_finite_features(validation[0])
 
-        history, n_epochs = self._train(
+        history, n_epochs = self._train_one_model(
             X,
             LinearData(X, y, sample_weight),
             state,
             config,
+            lambda: self._publish(state, config),
             max_iter=self.max_iter,
-            rng=rng,
+            rng=check_random_state(self.random_state),
             rows=rows,
             shuffle=self.shuffle,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
-            validation=validation,
+            validation_score=None if validation is None else validation_scorer("r2", validation),
             verbose=self.verbose,
         )
         self._state = state
@@ -474,6 +306,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         self._publish(state, config)
         return self
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Run one epoch over (X, y), continuing from the current state.
 
@@ -492,19 +325,21 @@ class GDRegressor(RegressorMixin, BaseEstimator):
             The updated estimator.
         """
         first_call = not hasattr(self, "_state")
-        if first_call:
-            self._validate_params()
+        self._check_parameters(for_partial_fit=True)
         config = self._make_config()
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=first_call)
+        y = np.ascontiguousarray(y, dtype=X.dtype)
         if first_call:
             self._state = LinearState(X.shape[1], X.dtype)
             self.n_iter_ = 0
             self.loss_curve_ = []
-        history, n_epochs = self._train(
+        state = self._state
+        history, n_epochs = self._train_one_model(
             X,
             LinearData(X, y, sample_weight),
-            self._state,
+            state,
             config,
+            lambda: self._publish(state, config),
             max_iter=1,
             rng=check_random_state(self.random_state),
             shuffle=self.shuffle,
@@ -513,7 +348,7 @@ class GDRegressor(RegressorMixin, BaseEstimator):
         )
         self.n_iter_ += n_epochs
         self.loss_curve_ = self.loss_curve_ + history.loss_curve
-        self._publish(self._state, config)
+        self._publish(state, config)
         return self
 
     # ------------------------------------------------------------ prediction

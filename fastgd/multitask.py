@@ -4,19 +4,19 @@ import numbers
 
 import numpy as np
 from sklearn.base import RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_array,
     check_consistent_length,
     check_is_fitted,
     validate_data,
 )
 
+from fastgd._callback_support import reports_to_callbacks
 from fastgd._engine.network import MaskedRegressionLoss
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
 from fastgd._network_estimator import NetworkEstimator
+from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd.layers import Dense
 
 __all__ = ["MultiTaskRegressor"]
@@ -561,6 +561,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         )
 
     # -------------------------------------------------------------- fit
+    @reports_to_callbacks
     def fit(self, X, y, sample_weight=None):
         """Train the network on (X, y).
 
@@ -586,6 +587,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on (X, y), continuing from the current state.
 
@@ -623,7 +625,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         check_consistent_length(X, y)
         n_tasks = y.shape[1]
         labelled = ~np.isnan(y)
-        sample_weight = _check_sample_weight(
+        sample_weight = check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
         # Every label present, all weights equal: the common case, with fast
@@ -799,7 +801,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         if y_true.shape[1] != self.n_tasks_:
             raise ValueError(f"y has {y_true.shape[1]} tasks but the model has {self.n_tasks_}.")
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, pred.reshape(n_samples, -1))
+            sample_weight = check_sample_weight(sample_weight, pred.reshape(n_samples, -1))
         return _masked_r2(y_true, pred.reshape(n_samples, -1), sample_weight)
 
     def score(self, X, y, sample_weight=None):

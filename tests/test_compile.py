@@ -59,6 +59,7 @@ def _run(argument, cache_dir):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     cache_dir = tmp_path / "numba-cache"
     first = _run("compile", cache_dir)
@@ -86,6 +87,7 @@ def _signatures():
     return {name: set(d.signatures) for name, d in _kernel_dispatchers()}
 
 
+@pytest.mark.slow
 def test_compile_kernels_covers_what_the_estimators_use():
     # After compile_kernels(), fitting the usual models of every estimator
     # needs no signature it has not compiled (or loaded) already.
@@ -110,12 +112,58 @@ def test_compile_kernels_rejects_unknown_estimators():
 
 
 def test_cli_compile_reports_what_it_compiled(capsys):
-    assert main(["compile", "--estimator", "GDRegressor", "--list"]) == 0
+    assert main(["compile", "--estimator", "GDRegressor"]) == 0
     output = capsys.readouterr().out
     assert "Compiling fastgd's Numba kernels" in output
-    assert "sgd_numba.sgd_steps" in output
+    assert "GDRegressor (Numba backend, mini-batch, full batch): " in output
     assert "signatures compiled" in output and "loaded from the cache" in output
     assert "Cache: " in output
+
+
+def test_cli_compile_list_compiles_nothing(tmp_path):
+    cache_dir = tmp_path / "numba-cache"
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastgd", "compile", "--list"],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    header, *lines = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
+    assert header.split() == ["kernel", "signatures", "in", "the", "cache"]
+    rows = dict(line.split() for line in lines)
+    assert "linear.sgd_numba.sgd_epoch" in rows and "network.conv2d.conv2d_forward" in rows
+    assert set(rows.values()) == {"0"}
+    assert f"{len(rows)} kernels, 0 with machine code in the cache" in completed.stdout
+    assert f"Cache: {cache_dir}" in completed.stdout
+    written = [name for _, _, files in os.walk(cache_dir) for name in files]
+    assert not written, written
+
+
+def test_cached_signature_count_reads_the_index_without_compiling(tmp_path, monkeypatch):
+    from fastgd._compile import cached_signature_count
+
+    (tmp_path / "listed_kernel.py").write_text(
+        textwrap.dedent(
+            """
+            from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, njit
+
+            @njit(**KERNEL_OPTIONS)
+            def double(x):
+                return 2 * x
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from listed_kernel import double
+
+    assert cached_signature_count(double) == 0
+    double(np.ones(3))
+    assert cached_signature_count(double) == 1
+    assert double.signatures  # compiled here...
+    double(np.ones(3, dtype=np.float32))
+    assert cached_signature_count(double) == 2  # ...and saved, one entry per signature
 
 
 def test_compile_command_prints_to_the_given_stream():

@@ -22,12 +22,8 @@ joblib = pytest.importorskip("joblib")
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 
-import fastgd  # noqa: E402
 from fastgd import FusionClassifier, GDRegressor  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
-
-HAS_MULTITASK = hasattr(fastgd, "MultiTaskRegressor")
-needs_multitask = pytest.mark.skipif(not HAS_MULTITASK, reason="no MultiTaskRegressor")
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +121,13 @@ def _score_columns(search):
 
 
 # ------------------------------------------------------------ grid search
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_grid_search_on_the_cluster_matches_a_serial_search(client, name):
@@ -176,9 +173,8 @@ def _randomized_search(name, **kwargs):
         return search.fit(X, y)
 
 
-@pytest.mark.parametrize(
-    "name", ["FusionClassifier", pytest.param("MultiTaskRegressor", marks=needs_multitask)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["FusionClassifier", "MultiTaskRegressor"])
 def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
     serial = _randomized_search(name, n_jobs=1)
     with distributed.get_task_stream(client) as tasks:
@@ -201,6 +197,7 @@ def test_randomized_search_on_the_cluster_matches_a_serial_search(client, name):
     assert np.ptp(serial.cv_results_["mean_test_score"]) > 0
 
 
+@pytest.mark.slow
 def test_workers_load_the_kernels_instead_of_compiling(client):
     # The serial searches above compiled (or loaded) every kernel these
     # models need into the on-disk cache; the workers share that cache.
@@ -244,6 +241,7 @@ def _incremental(estimator, X, y, chunk, worker=None, **kwargs):
     return incremental.estimator_
 
 
+@pytest.mark.slow
 def test_incremental_gd_regressor(client):
     X, y = regression_data(200)
     model = GDRegressor(random_state=0, learning_rate="constant", eta0=0.01)
@@ -255,6 +253,7 @@ def test_incremental_gd_regressor(client):
     assert got.score(X, y) > 0.9
 
 
+@pytest.mark.slow
 def test_incremental_fusion_classifier(client):
     # Pinned to one worker (the model stays in its memory from chunk to chunk);
     # test_partial_fit_moving_between_workers_continues_exactly moves it.
@@ -268,7 +267,7 @@ def test_incremental_fusion_classifier(client):
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
-@needs_multitask
+@pytest.mark.slow
 def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client):
     # dask-ml's Incremental hands partial_fit the partitions of a dask
     # DataFrame y as values (a 2-D Dask array's blocks go by key, below).
@@ -283,7 +282,7 @@ def test_incremental_multitask_regressor_with_targets_in_a_dask_dataframe(client
     np.testing.assert_array_equal(got.predict(X), expected.predict(X))
 
 
-@needs_multitask
+@pytest.mark.slow
 def test_incremental_multitask_regressor_with_a_2d_dask_array_is_explained(client):
     # dask_ml/_partial.py names y's block (y_name, i), but a 2-D array's blocks
     # are (y_name, i, 0): partial_fit receives the key itself.
@@ -297,12 +296,13 @@ def _partial_fit_chunk(model, X, y, kwargs):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_partial_fit_moving_between_workers_continues_exactly(client, name):
@@ -351,7 +351,7 @@ def _fitted(name, n):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_fitted_estimators_pickle_small(name):
@@ -373,7 +373,7 @@ def test_fitted_estimators_pickle_small(name):
     [
         "GDRegressor",
         "FusionClassifier",
-        pytest.param("MultiTaskRegressor", marks=needs_multitask),
+        "MultiTaskRegressor",
     ],
 )
 def test_partial_fit_continues_after_a_pickle_round_trip(name):

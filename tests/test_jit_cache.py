@@ -27,10 +27,7 @@ import warnings
 import numpy as np
 import pytest
 
-import fastgd
-
 N_PROCESSES = 8
-HAS_MULTITASK = hasattr(fastgd, "MultiTaskRegressor")
 
 # One worker: import everything, say so, wait for the start signal, fit,
 # save the predictions and Numba's cache counters of fastgd's kernels.
@@ -86,7 +83,7 @@ def fit_all(dtypes):
     dict of str -> ndarray
         Predictions (probabilities for the classifier) keyed by model and dtype.
     """
-    from fastgd import FusionClassifier, GDRegressor
+    from fastgd import FusionClassifier, GDRegressor, MultiTaskRegressor
     from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape
 
     X, y, Xf, labels, Y = _problems()
@@ -98,13 +95,10 @@ def fit_all(dtypes):
         results[f"sgd_numba_{name}"] = sgd.fit(Xd, yd).predict(Xd)
         minibatch = GDRegressor(batch_size=32, max_iter=3, tol=None, random_state=0)
         results[f"minibatch_{name}"] = minibatch.fit(Xd, yd).predict(Xd)
-        if HAS_MULTITASK:
-            from fastgd import MultiTaskRegressor
-
-            multitask = MultiTaskRegressor(
-                hidden_layer_sizes=(4,), max_iter=2, batch_size=16, dtype=dtype, random_state=0
-            )
-            results[f"multitask_{name}"] = multitask.fit(Xd, Y.astype(dtype)).predict(Xd)
+        multitask = MultiTaskRegressor(
+            hidden_layer_sizes=(4,), max_iter=2, batch_size=16, dtype=dtype, random_state=0
+        )
+        results[f"multitask_{name}"] = multitask.fit(Xd, Y.astype(dtype)).predict(Xd)
         if dtype == np.float32:  # the classifier's default; its conv kernels compile slowly
             fusion = FusionClassifier(
                 branches=[
@@ -198,6 +192,7 @@ def _check_results(path, reference):
             np.testing.assert_allclose(got[key], expected, rtol=rtol, atol=rtol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_parallel_first_use_of_an_empty_cache(tmp_path, reference):
     cache_dir = tmp_path / "numba-cache"
     workdir = tmp_path / "work"
@@ -368,6 +363,7 @@ def _run_code(code, args, env, timeout=300):
     return process
 
 
+@pytest.mark.slow
 def test_concurrent_saves_of_two_signatures_keep_the_cache_consistent(tmp_path):
     (tmp_path / "racy_kernel.py").write_text(RACY_KERNEL)
     env = _worker_env(tmp_path / "numba-cache")
@@ -378,3 +374,56 @@ def test_concurrent_saves_of_two_signatures_keep_the_cache_consistent(tmp_path):
     for name in ("read-a", "read-b", "data-a", "data-b"):
         assert (tmp_path / name).exists(), name
     _finish(_run_code(RACE_CHECK, [tmp_path], env), timeout=300)
+
+
+# ------------------------------------------------------------ the lock itself
+def test_compile_lock_is_exclusive_across_processes_and_reentrant(tmp_path, monkeypatch):
+    import filelock
+
+    from fastgd._kernels.runtime import numba_setup, tuning
+
+    monkeypatch.setattr(tuning, "COMPILE_LOCK_TIMEOUT_SECONDS", 0.05)
+    path = str(tmp_path / "kernel.lock")
+    # Another lock object on the same file stands for another process: flock
+    # locks of separate open files exclude each other even in one process.
+    other = filelock.FileLock(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a timeout here would warn
+        with numba_setup._compile_lock(path, "kernel"):
+            with numba_setup._compile_lock(path, "kernel"):  # a recursive kernel
+                with pytest.raises(filelock.Timeout):
+                    other.acquire(timeout=0)
+            with pytest.raises(filelock.Timeout):  # still held by the outer level
+                other.acquire(timeout=0)
+    other.acquire(timeout=0)  # released
+    other.release()
+
+
+def test_compile_lock_held_too_long_elsewhere_warns_and_compiles(tmp_path, monkeypatch):
+    import filelock
+
+    from fastgd._kernels.runtime import numba_setup, tuning
+
+    monkeypatch.setattr(tuning, "COMPILE_LOCK_TIMEOUT_SECONDS", 0.05)
+    path = str(tmp_path / "kernel.lock")
+    ran = []
+    with filelock.FileLock(path):  # a hung process holds the lock
+        started = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="compiling the Numba kernel kernel for 0.05 s"):
+            with numba_setup._compile_lock(path, "kernel"):
+                ran.append(True)
+        assert time.monotonic() - started < 5
+    assert ran == [True]
+
+
+def test_compile_lock_without_a_lock_file_compiles_unlocked(tmp_path):
+    from fastgd._kernels.runtime import numba_setup
+
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    ran = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with numba_setup._compile_lock(str(not_a_directory / "kernel.lock"), "kernel"):
+            ran.append(True)
+    assert ran == [True]

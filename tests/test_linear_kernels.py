@@ -332,3 +332,17 @@ def test_batch_gradient_does_not_depend_on_the_number_of_threads():
     )
     np.testing.assert_allclose(results[0][0], np.r_[gw, gb], rtol=1e-10, atol=1e-12)
     assert results[0][1] == pytest.approx(ref_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", REGRESSION_LOSSES + CLASSIFICATION_LOSSES)
+@pytest.mark.parametrize("unit_weights", [False, True])
+def test_loss_sums_match_numpy(loss, unit_weights):
+    rng = np.random.RandomState(loss)
+    p = rng.randn(50) * 2
+    y = rng.choice([-1.0, 1.0], 50) if loss >= codes.HINGE else rng.randn(50)
+    sw = np.empty(0) if unit_weights else rng.uniform(0.5, 2.0, 50)
+    expected = float(np.sum((1.0 if unit_weights else sw) * naive.loss_value(loss, p, y, 0.3)))
+    assert _sgd_fast.loss_sum(loss, p, y, sw, 0.3) == pytest.approx(expected, rel=1e-12)
+    assert losses.loss_sum(loss, p, y, sw, 0.3) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="one prediction"):
+        _sgd_fast.loss_sum(loss, p[:10], y, sw, 0.3)

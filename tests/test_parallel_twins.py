@@ -8,8 +8,10 @@ run on the same inputs.
 
 import numpy as np
 import pytest
+from per_sample_runs import settings_of
 
 from fastgd._kernels.linear import batch_numba
+from fastgd._kernels.linear.arguments import BatchRows, Features, Scratch
 from fastgd._kernels.network import activations, conv2d, dropout, pooling
 from fastgd._kernels.network import losses as nn_losses
 
@@ -103,31 +105,14 @@ def test_conv2d_twins(dtype):
 def test_batch_gradient_twins():
     n, d = 500, 12
     X = RNG.randn(n, d)
-    rows = RNG.permutation(n).astype(np.intp)
     y, w = RNG.randn(n), RNG.rand(n)
-    e, ei = np.empty(0), np.empty(0, np.int32)
-    n_chunks = batch_numba.n_chunks_for(n)
-
-    def args():
-        return (
-            X,
-            e,
-            ei,
-            ei,
-            False,
-            y,
-            w,
-            rows,
-            0,
-            n,
-            RNG.randn(d + 1) * 0 + 0.1,
-            1,
-            0.5,
-            0.01,
-            True,
-            np.zeros((n_chunks, d + 1)),
-            np.zeros(n_chunks),
-            np.zeros(d + 1),
-        )
-
-    both("batch_gradient", batch_numba, args, [17])
+    rows = BatchRows.of(Features.of(X), RNG.permutation(n).astype(np.intp), y, w, n)
+    params = np.full(d + 1, 0.1)
+    settings = settings_of(loss=1, epsilon=0.5, l2=0.01)
+    results = []
+    for kernel in (batch_numba._batch_gradient_parallel, batch_numba._batch_gradient_serial):
+        scratch = Scratch.for_batches(d, batch_numba.partials_shape(n, d), np.float64)
+        loss = kernel(rows, 0, n, params, settings, scratch)
+        results.append((loss, scratch.grad))
+    assert results[0][0] == results[1][0] and results[0][0] > 0
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -127,6 +127,7 @@ class LinearData:
         self.dtype = X.dtype
         self.n_samples, self.n_features = X.shape
         self.features = Features.of(X)
+        self.X = X
         self.y = y
         self.sample_weight = sample_weight
         # The kernels take an empty array for "every weight is 1" and then
@@ -242,13 +243,14 @@ def penalty(coef, config):
     return value
 
 
-def run_one_epoch(data, state, config, order, workspace, weight_sum):
+def run_one_epoch(data, state, config, order, workspace, weight_sum, max_threads=None):
     """Train one pass over ``data.rows[order]``; return the epoch's objective.
 
     The objective is the weighted mean loss seen during the epoch,
     Σ sᵢ ℓᵢ / Σ sᵢ (each row or batch scored before its own update, as
     scikit-learn does), plus the penalty at the end of the epoch.
-    ``weight_sum`` is Σ sᵢ over the epoch's rows.
+    ``weight_sum`` is Σ sᵢ over the epoch's rows; ``max_threads`` caps the
+    threads the epoch may use.
     """
     settings = config.settings(state.eta if state.eta is not None else config.eta0)
     if config.per_sample:
@@ -258,11 +260,13 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
             np.take(data.sample_weight, order, out=workspace.weight_ordered)
         rows = VisitedRows.of(data.features, order, workspace.y_ordered, workspace.weight_ordered)
         kernels = _per_sample_kernels(config.backend)
-        loss_sum = per_sample_epoch(kernels, rows, state.model, workspace.scratch, settings)
+        loss_sum = per_sample_epoch(
+            kernels, rows, state.model, workspace.scratch, settings, max_threads
+        )
     else:
         batch_size = config.batch_size or order.shape[0]
         rows = BatchRows.of(data.features, order, data.y, data.kernel_weights, batch_size)
-        loss_sum = batch_epoch(rows, state.model, workspace.scratch, settings)
+        loss_sum = batch_epoch(rows, state.model, workspace.scratch, settings, max_threads)
     coef, _ = state.model_to_predict(config)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         objective = (loss_sum / weight_sum if weight_sum > 0 else 0.0) + penalty(coef, config)
@@ -272,6 +276,30 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum):
             f"infinite after {int(state.t) - 1} updates. {DIVERGENCE_HINT}"
         )
     return objective
+
+
+def initial_objective(data, state, config, order):
+    """The objective of the model ``state`` holds, on the rows ``order``.
+
+    One pass over X when the weights are not all zero; none otherwise.
+    """
+    coef, intercept = state.coef, state.intercept
+    y = data.y[order]
+    weights = data.kernel_weights[order] if data.kernel_weights.shape[0] else data.kernel_weights
+    if np.any(coef):
+        from sklearn.utils.extmath import safe_sparse_dot
+
+        predictions = (np.asarray(safe_sparse_dot(data.X, coef)) + intercept)[order]
+    else:
+        predictions = np.full(order.shape[0], intercept, dtype=data.dtype)
+    if config.backend == "cython":
+        from fastgd._kernels.linear._sgd_fast import loss_sum
+    else:
+        from fastgd._kernels.linear.losses import loss_sum
+    predictions = predictions.astype(data.dtype, copy=False)
+    total = loss_sum(config.loss, predictions, y, weights, config.epsilon)
+    weight_sum = float(weights.sum(dtype=np.float64)) if weights.shape[0] else order.shape[0]
+    return total / weight_sum + penalty(coef, config)
 
 
 def _shuffle_rows(rows, out, generator):
@@ -325,17 +353,30 @@ def _one_blas_thread():
         yield
 
 
-def r2_score_of(state, config, validation):
-    """R² of the current model on ``validation = (X, y, sample_weight)``."""
+def validation_scorer(kind, validation):
+    """A function scoring ``(coef, intercept)`` on ``validation = (X, y, sample_weight)``.
+
+    ``kind`` is "r2" (regression) or "accuracy" (a binary problem with labels
+    ±1: the share of samples, by weight, whose decision has the label's sign).
+    """
     X_val, y_val, w_val = validation
-    coef, intercept = state.model_to_predict(config)
-    with _one_blas_thread():
-        pred = X_val @ coef + intercept
-    residual = np.average((y_val - pred) ** 2, weights=w_val)
-    spread = np.average((y_val - np.average(y_val, weights=w_val)) ** 2, weights=w_val)
-    if spread == 0:
-        return 1.0 if residual == 0 else 0.0
-    return 1.0 - residual / spread
+
+    def r2(coef, intercept):
+        with _one_blas_thread():
+            pred = X_val @ coef + intercept
+        residual = np.average((y_val - pred) ** 2, weights=w_val)
+        spread = np.average((y_val - np.average(y_val, weights=w_val)) ** 2, weights=w_val)
+        if spread == 0:
+            return 1.0 if residual == 0 else 0.0
+        return 1.0 - residual / spread
+
+    def accuracy(coef, intercept):
+        with _one_blas_thread():
+            decision = X_val @ coef + intercept
+        predicted = np.where(decision > 0, 1.0, -1.0)
+        return float(np.average(predicted == y_val, weights=w_val))
+
+    return {"r2": r2, "accuracy": accuracy}[kind]
 
 
 def train_linear(
@@ -349,9 +390,10 @@ def train_linear(
     shuffle=True,
     tol=None,
     n_iter_no_change=5,
-    validation=None,
+    validation_score=None,
     verbose=0,
     estimator_name="GDRegressor",
+    max_threads=None,
     callbacks=(),
     callback_target=None,
     before_callbacks=None,
@@ -376,10 +418,15 @@ def train_linear(
         Visit rows in a new random order every epoch.
     tol, n_iter_no_change :
         Stopping rule (see :class:`~fastgd._engine.training.TrainingHistory`).
-    validation : tuple (X, y, sample_weight), optional
-        Held-out data; when given, early stopping watches its R².
+    validation_score : callable ``(coef, intercept) -> float``, optional
+        Score of a model on held-out data (:func:`validation_scorer`); when
+        given, early stopping watches it.
     verbose : int
         Print one line per epoch.
+    max_threads : int, optional
+        Most threads an epoch may use (default: the process's budget,
+        :func:`fastgd._engine.threads.thread_budget`); 1 when several models
+        train at once.
     callbacks, callback_target, before_callbacks :
         Per-epoch user callbacks (see :func:`~fastgd._engine.training.run_epochs`).
 
@@ -392,7 +439,7 @@ def train_linear(
     workspace = _Workspace(config, order.shape[0], data)
     weights = data.sample_weight if rows is None else data.sample_weight[order]
     weight_sum = float(weights.sum(dtype=np.float64))
-    history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation is not None)
+    history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation_score is not None)
     if config.schedule == codes.ADAPTIVE:
         state.eta = config.eta0
 
@@ -401,7 +448,7 @@ def train_linear(
     def train_epoch(epoch):
         if shuffle:
             _shuffle_rows(unshuffled, order, state.shuffler)
-        return run_one_epoch(data, state, config, order, workspace, weight_sum)
+        return run_one_epoch(data, state, config, order, workspace, weight_sum, max_threads)
 
     def on_plateau():
         # "adaptive": divide the step by 5 on every plateau until it is tiny.
@@ -414,7 +461,11 @@ def train_linear(
         train_epoch,
         history,
         max_iter,
-        validation_score=(lambda: r2_score_of(state, config, validation)),
+        validation_score=(
+            None
+            if validation_score is None
+            else lambda: validation_score(*state.model_to_predict(config))
+        ),
         on_plateau=on_plateau,
         verbose=verbose,
         divergence_hint=DIVERGENCE_HINT,
@@ -423,5 +474,12 @@ def train_linear(
         callback_target=callback_target,
         before_callbacks=before_callbacks,
         learning_rate=lambda: current_learning_rate(state, config),
+        # From zero weights, a first epoch 1000 times worse than the
+        # constant model it starts from has blown up within the epoch.
+        initial_loss=(
+            initial_objective(data, state, config, order)
+            if state.t == 1 and not np.any(state.coef)
+            else None
+        ),
     )
     return history, n_epochs

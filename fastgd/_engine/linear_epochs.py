@@ -56,10 +56,11 @@ def _stored_values_and_rows(features):
     return features.dense.size, features.dense.shape[0]
 
 
-def rows_per_shared_block(rows):
+def rows_per_shared_block(rows, max_threads=None):
     """Steps per block if the per-sample epoch over ``rows`` is worth sharing, else 0.
 
-    Sharing needs two threads (:func:`fastgd._engine.threads.thread_budget`),
+    Sharing needs two threads (:func:`fastgd._engine.threads.thread_budget`,
+    capped by ``max_threads``),
     enough stored values for a thread's start to be negligible, and at least
     :data:`~fastgd._kernels.runtime.tuning.MIN_BLOCKS` blocks.
     """
@@ -68,12 +69,18 @@ def rows_per_shared_block(rows):
     too_small = (
         n_values < MIN_VALUES_FOR_TWO_THREADS or rows.order.shape[0] < MIN_BLOCKS * per_block
     )
-    if too_small or thread_budget() < 2:
+    if too_small or _threads(max_threads) < 2:
         return 0
     return per_block
 
 
-def per_sample_epoch(kernels, rows, model, scratch, settings):
+def _threads(max_threads):
+    """The thread budget, capped by ``max_threads`` when given."""
+    budget = thread_budget()
+    return budget if max_threads is None else min(budget, max_threads)
+
+
+def per_sample_epoch(kernels, rows, model, scratch, settings, max_threads=None):
     """Run one per-sample epoch; on two threads when that pays, with the same result.
 
     Parameters
@@ -86,6 +93,8 @@ def per_sample_epoch(kernels, rows, model, scratch, settings):
         ``avg_params[-1]``; the kernels carry them in ``counters`` meanwhile).
     scratch : Scratch
     settings : LinearSettings
+    max_threads : int, optional
+        Most threads the epoch may use (default: the process's budget).
 
     Returns
     -------
@@ -95,7 +104,7 @@ def per_sample_epoch(kernels, rows, model, scratch, settings):
     counters = model.counters
     counters[INTERCEPT] = model.params[-1]
     counters[AVG_INTERCEPT] = model.avg_params[-1]
-    rows_per_block = rows_per_shared_block(rows)
+    rows_per_block = rows_per_shared_block(rows, max_threads)
     if rows_per_block == 0:
         loss_sum = kernels.sgd_epoch(rows, model, scratch, settings)
     else:
@@ -124,7 +133,7 @@ def shared_per_sample_epoch(kernels, rows_per_block, rows, model, scratch, setti
     return counters[LOSS_SUM]
 
 
-def worth_two_threads(n_rows, n_features, batch_size):
+def worth_two_threads(n_rows, n_features, batch_size, max_threads=None):
     """Whether a mini-batch epoch of this shape should be shared by two threads.
 
     It needs at least two chunks per batch, enough work, and two threads
@@ -137,19 +146,20 @@ def worth_two_threads(n_rows, n_features, batch_size):
         n_chunks_for(batch_size) >= 2
         and batch_size < n_rows
         and n_rows * n_features >= MIN_VALUES_FOR_TWO_THREADS
-        and thread_budget() >= 2
+        and _threads(max_threads) >= 2
     )
 
 
-def batch_epoch(rows, model, scratch, settings):
+def batch_epoch(rows, model, scratch, settings, max_threads=None):
     """Run one mini-batch or full-batch epoch; on two threads when that pays, same result.
 
-    Arguments and return value of :func:`fastgd._kernels.linear.batch_numba.batch_epoch`.
+    Arguments and return value of :func:`fastgd._kernels.linear.batch_numba.batch_epoch`,
+    and ``max_threads``, the most threads the epoch may use.
     """
     from fastgd._kernels.linear import batch_numba
 
     n_features = model.params.shape[0] - 1
-    if worth_two_threads(rows.order.shape[0], n_features, rows.batch_size):
+    if worth_two_threads(rows.order.shape[0], n_features, rows.batch_size, max_threads):
         return two_thread_batch_epoch(rows, model, scratch, settings)
     return batch_numba.batch_epoch(rows, model, scratch, settings)
 

@@ -14,7 +14,13 @@ scikit-learn's rule:
   stops, unless ``on_plateau`` says to go on (the "adaptive" learning-rate
   schedule divides the step by 5 there, and stops once it is tiny);
 * user callbacks (see :mod:`fastgd.callbacks`) receive an
-  :class:`EpochReport` after every epoch and may stop training.
+  :class:`EpochReport` after every epoch and may stop training; a callback
+  with an ``on_fit_end(estimator)`` method hears when training ends, however
+  it ends;
+* scikit-learn's callbacks (``estimator.set_callbacks(...)``, scikit-learn
+  1.9 and later) see the fit as a task with one subtask per epoch, through
+  the :class:`FitTasks` the estimator opens for the fit (see
+  :mod:`fastgd._callback_support`).
 """
 
 import math
@@ -158,6 +164,69 @@ def _run_callbacks(callbacks, target, report):
     return stop
 
 
+def _end_callbacks(callbacks, target):
+    """Tell the callbacks that have an ``on_fit_end`` method that training ended."""
+    for callback in callbacks:
+        on_fit_end = getattr(callback, "on_fit_end", None)
+        if on_fit_end is not None:
+            on_fit_end(target)
+
+
+FIT_TASKS_ATTRIBUTE = "_fastgd_fit_tasks"
+
+
+class FitTasks:
+    """The tasks one fit shows scikit-learn's callbacks: the fit, and each epoch.
+
+    The estimator opens it around a fit when it has scikit-learn callbacks
+    (see :func:`fastgd._callback_support.reports_to_callbacks`) and keeps it
+    in its attribute :data:`FIT_TASKS_ATTRIBUTE` for the duration of the fit;
+    :func:`run_epochs` finds it there. The hooks receive the training data as
+    the estimator was given it.
+
+    Parameters
+    ----------
+    X, y : array-like
+        The training data of the fit.
+    metadata : dict or None
+        ``{"sample_weight": ...}`` when the fit has sample weights.
+    """
+
+    def __init__(self, X, y, metadata):
+        self.data = {"X": X, "y": y, "metadata": metadata}
+        self.context = None
+
+    def begin(self, estimator, max_iter):
+        """Start the fit task (at the first epoch loop of the fit)."""
+        if self.context is None:
+            self.context = estimator._init_callback_context(max_subtasks=max_iter)
+            self.context.call_on_fit_task_begin(estimator=estimator, **self.data)
+
+    def begin_epoch(self, estimator):
+        """Start the task of one epoch; return its context."""
+        context = self.context.subcontext(task_name="epoch")
+        context.call_on_fit_task_begin(estimator=estimator, **self.data)
+        return context
+
+    def end_epoch(self, estimator, context, reconstruction):
+        """End the task of one epoch; True if a callback asks training to stop.
+
+        ``reconstruction`` is None, or a callable that returns the fitted
+        attributes a copy of the estimator needs to predict as of this epoch
+        (called only when a callback asks for such a copy).
+        """
+        return context.call_on_fit_task_end(
+            estimator=estimator, reconstruction_attributes=reconstruction, **self.data
+        )
+
+    def end(self, estimator):
+        """End the fit task (after the fit has set every fitted attribute)."""
+        if self.context is not None:
+            self.context.call_on_fit_task_end(
+                estimator=estimator, reconstruction_attributes={}, **self.data
+            )
+
+
 def run_epochs(
     train_epoch,
     history,
@@ -173,6 +242,7 @@ def run_epochs(
     callback_target=None,
     before_callbacks=None,
     learning_rate=None,
+    initial_loss=None,
 ):
     """Train epoch after epoch until the stopping rule or ``max_iter`` ends it.
 
@@ -201,65 +271,102 @@ def run_epochs(
         Name used in warnings.
     callbacks : sequence of callables ``(target, EpochReport) -> bool``
         Run after every epoch; a callback returning True stops training.
+        Those with an ``on_fit_end(target)`` method have it called when the
+        loop ends, however it ends.
     callback_target : object
-        First argument of the callbacks (the estimator being fitted).
+        First argument of the callbacks (the estimator being fitted). Its
+        :class:`FitTasks`, if it holds one, reports every epoch to
+        scikit-learn's callbacks.
     before_callbacks : callable ``() -> None``, optional
         Run before the callbacks of each epoch (for example to publish the
-        current coefficients on the estimator).
+        current coefficients on the estimator): after it, the estimator can
+        predict as of that epoch.
     learning_rate : callable ``() -> float``, optional
         Current learning rate, for the reports.
+    initial_loss : float, optional
+        Training objective of the model before this call's first epoch. A fit
+        that blows up within its first epoch is caught by it: that epoch's
+        loss may not exceed ``DIVERGENCE_GROWTH`` times it.
 
     Returns
     -------
     n_epochs : int
         Number of epochs run.
     """
-    n_epochs = 0
-    converged = False
-    # Divergence is judged against this call's first epoch: a history carried
-    # over from earlier partial_fit calls may have seen other data.
-    first_of_call = len(history.loss_curve)
-    for epoch in range(max_iter):
-        started = time.perf_counter()
-        loss = train_epoch(epoch)
-        n_epochs = epoch + 1
-        curve = history.loss_curve
-        first_loss = curve[first_of_call] if len(curve) > first_of_call else math.inf
-        check_divergence(loss, first_loss, n_epochs, divergence_hint)
-        score = validation_score() if history.early_stopping else None
-        improved = history.record(loss, score)
-        report = EpochReport(
-            epoch=n_epochs,
-            max_iter=max_iter,
-            loss=float(loss),
-            validation_score=None if score is None else float(score),
-            learning_rate=None if learning_rate is None else float(learning_rate()),
-            seconds=time.perf_counter() - started,
-        )
-        if verbose:
-            print(_progress_line(report), flush=True)
-        if improved and on_improvement is not None:
-            on_improvement(epoch)
-        if callbacks and before_callbacks is not None:
-            before_callbacks()
-        if _run_callbacks(callbacks, callback_target, report):
+    tasks = getattr(callback_target, FIT_TASKS_ATTRIBUTE, None)
+    if tasks is not None:
+        tasks.begin(callback_target, max_iter)
+    try:
+        n_epochs = 0
+        converged = False
+        # Divergence is judged against this call's first epoch: a history carried
+        # over from earlier partial_fit calls may have seen other data.
+        first_of_call = len(history.loss_curve)
+        for epoch in range(max_iter):
+            epoch_task = None if tasks is None else tasks.begin_epoch(callback_target)
+            started = time.perf_counter()
+            loss = train_epoch(epoch)
+            n_epochs = epoch + 1
+            curve = history.loss_curve
+            if len(curve) > first_of_call:
+                first_loss = curve[first_of_call]
+            else:
+                first_loss = math.inf if initial_loss is None else initial_loss
+            check_divergence(loss, first_loss, n_epochs, divergence_hint)
+            score = validation_score() if history.early_stopping else None
+            improved = history.record(loss, score)
+            report = EpochReport(
+                epoch=n_epochs,
+                max_iter=max_iter,
+                loss=float(loss),
+                validation_score=None if score is None else float(score),
+                learning_rate=None if learning_rate is None else float(learning_rate()),
+                seconds=time.perf_counter() - started,
+            )
             if verbose:
-                print(f"Stopped by a callback after {n_epochs} epochs", flush=True)
-            break
-        if history.plateaued:
-            if on_plateau is not None and on_plateau():
-                history.epochs_without_improvement = 0
-                continue
-            converged = True
-            break
-    else:
-        _warn_if_not_converged(history, max_iter, estimator_name)
-    curve = history.loss_curve
-    if len(curve) > first_of_call:
-        check_divergence(curve[-1], curve[first_of_call], n_epochs, divergence_hint, FINAL_GROWTH)
-    if verbose and converged:
-        print(f"Convergence after {n_epochs} epochs", flush=True)
+                print(_progress_line(report), flush=True)
+            if improved and on_improvement is not None:
+                on_improvement(epoch)
+            if callbacks and before_callbacks is not None:
+                before_callbacks()
+            stop = _run_callbacks(callbacks, callback_target, report)
+            if epoch_task is not None:
+                reconstruction = _published_attributes(before_callbacks)
+                stop |= tasks.end_epoch(callback_target, epoch_task, reconstruction)
+            if stop:
+                if verbose:
+                    print(f"Stopped by a callback after {n_epochs} epochs", flush=True)
+                break
+            if history.plateaued:
+                if on_plateau is not None and on_plateau():
+                    history.epochs_without_improvement = 0
+                    continue
+                converged = True
+                break
+        else:
+            _warn_if_not_converged(history, max_iter, estimator_name)
+        curve = history.loss_curve
+        if len(curve) > first_of_call:
+            check_divergence(
+                curve[-1], curve[first_of_call], n_epochs, divergence_hint, FINAL_GROWTH
+            )
+        if verbose and converged:
+            print(f"Convergence after {n_epochs} epochs", flush=True)
+    finally:
+        _end_callbacks(callbacks, callback_target)
     return n_epochs
+
+
+def _published_attributes(before_callbacks):
+    """For :meth:`FitTasks.end_epoch`: publish the model, then nothing more to set."""
+    if before_callbacks is None:
+        return None
+
+    def publish():
+        before_callbacks()
+        return {}
+
+    return publish
 
 
 def _progress_line(report):

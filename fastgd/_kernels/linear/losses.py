@@ -134,3 +134,14 @@ def loss_derivative(loss, p, y, epsilon):
     if r < -epsilon:
         return 2.0 * (r + epsilon)
     return 0.0
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def loss_sum(loss, predictions, y, sample_weight, epsilon):
+    """Σ sᵢ·ℓ(pᵢ, yᵢ) (an empty ``sample_weight`` means every weight is 1)."""
+    total = 0.0
+    unit_weights = sample_weight.shape[0] == 0
+    for i in range(y.shape[0]):
+        s = 1.0 if unit_weights else sample_weight[i]
+        total += s * loss_value(loss, predictions[i], y[i], epsilon)
+    return total

@@ -23,11 +23,15 @@ import contextlib
 import importlib
 import os
 import types
+import warnings
 
+import filelock
 import numba
 from numba.core import sigutils
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
+
+from fastgd._kernels.runtime import tuning
 
 __all__ = [
     "numba",
@@ -84,9 +88,10 @@ PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
 # every later process. Each process also compiles everything itself, so eight
 # processes pay eight times the CPU of one.
 #
-# fastgd therefore holds an exclusive file lock per kernel (beside its index
-# file) from the cache lookup to the cache write of a first compilation. The
-# first process compiles and saves; the others wait, then load its result.
+# fastgd therefore holds an exclusive file lock per kernel (a ``filelock``
+# lock file beside its index file) from the cache lookup to the cache write
+# of a first compilation. The first process compiles and saves; the others
+# wait, then load its result.
 # Locks nest only from a kernel to the kernels it calls, which form no
 # cycles, and are taken inside Numba's in-process compiler lock, so they
 # cannot deadlock.
@@ -97,36 +102,10 @@ PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
 # other packages are left exactly as they were. ``njit`` below installs it
 # on any function.
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _lock_file(fd):
-        os.lseek(fd, 0, os.SEEK_SET)
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises
-                return
-            except OSError:
-                continue
-
-    def _unlock_file(fd):
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock_file(fd):
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock_file(fd):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# path -> [fd, depth]: a lock this process holds. Only touched under Numba's
-# compiler lock (one thread at a time); the depth makes the lock re-entrant
-# (a recursive kernel compiles itself while compiling itself).
-_held_locks = {}
+# path -> filelock.FileLock: one lock object per lock file, so that the lock
+# is re-entrant in this process (a recursive kernel compiles itself while
+# compiling itself). Only touched under Numba's compiler lock.
+_compile_locks = {}
 
 
 def _lock_path(dispatcher):
@@ -143,31 +122,36 @@ def _lock_path(dispatcher):
 
 
 @contextlib.contextmanager
-def _file_lock(path):
-    """Exclusive lock on ``path`` across processes; re-entrant in this process."""
-    held = _held_locks.get(path)
-    if held is not None:
-        held[1] += 1
-        try:
-            yield
-        finally:
-            held[1] -= 1
-        return
+def _compile_lock(path, name):
+    """Hold the exclusive lock file ``path`` across processes while compiling ``name``.
+
+    Where the lock file cannot be created, or another process has held it
+    for :data:`~fastgd._kernels.runtime.tuning.COMPILE_LOCK_TIMEOUT_SECONDS`
+    (a process that hangs while compiling), the compilation goes on without
+    the lock, as Numba's own does; the second case warns.
+    """
+    lock = _compile_locks.get(path)
+    if lock is None:
+        lock = _compile_locks[path] = filelock.FileLock(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # cannot create the lock file: compile unlocked, as Numba does
+        lock.acquire(timeout=tuning.COMPILE_LOCK_TIMEOUT_SECONDS)
+    except filelock.Timeout:
+        warnings.warn(
+            f"fastgd: another process has been compiling the Numba kernel {name} for "
+            f"{tuning.COMPILE_LOCK_TIMEOUT_SECONDS} s (lock file {path}); compiling it "
+            "here without waiting for it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        yield
+        return
+    except OSError:  # the lock file cannot be created: compile unlocked
         yield
         return
     try:
-        _lock_file(fd)
-        _held_locks[path] = [fd, 1]
-        try:
-            yield
-        finally:
-            del _held_locks[path]
-            _unlock_file(fd)
+        yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _install_compile_lock(dispatcher):
@@ -184,7 +168,7 @@ def _install_compile_lock(dispatcher):
             path = _lock_path(dispatcher)
             if path is None:
                 return unlocked_compile(sig)
-            with _file_lock(path):
+            with _compile_lock(path, dispatcher.py_func.__qualname__):
                 # Inside the lock Numba looks in the cache again: a process
                 # that held the lock before us has saved what it compiled.
                 return unlocked_compile(sig)

@@ -86,3 +86,10 @@ CONV_GEMM_MAX_MNK = 1 << 18
 # Bytes of activations per chunk of rows when a network predicts: small
 # enough to stay in cache, large enough for efficient matrix products.
 PREDICT_CHUNK_BYTES = 8 * 2**20
+
+# --------------------------------------------------------- compile lock
+# A process waits at most this long for another one to compile a Numba kernel
+# (and save it in the cache) before it compiles the kernel itself. Compiling
+# the largest kernel with its callees takes well under a minute, even with
+# eight processes on two cores; a lock held longer belongs to a hung process.
+COMPILE_LOCK_TIMEOUT_SECONDS = 300.0

@@ -1,6 +1,6 @@
 """MultiTaskRegressor against scikit-learn's MLPRegressor, measured in one run.
 
-Run as a script for a table (``python -m bench.multitask``; ``--quick`` for a
+Run as a script for a table (``python -m fastgd.benchmarks.multitask``; ``--quick`` for a
 small problem, ``--json FILE`` to keep the numbers); the pytest-benchmark
 suite in ``bench/test_bench_multitask.py`` uses the same problem and models.
 
@@ -30,15 +30,15 @@ import json
 import os
 import warnings
 
-# OpenMP threads that busy-wait starve BLAS (see bench/fusion.py).
+# OpenMP threads that busy-wait starve BLAS (see fastgd/benchmarks/fusion.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPRegressor  # noqa: E402
 
-from bench._timing import interleaved_median_times  # noqa: E402
 from fastgd import MultiTaskRegressor  # noqa: E402
+from fastgd.benchmarks.timing import interleaved_median_times  # noqa: E402
 
 FULL_SIZE = (100_000, 100, 10)
 QUICK_SIZE = (20_000, 100, 10)

@@ -1,11 +1,9 @@
-"""``fastgd bench``: the head-to-head benchmark suite, run from the command line.
+"""``fastgd bench``: the head-to-head benchmark suites, run from the command line.
 
-The measuring code lives in the ``bench/`` folder of fastgd's source tree (one
-copy, shared with ``pytest bench/ --benchmark-only`` and the per-suite
-scripts); this module finds it, runs the suites one after the other with a
-progress line, prints their tables, and gathers the ratios for ``--json`` and
-``--plot``. ``bench/`` is not part of an installed wheel: from an installation
-without the source tree, the command says where to get it.
+Runs the suites of :mod:`fastgd.benchmarks` one after the other under a
+progress line, prints their tables, and gathers their ratios and the
+environment they ran in (versions, CPUs, threads, the BLAS in use) for
+``--json`` and ``--plot``.
 """
 
 import contextlib
@@ -14,12 +12,10 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = ["run_bench", "SUITES"]
+__all__ = ["SUITES", "environment", "run_bench"]
 
 
 @dataclass
@@ -34,7 +30,7 @@ class Suite:
 
 # ------------------------------------------------------------------ suites
 def _run_gd_regressor(quick):
-    from bench import gd_regressor
+    from fastgd.benchmarks import gd_regressor
 
     if quick:
         results = gd_regressor.measure(*gd_regressor.QUICK_SIZE, repeats=3, cold_start=False)
@@ -53,7 +49,7 @@ def _gd_ratios(results):
 
 
 def _run_fusion(quick):
-    from bench import fusion
+    from fastgd.benchmarks import fusion
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), _warnings_restored():
@@ -74,7 +70,7 @@ def _fusion_ratios(results):
 
 
 def _run_multitask(quick):
-    from bench import multitask
+    from fastgd.benchmarks import multitask
 
     if quick:
         results = multitask.measure(*multitask.QUICK_SIZE, batch_sizes=(200,), repeats=3)
@@ -116,59 +112,36 @@ def _warnings_restored():
         yield
 
 
-def find_bench_dir():
-    """The ``bench/`` folder of a fastgd source tree, or None.
+# Environment variables that change how fast the kernels and the BLAS run.
+_PERFORMANCE_VARIABLES = (
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "MKL_NUM_THREADS",
+)
 
-    Looked for beside the ``fastgd`` package (an editable install or a
-    checkout on ``sys.path``), then in the current directory.
+
+def environment():
+    """What a benchmark run's numbers depend on: versions, CPUs, threads, BLAS.
+
+    Returns
+    -------
+    record : dict
+        ``versions`` (fastgd, Python and the libraries), ``machine``,
+        ``cpus``, ``numba_threads``, ``threadpools`` (threadpoolctl's
+        ``threadpool_info()``: every BLAS and OpenMP library loaded, with
+        its version, CPU kernel and thread count) and the performance-related
+        ``environment_variables`` that are set.
     """
-    package_root = Path(__file__).resolve().parent.parent
-    for root in (package_root, Path.cwd()):
-        if (root / "bench" / "gd_regressor.py").is_file() and (root / "fastgd").is_dir():
-            return root / "bench"
-    return None
-
-
-class _Progress:
-    """A progress line on stderr: the suite running and the seconds elapsed."""
-
-    def __init__(self, label, stream=None):
-        self.label = label
-        self.stream = sys.stderr if stream is None else stream
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._stop = threading.Event()
-
-    def _tick(self):
-        while not self._stop.wait(1.0):
-            seconds = time.perf_counter() - self.started
-            self.stream.write(f"\r{self.label} ... {seconds:5.0f} s")
-            self.stream.flush()
-
-    def __enter__(self):
-        self.started = time.perf_counter()
-        self.stream.write(f"{self.label} ..." + ("" if self.live else "\n"))
-        self.stream.flush()
-        if self.live:
-            self._thread = threading.Thread(target=self._tick, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self._stop.set()
-        if self.live:
-            self._thread.join()
-        seconds = time.perf_counter() - self.started
-        outcome = "failed" if exc_type else "done"
-        prefix = "\r" if self.live else ""
-        self.stream.write(f"{prefix}{self.label} ... {outcome} in {seconds:.1f} s\n")
-        self.stream.flush()
-        return False
-
-
-def _environment():
     import numba
     import numpy
+    import scipy
     import sklearn
+    from threadpoolctl import threadpool_info
 
     import fastgd
 
@@ -176,6 +149,7 @@ def _environment():
         "fastgd": fastgd.__version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
         "scikit-learn": sklearn.__version__,
         "numba": numba.__version__,
     }
@@ -188,9 +162,33 @@ def _environment():
     return {
         "versions": versions,
         "machine": platform.machine(),
+        "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "numba_threads": numba.get_num_threads(),
+        "threadpools": threadpool_info(),
+        "environment_variables": {
+            name: os.environ[name] for name in _PERFORMANCE_VARIABLES if name in os.environ
+        },
     }
+
+
+def describe_environment(record):
+    """One line per fact of :func:`environment`'s record, for the printed report."""
+    versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
+    lines = [
+        versions,
+        f"{record['cpus']} CPUs ({record['machine']}), Numba threads: {record['numba_threads']}",
+    ]
+    for pool in record["threadpools"]:
+        library = " ".join(filter(None, (pool["internal_api"], pool.get("version"))))
+        kernel = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
+        lines.append(
+            f"{pool['user_api']}: {library}{kernel}, {pool['num_threads']} threads "
+            f"({os.path.basename(pool['filepath'])})"
+        )
+    for name, value in record["environment_variables"].items():
+        lines.append(f"{name}={value}")
+    return lines
 
 
 def plot_ratios(ratios, path):
@@ -248,43 +246,50 @@ def run_bench(quick=False, json_path=None, plot_path=None, only=None, out=None, 
     Returns
     -------
     report : dict or None
-        What ``--json`` writes; None when the benchmark suite is not found.
+        What ``--json`` writes; None when ``--plot`` is asked for without
+        matplotlib.
     """
+    from threadpoolctl import threadpool_info
+    from tqdm import tqdm
+
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    bench_dir = find_bench_dir()
-    if bench_dir is None:
-        print(
-            "fastgd bench runs the benchmark suite in the bench/ folder of fastgd's source "
-            "tree, which an installed package does not include. Run it from a checkout:\n"
-            "  git clone <fastgd repository> && cd fastgd && pip install -e . && fastgd bench",
-            file=err,
-        )
-        return None
     if plot_path is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print("--plot needs matplotlib: pip install 'fastgd[plot]'", file=err)
             return None
-    root = str(bench_dir.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     suites = [s for s in SUITES if only is None or s.key in only]
-    report = {"quick": quick, **_environment(), "suites": {}, "ratios": []}
+    report = {"quick": quick, **environment(), "suites": {}, "ratios": []}
+    print("## Environment\n", file=out)
+    for line in describe_environment(report):
+        print(f"  {line}", file=out)
+    print(file=out, flush=True)
     started = time.perf_counter()
-    for number, suite in enumerate(suites, 1):
-        with _Progress(f"[{number}/{len(suites)}] {suite.title}", err):
+    progress = tqdm(total=len(suites), desc="fastgd bench", unit="suite", file=err, leave=True)
+    with progress:
+        for number, suite in enumerate(suites, 1):
+            progress.set_postfix_str(suite.title)
+            suite_started = time.perf_counter()
             results, table = suite.run(quick)
-        report["suites"][suite.key] = results
-        report["ratios"] += [
-            {"suite": suite.key, "measurement": name, "ratio": float(ratio)}
-            for name, ratio in suite.ratios(results)
-        ]
-        print(f"\n## {suite.title}\n\n{table}\n", file=out, flush=True)
+            progress.write(
+                f"[{number}/{len(suites)}] {suite.title}: done in "
+                f"{time.perf_counter() - suite_started:.1f} s",
+                file=err,
+            )
+            progress.update(1)
+            report["suites"][suite.key] = results
+            report["ratios"] += [
+                {"suite": suite.key, "measurement": name, "ratio": float(ratio)}
+                for name, ratio in suite.ratios(results)
+            ]
+            # tqdm.write keeps the tables clear of the progress line.
+            progress.write(f"\n## {suite.title}\n\n{table}\n", file=out)
     report["seconds"] = time.perf_counter() - started
+    report["threadpools"] = threadpool_info()  # with the libraries the suites loaded
 
     print("## Speed-ups (other library's time / fastgd's time; > 1: fastgd is faster)\n", file=out)
     width = max((len(r["measurement"]) for r in report["ratios"]), default=10)

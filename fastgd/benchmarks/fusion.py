@@ -1,6 +1,6 @@
 """FusionClassifier against PyTorch (CPU) and scikit-learn's MLP, measured in one run.
 
-Run as a script for a table of ratios (``python -m bench.fusion [--quick]
+Run as a script for a table of ratios (``python -m fastgd.benchmarks.fusion [--quick]
 [--threads N]``; ``fastgd bench`` runs it too); the pytest-benchmark suite in
 ``bench/test_bench_fusion.py`` uses the same data and models.
 
@@ -31,8 +31,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from bench._timing import interleaved_median_times  # noqa: E402
 from fastgd import FusionClassifier, stack_modalities  # noqa: E402
+from fastgd.benchmarks.timing import interleaved_median_times  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
 
 try:  # optional

@@ -1,6 +1,6 @@
 """GDRegressor against scikit-learn's SGDRegressor, measured in one run.
 
-Run as a script for a table (``python -m bench.gd_regressor``; ``--quick`` for
+Run as a script for a table (``python -m fastgd.benchmarks.gd_regressor``; ``--quick`` for
 a small problem, ``--json FILE`` to keep the numbers); the pytest-benchmark
 suite in ``bench/test_bench_gd_regressor.py`` uses the same problem and
 functions.
@@ -27,8 +27,12 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDRegressor
 
-from bench._timing import fresh_process_time, interleaved_median_times, peak_python_memory
 from fastgd import GDRegressor
+from fastgd.benchmarks.timing import (
+    fresh_process_time,
+    interleaved_median_times,
+    peak_python_memory,
+)
 from fastgd.callbacks import HistoryLogger
 
 FULL_SIZE = (1_000_000, 100)
