@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 
 _LAZY_ATTRIBUTES = {
     "GDRegressor": "fastgd.gd_regressor",
+    "GDClassifier": "fastgd.gd_classifier",
     "FusionClassifier": "fastgd.fusion",
     "MultiTaskRegressor": "fastgd.multitask",
     "stack_modalities": "fastgd._branches",

@@ -36,11 +36,7 @@ def thread_budget(n_threads):
 
 def gd_regressor_backend(model):
     """``"cython"`` or ``"numba"``: the per-sample kernels a GDRegressor fit runs on."""
-    from fastgd.gd_regressor import _cython_available
-
-    if model.backend != "auto":
-        return model.backend
-    return "cython" if _cython_available() else "numba"
+    return model._backend()
 
 
 def _describe_backend(backend):

@@ -151,13 +151,13 @@ def test_demo_thread_budget_holds_for_every_library_and_is_restored():
 
 
 def test_demo_names_the_backend_of_gd_regressor(monkeypatch):
-    from fastgd import GDRegressor, _demo, gd_regressor
+    from fastgd import GDRegressor, _demo, _linear_base
 
     assert _demo.gd_regressor_backend(GDRegressor(backend="numba")) == "numba"
-    monkeypatch.setattr(gd_regressor, "_cython_available", lambda: False)
+    monkeypatch.setattr(_linear_base, "cython_available", lambda: False)
     assert _demo.gd_regressor_backend(GDRegressor()) == "numba"
     assert "Cython extension is not built" in _demo._describe_backend("numba")
-    monkeypatch.setattr(gd_regressor, "_cython_available", lambda: True)
+    monkeypatch.setattr(_linear_base, "cython_available", lambda: True)
     assert _demo.gd_regressor_backend(GDRegressor()) == "cython"
 
 

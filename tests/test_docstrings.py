@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "fastgd.gd_regressor",
+    "fastgd.gd_classifier",
     "fastgd.fusion",
     "fastgd.multitask",
     "fastgd.callbacks",

@@ -126,5 +126,5 @@ def test_a_fit_that_blows_up_in_its_first_epoch_raises(diabetes):
     from fastgd.exceptions import DivergenceError
 
     X, y = diabetes
-    with pytest.raises(DivergenceError, match="diverged at epoch 1"):
+    with pytest.raises(DivergenceError, match="diverged"):
         GDRegressor(learning_rate="optimal", alpha=0.01, **SAME_STEPS).fit(X, y)

@@ -34,8 +34,9 @@ ADAPTIVE_DIVISOR = 5.0
 MIN_ETA = 1e-6
 
 DIVERGENCE_HINT = (
-    "The step size is too large for this problem: use a smaller eta0 (or "
-    "standardise the features, e.g. with StandardScaler)."
+    "The step size is too large for this problem: use a smaller eta0 (with "
+    "learning_rate='optimal', a larger alpha or another schedule), or standardise "
+    "the features, e.g. with StandardScaler."
 )
 
 
@@ -70,6 +71,20 @@ class LinearConfig:
     @property
     def per_sample(self):
         return self.batch_size == 1
+
+    @property
+    def loss_can_blow_up(self):
+        """Whether the loss's derivative is unbounded, so that too large a step diverges.
+
+        The squared losses can blow up; the others (hinge, log, modified
+        Huber, perceptron, Huber, epsilon-insensitive) have bounded
+        derivatives, so their weights grow at most linearly.
+        """
+        return self.loss in (
+            codes.SQUARED_ERROR,
+            codes.SQUARED_EPSILON_INSENSITIVE,
+            codes.SQUARED_HINGE,
+        )
 
     @property
     def optimal_t0(self):
@@ -379,6 +394,78 @@ def validation_scorer(kind, validation):
     return {"r2": r2, "accuracy": accuracy}[kind]
 
 
+class LinearTrainer:
+    """The training of one linear model: its rows, their order, its buffers and its epochs.
+
+    Parameters
+    ----------
+    data : LinearData
+    state : LinearState
+        Updated in place by every epoch.
+    config : LinearConfig
+    rng : numpy.random.RandomState
+        Seeds the generator of the row orders, the first time ``state`` is
+        trained.
+    rows : ndarray of int, optional
+        The rows of ``data`` to train on (default all); the others are left
+        alone, so a validation split costs no copy of the training rows.
+    shuffle : bool
+        Visit rows in a new random order every epoch.
+    max_threads : int, optional
+        Most threads an epoch may use.
+    """
+
+    def __init__(self, data, state, config, *, rng, rows=None, shuffle=True, max_threads=None):
+        self.data, self.state, self.config = data, state, config
+        self.order = _rows_to_visit(state, data.n_samples, rows, rng)
+        self.workspace = _Workspace(config, self.order.shape[0], data)
+        weights = data.sample_weight if rows is None else data.sample_weight[self.order]
+        self.weight_sum = float(weights.sum(dtype=np.float64))
+        self.unshuffled = self.order.copy() if shuffle else None
+        self.max_threads = max_threads
+        if config.schedule == codes.ADAPTIVE:
+            state.eta = config.eta0
+
+    def train_epoch(self, epoch=None):
+        """One epoch (a fresh row order first, when shuffling); return its objective."""
+        if self.unshuffled is not None:
+            _shuffle_rows(self.unshuffled, self.order, self.state.shuffler)
+        return run_one_epoch(
+            self.data,
+            self.state,
+            self.config,
+            self.order,
+            self.workspace,
+            self.weight_sum,
+            self.max_threads,
+        )
+
+    def on_plateau(self):
+        """"adaptive": divide the step by 5 on every plateau until it is tiny (True: go on)."""
+        state = self.state
+        if self.config.schedule == codes.ADAPTIVE and state.eta > MIN_ETA:
+            state.eta /= ADAPTIVE_DIVISOR
+            return True
+        return False
+
+    def learning_rate(self):
+        """Step size of the next update."""
+        return current_learning_rate(self.state, self.config)
+
+    def initial_loss(self):
+        """The starting model's objective, for a model trained from zero weights; else None.
+
+        From zero weights, a fit that ends 1000 times worse than the constant
+        model it started from has diverged, even if it blew up within its
+        first epoch (a starting loss of 0 says nothing, and gives None).
+        """
+        state = self.state
+        if state.t != 1 or np.any(state.coef):
+            return None
+        loss = initial_objective(self.data, state, self.config, self.order)
+        return loss if loss > 0 else None  # the perceptron's loss at zero weights is 0
+
+
 def train_linear(
     data,
     state,
@@ -435,30 +522,12 @@ def train_linear(
     history : TrainingHistory
     n_epochs : int
     """
-    order = _rows_to_visit(state, data.n_samples, rows, rng)
-    workspace = _Workspace(config, order.shape[0], data)
-    weights = data.sample_weight if rows is None else data.sample_weight[order]
-    weight_sum = float(weights.sum(dtype=np.float64))
+    trainer = LinearTrainer(
+        data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads
+    )
     history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation_score is not None)
-    if config.schedule == codes.ADAPTIVE:
-        state.eta = config.eta0
-
-    unshuffled = order.copy() if shuffle else None
-
-    def train_epoch(epoch):
-        if shuffle:
-            _shuffle_rows(unshuffled, order, state.shuffler)
-        return run_one_epoch(data, state, config, order, workspace, weight_sum, max_threads)
-
-    def on_plateau():
-        # "adaptive": divide the step by 5 on every plateau until it is tiny.
-        if config.schedule == codes.ADAPTIVE and state.eta > MIN_ETA:
-            state.eta /= ADAPTIVE_DIVISOR
-            return True
-        return False
-
     n_epochs = run_epochs(
-        train_epoch,
+        trainer.train_epoch,
         history,
         max_iter,
         validation_score=(
@@ -466,20 +535,15 @@ def train_linear(
             if validation_score is None
             else lambda: validation_score(*state.model_to_predict(config))
         ),
-        on_plateau=on_plateau,
+        on_plateau=trainer.on_plateau,
         verbose=verbose,
         divergence_hint=DIVERGENCE_HINT,
         estimator_name=estimator_name,
         callbacks=callbacks,
         callback_target=callback_target,
         before_callbacks=before_callbacks,
-        learning_rate=lambda: current_learning_rate(state, config),
-        # From zero weights, a first epoch 1000 times worse than the
-        # constant model it starts from has blown up within the epoch.
-        initial_loss=(
-            initial_objective(data, state, config, order)
-            if state.t == 1 and not np.any(state.coef)
-            else None
-        ),
+        learning_rate=trainer.learning_rate,
+        initial_loss=trainer.initial_loss(),
+        judge_growth=config.loss_can_blow_up,
     )
     return history, n_epochs

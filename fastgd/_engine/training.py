@@ -243,6 +243,7 @@ def run_epochs(
     before_callbacks=None,
     learning_rate=None,
     initial_loss=None,
+    judge_growth=True,
 ):
     """Train epoch after epoch until the stopping rule or ``max_iter`` ends it.
 
@@ -285,8 +286,13 @@ def run_epochs(
         Current learning rate, for the reports.
     initial_loss : float, optional
         Training objective of the model before this call's first epoch. A fit
-        that blows up within its first epoch is caught by it: that epoch's
-        loss may not exceed ``DIVERGENCE_GROWTH`` times it.
+        that ends ``DIVERGENCE_GROWTH`` times worse than where it started has
+        diverged, even when it blew up within its first epoch.
+    judge_growth : bool
+        Whether a growing loss means divergence. False for losses whose
+        derivative is bounded (hinge, log loss, ...): their steps cannot blow
+        up, and their loss may grow for a while under a large step; only a
+        non-finite loss is divergence then.
 
     Returns
     -------
@@ -308,10 +314,9 @@ def run_epochs(
             loss = train_epoch(epoch)
             n_epochs = epoch + 1
             curve = history.loss_curve
-            if len(curve) > first_of_call:
+            first_loss = math.inf
+            if judge_growth and len(curve) > first_of_call:
                 first_loss = curve[first_of_call]
-            else:
-                first_loss = math.inf if initial_loss is None else initial_loss
             check_divergence(loss, first_loss, n_epochs, divergence_hint)
             score = validation_score() if history.early_stopping else None
             improved = history.record(loss, score)
@@ -346,10 +351,12 @@ def run_epochs(
         else:
             _warn_if_not_converged(history, max_iter, estimator_name)
         curve = history.loss_curve
-        if len(curve) > first_of_call:
+        if judge_growth and len(curve) > first_of_call:
             check_divergence(
                 curve[-1], curve[first_of_call], n_epochs, divergence_hint, FINAL_GROWTH
             )
+            if initial_loss is not None:
+                check_divergence(curve[-1], initial_loss, n_epochs, divergence_hint)
         if verbose and converged:
             print(f"Convergence after {n_epochs} epochs", flush=True)
     finally:

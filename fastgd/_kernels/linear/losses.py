@@ -63,12 +63,12 @@ def loss_value(loss, p, y, epsilon):
     if loss >= HINGE:
         z = p * y
         if loss == HINGE:
-            return 1.0 - z if z < 1.0 else 0.0
+            return 0.0 if z >= 1.0 else 1.0 - z
         if loss == PERCEPTRON:
-            return -z if z < 0.0 else 0.0
+            return 0.0 if z >= 0.0 else -z
         if loss == SQUARED_HINGE:
             margin = 1.0 - z
-            return margin * margin if margin > 0.0 else 0.0
+            return 0.0 if margin <= 0.0 else margin * margin
         if loss == LOG_LOSS:
             return _log1p_exp(-z)
         # MODIFIED_HUBER
@@ -98,12 +98,12 @@ def loss_derivative(loss, p, y, epsilon):
     if loss >= HINGE:
         z = p * y
         if loss == HINGE:
-            return -y if z <= 1.0 else 0.0
+            return 0.0 if z > 1.0 else -y
         if loss == PERCEPTRON:
-            return -y if z <= 0.0 else 0.0
+            return 0.0 if z > 0.0 else -y
         if loss == SQUARED_HINGE:
             margin = 1.0 - z
-            return -2.0 * y * margin if margin > 0.0 else 0.0
+            return 0.0 if margin <= 0.0 else -2.0 * y * margin
         if loss == LOG_LOSS:
             # −y·σ(−z), written so that no exponential overflows.
             if z > 0.0:
