@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.base import ClassifierMixin
-from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
@@ -245,36 +245,54 @@ class GDClassifier(ClassifierMixin, BaseGD):
 
     # ---------------------------------------------------------------- labels
 
-    def _binary_problems(self, y, sample_weight, class_weight):
+    def _binary_problems(self, codes, sample_weight, class_weight):
         """Targets ±1 and weights of each binary problem (one, or one per class).
 
-        Weights follow scikit-learn: a binary model weighs each side by its
-        class's weight; a one-vs-rest problem its positives by their class's
-        weight and the rest by 1.
+        ``codes`` are the samples' indices into ``classes_``. Weights follow
+        scikit-learn: a binary model weighs each side by its class's weight; a
+        one-vs-rest problem its positives by their class's weight and the
+        rest by 1.
         """
         dtype = sample_weight.dtype
         if len(self.classes_) == 2:
-            positive = y == self.classes_[1]
-            side_weight = np.where(positive, class_weight[1], class_weight[0])
-            targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            return [(targets, (sample_weight * side_weight).astype(dtype))]
+            targets = np.where(codes == 1, 1.0, -1.0).astype(dtype)
+            weights = sample_weight * class_weight.astype(dtype)[codes]
+            return [(targets, weights)]
         problems = []
-        for k, label in enumerate(self.classes_):
-            positive = y == label
+        for k in range(len(self.classes_)):
+            positive = codes == k
             targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            weights = sample_weight * np.where(positive, class_weight[k], 1.0)
-            problems.append((targets, weights.astype(dtype)))
+            weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
+            problems.append((targets, weights))
         return problems
 
-    def _class_weight(self, y):
-        if isinstance(self.class_weight, dict):
-            unknown = set(self.class_weight) - set(self.classes_.tolist())
-            if unknown:
-                raise ValueError(
-                    f"class_weight names labels that are not classes: {sorted(unknown)}; "
-                    f"the classes are {self.classes_.tolist()}."
-                )
-        return compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+    def _class_weight(self, codes):
+        """The weight of each class (scikit-learn's ``compute_class_weight``, from the codes)."""
+        n_classes = len(self.classes_)
+        if self.class_weight is None:
+            return np.ones(n_classes)
+        if self.class_weight == "balanced":
+            counts = np.bincount(codes, minlength=n_classes)
+            return codes.shape[0] / (n_classes * np.maximum(counts, 1))
+        unknown = set(self.class_weight) - set(self.classes_.tolist())
+        if unknown:
+            raise ValueError(
+                f"class_weight names labels that are not classes: {sorted(unknown)}; "
+                f"the classes are {self.classes_.tolist()}."
+            )
+        return np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+
+    def _encode(self, y):
+        """Indices of the labels ``y`` into ``classes_``; a ValueError names unknown labels."""
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.minimum(codes, len(self.classes_) - 1)
+        unknown = self.classes_[codes] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y holds labels that are not among the classes {self.classes_.tolist()}: "
+                f"{np.unique(np.asarray(y)[unknown]).tolist()}."
+            )
+        return codes
 
     def _n_problems(self):
         return 1 if len(self.classes_) == 2 else len(self.classes_)
@@ -326,12 +344,15 @@ class GDClassifier(ClassifierMixin, BaseGD):
     ):
         """Train every binary problem's state; return (histories, n_epochs)."""
         config = self._make_config()
-        class_weight = self._class_weight(y)
-        labelled = self._binary_problems(y, sample_weight, class_weight)
+        codes = self._encode(y)
+        class_weight = self._class_weight(codes)
+        labelled = self._binary_problems(codes, sample_weight, class_weight)
         validation_labels = None
         if validation is not None:
             # Scored with the held-out samples' own weights (as scikit-learn scores them).
-            validation_labels = self._binary_problems(validation[1], validation[2], class_weight)
+            validation_labels = self._binary_problems(
+                self._encode(validation[1]), validation[2], class_weight
+            )
         problems = []
         for k, ((targets, weights), state, seed) in enumerate(
             zip(labelled, states, self._seeds(rng), strict=True)
@@ -366,6 +387,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             self.t_ = float(states[0].t)
 
     def _validate_labels(self, y, classes=None):
+        """The sorted classes: those of ``y``, or ``classes`` (which must hold every label of y)."""
         check_classification_targets(y)
         if classes is not None:
             classes = np.unique(np.asarray(classes))
@@ -425,7 +447,6 @@ class GDClassifier(ClassifierMixin, BaseGD):
         if self.early_stopping:
             if eval_set is not None:
                 validation = self._validate_eval_set(eval_set, X.dtype)
-                self._validate_labels(validation[1], self.classes_)
             else:
                 rows, val_rows = self._validation_split(y, sample_weight)
                 validation = (X[val_rows], y[val_rows], sample_weight[val_rows])

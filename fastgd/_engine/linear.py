@@ -460,7 +460,7 @@ class LinearTrainer:
         first epoch (a starting loss of 0 says nothing, and gives None).
         """
         state = self.state
-        if state.t != 1 or np.any(state.coef):
+        if not self.config.loss_can_blow_up or state.t != 1 or np.any(state.coef):
             return None
         loss = initial_objective(self.data, state, self.config, self.order)
         return loss if loss > 0 else None  # the perceptron's loss at zero weights is 0
