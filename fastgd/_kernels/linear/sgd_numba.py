@@ -36,7 +36,11 @@ from fastgd._kernels.runtime.codes import (
     T,
 )
 from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, LEAF_KERNEL_OPTIONS, numba
-from fastgd._kernels.runtime.prefetch import prefetch_dense_row, prefetch_sparse_row
+from fastgd._kernels.runtime.prefetch import (
+    prefetch_dense_row,
+    prefetch_element,
+    prefetch_sparse_row,
+)
 from fastgd._kernels.runtime.tuning import (
     CACHE_LINE_BYTES,
     MIN_SCALE,
@@ -128,6 +132,19 @@ def prefetch_row(rows, i):
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
+def prefetch_ahead(rows, step, stop):
+    """Start loading the row of step ``step + ROWS_AHEAD`` into cache.
+
+    A sparse row is found through ``indptr``, itself a random read, so the
+    ``indptr`` entry of step ``step + 2·ROWS_AHEAD`` is asked for too.
+    """
+    if step + ROWS_AHEAD < stop:
+        if rows.is_sparse and step + 2 * ROWS_AHEAD < stop:
+            prefetch_element(rows.indptr, rows.order[step + 2 * ROWS_AHEAD])
+        prefetch_row(rows, rows.order[step + ROWS_AHEAD])
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
 def clip_towards_zero(w, total, received):
     """Cumulative L1 penalty for one weight: shrink by (total − received), never past 0.
 
@@ -184,8 +201,7 @@ def sgd_steps(rows, model, scratch, settings, start, stop):
 
     n_steps = order.shape[0]
     for step_index in range(start, stop):
-        if step_index + ROWS_AHEAD < stop:
-            prefetch_row(rows, order[step_index + ROWS_AHEAD])
+        prefetch_ahead(rows, step_index, stop)
         i = order[step_index]
         if is_sparse:
             row_start = X_indptr[i]
@@ -357,8 +373,7 @@ def warm_block(rows, start, stop):
     values_per_line = max(1, CACHE_LINE_BYTES // X.itemsize)
     indices_per_line = max(1, CACHE_LINE_BYTES // X_indices.itemsize)
     for k in range(start, stop):
-        if k + ROWS_AHEAD < stop:
-            prefetch_row(rows, order[k + ROWS_AHEAD])
+        prefetch_ahead(rows, k, stop)
         i = order[k]
         if rows.is_sparse:
             for offset in range(X_indptr[i], X_indptr[i + 1], values_per_line):
