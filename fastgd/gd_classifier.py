@@ -1,10 +1,11 @@
 """GDClassifier: linear classification by per-sample SGD, mini-batch or full-batch GD."""
 
+import dataclasses
 from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit
+from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
@@ -128,6 +129,12 @@ class GDClassifier(ClassifierMixin, BaseGD):
         ``coef_`` and ``intercept_`` set to the current model; ``report.loss``
         is the mean of the binary problems' losses. A callback returning True
         stops training. See :mod:`fastgd.callbacks`.
+    multi_class : {"ovr", "multinomial"}, default="ovr"
+        With more than two classes: "ovr" trains one binary problem per class
+        (scikit-learn's only strategy); "multinomial" one softmax model over
+        every class, minimising the cross-entropy (``loss="log_loss"`` only;
+        on the Numba kernels; ``predict_proba`` gives the softmax). With two
+        classes both are binary logistic regression.
 
     Attributes
     ----------
@@ -176,6 +183,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         "loss": [StrOptions(set(CLASSIFIER_LOSS_CODES))],
         "n_jobs": [Integral, None],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "multi_class": [StrOptions({"ovr", "multinomial"})],
     }
     _loss_codes = CLASSIFIER_LOSS_CODES
     _pa_loss = "hinge"
@@ -212,6 +220,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         optimizer_eps=1e-8,
         backend="auto",
         callbacks=None,
+        multi_class="ovr",
     ):
         self.loss = loss
         self.penalty = penalty
@@ -242,6 +251,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         self.optimizer_eps = optimizer_eps
         self.backend = backend
         self.callbacks = callbacks
+        self.multi_class = multi_class
 
     # ---------------------------------------------------------------- labels
 
@@ -294,8 +304,30 @@ class GDClassifier(ClassifierMixin, BaseGD):
             )
         return codes
 
+    def _multinomial(self):
+        """Whether one softmax model scores every class (more than two classes only)."""
+        return self.multi_class == "multinomial" and len(self.classes_) > 2
+
     def _n_problems(self):
-        return 1 if len(self.classes_) == 2 else len(self.classes_)
+        if len(self.classes_) == 2 or self._multinomial():
+            return 1
+        return len(self.classes_)
+
+    def _make_config(self):
+        config = super()._make_config()
+        if not self._multinomial():
+            return config
+        if self.loss != "log_loss":
+            raise ValueError(
+                "multi_class='multinomial' trains a softmax model with the log loss; "
+                f"got loss={self.loss!r}. Use loss='log_loss' or multi_class='ovr'."
+            )
+        if self.backend == "cython":
+            raise ValueError(
+                "multi_class='multinomial' runs on the Numba kernels; use backend='auto' "
+                "or backend='numba'."
+            )
+        return dataclasses.replace(config, backend="numba", n_classes=len(self.classes_))
 
     def _n_threads(self):
         if self.n_jobs is None or self.n_jobs < 0:
@@ -305,6 +337,8 @@ class GDClassifier(ClassifierMixin, BaseGD):
     # -------------------------------------------------------------- training
 
     def _initial_states(self, n_features, dtype, coef_init, intercept_init):
+        if self._multinomial():
+            return [self._initial_multinomial_state(n_features, dtype, coef_init, intercept_init)]
         n_problems = self._n_problems()
         if coef_init is None and self.warm_start and hasattr(self, "_states"):
             if len(self._states) == n_problems and self._states[0].n_features == n_features:
@@ -332,6 +366,31 @@ class GDClassifier(ClassifierMixin, BaseGD):
             for coef, intercept in zip(coefs, intercepts, strict=True)
         ]
 
+    def _initial_multinomial_state(self, n_features, dtype, coef_init, intercept_init):
+        n_classes = len(self.classes_)
+        previous = getattr(self, "_states", None)
+        if coef_init is None and self.warm_start and previous:
+            state = previous[0]
+            if state.n_classes == n_classes and state.n_features == n_features:
+                coef_init, intercept_init = state.coef, state.intercept
+        if coef_init is not None:
+            coef_init = np.asarray(coef_init, dtype=dtype)
+            if coef_init.size != n_classes * n_features:
+                raise ValueError(
+                    f"coef_init has shape {coef_init.shape}; expected ({n_classes}, {n_features})."
+                )
+        if intercept_init is not None:
+            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(-1)
+            if intercept_init.shape != (n_classes,):
+                raise ValueError(f"intercept_init must hold {n_classes} numbers.")
+        return LinearState(
+            n_features,
+            dtype,
+            coef_init,
+            0.0 if intercept_init is None else intercept_init,
+            n_classes=n_classes,
+        )
+
     def _seeds(self, rng):
         """One RandomState per binary problem, drawn as scikit-learn draws them."""
         if self._n_problems() == 1:
@@ -346,6 +405,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
         config = self._make_config()
         codes = self._encode(y)
         class_weight = self._class_weight(codes)
+        if self._multinomial():
+            return self._fit_multinomial(
+                X, codes, sample_weight * class_weight.astype(X.dtype)[codes], states, config,
+                max_iter=max_iter, rng=rng, rows=rows, validation=validation, tol=tol,
+            )
         labelled = self._binary_problems(codes, sample_weight, class_weight)
         validation_labels = None
         if validation is not None:
@@ -378,8 +442,40 @@ class GDClassifier(ClassifierMixin, BaseGD):
             before_callbacks=lambda: self._publish(states, config),
         )
 
+    def _fit_multinomial(
+        self, X, codes, weights, states, config, *, max_iter, rng, rows, validation, tol
+    ):
+        """Train the one softmax model of ``states``; return ([history], n_epochs)."""
+        (state,) = states
+        score = None
+        if validation is not None:
+            X_val, y_val, w_val = validation
+            score = validation_scorer("multiclass accuracy", (X_val, self._encode(y_val), w_val))
+        history, n_epochs = self._train_one_model(
+            X,
+            LinearData(X, codes.astype(X.dtype), weights),
+            state,
+            config,
+            lambda: self._publish(states, config),
+            max_iter=max_iter,
+            rng=rng,
+            rows=rows,
+            shuffle=self.shuffle,
+            tol=tol,
+            n_iter_no_change=self.n_iter_no_change,
+            validation_score=score,
+            verbose=self.verbose,
+            estimator_name=type(self).__name__,
+        )
+        return [history], n_epochs
+
     def _publish(self, states, config):
-        """Set the public fitted attributes from the binary problems' states."""
+        """Set the public fitted attributes from the binary problems' (or the softmax) states."""
+        if self._multinomial():
+            coef, intercept = states[0].model_to_predict(config)
+            self.coef_, self.intercept_ = coef.copy(), intercept.copy()
+            self.t_ = float(states[0].t)
+            return
         models = [state.model_to_predict(config) for state in states]
         self.coef_ = np.vstack([coef for coef, _ in models])
         self.intercept_ = np.array([intercept for _, intercept in models], dtype=self.coef_.dtype)
@@ -503,7 +599,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             self.classes_ = self._validate_labels(y, classes)
             if self.classes_.shape[0] < 2:
                 raise ValueError("The number of classes has to be greater than one.")
-            self._states = [LinearState(X.shape[1], X.dtype) for _ in range(self._n_problems())]
+            self._states = self._initial_states(X.shape[1], X.dtype, None, None)
             self._histories = [[] for _ in self._states]
             self.n_iter_ = 0
             self.t_ = 1.0
@@ -612,6 +708,8 @@ class GDClassifier(ClassifierMixin, BaseGD):
             Probabilities, in the order of ``classes_``.
         """
         scores = self.decision_function(X)
+        if self._multinomial():
+            return softmax(scores, axis=1)
         if self.loss == "log_loss":
             positive = expit(scores)
         else:

@@ -403,8 +403,9 @@ def _one_blas_thread():
 def validation_scorer(kind, validation):
     """A function scoring ``(coef, intercept)`` on ``validation = (X, y, sample_weight)``.
 
-    ``kind`` is "r2" (regression) or "accuracy" (a binary problem with labels
-    ±1: the share of samples, by weight, whose decision has the label's sign).
+    ``kind`` is "r2" (regression), "accuracy" (a binary problem with labels
+    ±1: the share of samples, by weight, whose decision has the label's sign)
+    or "multiclass accuracy" (a softmax model, labels the class indices).
     """
     X_val, y_val, w_val = validation
 
@@ -423,7 +424,12 @@ def validation_scorer(kind, validation):
         predicted = np.where(decision > 0, 1.0, -1.0)
         return float(np.average(predicted == y_val, weights=w_val))
 
-    return {"r2": r2, "accuracy": accuracy}[kind]
+    def multiclass_accuracy(coef, intercept):
+        with _one_blas_thread():
+            scores = X_val @ coef.T + intercept
+        return float(np.average(np.asarray(scores).argmax(axis=1) == y_val, weights=w_val))
+
+    return {"r2": r2, "accuracy": accuracy, "multiclass accuracy": multiclass_accuracy}[kind]
 
 
 class LinearTrainer:
