@@ -271,8 +271,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
         problems = []
         for k in range(len(self.classes_)):
             positive = codes == k
-            targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
+            targets = np.full(codes.shape[0], -1.0, dtype=dtype)
+            targets[positive] = 1.0
+            weights = sample_weight  # shared by every problem when unweighted
+            if class_weight[k] != 1.0:
+                weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
             problems.append((targets, weights))
         return problems
 
