@@ -14,7 +14,6 @@ held-out accuracy is within two points of SGDClassifier's after three epochs
 cannot win.
 """
 
-import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import SGDClassifier
