@@ -598,16 +598,16 @@ def train_linear(
     history = TrainingHistory(
         tol, n_iter_no_change, early_stopping, validating=validation is not None
     )
+
+    def model():
+        return state.model_to_predict(config)
+
     n_epochs = run_epochs(
         trainer.train_epoch,
         history,
         max_iter,
-        validation_score=(
-            None if validation is None else lambda: validation.score(*state.model_to_predict(config))
-        ),
-        validation_loss=(
-            None if validation is None else lambda: validation.loss(*state.model_to_predict(config))
-        ),
+        validation_score=None if validation is None else lambda: validation.score(*model()),
+        validation_loss=None if validation is None else lambda: validation.loss(*model()),
         on_plateau=trainer.on_plateau,
         verbose=verbose,
         divergence_hint=DIVERGENCE_HINT,
