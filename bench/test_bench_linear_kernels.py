@@ -103,6 +103,7 @@ def linear_settings(l2):
         optimizer_eps=1e-8,
         fit_intercept=True,
         average_start=0.0,  # no averaging
+        n_classes=1,
     )
 
 

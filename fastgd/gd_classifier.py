@@ -1,12 +1,13 @@
 """GDClassifier: linear classification by per-sample SGD, mini-batch or full-batch GD."""
 
+import dataclasses
 from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit
+from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin
-from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
@@ -128,6 +129,12 @@ class GDClassifier(ClassifierMixin, BaseGD):
         ``coef_`` and ``intercept_`` set to the current model; ``report.loss``
         is the mean of the binary problems' losses. A callback returning True
         stops training. See :mod:`fastgd.callbacks`.
+    multi_class : {"ovr", "multinomial"}, default="ovr"
+        With more than two classes: "ovr" trains one binary problem per class
+        (scikit-learn's only strategy); "multinomial" one softmax model over
+        every class, minimising the cross-entropy (``loss="log_loss"`` only;
+        on the Numba kernels; ``predict_proba`` gives the softmax). With two
+        classes both are binary logistic regression.
 
     Attributes
     ----------
@@ -176,6 +183,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         "loss": [StrOptions(set(CLASSIFIER_LOSS_CODES))],
         "n_jobs": [Integral, None],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "multi_class": [StrOptions({"ovr", "multinomial"})],
     }
     _loss_codes = CLASSIFIER_LOSS_CODES
     _pa_loss = "hinge"
@@ -212,6 +220,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         optimizer_eps=1e-8,
         backend="auto",
         callbacks=None,
+        multi_class="ovr",
     ):
         self.loss = loss
         self.penalty = penalty
@@ -242,42 +251,83 @@ class GDClassifier(ClassifierMixin, BaseGD):
         self.optimizer_eps = optimizer_eps
         self.backend = backend
         self.callbacks = callbacks
+        self.multi_class = multi_class
 
     # ---------------------------------------------------------------- labels
 
-    def _binary_problems(self, y, sample_weight, class_weight):
+    def _binary_problems(self, codes, sample_weight, class_weight):
         """Targets ±1 and weights of each binary problem (one, or one per class).
 
-        Weights follow scikit-learn: a binary model weighs each side by its
-        class's weight; a one-vs-rest problem its positives by their class's
-        weight and the rest by 1.
+        ``codes`` are the samples' indices into ``classes_``. Weights follow
+        scikit-learn: a binary model weighs each side by its class's weight; a
+        one-vs-rest problem its positives by their class's weight and the
+        rest by 1.
         """
         dtype = sample_weight.dtype
         if len(self.classes_) == 2:
-            positive = y == self.classes_[1]
-            side_weight = np.where(positive, class_weight[1], class_weight[0])
-            targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            return [(targets, (sample_weight * side_weight).astype(dtype))]
+            targets = np.where(codes == 1, 1.0, -1.0).astype(dtype)
+            weights = sample_weight * class_weight.astype(dtype)[codes]
+            return [(targets, weights)]
         problems = []
-        for k, label in enumerate(self.classes_):
-            positive = y == label
+        for k in range(len(self.classes_)):
+            positive = codes == k
             targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            weights = sample_weight * np.where(positive, class_weight[k], 1.0)
-            problems.append((targets, weights.astype(dtype)))
+            weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
+            problems.append((targets, weights))
         return problems
 
-    def _class_weight(self, y):
-        if isinstance(self.class_weight, dict):
-            unknown = set(self.class_weight) - set(self.classes_.tolist())
-            if unknown:
-                raise ValueError(
-                    f"class_weight names labels that are not classes: {sorted(unknown)}; "
-                    f"the classes are {self.classes_.tolist()}."
-                )
-        return compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+    def _class_weight(self, codes):
+        """The weight of each class (scikit-learn's ``compute_class_weight``, from the codes)."""
+        n_classes = len(self.classes_)
+        if self.class_weight is None:
+            return np.ones(n_classes)
+        if self.class_weight == "balanced":
+            counts = np.bincount(codes, minlength=n_classes)
+            return codes.shape[0] / (n_classes * np.maximum(counts, 1))
+        unknown = set(self.class_weight) - set(self.classes_.tolist())
+        if unknown:
+            raise ValueError(
+                f"class_weight names labels that are not classes: {sorted(unknown)}; "
+                f"the classes are {self.classes_.tolist()}."
+            )
+        return np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+
+    def _encode(self, y):
+        """Indices of the labels ``y`` into ``classes_``; a ValueError names unknown labels."""
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.minimum(codes, len(self.classes_) - 1)
+        unknown = self.classes_[codes] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y holds labels that are not among the classes {self.classes_.tolist()}: "
+                f"{np.unique(np.asarray(y)[unknown]).tolist()}."
+            )
+        return codes
+
+    def _multinomial(self):
+        """Whether one softmax model scores every class (more than two classes only)."""
+        return self.multi_class == "multinomial" and len(self.classes_) > 2
 
     def _n_problems(self):
-        return 1 if len(self.classes_) == 2 else len(self.classes_)
+        if len(self.classes_) == 2 or self._multinomial():
+            return 1
+        return len(self.classes_)
+
+    def _make_config(self):
+        config = super()._make_config()
+        if not self._multinomial():
+            return config
+        if self.loss != "log_loss":
+            raise ValueError(
+                "multi_class='multinomial' trains a softmax model with the log loss; "
+                f"got loss={self.loss!r}. Use loss='log_loss' or multi_class='ovr'."
+            )
+        if self.backend == "cython":
+            raise ValueError(
+                "multi_class='multinomial' runs on the Numba kernels; use backend='auto' "
+                "or backend='numba'."
+            )
+        return dataclasses.replace(config, backend="numba", n_classes=len(self.classes_))
 
     def _n_threads(self):
         if self.n_jobs is None or self.n_jobs < 0:
@@ -287,6 +337,8 @@ class GDClassifier(ClassifierMixin, BaseGD):
     # -------------------------------------------------------------- training
 
     def _initial_states(self, n_features, dtype, coef_init, intercept_init):
+        if self._multinomial():
+            return [self._initial_multinomial_state(n_features, dtype, coef_init, intercept_init)]
         n_problems = self._n_problems()
         if coef_init is None and self.warm_start and hasattr(self, "_states"):
             if len(self._states) == n_problems and self._states[0].n_features == n_features:
@@ -314,6 +366,31 @@ class GDClassifier(ClassifierMixin, BaseGD):
             for coef, intercept in zip(coefs, intercepts, strict=True)
         ]
 
+    def _initial_multinomial_state(self, n_features, dtype, coef_init, intercept_init):
+        n_classes = len(self.classes_)
+        previous = getattr(self, "_states", None)
+        if coef_init is None and self.warm_start and previous:
+            state = previous[0]
+            if state.n_classes == n_classes and state.n_features == n_features:
+                coef_init, intercept_init = state.coef, state.intercept
+        if coef_init is not None:
+            coef_init = np.asarray(coef_init, dtype=dtype)
+            if coef_init.size != n_classes * n_features:
+                raise ValueError(
+                    f"coef_init has shape {coef_init.shape}; expected ({n_classes}, {n_features})."
+                )
+        if intercept_init is not None:
+            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(-1)
+            if intercept_init.shape != (n_classes,):
+                raise ValueError(f"intercept_init must hold {n_classes} numbers.")
+        return LinearState(
+            n_features,
+            dtype,
+            coef_init,
+            0.0 if intercept_init is None else intercept_init,
+            n_classes=n_classes,
+        )
+
     def _seeds(self, rng):
         """One RandomState per binary problem, drawn as scikit-learn draws them."""
         if self._n_problems() == 1:
@@ -326,12 +403,20 @@ class GDClassifier(ClassifierMixin, BaseGD):
     ):
         """Train every binary problem's state; return (histories, n_epochs)."""
         config = self._make_config()
-        class_weight = self._class_weight(y)
-        labelled = self._binary_problems(y, sample_weight, class_weight)
+        codes = self._encode(y)
+        class_weight = self._class_weight(codes)
+        if self._multinomial():
+            return self._fit_multinomial(
+                X, codes, sample_weight * class_weight.astype(X.dtype)[codes], states, config,
+                max_iter=max_iter, rng=rng, rows=rows, validation=validation, tol=tol,
+            )
+        labelled = self._binary_problems(codes, sample_weight, class_weight)
         validation_labels = None
         if validation is not None:
             # Scored with the held-out samples' own weights (as scikit-learn scores them).
-            validation_labels = self._binary_problems(validation[1], validation[2], class_weight)
+            validation_labels = self._binary_problems(
+                self._encode(validation[1]), validation[2], class_weight
+            )
         problems = []
         for k, ((targets, weights), state, seed) in enumerate(
             zip(labelled, states, self._seeds(rng), strict=True)
@@ -357,8 +442,40 @@ class GDClassifier(ClassifierMixin, BaseGD):
             before_callbacks=lambda: self._publish(states, config),
         )
 
+    def _fit_multinomial(
+        self, X, codes, weights, states, config, *, max_iter, rng, rows, validation, tol
+    ):
+        """Train the one softmax model of ``states``; return ([history], n_epochs)."""
+        (state,) = states
+        score = None
+        if validation is not None:
+            X_val, y_val, w_val = validation
+            score = validation_scorer("multiclass accuracy", (X_val, self._encode(y_val), w_val))
+        history, n_epochs = self._train_one_model(
+            X,
+            LinearData(X, codes.astype(X.dtype), weights),
+            state,
+            config,
+            lambda: self._publish(states, config),
+            max_iter=max_iter,
+            rng=rng,
+            rows=rows,
+            shuffle=self.shuffle,
+            tol=tol,
+            n_iter_no_change=self.n_iter_no_change,
+            validation_score=score,
+            verbose=self.verbose,
+            estimator_name=type(self).__name__,
+        )
+        return [history], n_epochs
+
     def _publish(self, states, config):
-        """Set the public fitted attributes from the binary problems' states."""
+        """Set the public fitted attributes from the binary problems' (or the softmax) states."""
+        if self._multinomial():
+            coef, intercept = states[0].model_to_predict(config)
+            self.coef_, self.intercept_ = coef.copy(), intercept.copy()
+            self.t_ = float(states[0].t)
+            return
         models = [state.model_to_predict(config) for state in states]
         self.coef_ = np.vstack([coef for coef, _ in models])
         self.intercept_ = np.array([intercept for _, intercept in models], dtype=self.coef_.dtype)
@@ -366,6 +483,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             self.t_ = float(states[0].t)
 
     def _validate_labels(self, y, classes=None):
+        """The sorted classes: those of ``y``, or ``classes`` (which must hold every label of y)."""
         check_classification_targets(y)
         if classes is not None:
             classes = np.unique(np.asarray(classes))
@@ -425,7 +543,6 @@ class GDClassifier(ClassifierMixin, BaseGD):
         if self.early_stopping:
             if eval_set is not None:
                 validation = self._validate_eval_set(eval_set, X.dtype)
-                self._validate_labels(validation[1], self.classes_)
             else:
                 rows, val_rows = self._validation_split(y, sample_weight)
                 validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
@@ -482,7 +599,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             self.classes_ = self._validate_labels(y, classes)
             if self.classes_.shape[0] < 2:
                 raise ValueError("The number of classes has to be greater than one.")
-            self._states = [LinearState(X.shape[1], X.dtype) for _ in range(self._n_problems())]
+            self._states = self._initial_states(X.shape[1], X.dtype, None, None)
             self._histories = [[] for _ in self._states]
             self.n_iter_ = 0
             self.t_ = 1.0
@@ -591,6 +708,8 @@ class GDClassifier(ClassifierMixin, BaseGD):
             Probabilities, in the order of ``classes_``.
         """
         scores = self.decision_function(X)
+        if self._multinomial():
+            return softmax(scores, axis=1)
         if self.loss == "log_loss":
             positive = expit(scores)
         else:

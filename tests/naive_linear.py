@@ -206,3 +206,54 @@ def soft_threshold(w, threshold):
 
 def is_close(a, b, rtol):
     return math.isclose(a, b, rel_tol=rtol, abs_tol=rtol)
+
+
+def softmax_cross_entropy(scores, labels):
+    """Per-row cross-entropy and softmax probabilities of ``scores`` (n, K)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probabilities[np.arange(len(labels)), labels], np.exp(log_probabilities)
+
+
+def multinomial_sgd_epochs(X, y, sw, orders, n_classes, *, eta0=0.05, l2=0.0, l1=0.0,
+                           fit_intercept=True, average_start=0):
+    """Per-sample plain SGD of a softmax model (constant rate); returns (W, b, avg, losses)."""
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    W, b = np.zeros((n_classes, d)), np.zeros(n_classes)
+    avg, n_avg = np.zeros(n_classes * (d + 1)), 0
+    total, received = 0.0, np.zeros((n_classes, d))
+    t = 1
+    losses = []
+    for order in orders:
+        loss_sum = 0.0
+        for i in order:
+            x, label = X[i], int(y[i])
+            loss, p = softmax_cross_entropy((W @ x + b)[None], [label])
+            loss_sum += sw[i] * loss[0]
+            g = sw[i] * (p[0] - np.eye(n_classes)[label])
+            W = W * max(0.0, 1.0 - eta0 * l2) - eta0 * np.outer(g, x)
+            if fit_intercept:
+                b = b - eta0 * g
+            if l1 > 0:
+                total += eta0 * l1
+                clipped, got = clip_towards_zero(W, total, received)
+                touched = np.broadcast_to(x != 0, W.shape)
+                W = np.where(touched, clipped, W)
+                received = np.where(touched, got, received)
+            if average_start > 0 and t >= average_start:
+                n_avg += 1
+                avg += (np.r_[W.ravel(), b] - avg) / n_avg
+            t += 1
+        losses.append(loss_sum)
+    return W, b, avg, losses
+
+
+def multinomial_gradient(X, y, sw, rows, W, b, l2, fit_intercept=True):
+    """Weighted-mean gradient of the penalised cross-entropy; returns (dW, db, loss_sum)."""
+    X = np.asarray(X, dtype=np.float64)[rows]
+    loss, p = softmax_cross_entropy(X @ W.T + b, y[rows].astype(int))
+    g = sw[rows, None] * (p - np.eye(W.shape[0])[y[rows].astype(int)])
+    dW = g.T @ X / sw[rows].sum() + l2 * W
+    db = g.sum(axis=0) / sw[rows].sum() if fit_intercept else np.zeros_like(b)
+    return dW, db, float(np.sum(sw[rows] * loss))

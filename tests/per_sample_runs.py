@@ -33,6 +33,7 @@ DEFAULT_SETTINGS = dict(
     optimizer_eps=1e-8,
     fit_intercept=True,
     average_start=0.0,
+    n_classes=1,
 )
 
 

@@ -73,6 +73,13 @@ def _expected_failures(estimator):
             random_state=0,
         ),
         GDClassifier(loss="hinge", learning_rate="pa2", eta0=0.1, penalty=None, random_state=0),
+        GDClassifier(
+            loss="log_loss",
+            multi_class="multinomial",
+            learning_rate="constant",
+            eta0=0.01,
+            random_state=0,
+        ),
     ],
     expected_failed_checks=_expected_failures,
 )
@@ -287,3 +294,78 @@ def test_callbacks_see_one_report_per_epoch(digits):
     model = GDClassifier(callbacks=[callback], random_state=0).fit(X_train, y_train)
     assert seen == [(k, (10, 64)) for k in (1, 2, 3)]
     assert model.n_iter_ == 3
+
+
+# ------------------------------------------------------------- multinomial
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(learning_rate="constant", eta0=0.01),
+        dict(batch_size=32, optimizer="adam", learning_rate="constant", eta0=0.01),
+        dict(batch_size="full", learning_rate="constant", eta0=0.5, max_iter=300),
+    ],
+)
+def test_multinomial_reaches_logistic_regression(digits, params):
+    from sklearn.linear_model import LogisticRegression
+
+    X_train, X_test, y_train, y_test = digits
+    model = GDClassifier(loss="log_loss", multi_class="multinomial", random_state=0, **params)
+    quiet_fit(model, X_train, y_train)
+    reference = LogisticRegression(max_iter=2000).fit(X_train, y_train)
+    assert model.coef_.shape == (10, 64) and model.intercept_.shape == (10,)
+    assert model.score(X_test, y_test) > reference.score(X_test, y_test) - 0.02
+    proba = model.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    scores = model.decision_function(X_test)
+    np.testing.assert_allclose(proba, np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True))
+    np.testing.assert_array_equal(model.predict(X_test), model.classes_[scores.argmax(axis=1)])
+
+
+def test_multinomial_sparse_float32_and_reproducible(digits):
+    X_train, _, y_train, _ = digits
+    params = dict(
+        loss="log_loss",
+        multi_class="multinomial",
+        learning_rate="constant",
+        eta0=0.01,
+        max_iter=4,
+        tol=None,
+        random_state=2,
+    )
+    dense = GDClassifier(**params).fit(X_train, y_train)
+    again = GDClassifier(**params).fit(X_train, y_train)
+    np.testing.assert_array_equal(dense.coef_, again.coef_)
+    sparse = GDClassifier(**params).fit(sp.csr_matrix(X_train), y_train)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-10, atol=1e-12)
+    single = GDClassifier(**params).fit(X_train.astype(np.float32), y_train)
+    assert single.coef_.dtype == np.float32
+    np.testing.assert_allclose(single.coef_, dense.coef_, rtol=1e-3, atol=1e-4)
+
+
+def test_multinomial_partial_fit_equals_fit(digits):
+    X_train, _, y_train, _ = digits
+    params = dict(loss="log_loss", multi_class="multinomial", random_state=0)
+    fitted = GDClassifier(max_iter=2, tol=None, **params).fit(X_train, y_train)
+    stepped = GDClassifier(**params)
+    for _ in range(2):
+        stepped.partial_fit(X_train, y_train, classes=np.arange(10))
+    np.testing.assert_array_equal(stepped.coef_, fitted.coef_)
+
+
+def test_multinomial_needs_the_log_loss_and_numba(digits):
+    X_train, _, y_train, _ = digits
+    with pytest.raises(ValueError, match="loss='log_loss' or multi_class='ovr'"):
+        GDClassifier(multi_class="multinomial").fit(X_train, y_train)
+    with pytest.raises(ValueError, match="runs on the Numba kernels"):
+        GDClassifier(loss="log_loss", multi_class="multinomial", backend="cython").fit(
+            X_train, y_train
+        )
+    # Two classes: binary logistic regression, whichever strategy is asked for.
+    two = y_train < 2
+    a = GDClassifier(loss="log_loss", multi_class="multinomial", random_state=0)
+    b = GDClassifier(loss="log_loss", random_state=0)
+    np.testing.assert_array_equal(
+        a.fit(X_train[two], y_train[two]).coef_, b.fit(X_train[two], y_train[two]).coef_
+    )

@@ -123,13 +123,16 @@ def test_sharing_needs_a_large_epoch_and_two_threads(monkeypatch):
     small, y_small = np.zeros((1_000, 100)), np.zeros(1_000)
     rows_big = visited(big, y_big, np.empty(0), np.arange(100_000))
     rows_small = visited(small, y_small, np.empty(0), np.arange(1_000))
+    model = LinearModel.zeros(100, np.float64)
     monkeypatch.setattr(linear_epochs, "thread_budget", lambda: 2)
-    per_block = linear_epochs.rows_per_shared_block(rows_big)
+    per_block = linear_epochs.rows_per_shared_block(rows_big, model)
     # A block's rows fit the cache budget.
     assert per_block * 100 * 8 <= tuning.WARM_BLOCK_BYTES < (per_block + 1) * 100 * 8
-    assert linear_epochs.rows_per_shared_block(rows_small) == 0
+    assert linear_epochs.rows_per_shared_block(rows_small, model) == 0
+    wide = LinearModel.zeros(tuning.MAX_SHARED_WEIGHT_BYTES // 8, np.float64)
+    assert linear_epochs.rows_per_shared_block(rows_big, wide) == 0
     monkeypatch.setattr(linear_epochs, "thread_budget", lambda: 1)
-    assert linear_epochs.rows_per_shared_block(rows_big) == 0
+    assert linear_epochs.rows_per_shared_block(rows_big, model) == 0
 
 
 def test_thread_budget_follows_numba_and_its_environment_variable(monkeypatch):

@@ -46,7 +46,8 @@ class LinearConfig:
 
     ``batch_size`` is 1 for per-sample SGD, ``None`` for full-batch GD, or
     the number of rows of a mini-batch. ``backend`` is "cython" or "numba"
-    and selects the per-sample kernel.
+    and selects the per-sample kernel. ``n_classes`` is 1 for a model with
+    one output, else the classes of a multinomial (softmax) model.
     """
 
     loss: int
@@ -67,10 +68,16 @@ class LinearConfig:
     power_t: float
     average_start: float
     backend: str
+    n_classes: int = 1
 
     @property
     def per_sample(self):
-        return self.batch_size == 1
+        """Whether the per-sample kernels run the epochs.
+
+        A multinomial model has per-sample kernels for plain SGD only; with
+        another optimizer its per-sample steps run as batches of one row.
+        """
+        return self.batch_size == 1 and (self.n_classes == 1 or self.optimizer == codes.SGD)
 
     @property
     def loss_can_blow_up(self):
@@ -128,6 +135,7 @@ class LinearConfig:
             optimizer_eps=self.optimizer_eps,
             fit_intercept=self.fit_intercept,
             average_start=self.average_start,
+            n_classes=self.n_classes,
         )
 
 
@@ -161,11 +169,13 @@ class LinearState:
     generator of the epochs' row orders.
     """
 
-    def __init__(self, n_features, dtype, coef_init=None, intercept_init=0.0):
-        self.model = LinearModel.zeros(n_features, dtype)
+    def __init__(self, n_features, dtype, coef_init=None, intercept_init=0.0, n_classes=1):
+        self.model = LinearModel.zeros(n_features, dtype, n_classes)
+        self.n_classes = n_classes
+        self.n_weights = n_classes * n_features
         if coef_init is not None:
-            self.model.params[:n_features] = coef_init
-        self.model.params[n_features] = intercept_init
+            self.model.params[: self.n_weights] = np.ravel(coef_init)
+        self.model.params[self.n_weights :] = intercept_init
         self.eta = None  # current rate of the adaptive schedule
         # Row order: each epoch visits a fresh permutation drawn by this
         # generator, seeded once from random_state and kept across
@@ -187,15 +197,17 @@ class LinearState:
 
     @property
     def n_features(self):
-        return self.params.shape[0] - 1
+        return self.n_weights // self.n_classes
 
     @property
     def coef(self):
-        return self.params[:-1]
+        """The weights (of every class, row by row, for a multinomial model)."""
+        return self.params[: self.n_weights]
 
     @property
     def intercept(self):
-        return self.params[-1]
+        """The intercept (an array of one per class for a multinomial model)."""
+        return self.params[-1] if self.n_classes == 1 else self.params[self.n_weights :]
 
     @property
     def t(self):
@@ -206,9 +218,16 @@ class LinearState:
         return config.average_start > 0 and self.counters[N_AVERAGED] > 0
 
     def model_to_predict(self, config):
-        """``(coef, intercept)`` of the model to predict with (averaged or not)."""
+        """``(coef, intercept)`` of the model to predict with (averaged or not).
+
+        For a multinomial model, ``coef`` has shape (n_classes, n_features)
+        and ``intercept`` (n_classes,).
+        """
         source = self.avg_params if self.averaging(config) else self.params
-        return source[:-1], source[-1]
+        if self.n_classes == 1:
+            return source[:-1], source[-1]
+        weights = source[: self.n_weights].reshape(self.n_classes, -1)
+        return weights, source[self.n_weights :]
 
 
 class _Workspace:
@@ -223,8 +242,10 @@ class _Workspace:
     weight is 1".
     """
 
-    def __init__(self, config, n_rows, data):
-        n_features, dtype = data.n_features, data.dtype
+    def __init__(self, config, n_rows, data, state):
+        # The buffers have the model's size: [w, b], or every class's for a
+        # multinomial model (written as n_features + 1 parameters).
+        n_features, dtype = state.params.shape[0] - 1, data.dtype
         if config.per_sample:
             self.scratch = Scratch.for_per_sample(n_features, dtype)
             self.y_ordered = np.empty(n_rows, dtype=dtype)
@@ -251,6 +272,7 @@ def _per_sample_kernels(backend):
 def penalty(coef, config):
     """α·(l1_ratio·‖w‖₁ + (1 − l1_ratio)/2·‖w‖²)."""
     value = 0.0
+    coef = coef.ravel()
     if config.penalty_l1 > 0:
         value += config.penalty_l1 * float(np.abs(coef).sum(dtype=np.float64))
     if config.penalty_l2 > 0:
@@ -274,14 +296,24 @@ def run_one_epoch(data, state, config, order, workspace, weight_sum, max_threads
         if workspace.weight_ordered.shape[0] > 0:
             np.take(data.sample_weight, order, out=workspace.weight_ordered)
         rows = VisitedRows.of(data.features, order, workspace.y_ordered, workspace.weight_ordered)
-        kernels = _per_sample_kernels(config.backend)
-        loss_sum = per_sample_epoch(
-            kernels, rows, state.model, workspace.scratch, settings, max_threads
-        )
+        if config.n_classes > 1:
+            from fastgd._kernels.linear import multinomial_numba
+
+            loss_sum = multinomial_numba.sgd_epoch(rows, state.model, workspace.scratch, settings)
+        else:
+            kernels = _per_sample_kernels(config.backend)
+            loss_sum = per_sample_epoch(
+                kernels, rows, state.model, workspace.scratch, settings, max_threads
+            )
     else:
         batch_size = config.batch_size or order.shape[0]
         rows = BatchRows.of(data.features, order, data.y, data.kernel_weights, batch_size)
-        loss_sum = batch_epoch(rows, state.model, workspace.scratch, settings, max_threads)
+        if config.n_classes > 1:
+            from fastgd._kernels.linear import multinomial_numba
+
+            loss_sum = multinomial_numba.batch_epoch(rows, state.model, workspace.scratch, settings)
+        else:
+            loss_sum = batch_epoch(rows, state.model, workspace.scratch, settings, max_threads)
     coef, _ = state.model_to_predict(config)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         objective = (loss_sum / weight_sum if weight_sum > 0 else 0.0) + penalty(coef, config)
@@ -371,8 +403,9 @@ def _one_blas_thread():
 def validation_scorer(kind, validation):
     """A function scoring ``(coef, intercept)`` on ``validation = (X, y, sample_weight)``.
 
-    ``kind`` is "r2" (regression) or "accuracy" (a binary problem with labels
-    ±1: the share of samples, by weight, whose decision has the label's sign).
+    ``kind`` is "r2" (regression), "accuracy" (a binary problem with labels
+    ±1: the share of samples, by weight, whose decision has the label's sign)
+    or "multiclass accuracy" (a softmax model, labels the class indices).
     """
     X_val, y_val, w_val = validation
 
@@ -391,7 +424,12 @@ def validation_scorer(kind, validation):
         predicted = np.where(decision > 0, 1.0, -1.0)
         return float(np.average(predicted == y_val, weights=w_val))
 
-    return {"r2": r2, "accuracy": accuracy}[kind]
+    def multiclass_accuracy(coef, intercept):
+        with _one_blas_thread():
+            scores = X_val @ coef.T + intercept
+        return float(np.average(np.asarray(scores).argmax(axis=1) == y_val, weights=w_val))
+
+    return {"r2": r2, "accuracy": accuracy, "multiclass accuracy": multiclass_accuracy}[kind]
 
 
 class LinearTrainer:
@@ -418,7 +456,7 @@ class LinearTrainer:
     def __init__(self, data, state, config, *, rng, rows=None, shuffle=True, max_threads=None):
         self.data, self.state, self.config = data, state, config
         self.order = _rows_to_visit(state, data.n_samples, rows, rng)
-        self.workspace = _Workspace(config, self.order.shape[0], data)
+        self.workspace = _Workspace(config, self.order.shape[0], data, state)
         weights = data.sample_weight if rows is None else data.sample_weight[self.order]
         self.weight_sum = float(weights.sum(dtype=np.float64))
         self.unshuffled = self.order.copy() if shuffle else None
@@ -460,7 +498,7 @@ class LinearTrainer:
         first epoch (a starting loss of 0 says nothing, and gives None).
         """
         state = self.state
-        if state.t != 1 or np.any(state.coef):
+        if not self.config.loss_can_blow_up or state.t != 1 or np.any(state.coef):
             return None
         loss = initial_objective(self.data, state, self.config, self.order)
         return loss if loss > 0 else None  # the perceptron's loss at zero weights is 0

@@ -33,6 +33,7 @@ import numpy as np
 from fastgd._engine.threads import run_with_helper, thread_budget
 from fastgd._kernels.runtime.codes import AVG_INTERCEPT, INTERCEPT, LOSS_SUM, N_BLOCK_FLAGS, SCALE
 from fastgd._kernels.runtime.tuning import (
+    MAX_SHARED_WEIGHT_BYTES,
     MIN_BLOCK_ROWS,
     MIN_BLOCKS,
     MIN_VALUES_FOR_TWO_THREADS,
@@ -56,11 +57,13 @@ def _stored_values_and_rows(features):
     return features.dense.size, features.dense.shape[0]
 
 
-def rows_per_shared_block(rows, max_threads=None):
+def rows_per_shared_block(rows, model, max_threads=None):
     """Steps per block if the per-sample epoch over ``rows`` is worth sharing, else 0.
 
-    Sharing needs two threads (:func:`fastgd._engine.threads.thread_budget`,
-    capped by ``max_threads``),
+    Sharing needs weights small enough to pass between the cores with every
+    block (:data:`~fastgd._kernels.runtime.tuning.MAX_SHARED_WEIGHT_BYTES`),
+    two threads (:func:`fastgd._engine.threads.thread_budget`, capped by
+    ``max_threads``),
     enough stored values for a thread's start to be negligible, and at least
     :data:`~fastgd._kernels.runtime.tuning.MIN_BLOCKS` blocks.
     """
@@ -69,7 +72,8 @@ def rows_per_shared_block(rows, max_threads=None):
     too_small = (
         n_values < MIN_VALUES_FOR_TWO_THREADS or rows.order.shape[0] < MIN_BLOCKS * per_block
     )
-    if too_small or _threads(max_threads) < 2:
+    too_wide = model.params.nbytes > MAX_SHARED_WEIGHT_BYTES
+    if too_small or too_wide or _threads(max_threads) < 2:
         return 0
     return per_block
 
@@ -104,7 +108,7 @@ def per_sample_epoch(kernels, rows, model, scratch, settings, max_threads=None):
     counters = model.counters
     counters[INTERCEPT] = model.params[-1]
     counters[AVG_INTERCEPT] = model.avg_params[-1]
-    rows_per_block = rows_per_shared_block(rows, max_threads)
+    rows_per_block = rows_per_shared_block(rows, model, max_threads)
     if rows_per_block == 0:
         loss_sum = kernels.sgd_epoch(rows, model, scratch, settings)
     else:

@@ -48,6 +48,22 @@ def _gd_ratios(results):
     return pairs
 
 
+def _run_gd_classifier(quick):
+    from fastgd.benchmarks import gd_classifier
+
+    results = gd_classifier.measure("quick" if quick else "full", repeats=2 if quick else 3)
+    return results, gd_classifier.format_table(results)
+
+
+def _gd_classifier_ratios(results):
+    pairs = []
+    for workload, result in results.items():
+        for name, value in result["ratios"].items():  # "marginal epoch: sklearn / fastgd numba"
+            what, backend = name.split(": sklearn / fastgd ")
+            pairs.append((f"GDClassifier ({backend}) {what}, {workload}, vs SGDClassifier", value))
+    return pairs
+
+
 def _run_fusion(quick):
     from fastgd.benchmarks import fusion
 
@@ -93,6 +109,12 @@ def _multitask_ratios(results):
 
 SUITES = [
     Suite("gd_regressor", "GDRegressor vs SGDRegressor", _run_gd_regressor, _gd_ratios),
+    Suite(
+        "gd_classifier",
+        "GDClassifier vs SGDClassifier",
+        _run_gd_classifier,
+        _gd_classifier_ratios,
+    ),
     Suite(
         "fusion",
         "FusionClassifier vs PyTorch and MLPClassifier",

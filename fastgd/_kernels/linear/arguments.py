@@ -163,16 +163,21 @@ class LinearModel(NamedTuple):
     counters: np.ndarray
 
     @classmethod
-    def zeros(cls, n_features, dtype):
-        """A model at step t = 1 with every parameter and moment 0."""
+    def zeros(cls, n_features, dtype, n_classes=1):
+        """A model at step t = 1 with every parameter and moment 0.
+
+        With ``n_classes`` > 1 (a multinomial model) ``params`` holds the
+        weights of every class, row by row, then the ``n_classes`` intercepts.
+        """
         counters = np.zeros(N_COUNTERS, dtype=np.float64)
         counters[T] = 1.0
+        n_params = n_classes * (n_features + 1)
         return cls(
-            params=np.zeros(n_features + 1, dtype=dtype),
-            avg_params=np.zeros(n_features + 1, dtype=dtype),
-            l1_received=np.zeros(n_features, dtype=np.float64),
-            state_1=np.zeros(n_features + 1, dtype=dtype),
-            state_2=np.zeros(n_features + 1, dtype=dtype),
+            params=np.zeros(n_params, dtype=dtype),
+            avg_params=np.zeros(n_params, dtype=dtype),
+            l1_received=np.zeros(n_classes * n_features, dtype=np.float64),
+            state_1=np.zeros(n_params, dtype=dtype),
+            state_2=np.zeros(n_params, dtype=dtype),
             counters=counters,
         )
 
@@ -248,6 +253,9 @@ class LinearSettings(NamedTuple):
         Whether the intercept is learned.
     average_start : float
         Averaging starts at step ``t ≥ average_start``; 0 disables it.
+    n_classes : int
+        1 for a model with one output; the number of classes of a
+        multinomial (softmax) model, whose targets are class indices.
     """
 
     loss: int
@@ -267,6 +275,7 @@ class LinearSettings(NamedTuple):
     optimizer_eps: float
     fit_intercept: bool
     average_start: float
+    n_classes: int
 
     @classmethod
     def make(cls, **fields):

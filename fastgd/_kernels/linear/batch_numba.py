@@ -143,10 +143,12 @@ def reduce_chunks(rows, start, stop, params, settings, scratch):
         for c in range(n_chunks):
             acc += partials[c, j]
         grad[j] = acc * inv_weight
-    for j in range(n_params - 1):
+    # The weights come first, then one intercept per output (n_classes).
+    n_weights = n_params - settings.n_classes
+    for j in range(n_weights):
         grad[j] += settings.l2 * params[j]
     if not settings.fit_intercept:
-        grad[n_params - 1] = 0.0
+        grad[n_weights:] = 0.0
     loss_sum = 0.0
     for c in range(n_chunks):
         loss_sum += chunk_losses[c]
@@ -204,7 +206,7 @@ def take_step(model, grad, settings):
     Advances the step counters in ``model.counters``.
     """
     params, counters = model.params, model.counters
-    n_features = params.shape[0] - 1
+    n_weights = params.shape[0] - settings.n_classes  # then one intercept per output
     t = counters[T]
     eta = learning_rate(settings, t)
     counters[N_UPDATES] += 1.0
@@ -222,19 +224,19 @@ def take_step(model, grad, settings):
         settings.beta_2,
         settings.optimizer_eps,
         l1 if l1_proximal else 0.0,
-        n_features,
+        n_weights,
     )
     if l1 > 0.0 and not l1_proximal:
         counters[L1_TOTAL] += eta * l1
         l1_total = counters[L1_TOTAL]
         l1_received = model.l1_received
-        for j in range(n_features):
+        for j in range(n_weights):
             params[j], l1_received[j] = clip_towards_zero(params[j], l1_total, l1_received[j])
     if settings.average_start > 0.0 and t >= settings.average_start:
         counters[N_AVERAGED] += 1.0
         mu = 1.0 / counters[N_AVERAGED]
         avg_params = model.avg_params
-        for j in range(n_features + 1):
+        for j in range(params.shape[0]):
             avg_params[j] += mu * (params[j] - avg_params[j])
     counters[T] = t + 1.0
 

@@ -57,8 +57,9 @@ def prefetch_dense_row(X, i):
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
 def prefetch_sparse_row(data, indices, indptr, i):
-    """Prefetch the start of CSR row i (its values and column indices)."""
-    start = indptr[i]
-    if start < data.shape[0]:
-        prefetch_element(data, start)
-        prefetch_element(indices, start)
+    """Prefetch every cache line of CSR row i (its values and column indices)."""
+    start, stop = indptr[i], indptr[i + 1]
+    for k in range(start, stop, max(1, CACHE_LINE_BYTES // data.itemsize)):
+        prefetch_element(data, k)
+    for k in range(start, stop, max(1, CACHE_LINE_BYTES // indices.itemsize)):
+        prefetch_element(indices, k)

@@ -34,6 +34,10 @@ BATCH_ROWS_AHEAD = 2 * ROWS_AHEAD
 # Below this many stored values of X an epoch takes a few milliseconds at
 # most, and starting a second thread for it does not pay.
 MIN_VALUES_FOR_TWO_THREADS = 1 << 22
+# The weights pass from core to core with every block of a shared
+# per-sample epoch: beyond this many bytes of them (wide sparse data, where a
+# block touches much of the weights) sharing gains nothing.
+MAX_SHARED_WEIGHT_BYTES = 64 * 1024
 # A shared per-sample epoch needs at least this many blocks, of at least
 # this many rows each.
 MIN_BLOCKS = 4
