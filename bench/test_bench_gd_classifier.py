@@ -14,7 +14,6 @@ held-out accuracy is within two points of SGDClassifier's after three epochs
 cannot win.
 """
 
-import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import SGDClassifier
@@ -30,6 +29,7 @@ from fastgd.benchmarks.gd_classifier import (
     fit_quietly,
     sparse_problem,
     split,
+    with_test_rows,
 )
 
 ONE_EPOCH = dict(max_iter=1, tol=None, random_state=0)
@@ -44,9 +44,11 @@ WORKLOADS = {
 @pytest.fixture(scope="module")
 def problems(bench_size):
     return {
-        "binary": split(*dense_problem(*BINARY_SIZE[bench_size])),
-        "multiclass": split(*dense_problem(*MULTICLASS_SIZE[bench_size], n_classes=N_CLASSES)),
-        "sparse": split(*sparse_problem(*SPARSE_SIZE[bench_size])),
+        "binary": split(*dense_problem(*with_test_rows(BINARY_SIZE[bench_size]))),
+        "multiclass": split(
+            *dense_problem(*with_test_rows(MULTICLASS_SIZE[bench_size]), n_classes=N_CLASSES)
+        ),
+        "sparse": split(*sparse_problem(*with_test_rows(SPARSE_SIZE[bench_size]))),
     }
 
 

@@ -219,6 +219,21 @@ class BaseGD(CallbackSupport, BaseEstimator):
             )
         return np.sort(train_rows), np.sort(val_rows)
 
+    def _publish_validation(self, history, validated):
+        """``validation_scores_``, ``validation_loss_curve_`` and ``best_score_`` of a fit.
+
+        Set when held-out data was scored (early stopping, or an ``eval_set``),
+        removed otherwise (a refit without them leaves no stale curves).
+        """
+        names = ("validation_scores_", "validation_loss_curve_", "best_score_")
+        if not validated:
+            for name in names:
+                self.__dict__.pop(name, None)
+            return
+        self.validation_scores_ = list(history.validation_scores)
+        self.validation_loss_curve_ = list(history.validation_losses)
+        self.best_score_ = max(self.validation_scores_)
+
     def _check_finite_features(self, X):
         """Raise scikit-learn's ValueError if X holds NaN or infinity."""
         assert_all_finite(

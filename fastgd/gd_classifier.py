@@ -14,7 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastgd._callback_support import reports_to_callbacks
-from fastgd._engine.linear import LinearData, LinearState, validation_scorer
+from fastgd._engine.linear import HeldOut, LinearData, LinearState
 from fastgd._engine.one_vs_rest import Problem, padded_mean, train_one_vs_rest
 from fastgd._kernels.runtime import codes
 from fastgd._linear_base import BaseGD, initial_state
@@ -22,6 +22,15 @@ from fastgd._sklearn_compat import StrOptions
 
 MAX_SEED = np.iinfo(np.int32).max
 CLASSIFIER_LOSS_CODES = {**codes.CLASSIFICATION_LOSS_CODES, **codes.REGRESSION_LOSS_CODES}
+
+
+class _MeanHistory:
+    """The validation curves of several binary problems, averaged epoch by epoch."""
+
+    def __init__(self, histories):
+        self.validation_scores = padded_mean([h.validation_scores for h in histories])
+        losses = [h.validation_losses for h in histories]
+        self.validation_losses = padded_mean(losses) if all(losses) else []
 
 
 class GDClassifier(ClassifierMixin, BaseGD):
@@ -152,9 +161,12 @@ class GDClassifier(ClassifierMixin, BaseGD):
         Training objective per epoch (the mean over the binary problems, a
         problem that stopped counting with its last value).
     validation_scores_ : list of float
-        Validation accuracy per epoch (early stopping only), averaged likewise.
+        Held-out accuracy per epoch (with early stopping or an ``eval_set``),
+        averaged over the binary problems likewise.
+    validation_loss_curve_ : list of float
+        Held-out mean loss per epoch (likewise).
     best_score_ : float
-        Best of ``validation_scores_`` (early stopping only).
+        Best of ``validation_scores_`` (likewise).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of str
@@ -271,8 +283,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
         problems = []
         for k in range(len(self.classes_)):
             positive = codes == k
-            targets = np.where(positive, 1.0, -1.0).astype(dtype)
-            weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
+            targets = np.full(codes.shape[0], -1.0, dtype=dtype)
+            targets[positive] = 1.0
+            weights = sample_weight  # shared by every problem when unweighted
+            if class_weight[k] != 1.0:
+                weights = sample_weight * np.where(positive, class_weight[k], 1.0).astype(dtype)
             problems.append((targets, weights))
         return problems
 
@@ -421,11 +436,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
         for k, ((targets, weights), state, seed) in enumerate(
             zip(labelled, states, self._seeds(rng), strict=True)
         ):
-            scorer = None
+            held_out = None
             if validation is not None:
                 val_targets, _ = validation_labels[k]
-                scorer = validation_scorer("accuracy", (validation[0], val_targets, validation[2]))
-            problems.append(Problem(LinearData(X, targets, weights), state, seed, scorer))
+                held_out = HeldOut("accuracy", validation[0], val_targets, validation[2], config)
+            problems.append(Problem(LinearData(X, targets, weights), state, seed, held_out))
         return self._train(
             X,
             lambda **options: train_one_vs_rest(problems, config, **options),
@@ -434,6 +449,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             shuffle=self.shuffle,
             tol=tol,
             n_iter_no_change=self.n_iter_no_change,
+            early_stopping=self.early_stopping,
             n_threads=self._n_threads(),
             verbose=self.verbose,
             estimator_name=type(self).__name__,
@@ -447,10 +463,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
     ):
         """Train the one softmax model of ``states``; return ([history], n_epochs)."""
         (state,) = states
-        score = None
+        held_out = None
         if validation is not None:
             X_val, y_val, w_val = validation
-            score = validation_scorer("multiclass accuracy", (X_val, self._encode(y_val), w_val))
+            codes_val = self._encode(y_val).astype(X.dtype)
+            held_out = HeldOut("multiclass accuracy", X_val, codes_val, w_val, config)
         history, n_epochs = self._train_one_model(
             X,
             LinearData(X, codes.astype(X.dtype), weights),
@@ -463,7 +480,8 @@ class GDClassifier(ClassifierMixin, BaseGD):
             shuffle=self.shuffle,
             tol=tol,
             n_iter_no_change=self.n_iter_no_change,
-            validation_score=score,
+            validation=held_out,
+            early_stopping=self.early_stopping,
             verbose=self.verbose,
             estimator_name=type(self).__name__,
         )
@@ -520,8 +538,9 @@ class GDClassifier(ClassifierMixin, BaseGD):
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples (non-negative), multiplied by the class weights.
         eval_set : tuple (X_val, y_val), default=None
-            Held-out data for early stopping (requires ``early_stopping=True``);
-            replaces the random validation split.
+            Held-out data scored after every epoch (``validation_scores_``,
+            ``validation_loss_curve_``); with ``early_stopping=True`` the
+            stopping rule watches its score (instead of a random split's).
 
         Returns
         -------
@@ -534,19 +553,14 @@ class GDClassifier(ClassifierMixin, BaseGD):
         self.classes_ = self._validate_labels(y)
         if previous_classes is not None and not np.array_equal(previous_classes, self.classes_):
             self.__dict__.pop("_states", None)  # warm start needs the same classes
-        if eval_set is not None and not self.early_stopping:
-            raise ValueError(
-                "eval_set is only used with early_stopping=True; set it or drop eval_set."
-            )
         states = self._initial_states(X.shape[1], X.dtype, coef_init, intercept_init)
         rows, validation = None, None
-        if self.early_stopping:
-            if eval_set is not None:
-                validation = self._validate_eval_set(eval_set, X.dtype)
-            else:
-                rows, val_rows = self._validation_split(y, sample_weight)
-                validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
-                self._check_finite_features(validation[0])
+        if eval_set is not None:
+            validation = self._validate_eval_set(eval_set, X.dtype)
+        elif self.early_stopping:
+            rows, val_rows = self._validation_split(y, sample_weight)
+            validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
+            self._check_finite_features(validation[0])
         histories, n_epochs = self._fit_problems(
             X,
             y,
@@ -559,9 +573,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             tol=self.tol,
         )
         self._finish(states, histories, n_epochs, X.shape[0], first_call=True)
-        if self.early_stopping:
-            self.validation_scores_ = padded_mean([h.validation_scores for h in histories])
-            self.best_score_ = max(self.validation_scores_)
+        self._publish_validation(_MeanHistory(histories), validation is not None)
         return self
 
     @reports_to_callbacks

@@ -7,7 +7,7 @@ from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastgd._callback_support import reports_to_callbacks
-from fastgd._engine.linear import LinearData, LinearState, validation_scorer
+from fastgd._engine.linear import HeldOut, LinearData, LinearState
 from fastgd._kernels.runtime import codes
 from fastgd._linear_base import BaseGD, initial_state
 from fastgd._sklearn_compat import StrOptions
@@ -134,9 +134,11 @@ class GDRegressor(RegressorMixin, BaseGD):
         Training objective per epoch: the mean loss seen during the epoch
         plus the penalty at its end.
     validation_scores_ : list of float
-        Validation R² per epoch (early stopping only).
+        Held-out R² per epoch (with early stopping or an ``eval_set``).
+    validation_loss_curve_ : list of float
+        Held-out mean loss per epoch (likewise).
     best_score_ : float
-        Best validation R² (early stopping only).
+        Best held-out R² (likewise).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of str
@@ -252,8 +254,9 @@ class GDRegressor(RegressorMixin, BaseGD):
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples (non-negative).
         eval_set : tuple (X_val, y_val), default=None
-            Held-out data for early stopping (requires
-            ``early_stopping=True``); replaces the random validation split.
+            Held-out data scored after every epoch (``validation_scores_``,
+            ``validation_loss_curve_``); with ``early_stopping=True`` the
+            stopping rule watches its score (instead of a random split's).
 
         Returns
         -------
@@ -264,23 +267,20 @@ class GDRegressor(RegressorMixin, BaseGD):
         config = self._make_config()
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
         y = np.ascontiguousarray(y, dtype=X.dtype)
-        if eval_set is not None and not self.early_stopping:
-            raise ValueError(
-                "eval_set is only used with early_stopping=True; set it or drop eval_set."
-            )
         if coef_init is None and self.warm_start and hasattr(self, "_state"):
             coef_init, intercept_init = self._state.coef, self._state.intercept
         state = initial_state(X.shape[1], X.dtype, coef_init, intercept_init)
 
         rows, validation = None, None
-        if self.early_stopping:
-            if eval_set is not None:
-                X_val, y_val, w_val = self._validate_eval_set(eval_set, X.dtype)
-                validation = (X_val, y_val.astype(X.dtype, copy=False), w_val)
-            else:
-                rows, val_rows = self._validation_split(y, sample_weight)
-                validation = (X[val_rows], y[val_rows], sample_weight[val_rows])
-                self._check_finite_features(validation[0])
+        if eval_set is not None:
+            X_val, y_val, w_val = self._validate_eval_set(eval_set, X.dtype)
+            validation = HeldOut("r2", X_val, y_val.astype(X.dtype, copy=False), w_val, config)
+        elif self.early_stopping:
+            rows, val_rows = self._validation_split(y, sample_weight)
+            validation = HeldOut(
+                "r2", X[val_rows], y[val_rows], sample_weight[val_rows], config
+            )
+            self._check_finite_features(validation.X)
 
         history, n_epochs = self._train_one_model(
             X,
@@ -294,15 +294,14 @@ class GDRegressor(RegressorMixin, BaseGD):
             shuffle=self.shuffle,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
-            validation_score=None if validation is None else validation_scorer("r2", validation),
+            validation=validation,
+            early_stopping=self.early_stopping,
             verbose=self.verbose,
         )
         self._state = state
         self.n_iter_ = n_epochs
         self.loss_curve_ = history.loss_curve
-        if self.early_stopping:
-            self.validation_scores_ = history.validation_scores
-            self.best_score_ = history.best_score
+        self._publish_validation(history, validation is not None)
         self._publish(state, config)
         return self
 

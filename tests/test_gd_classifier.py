@@ -257,8 +257,29 @@ def test_early_stopping_on_a_user_validation_set(digits):
     model = GDClassifier(loss="log_loss", early_stopping=True, random_state=0)
     model.fit(X_train, y_train, eval_set=(X_test, y_test))
     assert 0.9 < model.best_score_ <= 1.0
-    with pytest.raises(ValueError, match="only used with early_stopping=True"):
-        GDClassifier().fit(X_train, y_train, eval_set=(X_test, y_test))
+    assert len(model.validation_loss_curve_) == model.n_iter_
+
+
+@pytest.mark.parametrize("multi_class", ["ovr", "multinomial"])
+def test_an_eval_set_without_early_stopping_records_curves(digits, multi_class):
+    X_train, X_test, y_train, y_test = digits
+    params = dict(loss="log_loss", multi_class=multi_class, max_iter=6, tol=None, random_state=0)
+    watched = GDClassifier(**params).fit(X_train, y_train, eval_set=(X_test, y_test))
+    plain = GDClassifier(**params).fit(X_train, y_train)
+    np.testing.assert_array_equal(watched.coef_, plain.coef_)  # watching changes nothing
+    assert watched.n_iter_ == 6 and not hasattr(plain, "validation_scores_")
+    assert len(watched.validation_scores_) == len(watched.validation_loss_curve_) == 6
+    scores = watched.decision_function(X_test)
+    if multi_class == "ovr":
+        # One-vs-rest: the mean of the binary problems' held-out accuracies.
+        binary = [np.mean((scores[:, k] > 0) == (y_test == k)) for k in range(10)]
+        assert watched.validation_scores_[-1] == pytest.approx(np.mean(binary), rel=1e-12)
+    else:
+        from scipy.special import log_softmax
+
+        assert watched.validation_scores_[-1] == watched.score(X_test, y_test)
+        cross_entropy = -log_softmax(scores, axis=1)[np.arange(len(y_test)), y_test]
+        assert watched.validation_loss_curve_[-1] == pytest.approx(cross_entropy.mean(), rel=1e-9)
 
 
 def test_sparsify_and_densify_keep_predictions(digits):

@@ -368,8 +368,6 @@ def test_other_bad_calls_are_named(diabetes):
         GDRegressor().fit(X, y, coef_init=np.zeros(3))
     with pytest.raises(ValueError, match="eval_set"):
         GDRegressor(early_stopping=True).fit(X, y, eval_set=X)
-    with pytest.raises(ValueError, match="early_stopping"):
-        GDRegressor().fit(X, y, eval_set=(X, y))
     with pytest.raises(ValueError, match="sample_weight"):
         GDRegressor().fit(X, y, sample_weight=np.ones(3))
     with pytest.raises(ValueError, match="Negative values.*sample_weight"):

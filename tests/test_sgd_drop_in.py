@@ -128,3 +128,23 @@ def test_a_fit_that_blows_up_in_its_first_epoch_raises(diabetes):
     X, y = diabetes
     with pytest.raises(DivergenceError, match="diverged"):
         GDRegressor(learning_rate="optimal", alpha=0.01, **SAME_STEPS).fit(X, y)
+
+
+def test_an_eval_set_without_early_stopping_records_curves(diabetes):
+    from sklearn.metrics import r2_score
+
+    X, y = diabetes
+    X_train, X_val, y_train, y_val = X[:300], X[300:], y[:300], y[300:]
+    params = dict(max_iter=8, tol=None, random_state=0)
+    watched = GDRegressor(**params).fit(X_train, y_train, eval_set=(X_val, y_val))
+    plain = GDRegressor(**params).fit(X_train, y_train)
+    np.testing.assert_array_equal(watched.coef_, plain.coef_)
+    assert len(watched.validation_scores_) == len(watched.validation_loss_curve_) == 8
+    assert watched.validation_scores_[-1] == pytest.approx(
+        r2_score(y_val, watched.predict(X_val)), rel=1e-12
+    )
+    squared = 0.5 * np.mean((watched.predict(X_val) - y_val) ** 2)
+    assert watched.validation_loss_curve_[-1] == pytest.approx(squared, rel=1e-12)
+    assert watched.best_score_ == max(watched.validation_scores_)
+    refit = watched.fit(X_train, y_train)
+    assert not hasattr(refit, "validation_scores_")

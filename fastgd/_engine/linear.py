@@ -400,36 +400,66 @@ def _one_blas_thread():
         yield
 
 
-def validation_scorer(kind, validation):
-    """A function scoring ``(coef, intercept)`` on ``validation = (X, y, sample_weight)``.
+class HeldOut:
+    """Held-out samples a linear model is scored on every epoch: its score and its loss.
 
-    ``kind`` is "r2" (regression), "accuracy" (a binary problem with labels
-    ±1: the share of samples, by weight, whose decision has the label's sign)
-    or "multiclass accuracy" (a softmax model, labels the class indices).
+    Parameters
+    ----------
+    kind : {"r2", "accuracy", "multiclass accuracy"}
+        The score: R² (regression), accuracy of a binary problem with labels
+        ±1 (the share of samples, by weight, whose decision has the label's
+        sign), or accuracy of a softmax model (labels the class indices).
+    X, y, sample_weight : arrays
+        The held-out samples.
+    config : LinearConfig
+        The model's loss (the held-out loss is its weighted mean).
     """
-    X_val, y_val, w_val = validation
 
-    def r2(coef, intercept):
+    def __init__(self, kind, X, y, sample_weight, config):
+        self.kind, self.X, self.y, self.sample_weight = kind, X, y, sample_weight
+        self.config = config
+
+    def _outputs(self, coef, intercept):
         with _one_blas_thread():
-            pred = X_val @ coef + intercept
-        residual = np.average((y_val - pred) ** 2, weights=w_val)
-        spread = np.average((y_val - np.average(y_val, weights=w_val)) ** 2, weights=w_val)
+            if coef.ndim == 2:
+                return np.asarray(self.X @ coef.T) + intercept
+            return np.asarray(self.X @ coef) + intercept
+
+    def score(self, coef, intercept):
+        """The score of the model ``(coef, intercept)``."""
+        outputs, y, w = self._outputs(coef, intercept), self.y, self.sample_weight
+        if self.kind == "multiclass accuracy":
+            return float(np.average(outputs.argmax(axis=1) == y, weights=w))
+        if self.kind == "accuracy":
+            return float(np.average(np.where(outputs > 0, 1.0, -1.0) == y, weights=w))
+        residual = np.average((y - outputs) ** 2, weights=w)
+        spread = np.average((y - np.average(y, weights=w)) ** 2, weights=w)
         if spread == 0:
             return 1.0 if residual == 0 else 0.0
         return 1.0 - residual / spread
 
-    def accuracy(coef, intercept):
-        with _one_blas_thread():
-            decision = X_val @ coef + intercept
-        predicted = np.where(decision > 0, 1.0, -1.0)
-        return float(np.average(predicted == y_val, weights=w_val))
-
-    def multiclass_accuracy(coef, intercept):
-        with _one_blas_thread():
-            scores = X_val @ coef.T + intercept
-        return float(np.average(np.asarray(scores).argmax(axis=1) == y_val, weights=w_val))
-
-    return {"r2": r2, "accuracy": accuracy, "multiclass accuracy": multiclass_accuracy}[kind]
+    def loss(self, coef, intercept):
+        """The weighted mean loss of the model ``(coef, intercept)`` (no penalty)."""
+        outputs, w = self._outputs(coef, intercept), self.sample_weight
+        if self.kind == "multiclass accuracy":
+            shifted = outputs - outputs.max(axis=1, keepdims=True)
+            log_sum = np.log(np.exp(shifted).sum(axis=1))
+            labels = self.y.astype(np.intp)
+            losses = log_sum - shifted[np.arange(labels.shape[0]), labels]
+            return float(np.average(losses, weights=w))
+        if self.config.backend == "cython":
+            from fastgd._kernels.linear._sgd_fast import loss_sum
+        else:
+            from fastgd._kernels.linear.losses import loss_sum
+        dtype = self.X.dtype
+        total = loss_sum(
+            self.config.loss,
+            outputs.astype(dtype, copy=False),
+            self.y.astype(dtype, copy=False),
+            w.astype(dtype, copy=False),
+            self.config.epsilon,
+        )
+        return total / float(w.sum(dtype=np.float64))
 
 
 class LinearTrainer:
@@ -515,7 +545,8 @@ def train_linear(
     shuffle=True,
     tol=None,
     n_iter_no_change=5,
-    validation_score=None,
+    validation=None,
+    early_stopping=False,
     verbose=0,
     estimator_name="GDRegressor",
     max_threads=None,
@@ -543,9 +574,10 @@ def train_linear(
         Visit rows in a new random order every epoch.
     tol, n_iter_no_change :
         Stopping rule (see :class:`~fastgd._engine.training.TrainingHistory`).
-    validation_score : callable ``(coef, intercept) -> float``, optional
-        Score of a model on held-out data (:func:`validation_scorer`); when
-        given, early stopping watches it.
+    validation : HeldOut, optional
+        Held-out data, scored (and its loss recorded) every epoch.
+    early_stopping : bool
+        Stop when the held-out score stops improving (needs ``validation``).
     verbose : int
         Print one line per epoch.
     max_threads : int, optional
@@ -563,16 +595,19 @@ def train_linear(
     trainer = LinearTrainer(
         data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads
     )
-    history = TrainingHistory(tol, n_iter_no_change, early_stopping=validation_score is not None)
+    history = TrainingHistory(
+        tol, n_iter_no_change, early_stopping, validating=validation is not None
+    )
+
+    def model():
+        return state.model_to_predict(config)
+
     n_epochs = run_epochs(
         trainer.train_epoch,
         history,
         max_iter,
-        validation_score=(
-            None
-            if validation_score is None
-            else lambda: validation_score(*state.model_to_predict(config))
-        ),
+        validation_score=None if validation is None else lambda: validation.score(*model()),
+        validation_loss=None if validation is None else lambda: validation.loss(*model()),
         on_plateau=trainer.on_plateau,
         verbose=verbose,
         divergence_hint=DIVERGENCE_HINT,

@@ -37,13 +37,13 @@ class Problem:
         Its model, updated in place.
     rng : numpy.random.RandomState
         Seeds its row orders.
-    validation_score : callable ``(coef, intercept) -> float`` or None
-        Its score on held-out data, with early stopping.
+    validation : HeldOut or None
+        Its held-out data (``y`` = ±1), scored every epoch.
     """
 
-    def __init__(self, data, state, rng, validation_score=None):
+    def __init__(self, data, state, rng, validation=None):
         self.data, self.state, self.rng = data, state, rng
-        self.validation_score = validation_score
+        self.validation = validation
 
 
 class _LockstepHistory(TrainingHistory):
@@ -85,6 +85,7 @@ def train_one_vs_rest(
     shuffle=True,
     tol=None,
     n_iter_no_change=5,
+    early_stopping=False,
     n_threads=None,
     verbose=0,
     estimator_name="GDClassifier",
@@ -99,7 +100,7 @@ def train_one_vs_rest(
     problems : list of Problem
     config : LinearConfig
         Shared by every problem.
-    max_iter, rows, shuffle, tol, n_iter_no_change :
+    max_iter, rows, shuffle, tol, n_iter_no_change, early_stopping :
         As for :func:`fastgd._engine.linear.train_linear`, for each problem.
     n_threads : int, optional
         Problems trained at once (default: the thread budget,
@@ -130,7 +131,7 @@ def train_one_vs_rest(
             max_threads=1 if n_threads > 1 else None,
         )
         problem.history = TrainingHistory(
-            tol, n_iter_no_change, early_stopping=problem.validation_score is not None
+            tol, n_iter_no_change, early_stopping, validating=problem.validation is not None
         )
         problem.initial_loss = problem.trainer.initial_loss()
         problem.done = False
@@ -179,10 +180,13 @@ def _record(problem, loss, epoch):
     judge_growth = problem.trainer.config.loss_can_blow_up and history.loss_curve
     reference = history.loss_curve[0] if judge_growth else math.inf
     check_divergence(loss, reference, epoch, DIVERGENCE_HINT)
-    score = None
-    if problem.validation_score is not None:
-        score = problem.validation_score(*problem.state.model_to_predict(problem.trainer.config))
+    score = held_out_loss = None
+    if problem.validation is not None:
+        model = problem.state.model_to_predict(problem.trainer.config)
+        score, held_out_loss = problem.validation.score(*model), problem.validation.loss(*model)
     history.record(loss, score)
+    if held_out_loss is not None:
+        history.validation_losses.append(float(held_out_loss))
     if history.plateaued:
         if problem.trainer.on_plateau():
             history.epochs_without_improvement = 0

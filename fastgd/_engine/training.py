@@ -44,25 +44,32 @@ class TrainingHistory:
         Number of epochs without improvement tolerated before stopping.
     early_stopping : bool
         Judge improvement by the validation score instead of the training loss.
+    validating : bool, optional
+        Score a validation set every epoch (default: ``early_stopping``); with
+        ``early_stopping`` False the scores are recorded and the training
+        loss still judges improvement.
 
     Attributes
     ----------
     loss_curve : list of float
         Training objective per epoch.
-    validation_scores : list of float
-        Validation score per epoch (early stopping only).
+    validation_scores, validation_losses : list of float
+        Validation score and loss per epoch (when validating; the losses where
+        the estimator computes them).
     best_loss, best_score : float
         Best training loss and best validation score seen.
     best_epoch : int
         Index of the epoch that was best by the criterion in use, or -1.
     """
 
-    def __init__(self, tol, n_iter_no_change, early_stopping):
+    def __init__(self, tol, n_iter_no_change, early_stopping, validating=None):
         self.tol = -math.inf if tol is None else tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
+        self.validating = early_stopping if validating is None else bool(validating)
         self.loss_curve = []
         self.validation_scores = []
+        self.validation_losses = []
         self.best_loss = math.inf
         self.best_score = -math.inf
         self.best_epoch = -1
@@ -71,16 +78,18 @@ class TrainingHistory:
     def record(self, loss, score=None):
         """Record one epoch; return True if it improved on the best so far."""
         self.loss_curve.append(float(loss))
-        if self.early_stopping:
+        if self.validating:
             self.validation_scores.append(float(score))
+        if self.early_stopping:
             improved = score > self.best_score + self.tol
             if score > self.best_score:
-                self.best_score = float(score)
                 self.best_epoch = len(self.loss_curve) - 1
         else:
             improved = loss < self.best_loss - self.tol
             if loss < self.best_loss:
                 self.best_epoch = len(self.loss_curve) - 1
+        if score is not None:
+            self.best_score = max(self.best_score, float(score))
         self.best_loss = min(self.best_loss, float(loss))
         self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
         return improved
@@ -233,6 +242,7 @@ def run_epochs(
     max_iter,
     *,
     validation_score=None,
+    validation_loss=None,
     on_plateau=None,
     on_improvement=None,
     verbose=0,
@@ -257,7 +267,10 @@ def run_epochs(
         Maximum number of epochs.
     validation_score : callable ``() -> float``, optional
         Score of the current model on held-out data (required when
-        ``history.early_stopping``).
+        ``history.validating``).
+    validation_loss : callable ``() -> float``, optional
+        Loss of the current model on the same held-out data, recorded with
+        the score.
     on_plateau : callable ``() -> bool``, optional
         Called when the rule would stop; returning True resets the count of
         epochs without improvement and training goes on.
@@ -318,8 +331,10 @@ def run_epochs(
             if judge_growth and len(curve) > first_of_call:
                 first_loss = curve[first_of_call]
             check_divergence(loss, first_loss, n_epochs, divergence_hint)
-            score = validation_score() if history.early_stopping else None
+            score = validation_score() if history.validating else None
             improved = history.record(loss, score)
+            if history.validating and validation_loss is not None:
+                history.validation_losses.append(float(validation_loss()))
             report = EpochReport(
                 epoch=n_epochs,
                 max_iter=max_iter,

@@ -168,7 +168,10 @@ def sgd_epoch(rows, model, scratch, settings):
 
 @numba.njit(**KERNEL_OPTIONS)
 def chunk_gradient(rows, start, stop, params, settings, partial):
-    """Σ over rows ``order[start:stop]`` of sᵢ·(p − e_c)⊗[xᵢ, 1] into ``partial``; return Σ sᵢ·ℓᵢ."""
+    """Σ over rows ``order[start:stop]`` of sᵢ·(p − e_c)⊗[xᵢ, 1] into ``partial``.
+
+    Returns the rows' Σ sᵢ·ℓᵢ.
+    """
     n_classes = settings.n_classes
     n_features = params.shape[0] // n_classes - 1
     n_weights = n_classes * n_features
