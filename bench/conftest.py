@@ -9,14 +9,9 @@ recorded by :mod:`bench._speedups` and printed at the end of the run.
 
 import os
 
-# OpenMP threads that busy-wait after a parallel kernel starve BLAS and the
-# other library of a comparison (2 shared cores). fastgd sets this when it
-# loads Numba; PyTorch may load its OpenMP first, so set it before anything.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pytest
 
-import pytest  # noqa: E402
-
-from bench import _speedups  # noqa: E402
+from bench import _speedups
 
 
 def pytest_addoption(parser):
@@ -26,6 +21,28 @@ def pytest_addoption(parser):
         default="quick",
         help="problem size: 'quick' (default) or 'full' (the sizes the issues name)",
     )
+    parser.addoption(
+        "--torch-env",
+        choices=("default", "same"),
+        default="default",
+        help="PyTorch's environment: 'default' (as its users run it: PyTorch loads its "
+        "OpenMP before fastgd sets OMP_WAIT_POLICY=PASSIVE for its own) or 'same' "
+        "(OMP_WAIT_POLICY=PASSIVE for both)",
+    )
+
+
+def pytest_configure(config):
+    """Load PyTorch (if installed) now, in the environment ``--torch-env`` asks for.
+
+    OpenMP reads OMP_WAIT_POLICY when it is loaded, and fastgd sets it for its
+    own threads when it loads Numba, so PyTorch must come first.
+    """
+    if config.getoption("--torch-env") == "same":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
 
 
 @pytest.fixture(scope="session")

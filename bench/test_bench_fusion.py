@@ -1,14 +1,18 @@
 """pytest-benchmark suite: FusionClassifier against PyTorch (CPU) and scikit-learn's MLP.
 
-``pytest bench/test_bench_fusion.py --benchmark-only [--bench-size full]``.
-Workloads, data and models are those of :mod:`fastgd.benchmarks.fusion` (which also
-measures them in one interleaved run: ``python -m fastgd.benchmarks.fusion``): the
-reference multimodal model of the FusionClassifier issue and a 784-256-128-10
-MLP, one training epoch and predictions. ``full`` uses the issue's sizes
-(2,048 training samples, 10,000 predictions, 8,192 MLP samples); the default
-``quick`` a quarter of them. Each group holds fastgd and its alternatives;
-every benchmark checks the accuracy of the model it timed, so a fast wrong
-model cannot win. The PyTorch benchmarks are skipped without PyTorch.
+``pytest bench/test_bench_fusion.py --benchmark-only [--bench-size full]
+[--torch-env default|same]``. Workloads, data and models are those of
+:mod:`fastgd.benchmarks.fusion` (which also measures them in one interleaved run
+per environment: ``python -m fastgd.benchmarks.fusion``): the reference
+multimodal model of the FusionClassifier issue at batch 32 and 128, the deeper
+image branch, and a 784-256-128-10 MLP; one training epoch and predictions.
+``full`` uses the issue's sizes (8,000 training samples, 10,000 predictions,
+8,192 MLP samples); the default ``quick`` smaller ones. ``--torch-env``:
+PyTorch in its default environment (the default) or with fastgd's
+``OMP_WAIT_POLICY=PASSIVE``. Each group holds fastgd and its alternatives;
+every benchmark checks the accuracy of the model it timed on held-out
+samples, so a fast wrong model cannot win. The PyTorch benchmarks are skipped
+without PyTorch.
 """
 
 import numpy as np
@@ -32,8 +36,8 @@ from fastgd.benchmarks.fusion import (
 
 # Samples: multimodal training set, predictions (both models), MLP training set.
 SIZES = {
-    "quick": {"multimodal": 512, "predict": 2_500, "mlp": 2_048},
-    "full": {"multimodal": 2_048, "predict": 10_000, "mlp": 8_192},
+    "quick": {"multimodal": 1_000, "predict": 2_500, "mlp": 2_048},
+    "full": {"multimodal": 8_000, "predict": 10_000, "mlp": 8_192},
 }
 # Accuracy each trained model must reach (after its warm-up and timed epochs).
 MIN_ACCURACY = {
@@ -76,23 +80,42 @@ def mlp_test(mlp, sizes):
 
 
 # ------------------------------------------------------- multimodal model
-@pytest.mark.benchmark(group="fusion: multimodal train epoch")
-def test_fastgd_multimodal_epoch(benchmark, multimodal, min_accuracy):
+MULTIMODAL_CASES = [
+    pytest.param(32, False, id="reference-batch32"),
+    pytest.param(128, False, id="reference-batch128"),
+    pytest.param(32, True, id="deeper-batch32"),
+]
+
+
+@pytest.mark.parametrize(("batch_size", "deeper"), MULTIMODAL_CASES)
+def test_fastgd_multimodal_epoch(
+    benchmark, multimodal, multimodal_test, min_accuracy, batch_size, deeper
+):
     X, y, columns, _, _ = multimodal
+    X_test, y_test, _, _, _ = multimodal_test
+    benchmark.group = f"fusion: multimodal train epoch ({'deeper' if deeper else 'reference'}"
+    benchmark.group += f", batch {batch_size})"
     label(benchmark, "fastgd", n_samples=len(y))
-    clf = fastgd_epoch(fastgd_multimodal(columns), X, y)  # build and compile
+    model = fastgd_multimodal(columns, batch_size=batch_size, deeper=deeper)
+    clf = fastgd_epoch(model, X, y)  # build and compile
     benchmark.pedantic(fastgd_epoch, args=(clf, X, y), rounds=ROUNDS, iterations=1)
-    check_accuracy(clf.predict(X), y, min_accuracy["multimodal"])
+    check_accuracy(clf.predict(X_test), y_test, min_accuracy["multimodal"])
 
 
-@pytest.mark.benchmark(group="fusion: multimodal train epoch")
-def test_torch_multimodal_epoch(benchmark, torch, multimodal, min_accuracy):
-    X, y, _, images, text = multimodal
+@pytest.mark.parametrize(("batch_size", "deeper"), MULTIMODAL_CASES)
+def test_torch_multimodal_epoch(
+    benchmark, torch, multimodal, multimodal_test, min_accuracy, batch_size, deeper
+):
+    _, y, _, images, text = multimodal
+    _, y_test, _, images_test, text_test = multimodal_test
+    benchmark.group = f"fusion: multimodal train epoch ({'deeper' if deeper else 'reference'}"
+    benchmark.group += f", batch {batch_size})"
     label(benchmark, "torch", n_samples=len(y))
     inputs, yt = torch_multimodal_inputs(images, text), torch.from_numpy(y)
-    trainer = TorchTrainer(TorchMultimodal(), 32).epoch(inputs, yt)
+    trainer = TorchTrainer(TorchMultimodal(deeper), batch_size).epoch(inputs, yt)
     benchmark.pedantic(trainer.epoch, args=(inputs, yt), rounds=ROUNDS, iterations=1)
-    check_accuracy(trainer.predict(inputs), y, min_accuracy["multimodal"])
+    pred = trainer.predict(torch_multimodal_inputs(images_test, text_test))
+    check_accuracy(pred, y_test, min_accuracy["multimodal"])
 
 
 @pytest.mark.benchmark(group="fusion: multimodal predict")

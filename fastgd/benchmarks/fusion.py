@@ -1,46 +1,77 @@
 """FusionClassifier against PyTorch (CPU) and scikit-learn's MLP, measured in one run.
 
 Run as a script for a table of ratios (``python -m fastgd.benchmarks.fusion [--quick]
-[--threads N]``; ``fastgd bench`` runs it too); the pytest-benchmark suite in
+[--threads N] [--env default|same|both]``, also ``python -m bench.fusion``;
+``fastgd bench`` runs it too); the pytest-benchmark suite in
 ``bench/test_bench_fusion.py`` uses the same data and models.
 
-Workloads (float32, same number of threads everywhere):
+Workloads (float32, the same number of threads everywhere):
 
-* ``multimodal``: the reference model of the FusionClassifier issue — image
+* ``reference``: the reference model of the FusionClassifier issue — image
   branch Conv2D(32, 3×3, relu) → MaxPool2D(2) → Flatten on 32×32×3 images,
   text branch Dense(64, relu) → Dense(32, relu) on 100-d vectors,
-  concatenated, softmax over 10 classes; Adam, batch 32. One epoch.
-* ``mlp``: 784-256-128-10 ReLU MLP, Adam, batch 128. One epoch.
-* ``predict``: predictions on 10,000 samples with both models.
+  concatenated, softmax over 10 classes; Adam. One epoch of 8,000 samples
+  (2,000 with ``--quick``) at batch 32 and at batch 128.
+* ``deeper``: the same with the image branch Conv2D(32) → MaxPool2D(2) →
+  Conv2D(64) → MaxPool2D(2) → Flatten → Dense(128), batch 32.
+* ``mlp``: 784-256-128-10 ReLU MLP, Adam, batch 128, one epoch of 8,192
+  samples, against PyTorch and scikit-learn's MLPClassifier.
+* ``predict``: predictions on 10,000 samples with the reference model.
+
+PyTorch's environment. OpenMP reads its settings when it is loaded, and
+fastgd sets ``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP threads. Each
+environment runs in its own process, in which both libraries are timed
+interleaved (medians):
+
+* ``default``: the environment the user started with; PyTorch is imported
+  before fastgd, so it runs with its own defaults (what a PyTorch user has);
+* ``same``: ``OMP_WAIT_POLICY=PASSIVE`` set before either library loads, so
+  both run with the setting fastgd uses.
 
 Every measurement checks its result (a fast wrong model cannot win): the
-trained models must beat chance by far on their synthetic (learnable) data.
-PyTorch is optional (``pip install torch``); without it only fastgd and
-scikit-learn are measured. It is never a dependency of fastgd.
+trained models must beat chance by far on held-out samples of their
+synthetic (learnable) data. PyTorch is optional (``pip install torch``);
+without it only fastgd and scikit-learn are measured. It is never a
+dependency of fastgd.
 """
 
+import json
 import os
+import subprocess
 import sys
 import warnings
 
-# OpenMP threads that busy-wait after a parallel kernel starve the BLAS
-# threads of the next matrix product (10x slower epochs on 2 cores). fastgd
-# sets this when it loads Numba, but PyTorch may load its OpenMP first: set it
-# before anything does. Override by setting the variable.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+N_CLASSES = 10
+ENVIRONMENTS = ("default", "same")
+# Accuracy on held-out samples every timed model must reach (chance: 0.1).
+MIN_ACCURACY = {"multimodal": 0.8, "mlp": 0.8}
+
+
+def _import_torch():
+    try:  # optional
+        import torch
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return torch
+
+
+# The user's environment, for the "default" runs: taken before fastgd loads
+# Numba (which sets OMP_WAIT_POLICY=PASSIVE unless the user set it). If Numba
+# is already loaded, a PASSIVE policy is taken to be fastgd's, not the user's.
+USER_ENVIRONMENT = dict(os.environ)
+if "fastgd._kernels.runtime.numba_setup" in sys.modules:
+    if USER_ENVIRONMENT.get("OMP_WAIT_POLICY") == "PASSIVE":
+        del USER_ENVIRONMENT["OMP_WAIT_POLICY"]
+
+# In the "default" environment PyTorch must load its OpenMP before fastgd sets
+# OMP_WAIT_POLICY for its own, so it is imported first, here.
+torch = _import_torch()
 
 import numpy as np  # noqa: E402
 
 from fastgd import FusionClassifier, stack_modalities  # noqa: E402
 from fastgd.benchmarks.timing import interleaved_median_times  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
-
-try:  # optional
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
-
-N_CLASSES = 10
 
 
 def n_threads():
@@ -60,12 +91,10 @@ def multimodal_data(n=2048, seed=0):
     classes = np.random.RandomState(12345)
     patterns = classes.rand(N_CLASSES, 8, 8, 3).repeat(4, axis=1).repeat(4, axis=2)
     centers = classes.standard_normal((N_CLASSES, 100))
-    images = patterns[y] + 0.5 * rng.rand(n, 32, 32, 3)
-    text = 0.4 * centers[y] + rng.standard_normal((n, 100))
-    X, columns = stack_modalities(
-        {"image": images.astype(np.float32), "text": text.astype(np.float32)}
-    )
-    return X, y, columns, images.astype(np.float32), text.astype(np.float32)
+    images = (patterns[y] + 0.5 * rng.rand(n, 32, 32, 3)).astype(np.float32)
+    text = (0.4 * centers[y] + rng.standard_normal((n, 100))).astype(np.float32)
+    X, columns = stack_modalities({"image": images, "text": text})
+    return X, y, columns, images, text
 
 
 def mlp_data(n=8192, seed=0):
@@ -77,26 +106,39 @@ def mlp_data(n=8192, seed=0):
 
 
 # ------------------------------------------------------------- fastgd
-def fastgd_multimodal(columns, random_state=0):
+def reference_image_layers():
+    return [
+        Reshape((32, 32, 3), channels_last=True),
+        Conv2D(32, 3, activation="relu"),
+        MaxPool2D(2),
+        Flatten(),
+    ]
+
+
+def deeper_image_layers():
+    return [
+        Reshape((32, 32, 3), channels_last=True),
+        Conv2D(32, 3, activation="relu"),
+        MaxPool2D(2),
+        Conv2D(64, 3, activation="relu"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(128, activation="relu"),
+    ]
+
+
+def fastgd_multimodal(columns, random_state=0, batch_size=32, deeper=False):
+    image = deeper_image_layers() if deeper else reference_image_layers()
     return FusionClassifier(
         branches=[
-            (
-                "image",
-                [
-                    Reshape((32, 32, 3), channels_last=True),
-                    Conv2D(32, 3, activation="relu"),
-                    MaxPool2D(2),
-                    Flatten(),
-                ],
-                columns["image"],
-            ),
+            ("image", image, columns["image"]),
             (
                 "text",
                 [Dense(64, activation="relu"), Dense(32, activation="relu")],
                 columns["text"],
             ),
         ],
-        batch_size=32,
+        batch_size=batch_size,
         optimizer="adam",
         learning_rate_init=1e-3,
         alpha=0.0,
@@ -123,16 +165,34 @@ def fastgd_epoch(clf, X, y):
 
 # -------------------------------------------------------------- torch
 class TorchMultimodal(torch.nn.Module if torch is not None else object):
-    def __init__(self):
+    """The reference model (or the deeper one) in PyTorch, NCHW images."""
+
+    def __init__(self, deeper=False):
         super().__init__()
         nn = torch.nn
-        self.conv = nn.Conv2d(3, 32, 3)
+        if deeper:
+            self.image = nn.Sequential(
+                nn.Conv2d(3, 32, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(64 * 6 * 6, 128),
+                nn.ReLU(),
+            )
+            width = 128
+        else:
+            self.image = nn.Sequential(
+                nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
+            )
+            width = 32 * 15 * 15
         self.text = nn.Sequential(nn.Linear(100, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU())
-        self.out = nn.Linear(32 * 15 * 15 + 32, N_CLASSES)
+        self.out = nn.Linear(width + 32, N_CLASSES)
 
     def forward(self, image, text):
-        a = torch.nn.functional.max_pool2d(torch.relu(self.conv(image)), 2).flatten(1)
-        return self.out(torch.cat([a, self.text(text)], dim=1))
+        return self.out(torch.cat([self.image(image), self.text(text)], dim=1))
 
 
 class TorchMLP(torch.nn.Module if torch is not None else object):
@@ -214,52 +274,53 @@ def check_accuracy(pred, y, minimum):
     return acc
 
 
-# ================================================================== CLI
-def main(argv=None):
-    """Measure every workload in one run and print time ratios."""
-    argv = sys.argv[1:] if argv is None else argv
-    quick = "--quick" in argv
-    if "--threads" in argv:
-        # Same thread count for Numba, BLAS (through threadpoolctl) and PyTorch.
-        import numba
-        from threadpoolctl import threadpool_limits
+# ------------------------------------------------------------ workloads
+def _ratios(workload, times, rows):
+    fast = times["fastgd"]
+    for impl, seconds in times.items():
+        rows.append((workload, impl, seconds, None if impl == "fastgd" else seconds / fast))
 
-        threads = int(argv[argv.index("--threads") + 1])
-        numba.set_num_threads(threads)
-        threadpool_limits(threads)
-    repeats = 3 if quick else 7
-    warnings.simplefilter("ignore")
-    rows = []
 
-    def record(workload, best):
-        fast = best["fastgd"]
-        for impl, seconds in best.items():
-            rows.append((workload, impl, seconds, None if impl == "fastgd" else seconds / fast))
-
-    # Reference multimodal model.
-    X, y, columns, images, text = multimodal_data(512 if quick else 2048)
-    clf = fastgd_epoch(fastgd_multimodal(columns), X, y)
+def measure_multimodal(n_train, batch_size, repeats, rows, deeper=False, predict=False):
+    """One epoch of the reference (or deeper) model, fastgd and PyTorch interleaved."""
+    X, y, columns, images, text = multimodal_data(n_train)
+    Xt, yt_test, _, images_t, text_t = multimodal_data(2000, seed=1)
+    name = "deeper model" if deeper else "reference model"
+    clf = fastgd_epoch(fastgd_multimodal(columns, batch_size=batch_size, deeper=deeper), X, y)
     fns = {"fastgd": lambda: fastgd_epoch(clf, X, y)}
     if torch is not None:
         inputs, yt = torch_multimodal_inputs(images, text), torch.from_numpy(y)
-        trainer = TorchTrainer(TorchMultimodal(), 32).epoch(inputs, yt)
+        trainer = TorchTrainer(TorchMultimodal(deeper), batch_size).epoch(inputs, yt)
         fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
-    record("multimodal epoch", interleaved_median_times(fns, repeats, warmup=0))
-    check_accuracy(clf.predict(X), y, 0.5)
+    _ratios(
+        f"{name} epoch {n_train}, batch {batch_size}",
+        interleaved_median_times(fns, repeats, warmup=0),
+        rows,
+    )
+    minimum = MIN_ACCURACY["multimodal"]
+    check_accuracy(clf.predict(Xt), yt_test, minimum)
     if torch is not None:
-        check_accuracy(trainer.predict(inputs), y, 0.5)
-
-    Xp, yp, _, images_p, text_p = multimodal_data(2000 if quick else 10_000, seed=1)
+        test_inputs = torch_multimodal_inputs(images_t, text_t)
+        check_accuracy(trainer.predict(test_inputs), yt_test, minimum)
+    if not predict:
+        return
+    Xp, yp, _, images_p, text_p = multimodal_data(10_000, seed=2)
     fns = {"fastgd": lambda: clf.predict(Xp)}
     if torch is not None:
         inputs_p = torch_multimodal_inputs(images_p, text_p)
         fns["pytorch"] = lambda: trainer.predict(inputs_p)
-    predict_times = interleaved_median_times(fns, max(2, repeats // 2), warmup=0)
-    record(f"multimodal predict {len(yp)}", predict_times)
-    check_accuracy(clf.predict(Xp), yp, 0.5)
+    _ratios(
+        f"{name} predict {len(yp)}",
+        interleaved_median_times(fns, max(2, repeats), warmup=0),
+        rows,
+    )
+    check_accuracy(clf.predict(Xp), yp, minimum)
 
-    # MLP 784-256-128-10.
-    X, y = mlp_data(2048 if quick else 8192)
+
+def measure_mlp(n_train, repeats, rows):
+    """One epoch of the 784-256-128-10 MLP: fastgd, scikit-learn and PyTorch interleaved."""
+    X, y = mlp_data(n_train)
+    Xt, yt_test = mlp_data(2000, seed=1)
     clf = fastgd_epoch(fastgd_mlp(), X, y)
     sk = sklearn_mlp()
     sk.partial_fit(X, y, classes=np.arange(N_CLASSES))
@@ -268,28 +329,100 @@ def main(argv=None):
         inputs, yt = (torch.from_numpy(X),), torch.from_numpy(y)
         trainer = TorchTrainer(TorchMLP(), 128).epoch(inputs, yt)
         fns["pytorch"] = lambda: trainer.epoch(inputs, yt)
-    record("mlp 784-256-128-10 epoch", interleaved_median_times(fns, repeats, warmup=0))
-    check_accuracy(clf.predict(X), y, 0.8)
-    check_accuracy(sk.predict(X), y, 0.8)
-    if torch is not None:
-        check_accuracy(trainer.predict(inputs), y, 0.8)
-
-    Xp = np.tile(X, (5, 1))[:10_000]
-    fns = {"fastgd": lambda: clf.predict(Xp), "sklearn": lambda: sk.predict(Xp)}
-    if torch is not None:
-        inputs_p = (torch.from_numpy(Xp),)
-        fns["pytorch"] = lambda: trainer.predict(inputs_p, 10_000)
-    record("mlp predict 10000", interleaved_median_times(fns, 3 * repeats, warmup=0))
-
-    print(
-        f"threads: {n_threads()}  (median times; ratio = other time / fastgd time; "
-        "> 1 means fastgd is faster)"
+    _ratios(
+        f"mlp 784-256-128-10 epoch {n_train}, batch 128",
+        interleaved_median_times(fns, repeats, warmup=0),
+        rows,
     )
-    print(f"{'workload':<28} {'impl':<8} {'seconds':>9} {'ratio':>7}")
-    for workload, impl, seconds, ratio in rows:
-        r = "" if ratio is None else f"{ratio:7.2f}"
-        print(f"{workload:<28} {impl:<8} {seconds:9.4f} {r:>7}")
+    minimum = MIN_ACCURACY["mlp"]
+    check_accuracy(clf.predict(Xt), yt_test, minimum)
+    check_accuracy(sk.predict(Xt), yt_test, minimum)
+    if torch is not None:
+        check_accuracy(trainer.predict((torch.from_numpy(Xt),)), yt_test, minimum)
+
+
+def measure(quick=False):
+    """Every workload in this process (one environment); rows of (workload, impl, s, ratio)."""
+    repeats = 3 if quick else 5
+    n = 2000 if quick else 8000
+    rows = []
+    measure_multimodal(n, 32, repeats, rows, predict=True)
+    measure_multimodal(n, 128, repeats, rows)
+    measure_multimodal(n, 32, repeats, rows, deeper=True)
+    measure_mlp(2048 if quick else 8192, 2 * repeats, rows)
     return rows
+
+
+# ================================================================== CLI
+def _child_environment(name):
+    env = dict(USER_ENVIRONMENT)
+    if name == "same":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def _run_child(name, argv):
+    """Measure in a fresh process started in environment ``name``; its rows."""
+    command = [sys.executable, "-m", "fastgd.benchmarks.fusion", "--child", "--env", name]
+    command += [a for a in argv if a in ("--quick",)]
+    if "--threads" in argv:
+        command += ["--threads", argv[argv.index("--threads") + 1]]
+    done = subprocess.run(
+        command, env=_child_environment(name), check=True, capture_output=True, text=True
+    )
+    return [tuple(row) for row in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def format_table(rows_by_env):
+    """The rows of each environment side by side: seconds and ratio (other / fastgd)."""
+    lines = [
+        f"threads: {n_threads()}  (median times of interleaved runs; ratio = other time / "
+        "fastgd time, > 1: fastgd is faster; PyTorch in its default environment and with "
+        "OMP_WAIT_POLICY=PASSIVE like fastgd)"
+    ]
+    envs = list(rows_by_env)
+    header = f"{'workload':<44} {'impl':<8}"
+    for env in envs:
+        header += f" {env + ' s':>10} {'ratio':>6}"
+    lines.append(header)
+    first = rows_by_env[envs[0]]
+    for k, (workload, impl, _, _) in enumerate(first):
+        line = f"{workload:<44} {impl:<8}"
+        for env in envs:
+            _, _, seconds, ratio = rows_by_env[env][k]
+            line += f" {seconds:10.4f} {'' if ratio is None else f'{ratio:6.2f}':>6}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Measure every workload in each environment and print time ratios.
+
+    Returns the rows ``(workload (environment), implementation, seconds,
+    ratio)`` of every environment.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "--threads" in argv:
+        # Same thread count for Numba, BLAS (through threadpoolctl) and PyTorch.
+        import numba
+        from threadpoolctl import threadpool_limits
+
+        threads = int(argv[argv.index("--threads") + 1])
+        numba.set_num_threads(threads)
+        threadpool_limits(threads)
+    env = argv[argv.index("--env") + 1] if "--env" in argv else "both"
+    warnings.simplefilter("ignore")
+    if "--child" in argv:
+        print(json.dumps(measure(quick="--quick" in argv)))
+        return None
+    names = ENVIRONMENTS if env == "both" else (env,)
+    rows_by_env = {name: _run_child(name, argv) for name in names}
+    print(format_table(rows_by_env))
+    return [
+        (f"{workload} ({name} env)", impl, seconds, ratio)
+        for name, rows in rows_by_env.items()
+        for workload, impl, seconds, ratio in rows
+    ]
 
 
 if __name__ == "__main__":

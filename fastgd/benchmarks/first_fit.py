@@ -1,0 +1,108 @@
+"""Time to the first fit: import + a first small fit in a fresh process, per estimator.
+
+``python -m fastgd.benchmarks.first_fit [--repeats N]`` (also
+``python -m bench.first_fit``) prints, for every estimator, the wall time of
+a new interpreter that imports it and fits a small model on data shipped
+with scikit-learn:
+
+* **cold**: an empty Numba cache (``NUMBA_CACHE_DIR`` set to a new folder),
+  what the first fit after installing costs;
+* **warm**: the cache filled by an earlier process;
+
+beside scikit-learn's MLPClassifier doing the same (it compiles nothing).
+Issue 12's targets: cold ≤ 10 s for every estimator, warm ≤ 1.5× MLPClassifier.
+Every script checks the model it fitted (score far above chance).
+"""
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+_DIGITS = (
+    "from sklearn.datasets import load_digits\n"
+    "X, y = load_digits(return_X_y=True)\n"
+    "X = (X / 16.0).astype('float32')\n"
+)
+
+SCRIPTS = {
+    "FusionClassifier, conv branch (digits, 2 epochs)": _DIGITS
+    + "from fastgd import FusionClassifier\n"
+    "from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape\n"
+    "clf = FusionClassifier(branches=[('img', [Reshape((8, 8)), Conv2D(8, 3, activation='relu'),"
+    " MaxPool2D(2), Flatten()], slice(None))], head=(Dense(32, activation='relu'),),"
+    " max_iter=2, random_state=0).fit(X, y)\n"
+    "assert clf.score(X, y) > 0.6, clf.score(X, y)\n",
+    "FusionClassifier, default MLP (digits, 5 epochs)": _DIGITS
+    + "from fastgd import FusionClassifier\n"
+    "clf = FusionClassifier(max_iter=5, random_state=0).fit(X, y)\n"
+    "assert clf.score(X, y) > 0.8, clf.score(X, y)\n",
+    "MultiTaskRegressor (linnerud, 20 epochs)": "from sklearn.datasets import load_linnerud\n"
+    "X, Y = load_linnerud(return_X_y=True)\n"
+    "from fastgd import MultiTaskRegressor\n"
+    "m = MultiTaskRegressor(max_iter=20, random_state=0).fit(X, Y)\n"
+    "assert m.predict(X).shape == Y.shape\n",
+    "GDRegressor, mini-batch (diabetes, 5 epochs)": "from sklearn.datasets import load_diabetes\n"
+    "X, y = load_diabetes(return_X_y=True)\n"
+    "from fastgd import GDRegressor\n"
+    "m = GDRegressor(batch_size=32, max_iter=5, tol=None, random_state=0).fit(X, y)\n"
+    "assert m.score(X, y) > 0.2, m.score(X, y)\n",
+    "scikit-learn MLPClassifier (digits, 5 epochs)": _DIGITS
+    + "import warnings\n"
+    "warnings.simplefilter('ignore')\n"
+    "from sklearn.neural_network import MLPClassifier\n"
+    "clf = MLPClassifier(max_iter=5, random_state=0).fit(X, y)\n"
+    "assert clf.score(X, y) > 0.8, clf.score(X, y)\n",
+}
+REFERENCE = "scikit-learn MLPClassifier (digits, 5 epochs)"
+
+
+def _run(script, cache_dir):
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, env=env, cwd=tempfile.gettempdir()
+    )
+    return time.perf_counter() - started
+
+
+def measure(repeats=3):
+    """``{estimator: {"cold": s, "warm": s}}``, medians over ``repeats`` fresh processes."""
+    results = {}
+    for name, script in SCRIPTS.items():
+        cold = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as empty:
+                cold.append(_run(script, empty))
+        with tempfile.TemporaryDirectory() as cache:
+            _run(script, cache)  # fills the cache
+            warm = [_run(script, cache) for _ in range(repeats)]
+        results[name] = {"cold": statistics.median(cold), "warm": statistics.median(warm)}
+    return results
+
+
+def format_table(results):
+    reference = results[REFERENCE]["warm"]
+    lines = [
+        "fresh process, import + first fit (median seconds); warm ratio = warm / "
+        "MLPClassifier's (target <= 1.5); cold target <= 10 s",
+        f"{'estimator':<52} {'cold s':>8} {'warm s':>8} {'warm ratio':>10}",
+    ]
+    for name, r in results.items():
+        lines.append(f"{name:<52} {r['cold']:8.2f} {r['warm']:8.2f} {r['warm'] / reference:10.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    repeats = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else 3
+    results = measure(repeats)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
