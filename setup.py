@@ -8,7 +8,9 @@ the integer codes of ``fastgd/_kernels/runtime/codes.py`` and the constants of
 one definition of each.
 """
 
+import platform
 import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,5 +61,43 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
 ]
+
+
+
+def network_extensions():
+    """The network kernels (``_network_fast.pxi``), one extension per instruction set.
+
+    The same source is compiled for plain x86-64 / other CPUs and, on x86-64,
+    for AVX2 + FMA and for AVX-512; ``fastgd/_kernels/network/native.py``
+    imports the best variant the running CPU supports. OpenMP (threads over
+    the batch) where the compiler has it (GCC, Linux).
+    """
+    variants = [("generic", [], 16)]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        variants += [
+            ("avx2", ["-mavx2", "-mfma"], 32),
+            ("avx512", ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx2", "-mfma"], 64),
+        ]
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    folder = "fastgd/_kernels/network"
+    return [
+        Extension(
+            f"fastgd._kernels.network._network_fast_{name}",
+            [f"{folder}/_network_fast_{name}.pyx"],
+            # The shared source (in the sdist, and a change rebuilds every variant).
+            depends=[f"{folder}/_network_fast.pxi", f"{folder}/_simd.h"],
+            include_dirs=[np.get_include(), folder],
+            define_macros=[
+                ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                ("FG_VEC_BYTES", str(vec_bytes)),
+            ],
+            extra_compile_args=["-O3", *flags, *openmp],
+            extra_link_args=openmp,
+        )
+        for name, flags, vec_bytes in variants
+    ]
+
+
+extensions += network_extensions()
 
 setup(ext_modules=cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES))

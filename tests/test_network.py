@@ -304,3 +304,50 @@ def test_trainer_pickle_leaves_out_the_per_batch_buffers():
     assert restored.workspace.inputs[0].shape == (4096, 4)
     assert restored.target_buffers[0].shape == (4096,)
     assert restored.loss.proba.shape == (4096, 2)
+
+
+def _unfused_copy(net):
+    """The same network with every Conv2D → MaxPool2D computed as two layers."""
+    other = pickle.loads(pickle.dumps(net))
+    for layer in other._all_layers():
+        if getattr(layer, "pool", None) is not None:
+            layer.pool.fused = False
+            layer.pool = None
+    return other
+
+
+def test_fused_conv_pool_matches_the_unfused_layers():
+    rng = np.random.RandomState(3)
+    net = Network(_branches(), "concat", [Dense(6, activation="tanh")], N_CLASSES, None, np.float64)
+    net.initialize(rng)
+    fused = [layer for layer in net._all_layers() if getattr(layer, "pool", None) is not None]
+    assert len(fused) == 1  # Conv2D(3) → MaxPool2D(2); not Conv2D(2) → AvgPool2D
+    unfused = _unfused_copy(net)
+    n = 7
+    inputs = _inputs(rng, n, net.input_permutations)
+    targets = (rng.randint(0, N_CLASSES, n).astype(np.int64), rng.uniform(0.5, 2, n))
+    loss = SoftmaxCrossEntropyLoss(N_CLASSES)
+    for training in (False, True):
+        scores = [
+            m.forward(inputs, m.make_workspace(n, training, np.random.default_rng(0)), n, training)
+            for m in (net, unfused)
+        ]
+        np.testing.assert_array_equal(scores[0], scores[1])
+    np.testing.assert_allclose(
+        backward_gradients(net, loss, inputs, targets),
+        backward_gradients(unfused, loss, inputs, targets),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predictions_do_not_depend_on_the_rest_of_the_batch(dtype):
+    rng = np.random.RandomState(0)
+    net = Network(_branches(), "hybrid", [Dense(6, activation="relu")], N_CLASSES, None, dtype)
+    net.initialize(rng)
+    X = rng.standard_normal((300, 89)).astype(dtype)
+    columns = [slice(0, 72), slice(72, 79), slice(79, 86), slice(86, 89)]
+    full = net.predict(X, columns)
+    for rows in (np.arange(20), np.arange(150, 151), rng.choice(300, 37, replace=False)):
+        np.testing.assert_array_equal(net.predict(X[rows], columns), full[rows])

@@ -28,7 +28,7 @@ import numpy as np
 from fastgd import layers as L
 from fastgd._kernels.runtime import codes
 
-__all__ = ["build_layer", "LayerState", "RuntimeLayer"]
+__all__ = ["build_layer", "fuse_conv_pool", "LayerState", "RuntimeLayer"]
 
 
 def _kernels():
@@ -42,6 +42,24 @@ def _kernels():
 
 
 _K = None
+
+
+def _native():
+    """The ahead-of-time (Cython) network kernels (:mod:`fastgd._kernels.network.native`)."""
+    global _NATIVE
+    if _NATIVE is None:
+        from fastgd._kernels.network import native
+
+        _NATIVE = native
+    return _NATIVE
+
+
+_NATIVE = None
+
+# Overflow in a pass is not an error here: the trainer checks the loss and
+# raises DivergenceError (the compiled kernels do not warn either).
+def _divergence_is_checked():
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 class LayerState:
@@ -181,16 +199,25 @@ class DenseLayer(RuntimeLayer):
         return st
 
     def forward(self, X, st, n, training):
+        # The product through NumPy's BLAS, bias and activation in one
+        # ahead-of-time pass (no JIT compilation for dense layers).
         out = st.out[:n]
-        _kernels()[0].dense_forward(X, self.W, self.b, out, self.code)
+        with _divergence_is_checked():
+            np.dot(X, self.W, out=out)
+        _native().bias_activation_rows(out, self.b, self.code)
         st.X = X
         return out
 
     def backward(self, dA, st, n):
+        # dZ = dA · f'(z) in place, then dW = Xᵀ dZ, db = Σ_rows dZ, dX = dZ Wᵀ.
         dx = st.dx[:n] if st.dx is not None else None
-        _kernels()[0].dense_backward(
-            st.X, self.W, st.out[:n], dA, self.code, self.dW, self.db, dx, dx is not None
-        )
+        if self.code != codes.IDENTITY:
+            _native().activation_backward(st.out[:n].reshape(-1), dA.reshape(-1), self.code)
+        with _divergence_is_checked():
+            np.dot(st.X.T, dA, out=self.dW)
+            np.sum(dA, axis=0, out=self.db)
+            if dx is not None:
+                np.dot(dA, self.W.T, out=dx)
         return dx
 
 
@@ -230,12 +257,18 @@ class Conv2DLayer(RuntimeLayer):
             raise ValueError(f"{where}: padding must be 'valid' or 'same', got {spec.padding!r}.")
         self.channels = c
         self.output_shape = (self.filters, oh, ow)
+        # A MaxPool2D right after this layer is fused into it (see
+        # :func:`fuse_conv_pool`): ``pool`` is then that layer.
+        self.pool = None
 
     @property
     def activation_size(self):
-        # Output plus the im2col workspace row.
+        # Output (or the pooled output and its positions) plus the workspaces.
         ckk = self.channels * self.kh * self.kw
-        return int(np.prod(self.output_shape)) * (1 + ckk // self.filters + 1)
+        out = int(np.prod(self.output_shape))
+        if self.pool is not None:
+            out = 2 * int(np.prod(self.pool.output_shape))
+        return out + int(np.prod(self.input_shape)) * 2 + ckk * 4
 
     def param_specs(self):
         fan_in = self.channels * self.kh * self.kw
@@ -256,63 +289,72 @@ class Conv2DLayer(RuntimeLayer):
         self.W, self.b = views["W"], views["b"]
         self.dW, self.db = grads["W"], grads["b"]
 
+    def _geometry(self):
+        c, h, w = self.input_shape
+        _, oh, ow = self.output_shape
+        return (c, h, w, self.filters, self.kh, self.kw, self.stride, self.pad_top,
+                self.pad_left, oh, ow)
+
     def make_state(self, capacity, dtype, training, need_dx):
         st = super().make_state(capacity, dtype, training, need_dx)
-        st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
-        st.dx = None
-        conv2d = _kernels()[1]
-        shape = conv2d.conv2d_workspace_shape(
-            capacity,
-            self.channels,
-            self.filters,
-            self.kh,
-            self.kw,
-            self.output_shape[1],
-            self.output_shape[2],
+        native = _native()
+        dtype = np.dtype(dtype)
+        threads = native.max_threads()
+        forward, backward, partial = native.workspace_sizes(
+            *self._geometry(), dtype.itemsize, self.pool is not None, training and need_dx
         )
+        if self.pool is None:
+            st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
+            st.argmax = None
+        else:
+            st.out = np.empty((capacity,) + self.pool.output_shape, dtype=dtype)
+            st.argmax = np.empty((capacity,) + self.pool.output_shape, dtype=np.int32)
+        st.packed = np.empty(
+            native.packed_weights_size(self.filters, self.channels, self.kh, self.kw),
+            dtype=dtype,
+        )
+        st.dx = None
         if training:
             if need_dx:
                 st.dx = np.empty((capacity,) + self.input_shape, dtype=dtype)
-        else:
-            # The forward pass only needs the im2col part of each row.
-            ckk = self.channels * self.kh * self.kw
-            shape = (capacity, ckk * self.output_shape[1] * self.output_shape[2])
-        st.workspace = np.empty(shape, dtype=dtype)
+            n_blocks = -(-capacity // native.GRAD_BLOCK)
+            st.partials = np.empty((n_blocks, partial), dtype=dtype)
+        st.workspace = np.empty((threads, max(forward, backward if training else 0)), dtype)
         st.X = None
         return st
 
+    def _threads(self, n):
+        _, oh, ow = self.output_shape
+        return _native().thread_count(n * self.W.size * oh * ow)
+
     def forward(self, X, st, n, training):
+        native = _native()
         out = st.out[:n]
-        _kernels()[1].conv2d_forward(
-            X,
-            self.W,
-            self.b,
-            self.stride,
-            self.pad_top,
-            self.pad_left,
-            out,
-            self.code,
-            st.workspace,
-        )
+        native.pack_weights(self.W, st.packed)
+        _, oh, ow = self.output_shape
+        threads = self._threads(n)
+        if self.pool is None:
+            native.conv2d_forward(
+                X, self.W, self.b, self.stride, self.pad_top, self.pad_left, out, self.code,
+                st.packed, st.workspace, threads,
+            )
+        else:
+            pool = self.pool
+            native.conv2d_pool_forward(
+                X, self.W, self.b, self.stride, self.pad_top, self.pad_left, oh, ow,
+                self.code, pool.ph, pool.pw, pool.stride, out, st.argmax[:n], st.packed,
+                st.workspace, threads,
+            )
         st.X = X
         return out
 
     def backward(self, dA, st, n):
         dx = st.dx[:n] if st.dx is not None else None
-        _kernels()[1].conv2d_backward(
-            st.X,
-            self.W,
-            st.out[:n],
-            dA,
-            self.code,
-            self.stride,
-            self.pad_top,
-            self.pad_left,
-            self.dW,
-            self.db,
-            dx,
-            st.workspace,
-            dx is not None,
+        _, oh, ow = self.output_shape
+        _native().conv2d_backward(
+            st.X, self.W, st.out[:n], dA, None if st.argmax is None else st.argmax[:n],
+            self.code, self.stride, self.pad_top, self.pad_left, oh, ow, self.dW, self.db,
+            dx, st.workspace, st.partials, self._threads(n),
         )
         return dx
 
@@ -355,17 +397,31 @@ class _PoolLayer(RuntimeLayer):
 
 
 class MaxPoolLayer(_PoolLayer):
+    # True when the Conv2D before it computes the pooling (fuse_conv_pool):
+    # this layer then passes values and gradients through.
+    fused = False
+
     def make_state(self, capacity, dtype, training, need_dx):
+        if self.fused:
+            return RuntimeLayer.make_state(self, capacity, dtype, training, need_dx)
         st = super().make_state(capacity, dtype, training, need_dx)
         st.argmax = np.empty((capacity,) + self.output_shape, dtype=np.int64)
         return st
 
+    @property
+    def activation_size(self):
+        return 0 if self.fused else super().activation_size
+
     def forward(self, X, st, n, training):
+        if self.fused:
+            return X
         out = st.out[:n]
         _kernels()[2].maxpool2d_forward(X, self.ph, self.pw, self.stride, out, st.argmax[:n])
         return out
 
     def backward(self, dA, st, n):
+        if self.fused:
+            return dA
         if st.dx is None:
             return None
         dx = st.dx[:n]
@@ -517,6 +573,20 @@ _RUNTIME = {
     L.Reshape: ReshapeLayer,
     L.Dropout: DropoutLayer,
 }
+
+
+def fuse_conv_pool(layers):
+    """Let every Conv2D directly followed by a MaxPool2D compute the pooling itself.
+
+    The fused layer keeps only the pooled output and the position of each
+    maximum (the conv output never leaves a per-thread buffer); the pool
+    layer becomes a pass-through. Same results as the two layers apart, to
+    rounding (tested).
+    """
+    for conv, pool in zip(layers, layers[1:], strict=False):
+        if isinstance(conv, Conv2DLayer) and type(pool) is MaxPoolLayer:
+            conv.pool = pool
+            pool.fused = True
 
 
 def build_layer(spec, input_shape, where):

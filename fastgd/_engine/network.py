@@ -46,10 +46,14 @@ from fastgd._engine.layers_runtime import (
     DenseLayer,
     ReshapeLayer,
     build_layer,
+    fuse_conv_pool,
 )
 from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
+
+# Fewest rows a prediction pass computes (see Network._predict).
+PREDICT_MIN_ROWS = 16
 
 FUSIONS = ("concat", "late", "hybrid", "serial")
 
@@ -297,6 +301,7 @@ class Network:
             # A branch without layers: its columns and the previous output are its output.
             join_at, own_width = 0, self._check_join_shape(b, 0, shape)
             shape = (own_width + self.branch_widths[b - 1],)
+        fuse_conv_pool(runtime)
         return runtime, shape, join_at, own_width
 
     def _join_position(self, b, name, specs):
@@ -800,27 +805,38 @@ class Network:
         sources = self.gather_sources(X, columns, materialize=False)
         hwcs = [self._folded_hwc(b) for b in range(self.n_branches)]
         chunk = self.predict_chunk_size(n_samples)
-        ws = self.make_workspace(chunk, training=False)
+        # Batch invariance: BLAS computes a row of a product of fewer than
+        # PREDICT_MIN_ROWS rows by other code paths (matrix-vector, small-M
+        # kernels) whose rounding differs, so shorter chunks are padded with
+        # zero rows: a row's prediction then does not depend on the rest of
+        # the call (tested with scikit-learn's check_methods_subset_invariance).
+        capacity = max(chunk, PREDICT_MIN_ROWS)
+        ws = self.make_workspace(capacity, training=False)
         inputs = [None] * self.n_branches
         for start in range(0, n_samples, chunk):
             stop = min(start + chunk, n_samples)
             m = stop - start
+            rows_in = max(m, PREDICT_MIN_ROWS)
             for b, src in enumerate(sources):
                 rows = src[start:stop]
-                if hwcs[b] is not None:
-                    buf = ws.inputs[b][:m]
-                    h, w, c = hwcs[b]
-                    np.copyto(
-                        buf.reshape(m, c, h, w), rows.reshape(m, h, w, c).transpose(0, 3, 1, 2)
-                    )
-                    inputs[b] = buf
-                elif rows.flags.c_contiguous:
-                    inputs[b] = rows
+                if rows_in > m:
+                    buf = ws.inputs[b][:rows_in]
+                    buf[m:] = 0
                 else:
                     buf = ws.inputs[b][:m]
-                    np.copyto(buf, rows)
+                if hwcs[b] is not None:
+                    h, w, c = hwcs[b]
+                    np.copyto(
+                        buf[:m].reshape(m, c, h, w),
+                        rows.reshape(m, h, w, c).transpose(0, 3, 1, 2),
+                    )
                     inputs[b] = buf
-            result[start:stop] = self.forward(inputs, ws, m, training=False)
+                elif rows.flags.c_contiguous and rows_in == m:
+                    inputs[b] = rows
+                else:
+                    np.copyto(buf[:m], rows)
+                    inputs[b] = buf
+            result[start:stop] = self.forward(inputs, ws, rows_in, training=False)[:m]
         return result
 
     def fusion_weights(self):

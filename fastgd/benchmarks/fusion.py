@@ -1,7 +1,7 @@
 """FusionClassifier against PyTorch (CPU) and scikit-learn's MLP, measured in one run.
 
 Run as a script for a table of ratios (``python -m fastgd.benchmarks.fusion [--quick]
-[--threads N] [--env default|same|both]``, also ``python -m bench.fusion``;
+[--threads N] [--env default|same|both] [--kernels]``, also ``python -m bench.fusion``;
 ``fastgd bench`` runs it too); the pytest-benchmark suite in
 ``bench/test_bench_fusion.py`` uses the same data and models.
 
@@ -17,6 +17,8 @@ Workloads (float32, the same number of threads everywhere):
 * ``mlp``: 784-256-128-10 ReLU MLP, Adam, batch 128, one epoch of 8,192
   samples, against PyTorch and scikit-learn's MLPClassifier.
 * ``predict``: predictions on 10,000 samples with the reference model.
+* ``--kernels``: GFLOP/s of each kernel family at the reference shape beside
+  NumPy's float32 GEMM rate (:func:`measure_kernel_rates`).
 
 PyTorch's environment. OpenMP reads its settings when it is loaded, and
 fastgd sets ``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP threads. Each
@@ -341,6 +343,98 @@ def measure_mlp(n_train, repeats, rows):
         check_accuracy(trainer.predict((torch.from_numpy(Xt),)), yt_test, minimum)
 
 
+def measure_kernel_rates(repeats=20):
+    """GFLOP/s of the network kernel families at the reference shape, beside a float32 GEMM.
+
+    Rows ``(kernel, implementation, seconds, GFLOP/s)``: NumPy's 2048² float32
+    GEMM (the machine's reachable rate), and at the reference shape (batch
+    32 of 3 × 32 × 32 images, 32 filters 3 × 3, 2 × 2 max pooling) the direct
+    convolution, the fused convolution → relu → max pooling, the weight
+    gradient after the fused pooling (FLOPs counted as for the dense weight
+    gradient, what the unfused layer computes) and without it, PyTorch's
+    ``conv2d`` and weight gradient, and a dense layer (128 × 784 → 256).
+    """
+    from fastgd._kernels.network import native
+    from fastgd.benchmarks.timing import median_time
+
+    rng = np.random.RandomState(0)
+    f32 = np.float32
+    rows = []
+
+    def rate(name, impl, flops, fn):
+        seconds = median_time(fn, repeats, warmup=2)
+        rows.append((name, impl, seconds, flops / seconds / 1e9))
+
+    A, Bm = rng.rand(2048, 2048).astype(f32), rng.rand(2048, 2048).astype(f32)
+    C = np.empty_like(A)
+    rate("gemm 2048x2048x2048", "numpy", 2 * 2048**3, lambda: np.dot(A, Bm, out=C))
+    B, Cin, H, W, F, K = 32, 3, 32, 32, 32, 3
+    OH = OW = H - K + 1
+    X = rng.rand(B, Cin, H, W).astype(f32)
+    Wt = (0.2 * rng.standard_normal((F, Cin, K, K))).astype(f32)
+    b = np.zeros(F, f32)
+    threads = native.thread_count(B * Wt.size * OH * OW)
+    fwd, bwd, part = native.workspace_sizes(Cin, H, W, F, K, K, 1, 0, 0, OH, OW, 4, True, False)
+    ws = np.empty((native.max_threads(), max(fwd, bwd)), f32)
+    partials = np.empty((-(-B // native.GRAD_BLOCK), part), f32)
+    packed = np.empty(native.packed_weights_size(F, Cin, K, K), f32)
+    native.pack_weights(Wt, packed)
+    out = np.empty((B, F, OH, OW), f32)
+    pooled = np.empty((B, F, OH // 2, OW // 2), f32)
+    argmax = np.empty(pooled.shape, np.int32)
+    flops = 2 * B * F * Cin * K * K * OH * OW
+    rate("conv2d forward (ref shape)", "fastgd", flops,
+         lambda: native.conv2d_forward(X, Wt, b, 1, 0, 0, out, 1, packed, ws, threads))
+    rate("conv2d+relu+maxpool forward", "fastgd", flops,
+         lambda: native.conv2d_pool_forward(X, Wt, b, 1, 0, 0, OH, OW, 1, 2, 2, 2, pooled,
+                                            argmax, packed, ws, threads))
+    dW, db = np.empty_like(Wt), np.empty_like(b)
+    dP = rng.standard_normal(pooled.shape).astype(f32)
+    dA = rng.standard_normal(out.shape).astype(f32)
+    rate("conv2d weight grad after maxpool", "fastgd", flops,
+         lambda: native.conv2d_backward(X, Wt, pooled, dP, argmax, 1, 1, 0, 0, OH, OW, dW, db,
+                                        None, ws, partials, threads))
+    rate("conv2d weight grad", "fastgd", flops,
+         lambda: native.conv2d_backward(X, Wt, out, dA, None, 1, 1, 0, 0, OH, OW, dW, db, None,
+                                        ws, partials, threads))
+    if torch is not None:
+        Xt, Wtt = torch.from_numpy(X), torch.from_numpy(Wt)
+        bt, dAt = torch.from_numpy(b), torch.from_numpy(dA)
+        with torch.no_grad():
+            rate("conv2d forward (ref shape)", "pytorch", flops,
+                 lambda: torch.relu(torch.nn.functional.conv2d(Xt, Wtt, bt)))
+            rate("conv2d weight grad", "pytorch", flops,
+                 lambda: torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dAt))
+    Xd = rng.standard_normal((128, 784)).astype(f32)
+    Wd = rng.standard_normal((784, 256)).astype(f32)
+    bd, outd = np.zeros(256, f32), np.empty((128, 256), f32)
+
+    def dense():
+        np.dot(Xd, Wd, out=outd)
+        native.bias_activation_rows(outd, bd, 1)
+
+    rate("dense forward 128x784->256, relu", "fastgd", 2 * 128 * 784 * 256, dense)
+    z = rng.standard_normal(B * F * OH * OW).astype(f32)
+    for name, code, ref in (("tanh", 2, np.tanh), ("sigmoid", 3, None)):
+        zz = z.copy()
+        rate(f"{name}, {z.size} values (Gvalues/s)", "fastgd", z.size,
+             lambda zz=zz, code=code: native.activation_forward(zz, code))
+        if ref is not None:
+            rate(f"{name}, {z.size} values (Gvalues/s)", "numpy", z.size,
+                 lambda zz=zz: np.tanh(z, out=zz))
+        else:
+            rate(f"{name}, {z.size} values (Gvalues/s)", "numpy", z.size,
+                 lambda zz=zz: np.divide(1.0, 1.0 + np.exp(-z, out=zz), out=zz))
+    return rows
+
+
+def format_rates(rows):
+    lines = [f"{'kernel (float32)':<44} {'impl':<8} {'ms':>8} {'GFLOP/s':>8}"]
+    for name, impl, seconds, gflops in rows:
+        lines.append(f"{name:<44} {impl:<8} {1e3 * seconds:8.3f} {gflops:8.1f}")
+    return "\n".join(lines)
+
+
 def measure(quick=False):
     """Every workload in this process (one environment); rows of (workload, impl, s, ratio)."""
     repeats = 3 if quick else 5
@@ -412,6 +506,9 @@ def main(argv=None):
         threadpool_limits(threads)
     env = argv[argv.index("--env") + 1] if "--env" in argv else "both"
     warnings.simplefilter("ignore")
+    if "--kernels" in argv:
+        print(format_rates(measure_kernel_rates()))
+        return None
     if "--child" in argv:
         print(json.dumps(measure(quick="--quick" in argv)))
         return None

@@ -1,0 +1,607 @@
+# Network kernels compiled ahead of time (Cython + C vector extensions).
+#
+# Included by _network_fast_generic.pyx, _network_fast_avx2.pyx and
+# _network_fast_avx512.pyx, which setup.py compiles with different
+# instruction sets (FG_VEC_BYTES = vector width); fastgd/_kernels/network/native.py
+# imports the best one the CPU runs. Layout NCHW, weights (F, C, KH, KW).
+#
+# * conv2d_forward: direct convolution (no im2col): each output tile of FG_FB
+#   filters × one vector of output columns is accumulated in registers over
+#   the C·KH·KW taps of a zero-padded copy of the sample; bias and activation
+#   fused. Samples run in parallel; each is computed alone, so a sample's
+#   output does not depend on the rest of the batch.
+# * conv2d_pool_forward: the same followed by max pooling, one sample at a
+#   time through a per-thread buffer; keeps the pooled position (index into
+#   the conv plane) of each maximum for the backward pass.
+# * conv2d_backward: weight, bias and (optionally) input gradients, from the
+#   gradient of the conv output or, after a fused pooling, of the pooled
+#   output (only the pooled positions get a gradient). Per-sample patch rows
+#   (the receptive field of each output, C·KH·KW values) are built once and
+#   each nonzero output gradient adds g·patch to its filter's gradient.
+#   Samples are grouped in fixed blocks of GRAD_BLOCK whose partials are
+#   summed in block order: results do not depend on the thread count.
+
+from cython.parallel cimport prange, threadid
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "_simd.h" nogil:
+    int FG_FB
+    int FG_POOL_SLACK
+    int FG_VF
+    int FG_VD
+    int fg_vec_bytes()
+    int fg_cpu_level()
+    void fg_conv_tile_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                        const float *w, Py_ssize_t stride, float *acc)
+    void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                        const double *w, Py_ssize_t stride, double *acc)
+    void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
+    void fg_axpy_d(Py_ssize_t n, double g, const double *x, double *y)
+    void fg_bias_act_f(float *z, Py_ssize_t n, float bias, int code)
+    void fg_bias_act_d(double *z, Py_ssize_t n, double bias, int code)
+    void fg_bias_act_rows_f(float *z, Py_ssize_t n_rows, Py_ssize_t n_cols, const float *b,
+                            int code)
+    void fg_bias_act_rows_d(double *z, Py_ssize_t n_rows, Py_ssize_t n_cols, const double *b,
+                            int code)
+    void fg_act_grad_f(const float *a, float *da, Py_ssize_t n, int code)
+    void fg_act_grad_d(const double *a, double *da, Py_ssize_t n, int code)
+    float fg_act_slope_f(float a, int code)
+    double fg_act_slope_d(double a, int code)
+    float fg_tanh_f(float x)
+    double fg_tanh_d(double x)
+    float fg_sigmoid_f(float x)
+    double fg_sigmoid_d(double x)
+    void fg_maxpool_plane_f(const float *a, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW, float *out, int *idx)
+    void fg_maxpool_plane_d(const double *a, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW, double *out,
+                            int *idx)
+
+# Samples per block of the gradient partials (fixes the arithmetic).
+GRAD_BLOCK = 4
+cdef Py_ssize_t _GRAD_BLOCK = GRAD_BLOCK
+# Filters per register tile of the direct convolution.
+FILTERS_PER_TILE = FG_FB
+
+
+def vector_bytes():
+    """Width in bytes of the vector registers this variant was compiled for."""
+    return fg_vec_bytes()
+
+
+def cpu_level():
+    """0: generic, 1: AVX2 + FMA, 2: AVX-512 (what this CPU runs)."""
+    return fg_cpu_level()
+
+
+cdef struct Geometry:
+    Py_ssize_t C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW
+    Py_ssize_t lanes    # outputs per register tile row
+    Py_ssize_t n_jb     # register tiles per output row
+    Py_ssize_t HP, WP   # padded sample plane
+    Py_ssize_t ckk      # taps per filter, C·KH·KW
+    Py_ssize_t ckkp     # ckk rounded up to a multiple of 16 (patch rows)
+    Py_ssize_t n_fb     # filter tiles
+    Py_ssize_t plane    # C·HP·WP
+
+
+cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t KH,
+                        Py_ssize_t KW, Py_ssize_t stride, Py_ssize_t pad_top,
+                        Py_ssize_t pad_left, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t itemsize):
+    cdef Geometry g
+    g.C, g.H, g.W, g.F, g.KH, g.KW = C, H, W, F, KH, KW
+    g.stride, g.pad_top, g.pad_left, g.OH, g.OW = stride, pad_top, pad_left, OH, OW
+    g.lanes = fg_vec_bytes() // itemsize
+    g.n_jb = (OW + g.lanes - 1) // g.lanes
+    g.HP = (OH - 1) * stride + KH
+    # Room for every lane of the last tile of a row (their outputs are discarded).
+    g.WP = (g.n_jb * g.lanes - 1) * stride + KW
+    g.ckk = C * KH * KW
+    g.ckkp = (g.ckk + 15) // 16 * 16
+    g.n_fb = (F + FG_FB - 1) // FG_FB
+    g.plane = C * g.HP * g.WP
+    return g
+
+
+cdef int _check_geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t Wd, Py_ssize_t F,
+                        Py_ssize_t C2, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t n_bias,
+                        Py_ssize_t stride, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                        Py_ssize_t OH, Py_ssize_t OW) except -1:
+    if C2 != C:
+        raise ValueError("conv2d: W.shape[1] must equal the input channels")
+    if n_bias != F:
+        raise ValueError("conv2d: b must have W.shape[0] entries")
+    if stride < 1 or pad_top < 0 or pad_left < 0:
+        raise ValueError("conv2d: stride must be >= 1 and padding >= 0")
+    if OH < 1 or OW < 1:
+        raise ValueError("conv2d: empty output")
+    if (OH - 1) * stride - pad_top >= H or (OW - 1) * stride - pad_left >= Wd:
+        raise ValueError("conv2d: output size too large for input and padding")
+    if pad_top >= KH + H or pad_left >= KW + Wd:
+        raise ValueError("conv2d: padding larger than kernel + input")
+    return 0
+
+
+cdef bint _same_shape(Py_ssize_t* a, Py_ssize_t* b, int ndim):
+    cdef int i
+    for i in range(ndim):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, itemsize,
+                    pooled, need_dx):
+    """Values per thread of the forward and backward workspaces, and per gradient block.
+
+    Returns
+    -------
+    (forward, backward, partial) : tuple of int
+        ``forward``: padded sample plus (``pooled``) the sample's conv
+        output and the few values the vectorised pooling reads past it; ``backward``: padded sample, patch rows and, with
+        ``need_dx``, their gradient and the padded input gradient;
+        ``partial``: one block's weight and bias gradient partial.
+    """
+    cdef Geometry g = _geometry(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW,
+                                itemsize)
+    forward = g.plane + (F * OH * OW + FG_POOL_SLACK if pooled else 0)
+    backward = g.plane + OH * OW * g.ckkp
+    if need_dx:
+        backward += OH * OW * g.ckkp + g.plane
+    return forward, backward, F * g.ckkp + F
+
+
+def packed_weights_size(F, C, KH, KW):
+    """Values of the filter-tile copy of the weights :func:`pack_weights` fills."""
+    n_fb = (F + FG_FB - 1) // FG_FB
+    return n_fb * C * KH * KW * FG_FB
+
+
+cdef void _fill_offsets(Geometry* g, Py_ssize_t* xoff) noexcept nogil:
+    cdef Py_ssize_t c, p, q, k = 0
+    for c in range(g.C):
+        for p in range(g.KH):
+            for q in range(g.KW):
+                xoff[k] = (c * g.HP + p) * g.WP + q
+                k += 1
+
+
+cdef void _pad_copy(const floating* x, floating* xp, Geometry* g) noexcept nogil:
+    """xp (C, HP, WP) = the sample x (C, H, W) shifted by the padding, zeros around."""
+    cdef Py_ssize_t c, h, rows, cols
+    memset(xp, 0, g.plane * sizeof(floating))
+    rows = min(g.H, g.HP - g.pad_top)
+    cols = min(g.W, g.WP - g.pad_left)
+    if cols <= 0:
+        return
+    for c in range(g.C):
+        for h in range(rows):
+            memcpy(xp + (c * g.HP + g.pad_top + h) * g.WP + g.pad_left,
+                   x + (c * g.H + h) * g.W, cols * sizeof(floating))
+
+
+cdef void _crop_add(const floating* dxp, floating* dx, Geometry* g) noexcept nogil:
+    """dx (C, H, W) = the padded gradient dxp cropped (zeros where no window reached)."""
+    cdef Py_ssize_t c, h, w, rows, cols
+    memset(dx, 0, g.C * g.H * g.W * sizeof(floating))
+    rows = min(g.H, g.HP - g.pad_top)
+    cols = min(g.W, g.WP - g.pad_left)
+    if cols <= 0:
+        return
+    for c in range(g.C):
+        for h in range(rows):
+            memcpy(dx + (c * g.H + h) * g.W,
+                   dxp + (c * g.HP + g.pad_top + h) * g.WP + g.pad_left,
+                   cols * sizeof(floating))
+
+
+cdef void _conv_sample(const floating* x, floating* xp, const floating* wp, const floating* b,
+                       const Py_ssize_t* xoff, Geometry* g, floating* out,
+                       int code) noexcept nogil:
+    """out (F, OH, OW) = act(conv(x) + b) for one sample, through the padded copy xp."""
+    cdef floating acc[8 * 16]
+    cdef Py_ssize_t fb, i, jb, j0, nj, f, fo, n_f
+    cdef Py_ssize_t s = g.stride
+    cdef Py_ssize_t ohw = g.OH * g.OW
+    cdef const floating* wblk
+    _pad_copy(x, xp, g)
+    for fb in range(g.n_fb):
+        wblk = wp + fb * g.ckk * FG_FB
+        n_f = min(<Py_ssize_t>FG_FB, g.F - fb * FG_FB)
+        for i in range(g.OH):
+            for jb in range(g.n_jb):
+                j0 = jb * g.lanes
+                if floating is float:
+                    fg_conv_tile_f(xp + i * s * g.WP + j0 * s, xoff, g.ckk, wblk, s, acc)
+                else:
+                    fg_conv_tile_d(xp + i * s * g.WP + j0 * s, xoff, g.ckk, wblk, s, acc)
+                nj = min(g.lanes, g.OW - j0)
+                for f in range(n_f):
+                    fo = fb * FG_FB + f
+                    memcpy(out + (fo * g.OH + i) * g.OW + j0, acc + f * g.lanes,
+                           nj * sizeof(floating))
+    for f in range(g.F):
+        if floating is float:
+            fg_bias_act_f(out + f * ohw, ohw, b[f], code)
+        else:
+            fg_bias_act_d(out + f * ohw, ohw, b[f], code)
+
+
+def pack_weights(floating[:, :, :, ::1] W, floating[::1] packed):
+    """Copy W (F, C, KH, KW) into filter tiles: ``packed[fb, k, f] = W[fb·FB + f, k]``.
+
+    Filters past F are zero. Call once per parameter update (the kernels
+    read the tiles).
+    """
+    cdef Py_ssize_t F = W.shape[0]
+    cdef Py_ssize_t ckk = W.shape[1] * W.shape[2] * W.shape[3]
+    cdef Py_ssize_t n_fb = (F + FG_FB - 1) // FG_FB
+    cdef Py_ssize_t fb, k, f, fo
+    cdef const floating* w = &W[0, 0, 0, 0]
+    if packed.shape[0] < n_fb * ckk * FG_FB:
+        raise ValueError("pack_weights: packed is too small")
+    with nogil:
+        for fb in range(n_fb):
+            for k in range(ckk):
+                for f in range(FG_FB):
+                    fo = fb * FG_FB + f
+                    packed[(fb * ckk + k) * FG_FB + f] = w[fo * ckk + k] if fo < F else 0
+
+
+def conv2d_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floating[::1] b,
+                   Py_ssize_t stride, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                   floating[:, :, :, ::1] out, int code, floating[::1] packed,
+                   floating[:, ::1] workspace, int n_threads):
+    """``out = act(conv(X, W) + b)`` (direct convolution, bias and activation fused).
+
+    Parameters
+    ----------
+    X : ndarray (B, C, H, W), C-contiguous
+    W : ndarray (F, C, KH, KW), C-contiguous
+    b : ndarray (F,)
+    stride, pad_top, pad_left : int
+        As in :func:`fastgd._kernels.network.conv2d.conv2d_forward`.
+    out : ndarray (B, F, OH, OW), C-contiguous; its shape sets OH, OW
+    code : int
+        Activation code.
+    packed : ndarray
+        The weights as :func:`pack_weights` left them (for this W).
+    workspace : ndarray (n_threads, forward size of :func:`workspace_sizes`)
+    n_threads : int
+        Threads over the samples (results do not depend on it).
+    """
+    _check_geometry(X.shape[1], X.shape[2], X.shape[3], W.shape[0], W.shape[1], W.shape[2],
+                    W.shape[3], b.shape[0], stride, pad_top, pad_left, out.shape[2],
+                    out.shape[3])
+    cdef Py_ssize_t B = X.shape[0]
+    if out.shape[0] != B or out.shape[1] != W.shape[0]:
+        raise ValueError("conv2d: out must have shape (B, F, OH, OW)")
+    cdef Geometry g = _geometry(X.shape[1], X.shape[2], X.shape[3], W.shape[0], W.shape[2],
+                                W.shape[3], stride, pad_top, pad_left, out.shape[2],
+                                out.shape[3], sizeof(floating))
+    if workspace.shape[0] < n_threads or workspace.shape[1] < g.plane:
+        raise ValueError("conv2d_forward: workspace too small")
+    if packed.shape[0] < g.n_fb * g.ckk * FG_FB:
+        raise ValueError("conv2d_forward: packed weights too small")
+    if B == 0:
+        return
+    cdef Py_ssize_t n, t
+    cdef Py_ssize_t in_size = g.C * g.H * g.W
+    cdef Py_ssize_t out_size = g.F * g.OH * g.OW
+    cdef Py_ssize_t* xoff = <Py_ssize_t*>malloc(g.ckk * sizeof(Py_ssize_t))
+    if xoff == NULL:
+        raise MemoryError()
+    _fill_offsets(&g, xoff)
+    cdef floating* xs = &X[0, 0, 0, 0]
+    cdef floating* os = &out[0, 0, 0, 0]
+    cdef floating* ws = &workspace[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    try:
+        for n in prange(B, nogil=True, num_threads=n_threads, schedule="static"):
+            t = threadid()
+            _conv_sample(xs + n * in_size, ws + t * ws_stride, &packed[0], &b[0], xoff, &g,
+                         os + n * out_size, code)
+    finally:
+        free(xoff)
+
+
+def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floating[::1] b,
+                        Py_ssize_t stride, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                        Py_ssize_t OH, Py_ssize_t OW, int code, Py_ssize_t pool_h,
+                        Py_ssize_t pool_w, Py_ssize_t pool_stride,
+                        floating[:, :, :, ::1] out, int[:, :, :, ::1] argmax,
+                        floating[::1] packed, floating[:, ::1] workspace, int n_threads):
+    """Convolution, activation and max pooling fused: ``out = maxpool(act(conv(X) + b))``.
+
+    The (OH, OW) conv output of each sample lives only in a per-thread
+    buffer. ``argmax[n, f, i, j]`` receives the flat index ``h·OW + w`` in
+    the conv plane of each maximum (the first in row-major order; a NaN
+    wins), as :func:`fastgd._kernels.network.pooling.maxpool2d_forward`
+    gives it. ``out`` (B, F, PH, PW) sets the pooled size. Other parameters
+    as in :func:`conv2d_forward` (``workspace``: the pooled forward size of
+    :func:`workspace_sizes`).
+    """
+    _check_geometry(X.shape[1], X.shape[2], X.shape[3], W.shape[0], W.shape[1], W.shape[2],
+                    W.shape[3], b.shape[0], stride, pad_top, pad_left, OH, OW)
+    cdef Py_ssize_t B = X.shape[0]
+    cdef Py_ssize_t PH = out.shape[2]
+    cdef Py_ssize_t PW = out.shape[3]
+    if out.shape[0] != B or out.shape[1] != W.shape[0]:
+        raise ValueError("conv2d_pool_forward: out must have shape (B, F, PH, PW)")
+    if not _same_shape(argmax.shape, out.shape, 4):
+        raise ValueError("conv2d_pool_forward: argmax must have out's shape")
+    if pool_h < 1 or pool_w < 1 or pool_stride < 1:
+        raise ValueError("conv2d_pool_forward: pool size and stride must be >= 1")
+    if (PH - 1) * pool_stride + pool_h > OH or (PW - 1) * pool_stride + pool_w > OW:
+        raise ValueError("conv2d_pool_forward: pooled size too large for the conv output")
+    cdef Geometry g = _geometry(X.shape[1], X.shape[2], X.shape[3], W.shape[0], W.shape[2],
+                                W.shape[3], stride, pad_top, pad_left, OH, OW,
+                                sizeof(floating))
+    if workspace.shape[0] < n_threads or \
+            workspace.shape[1] < g.plane + g.F * OH * OW + FG_POOL_SLACK:
+        raise ValueError("conv2d_pool_forward: workspace too small")
+    if packed.shape[0] < g.n_fb * g.ckk * FG_FB:
+        raise ValueError("conv2d_pool_forward: packed weights too small")
+    if B == 0:
+        return
+    cdef Py_ssize_t n, t, f
+    cdef Py_ssize_t in_size = g.C * g.H * g.W
+    cdef Py_ssize_t pooled = PH * PW
+    cdef Py_ssize_t ohw = OH * OW
+    cdef Py_ssize_t* xoff = <Py_ssize_t*>malloc(g.ckk * sizeof(Py_ssize_t))
+    if xoff == NULL:
+        raise MemoryError()
+    _fill_offsets(&g, xoff)
+    cdef floating* xs = &X[0, 0, 0, 0]
+    cdef floating* os = &out[0, 0, 0, 0]
+    cdef int* am = &argmax[0, 0, 0, 0]
+    cdef floating* ws = &workspace[0, 0]
+    cdef floating* plane
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    try:
+        for n in prange(B, nogil=True, num_threads=n_threads, schedule="static"):
+            t = threadid()
+            plane = ws + t * ws_stride + g.plane
+            _conv_sample(xs + n * in_size, ws + t * ws_stride, &packed[0], &b[0], xoff, &g,
+                         plane, code)
+            for f in range(g.F):
+                if floating is float:
+                    fg_maxpool_plane_f(plane + f * ohw, OW, pool_h, pool_w, pool_stride, PH,
+                                       PW, os + (n * g.F + f) * pooled,
+                                       am + (n * g.F + f) * pooled)
+                else:
+                    fg_maxpool_plane_d(plane + f * ohw, OW, pool_h, pool_w, pool_stride, PH,
+                                       PW, os + (n * g.F + f) * pooled,
+                                       am + (n * g.F + f) * pooled)
+    finally:
+        free(xoff)
+
+
+cdef void _patches(const floating* xp, const Py_ssize_t* xoff, Geometry* g,
+                   floating* rows) noexcept nogil:
+    """rows[pos, k] = the k-th tap of output pos's receptive field (zeros past ckk)."""
+    cdef Py_ssize_t i, j, k, base
+    cdef floating* r
+    for i in range(g.OH):
+        for j in range(g.OW):
+            base = i * g.stride * g.WP + j * g.stride
+            r = rows + (i * g.OW + j) * g.ckkp
+            for k in range(g.ckk):
+                r[k] = xp[base + xoff[k]]
+            for k in range(g.ckk, g.ckkp):
+                r[k] = 0
+
+
+cdef void _fold_patches(const floating* rows, const Py_ssize_t* xoff, Geometry* g,
+                        floating* dxp) noexcept nogil:
+    """dxp (padded plane) = Σ over outputs of their patch-row gradients, at their taps."""
+    cdef Py_ssize_t i, j, k, base
+    cdef const floating* r
+    memset(dxp, 0, g.plane * sizeof(floating))
+    for i in range(g.OH):
+        for j in range(g.OW):
+            base = i * g.stride * g.WP + j * g.stride
+            r = rows + (i * g.OW + j) * g.ckkp
+            for k in range(g.ckk):
+                dxp[base + xoff[k]] += r[k]
+
+
+cdef void _backward_sample(const floating* x, const floating* wflat, const floating* a,
+                           floating* da, const int* am, Py_ssize_t n_out, int code,
+                           const Py_ssize_t* xoff, Geometry* g, floating* ws,
+                           floating* dwp, floating* dbp, floating* dx) noexcept nogil:
+    """Add one sample's weight and bias gradients to dwp / dbp; its input gradient to dx.
+
+    ``a`` / ``da``: the output (conv or pooled) and its gradient, ``n_out``
+    values per filter; ``am``: for each of them the conv position it came
+    from (None: the conv output itself).
+    """
+    cdef floating* xp = ws
+    cdef floating* rows = ws + g.plane
+    cdef floating* drows = rows + g.OH * g.OW * g.ckkp
+    cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
+    cdef Py_ssize_t f, t, pos
+    cdef floating gv
+    cdef floating zero = 0
+    _pad_copy(x, xp, g)
+    _patches(xp, xoff, g, rows)
+    if dx != NULL:
+        memset(drows, 0, g.OH * g.OW * g.ckkp * sizeof(floating))
+    for f in range(g.F):
+        for t in range(n_out):
+            if floating is float:
+                gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
+            else:
+                gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
+            if gv == zero:
+                continue
+            pos = am[f * n_out + t] if am != NULL else t
+            dbp[f] += gv
+            if floating is float:
+                fg_axpy_f(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
+                if dx != NULL:
+                    fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+            else:
+                fg_axpy_d(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
+                if dx != NULL:
+                    fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+    if dx != NULL:
+        _fold_patches(drows, xoff, g, dxp)
+        _crop_add(dxp, dx, g)
+
+
+def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
+                    floating[:, :, :, ::1] A, floating[:, :, :, ::1] dA, argmax, int code,
+                    Py_ssize_t stride, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                    Py_ssize_t OH, Py_ssize_t OW, floating[:, :, :, ::1] dW,
+                    floating[::1] db, dX, floating[:, ::1] workspace,
+                    floating[:, ::1] partials, int n_threads):
+    """Gradients of a convolution (optionally followed by a fused max pooling).
+
+    Parameters
+    ----------
+    X, W : the forward pass's input and weights
+    A, dA : ndarray (B, F, ·, ·)
+        The layer's output and the gradient of the loss with respect to it:
+        the conv output (B, F, OH, OW), or the pooled output when
+        ``argmax`` (int32, A's shape, from :func:`conv2d_pool_forward`) is
+        given. Not modified.
+    code : int
+        Activation code.
+    stride, pad_top, pad_left, OH, OW : int
+        Convolution geometry.
+    dW, db : filled with the weight and bias gradients (overwritten)
+    dX : ndarray (B, C, H, W) or None
+        Filled with the input gradient; None for a first layer.
+    workspace : ndarray (n_threads, backward size of :func:`workspace_sizes`)
+    partials : ndarray (ceil(B / GRAD_BLOCK), partial size of :func:`workspace_sizes`)
+    n_threads : int
+        Threads over the sample blocks (results do not depend on it).
+    """
+    cdef Py_ssize_t B = X.shape[0]
+    cdef Py_ssize_t F = W.shape[0]
+    if A.shape[0] != B or A.shape[1] != F or not _same_shape(dA.shape, A.shape, 4):
+        raise ValueError("conv2d_backward: A and dA must have shape (B, F, ., .)")
+    if not _same_shape(dW.shape, W.shape, 4) or db.shape[0] != F:
+        raise ValueError("conv2d_backward: dW / db do not match W")
+    cdef Geometry g = _geometry(X.shape[1], X.shape[2], X.shape[3], F, W.shape[2], W.shape[3],
+                                stride, pad_top, pad_left, OH, OW, sizeof(floating))
+    cdef int[:, :, :, ::1] am_view
+    cdef const int* am = NULL
+    cdef Py_ssize_t n_out = A.shape[2] * A.shape[3]
+    if argmax is None:
+        if A.shape[2] != OH or A.shape[3] != OW:
+            raise ValueError("conv2d_backward: A must have shape (B, F, OH, OW)")
+    else:
+        am_view = argmax
+        if not _same_shape(am_view.shape, A.shape, 4):
+            raise ValueError("conv2d_backward: argmax must have A's shape")
+    cdef floating[:, :, :, ::1] dx_view
+    cdef floating* dxs = NULL
+    if dX is not None:
+        dx_view = dX
+        if not _same_shape(dx_view.shape, X.shape, 4):
+            raise ValueError("conv2d_backward: dX must have the shape of X")
+    cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp
+    if dX is not None:
+        need += OH * OW * g.ckkp + g.plane
+    if workspace.shape[0] < n_threads or workspace.shape[1] < need:
+        raise ValueError("conv2d_backward: workspace too small")
+    cdef Py_ssize_t n_blocks = (B + _GRAD_BLOCK - 1) // _GRAD_BLOCK
+    cdef Py_ssize_t part = F * g.ckkp + F
+    if partials.shape[0] < n_blocks or partials.shape[1] < part:
+        raise ValueError("conv2d_backward: partials too small")
+    cdef Py_ssize_t blk, n, t, f, k, n_stop
+    cdef Py_ssize_t in_size = g.C * g.H * g.W
+    cdef Py_ssize_t out_size = F * n_out
+    if B == 0:
+        dW[...] = 0
+        db[...] = 0
+        return
+    if argmax is not None:
+        am = &am_view[0, 0, 0, 0]
+    if dX is not None:
+        dxs = &dx_view[0, 0, 0, 0]
+    cdef floating* xs = &X[0, 0, 0, 0]
+    cdef floating* wflat = &W[0, 0, 0, 0]
+    cdef floating* As = &A[0, 0, 0, 0]
+    cdef floating* dAs = &dA[0, 0, 0, 0]
+    cdef Py_ssize_t* xoff = <Py_ssize_t*>malloc(g.ckk * sizeof(Py_ssize_t))
+    if xoff == NULL:
+        raise MemoryError()
+    _fill_offsets(&g, xoff)
+    cdef floating* ws = &workspace[0, 0]
+    cdef floating* ps = &partials[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    cdef Py_ssize_t p_stride = partials.shape[1]
+    cdef floating* dw = &dW[0, 0, 0, 0]
+    try:
+        for blk in prange(n_blocks, nogil=True, num_threads=n_threads, schedule="static"):
+            t = threadid()
+            memset(ps + blk * p_stride, 0, part * sizeof(floating))
+            n_stop = min(B, (blk + 1) * _GRAD_BLOCK)
+            for n in range(blk * _GRAD_BLOCK, n_stop):
+                _backward_sample(
+                    xs + n * in_size, wflat, As + n * out_size, dAs + n * out_size,
+                    (am + n * out_size) if am != NULL else NULL, n_out, code, xoff, &g,
+                    ws + t * ws_stride, ps + blk * p_stride, ps + blk * p_stride + F * g.ckkp,
+                    (dxs + n * in_size) if dxs != NULL else NULL,
+                )
+        # Fixed-order sum of the block partials.
+        with nogil:
+            for f in range(F):
+                for k in range(g.ckk):
+                    dw[f * g.ckk + k] = 0
+                db[f] = 0
+            for blk in range(n_blocks):
+                for f in range(F):
+                    for k in range(g.ckk):
+                        dw[f * g.ckk + k] += ps[blk * p_stride + f * g.ckkp + k]
+                    db[f] += ps[blk * p_stride + F * g.ckkp + f]
+    finally:
+        free(xoff)
+
+
+# ----------------------------------------------------------- activations
+def bias_activation_rows(floating[:, ::1] Z, floating[::1] b, int code):
+    """``Z[i] = f(Z[i] + b)`` in place for every row (fused bias + activation)."""
+    if b.shape[0] != Z.shape[1]:
+        raise ValueError("bias_activation_rows: b does not match Z.shape[1]")
+    if Z.shape[0] == 0 or Z.shape[1] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fg_bias_act_rows_f(&Z[0, 0], Z.shape[0], Z.shape[1], &b[0], code)
+        else:
+            fg_bias_act_rows_d(&Z[0, 0], Z.shape[0], Z.shape[1], &b[0], code)
+
+
+def activation_forward(floating[::1] z, int code):
+    """``z = f(z)`` in place (1-D contiguous)."""
+    if z.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fg_bias_act_f(&z[0], z.shape[0], 0, code)
+        else:
+            fg_bias_act_d(&z[0], z.shape[0], 0, code)
+
+
+def activation_backward(floating[::1] a, floating[::1] da, int code):
+    """``da *= f'(z)`` in place, f' written with the output ``a`` (1-D contiguous)."""
+    if a.shape[0] != da.shape[0]:
+        raise ValueError("activation_backward: a and da differ in size")
+    if a.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fg_act_grad_f(&a[0], &da[0], a.shape[0], code)
+        else:
+            fg_act_grad_d(&a[0], &da[0], a.shape[0], code)

@@ -1,0 +1,447 @@
+/* Vector building blocks of the network kernels (_network_fast*.pyx).
+ *
+ * Written with GCC / Clang vector extensions, so each variant of the
+ * extension (generic, AVX2 + FMA, AVX-512) gets registers of its width
+ * (FG_VEC_BYTES, set by setup.py) from the same source:
+ *
+ *  - fg_conv_tile_*: FG_FB filters × one vector of output columns of a direct
+ *    convolution, accumulated in registers over the C·KH·KW taps;
+ *  - fg_exp_* / fg_tanh_* / fg_sigmoid_*: branch-free (vectorisable)
+ *    exponential, tanh and logistic function; range reduction + polynomial
+ *    (Cephes' coefficients), the 2^n scale built from the exponent bits;
+ *  - fg_bias_act_* / fg_act_grad_*: fused bias + activation and the
+ *    activation derivative written with the output a = f(z).
+ *
+ * Activation codes match fastgd/_kernels/runtime/codes.py (tested).
+ */
+#ifndef FASTGD_SIMD_H
+#define FASTGD_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef FG_VEC_BYTES
+#define FG_VEC_BYTES 16
+#endif
+#define FG_FB 8
+#define FG_VF (FG_VEC_BYTES / 4)
+#define FG_VD (FG_VEC_BYTES / 8)
+
+#define FG_IDENTITY 0
+#define FG_RELU 1
+#define FG_TANH 2
+#define FG_SIGMOID 3
+
+typedef float fg_vf __attribute__((vector_size(FG_VEC_BYTES)));
+typedef double fg_vd __attribute__((vector_size(FG_VEC_BYTES)));
+
+static inline int fg_vec_bytes(void) { return FG_VEC_BYTES; }
+
+/* Whether this CPU runs the AVX2 + FMA (level 1) or AVX-512 (level 2) variant. */
+static inline int fg_cpu_level(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
+}
+
+/* ------------------------------------------------------------ conv tile */
+#define FG_TILE_BODY(T, V, LANES)                                               \
+    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0},     \
+      a7 = {0};                                                                 \
+    for (Py_ssize_t k = 0; k < ckk; k++) {                                      \
+        V xv;                                                                   \
+        const T *xk = x + xoff[k];                                              \
+        if (stride == 1) {                                                      \
+            memcpy(&xv, xk, sizeof xv);                                         \
+        } else {                                                                \
+            for (int j = 0; j < LANES; j++) xv[j] = xk[j * stride];             \
+        }                                                                       \
+        const T *wk = w + k * FG_FB;                                            \
+        a0 += xv * wk[0]; a1 += xv * wk[1]; a2 += xv * wk[2]; a3 += xv * wk[3]; \
+        a4 += xv * wk[4]; a5 += xv * wk[5]; a6 += xv * wk[6]; a7 += xv * wk[7]; \
+    }                                                                           \
+    memcpy(acc + 0 * LANES, &a0, sizeof a0);                                    \
+    memcpy(acc + 1 * LANES, &a1, sizeof a1);                                    \
+    memcpy(acc + 2 * LANES, &a2, sizeof a2);                                    \
+    memcpy(acc + 3 * LANES, &a3, sizeof a3);                                    \
+    memcpy(acc + 4 * LANES, &a4, sizeof a4);                                    \
+    memcpy(acc + 5 * LANES, &a5, sizeof a5);                                    \
+    memcpy(acc + 6 * LANES, &a6, sizeof a6);                                    \
+    memcpy(acc + 7 * LANES, &a7, sizeof a7);
+
+/* acc[f * LANES + j] = Σ_k w[k * FG_FB + f] · x[xoff[k] + j · stride]
+ * for f < FG_FB and j < LANES (the taps of LANES neighbouring outputs). */
+static inline void fg_conv_tile_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                                  const float *w, Py_ssize_t stride, float *acc)
+{
+    FG_TILE_BODY(float, fg_vf, FG_VF)
+}
+
+static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                                  const double *w, Py_ssize_t stride, double *acc)
+{
+    FG_TILE_BODY(double, fg_vd, FG_VD)
+}
+
+/* y[0:n] += g · x[0:n] */
+static inline void fg_axpy_f(Py_ssize_t n, float g, const float *restrict x, float *restrict y)
+{
+    for (Py_ssize_t i = 0; i < n; i++) y[i] += g * x[i];
+}
+
+static inline void fg_axpy_d(Py_ssize_t n, double g, const double *restrict x,
+                             double *restrict y)
+{
+    for (Py_ssize_t i = 0; i < n; i++) y[i] += g * x[i];
+}
+
+/* ------------------------------------------------------- exp, tanh, σ */
+/* e^x for x in [-87.3, 88.7] (callers clamp); relative error ~1 ulp. */
+static inline float fg_exp_core_f(float x)
+{
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* e^x for x in [-708.3, 709.7] (callers clamp); degree-13 Taylor on |r| ≤ ln2/2. */
+static inline double fg_exp_core_d(double x)
+{
+    double n = floor(x * 1.4426950408889634 + 0.5);
+    double r = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int64_t bits = ((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh: odd polynomial below 0.625, 1 − 2 / (e^{2|x|} + 1) above; NaN stays NaN. */
+static inline float fg_tanh_f(float x)
+{
+    float ax = fabsf(x);
+    float z = x * x;
+    float s = -5.70498872745e-3f;
+    s = s * z + 2.06390887954e-2f;
+    s = s * z - 5.37397155531e-2f;
+    s = s * z + 1.33314422036e-1f;
+    s = s * z - 3.33332819422e-1f;
+    s = copysignf(s * z * x + x, x); /* tanh(-0) = -0 */
+    float t = 2.0f * ax;
+    t = t < 88.0f ? t : 88.0f;
+    float large = 1.0f - 2.0f / (fg_exp_core_f(t) + 1.0f);
+    large = copysignf(large, x);
+    float r = ax < 0.625f ? s : large;
+    return x != x ? x : r;
+}
+
+static inline double fg_tanh_d(double x)
+{
+    double ax = fabs(x);
+    double z = x * x;
+    /* Cephes tanh: x + x·z·P(z)/Q(z) for |x| < 0.625 */
+    double p = -9.64399179425052238628e-1;
+    p = p * z - 9.92877231001918586564e1;
+    p = p * z - 1.61468768441708447952e3;
+    double q = z + 1.12811678491632931402e2;
+    q = q * z + 2.23548839060100448583e3;
+    q = q * z + 4.84406305325125486048e3;
+    double s = copysign(x + x * z * (p / q), x);
+    double t = 2.0 * ax;
+    t = t < 700.0 ? t : 700.0;
+    double large = 1.0 - 2.0 / (fg_exp_core_d(t) + 1.0);
+    large = copysign(large, x);
+    double r = ax < 0.625 ? s : large;
+    return x != x ? x : r;
+}
+
+/* σ(x) = 1 / (1 + e^{−|x|}) for x ≥ 0, e^{−|x|} / (1 + e^{−|x|}) below;
+ * flushes to 0 below x = ln(FLT_MIN) ≈ −87.34 (float32) / −708.4 (float64). */
+static inline float fg_sigmoid_f(float x)
+{
+    float m = -fabsf(x);
+    /* below ln(FLT_MIN) the result would be subnormal: flushed to 0 */
+    float mc = m > -87.3365f ? m : -87.3365f;
+    float e = fg_exp_core_f(mc);
+    e = m > -87.3365f ? e : 0.0f;
+    float s = 1.0f / (1.0f + e);
+    float r = x >= 0.0f ? s : e * s;
+    return x != x ? x : r;
+}
+
+static inline double fg_sigmoid_d(double x)
+{
+    double m = -fabs(x);
+    double mc = m > -708.39 ? m : -708.39;
+    double e = fg_exp_core_d(mc);
+    e = m > -708.39 ? e : 0.0;
+    double s = 1.0 / (1.0 + e);
+    double r = x >= 0.0 ? s : e * s;
+    return x != x ? x : r;
+}
+
+/* z[0:n] = f(z[0:n] + bias) in place (without the addition when bias is 0,
+ * so that signed zeros keep their sign). */
+#define FG_ACT_LOOPS(T, TANH, SIGMOID, IN)                                     \
+    if (code == FG_RELU) {                                                     \
+        for (Py_ssize_t i = 0; i < n; i++) {                                   \
+            T v = IN;                                                          \
+            z[i] = v < zero ? zero : v; /* NaN propagates */                   \
+        }                                                                      \
+    } else if (code == FG_TANH) {                                              \
+        for (Py_ssize_t i = 0; i < n; i++) z[i] = TANH(IN);                    \
+    } else if (code == FG_SIGMOID) {                                           \
+        for (Py_ssize_t i = 0; i < n; i++) z[i] = SIGMOID(IN);                 \
+    } else {                                                                   \
+        for (Py_ssize_t i = 0; i < n; i++) z[i] = IN;                          \
+    }
+
+#define FG_BIAS_ACT_BODY(T, TANH, SIGMOID)                                     \
+    T zero = 0;                                                                \
+    if (bias == zero) {                                                        \
+        if (code != FG_IDENTITY) {                                             \
+            FG_ACT_LOOPS(T, TANH, SIGMOID, z[i])                               \
+        }                                                                      \
+    } else {                                                                   \
+        FG_ACT_LOOPS(T, TANH, SIGMOID, z[i] + bias)                            \
+    }
+
+static inline void fg_bias_act_f(float *restrict z, Py_ssize_t n, float bias, int code)
+{
+    FG_BIAS_ACT_BODY(float, fg_tanh_f, fg_sigmoid_f)
+}
+
+static inline void fg_bias_act_d(double *restrict z, Py_ssize_t n, double bias, int code)
+{
+    FG_BIAS_ACT_BODY(double, fg_tanh_d, fg_sigmoid_d)
+}
+
+/* z[i, j] = f(z[i, j] + b[j]) for n_rows rows of n_cols values. */
+#define FG_BIAS_ACT_ROWS_BODY(T, TANH, SIGMOID)                                \
+    T zero = 0;                                                                \
+    for (Py_ssize_t r = 0; r < n_rows; r++) {                                  \
+        T *restrict row = z + r * n_cols;                                      \
+        if (code == FG_RELU) {                                                 \
+            for (Py_ssize_t j = 0; j < n_cols; j++) {                          \
+                T v = row[j] + b[j];                                           \
+                row[j] = v < zero ? zero : v;                                  \
+            }                                                                  \
+        } else if (code == FG_TANH) {                                          \
+            for (Py_ssize_t j = 0; j < n_cols; j++) row[j] = TANH(row[j] + b[j]); \
+        } else if (code == FG_SIGMOID) {                                       \
+            for (Py_ssize_t j = 0; j < n_cols; j++)                            \
+                row[j] = SIGMOID(row[j] + b[j]);                               \
+        } else {                                                               \
+            for (Py_ssize_t j = 0; j < n_cols; j++) row[j] = row[j] + b[j];    \
+        }                                                                      \
+    }
+
+static inline void fg_bias_act_rows_f(float *restrict z, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                                      const float *restrict b, int code)
+{
+    FG_BIAS_ACT_ROWS_BODY(float, fg_tanh_f, fg_sigmoid_f)
+}
+
+static inline void fg_bias_act_rows_d(double *restrict z, Py_ssize_t n_rows,
+                                      Py_ssize_t n_cols, const double *restrict b, int code)
+{
+    FG_BIAS_ACT_ROWS_BODY(double, fg_tanh_d, fg_sigmoid_d)
+}
+
+/* da[0:n] *= f'(z), written with the output a. */
+#define FG_ACT_GRAD_BODY(T)                                                    \
+    T zero = 0, one = 1;                                                       \
+    if (code == FG_RELU) {                                                     \
+        for (Py_ssize_t i = 0; i < n; i++) da[i] = a[i] > zero ? da[i] : zero; \
+    } else if (code == FG_TANH) {                                              \
+        for (Py_ssize_t i = 0; i < n; i++) da[i] = da[i] * (one - a[i] * a[i]); \
+    } else if (code == FG_SIGMOID) {                                           \
+        for (Py_ssize_t i = 0; i < n; i++) da[i] = da[i] * (a[i] * (one - a[i])); \
+    }
+
+static inline void fg_act_grad_f(const float *restrict a, float *restrict da, Py_ssize_t n,
+                                 int code)
+{
+    FG_ACT_GRAD_BODY(float)
+}
+
+static inline void fg_act_grad_d(const double *restrict a, double *restrict da, Py_ssize_t n,
+                                 int code)
+{
+    FG_ACT_GRAD_BODY(double)
+}
+
+/* The derivative factor for one output value a. */
+static inline float fg_act_slope_f(float a, int code)
+{
+    if (code == FG_RELU) return a > 0.0f ? 1.0f : 0.0f;
+    if (code == FG_TANH) return 1.0f - a * a;
+    if (code == FG_SIGMOID) return a * (1.0f - a);
+    return 1.0f;
+}
+
+static inline double fg_act_slope_d(double a, int code)
+{
+    if (code == FG_RELU) return a > 0.0 ? 1.0 : 0.0;
+    if (code == FG_TANH) return 1.0 - a * a;
+    if (code == FG_SIGMOID) return a * (1.0 - a);
+    return 1.0;
+}
+
+/* ------------------------------------------------------- max pooling */
+/* Max pooling of one plane a (H, W) into out (PH, PW); idx gets the flat
+ * index h·W + w of each maximum: the first in row-major order, or the first
+ * NaN (NaN propagates). 2×2 windows with stride 2 are a fixed chain of
+ * selects the compiler vectorises over an output row. */
+#define FG_MAXPOOL_BODY(T)                                                     \
+    if (ph == 2 && pw == 2 && ps == 2) {                                       \
+        for (Py_ssize_t i = 0; i < PH; i++) {                                  \
+            const T *r0 = a + 2 * i * W, *r1 = r0 + W;                         \
+            int b0 = (int)(2 * i * W), b1 = b0 + (int)W;                       \
+            T *o = out + i * PW;                                               \
+            int *d = idx + i * PW;                                             \
+            for (Py_ssize_t j = 0; j < PW; j++) {                              \
+                T v00 = r0[2 * j], v01 = r0[2 * j + 1];                        \
+                T v10 = r1[2 * j], v11 = r1[2 * j + 1];                        \
+                T m = v00;                                                     \
+                m = FG_TAKE(v01, m) ? v01 : m;                                 \
+                m = FG_TAKE(v10, m) ? v10 : m;                                 \
+                m = FG_TAKE(v11, m) ? v11 : m;                                 \
+                int jj = 2 * (int)j;                                           \
+                int k = b1 + jj + 1;                                           \
+                k = (v10 == m) | (v10 != v10) ? b1 + jj : k;                   \
+                k = (v01 == m) | (v01 != v01) ? b0 + jj + 1 : k;               \
+                k = (v00 == m) | (v00 != v00) ? b0 + jj : k;                   \
+                o[j] = m;                                                      \
+                d[j] = k;                                                      \
+            }                                                                  \
+        }                                                                      \
+        return;                                                                \
+    }                                                                          \
+    for (Py_ssize_t i = 0; i < PH; i++) {                                      \
+        for (Py_ssize_t j = 0; j < PW; j++) {                                  \
+            Py_ssize_t h0 = i * ps, w0 = j * ps;                               \
+            Py_ssize_t kbest = h0 * W + w0;                                    \
+            T best = a[kbest];                                                 \
+            for (Py_ssize_t p = 0; p < ph; p++) {                              \
+                for (Py_ssize_t q = 0; q < pw; q++) {                          \
+                    Py_ssize_t k = (h0 + p) * W + w0 + q;                      \
+                    T v = a[k];                                                \
+                    int take = FG_TAKE(v, best);                               \
+                    best = take ? v : best;                                    \
+                    kbest = take ? k : kbest;                                  \
+                }                                                              \
+            }                                                                  \
+            out[i * PW + j] = best;                                            \
+            idx[i * PW + j] = (int)kbest;                                      \
+        }                                                                      \
+    }
+
+#define FG_TAKE(v, m) (((v) > (m)) | (((v) != (v)) & ((m) == (m))))
+
+#if defined(__GNUC__) && !defined(__clang__)
+typedef int32_t fg_vi __attribute__((vector_size(FG_VEC_BYTES)));
+#define FG_BLEND(mask, a, b) (((a) & (mask)) | ((b) & ~(mask)))
+
+/* One output row of 2×2 / stride-2 max pooling, FG_VF outputs per step; the
+ * same selects as FG_MAXPOOL_BODY, lane by lane. Reads up to 2·FG_VF − 2
+ * values past the end of row r1 (the caller's buffer has them). */
+static inline void fg_maxpool_row2x2_f(const float *r0, const float *r1, int b0, int b1,
+                                       Py_ssize_t PW, float *o, int *d)
+{
+    fg_vi even, odd, lane;
+    for (int t = 0; t < FG_VF; t++) {
+        even[t] = 2 * t;
+        odd[t] = 2 * t + 1;
+        lane[t] = t;
+    }
+    for (Py_ssize_t j0 = 0; j0 < PW; j0 += FG_VF) {
+        fg_vf a0, a1, c0, c1;
+        memcpy(&a0, r0 + 2 * j0, sizeof a0);
+        memcpy(&a1, r0 + 2 * j0 + FG_VF, sizeof a1);
+        memcpy(&c0, r1 + 2 * j0, sizeof c0);
+        memcpy(&c1, r1 + 2 * j0 + FG_VF, sizeof c1);
+        fg_vf v00 = __builtin_shuffle(a0, a1, even), v01 = __builtin_shuffle(a0, a1, odd);
+        fg_vf v10 = __builtin_shuffle(c0, c1, even), v11 = __builtin_shuffle(c0, c1, odd);
+        fg_vi m = (fg_vi)v00, t;
+        t = (v01 > (fg_vf)m) | ((v01 != v01) & ((fg_vf)m == (fg_vf)m));
+        m = FG_BLEND(t, (fg_vi)v01, m);
+        t = (v10 > (fg_vf)m) | ((v10 != v10) & ((fg_vf)m == (fg_vf)m));
+        m = FG_BLEND(t, (fg_vi)v10, m);
+        t = (v11 > (fg_vf)m) | ((v11 != v11) & ((fg_vf)m == (fg_vf)m));
+        m = FG_BLEND(t, (fg_vi)v11, m);
+        fg_vf mf = (fg_vf)m;
+        fg_vi jj = 2 * ((int)j0 + lane);
+        fg_vi k = b1 + jj + 1;
+        k = FG_BLEND((v10 == mf) | (v10 != v10), b1 + jj, k);
+        k = FG_BLEND((v01 == mf) | (v01 != v01), b0 + jj + 1, k);
+        k = FG_BLEND((v00 == mf) | (v00 != v00), b0 + jj, k);
+        Py_ssize_t nj = PW - j0 < FG_VF ? PW - j0 : FG_VF;
+        memcpy(o + j0, &mf, nj * sizeof(float));
+        memcpy(d + j0, &k, nj * sizeof(int));
+    }
+}
+#define FG_POOL_ROWS_VECTORISED 1
+#else
+#define FG_POOL_ROWS_VECTORISED 0
+#endif
+
+/* Values a plane buffer needs past its end for fg_maxpool_plane_f. */
+#define FG_POOL_SLACK (2 * FG_VF)
+
+static inline void fg_maxpool_plane_f(const float *restrict a, Py_ssize_t W, Py_ssize_t ph,
+                                      Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH,
+                                      Py_ssize_t PW, float *restrict out, int *restrict idx)
+{
+#if FG_POOL_ROWS_VECTORISED
+    if (ph == 2 && pw == 2 && ps == 2) {
+        for (Py_ssize_t i = 0; i < PH; i++) {
+            int b0 = (int)(2 * i * W);
+            fg_maxpool_row2x2_f(a + b0, a + b0 + W, b0, b0 + (int)W, PW, out + i * PW,
+                                idx + i * PW);
+        }
+        return;
+    }
+#endif
+    FG_MAXPOOL_BODY(float)
+}
+
+static inline void fg_maxpool_plane_d(const double *restrict a, Py_ssize_t W, Py_ssize_t ph,
+                                      Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH,
+                                      Py_ssize_t PW, double *restrict out, int *restrict idx)
+{
+    FG_MAXPOOL_BODY(double)
+}
+
+#endif

@@ -1,0 +1,74 @@
+"""The ahead-of-time (Cython) network kernels, in the variant this CPU runs best.
+
+``setup.py`` compiles ``_network_fast.pxi`` three times on x86-64 (plain,
+AVX2 + FMA, AVX-512) and once elsewhere; this module imports the widest
+variant the running CPU supports and re-exports its kernels. Nothing here
+is JIT-compiled, so a first fit pays no compilation for these kernels.
+
+OpenMP threads of these kernels sleep when idle (``OMP_WAIT_POLICY=PASSIVE``
+unless the user set it, as for fastgd's Numba kernels): the runtime reads
+the variable when it is loaded, so it is set before the import.
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from fastgd._kernels.network import _network_fast_generic as _generic  # noqa: E402
+
+_VARIANTS = {2: "_network_fast_avx512", 1: "_network_fast_avx2"}
+
+
+def _best_module():
+    level = _generic.cpu_level()
+    for wanted in sorted(_VARIANTS, reverse=True):
+        if level >= wanted:
+            try:
+                return importlib.import_module(f"fastgd._kernels.network.{_VARIANTS[wanted]}")
+            except ImportError:  # not built on this platform
+                continue
+    return _generic
+
+
+kernels = _best_module()
+
+GRAD_BLOCK = kernels.GRAD_BLOCK
+activation_backward = kernels.activation_backward
+activation_forward = kernels.activation_forward
+bias_activation_rows = kernels.bias_activation_rows
+conv2d_backward = kernels.conv2d_backward
+conv2d_forward = kernels.conv2d_forward
+conv2d_pool_forward = kernels.conv2d_pool_forward
+pack_weights = kernels.pack_weights
+packed_weights_size = kernels.packed_weights_size
+workspace_sizes = kernels.workspace_sizes
+
+
+def thread_count(work):
+    """Threads for a kernel call of ``work`` scalar operations.
+
+    One below :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK` (a
+    parallel region costs milliseconds when another process holds a core),
+    else Numba's thread count (``NUMBA_NUM_THREADS``, by default the CPUs).
+    Results never depend on it.
+    """
+    from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
+
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return max_threads()
+
+
+def max_threads():
+    """Largest thread count :func:`thread_count` returns."""
+    global _MAX_THREADS
+    if _MAX_THREADS is None:
+        try:
+            _MAX_THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
+        except ValueError:
+            _MAX_THREADS = os.cpu_count() or 1
+    return _MAX_THREADS
+
+
+_MAX_THREADS = None
