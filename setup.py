@@ -91,7 +91,10 @@ def network_extensions():
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                 ("FG_VEC_BYTES", str(vec_bytes)),
             ],
-            extra_compile_args=["-O3", *flags, *openmp],
+            # -fno-trapping-math: the selects of tanh / the logistic function may
+            # be computed on both sides and vectorised (no FP-exception flags are
+            # read; NaN and infinity keep their meaning, unlike -ffast-math).
+            extra_compile_args=["-O3", "-fno-trapping-math", *flags, *openmp],
             extra_link_args=openmp,
         )
         for name, flags, vec_bytes in variants

@@ -116,10 +116,8 @@ static inline float fg_exp_core_f(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23};
+    return p * scale.f;
 }
 
 /* e^x for x in [-708.3, 709.7] (callers clamp); degree-13 Taylor on |r| ≤ ln2/2. */
@@ -141,10 +139,8 @@ static inline double fg_exp_core_d(double x)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    int64_t bits = ((int64_t)n + 1023) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    union { int64_t i; double f; } scale = {((int64_t)n + 1023) << 52};
+    return p * scale.f;
 }
 
 /* tanh: odd polynomial below 0.625, 1 − 2 / (e^{2|x|} + 1) above; NaN stays NaN. */
