@@ -383,28 +383,55 @@ def measure_kernel_rates(repeats=20):
     pooled = np.empty((B, F, OH // 2, OW // 2), f32)
     argmax = np.empty(pooled.shape, np.int32)
     flops = 2 * B * F * Cin * K * K * OH * OW
-    rate("conv2d forward (ref shape)", "fastgd", flops,
-         lambda: native.conv2d_forward(X, Wt, b, 1, 0, 0, out, 1, packed, ws, threads))
-    rate("conv2d+relu+maxpool forward", "fastgd", flops,
-         lambda: native.conv2d_pool_forward(X, Wt, b, 1, 0, 0, OH, OW, 1, 2, 2, 2, pooled,
-                                            argmax, packed, ws, threads))
+    rate(
+        "conv2d forward (ref shape)",
+        "fastgd",
+        flops,
+        lambda: native.conv2d_forward(X, Wt, b, 1, 0, 0, out, 1, packed, ws, threads),
+    )
+    rate(
+        "conv2d+relu+maxpool forward",
+        "fastgd",
+        flops,
+        lambda: native.conv2d_pool_forward(
+            X, Wt, b, 1, 0, 0, OH, OW, 1, 2, 2, 2, pooled, argmax, packed, ws, threads
+        ),
+    )
     dW, db = np.empty_like(Wt), np.empty_like(b)
     dP = rng.standard_normal(pooled.shape).astype(f32)
     dA = rng.standard_normal(out.shape).astype(f32)
-    rate("conv2d weight grad after maxpool", "fastgd", flops,
-         lambda: native.conv2d_backward(X, Wt, pooled, dP, argmax, 1, 1, 0, 0, OH, OW, dW, db,
-                                        None, ws, partials, threads))
-    rate("conv2d weight grad", "fastgd", flops,
-         lambda: native.conv2d_backward(X, Wt, out, dA, None, 1, 1, 0, 0, OH, OW, dW, db, None,
-                                        ws, partials, threads))
+    rate(
+        "conv2d weight grad after maxpool",
+        "fastgd",
+        flops,
+        lambda: native.conv2d_backward(
+            X, Wt, pooled, dP, argmax, 1, 1, 0, 0, OH, OW, dW, db, None, ws, partials, threads
+        ),
+    )
+    rate(
+        "conv2d weight grad",
+        "fastgd",
+        flops,
+        lambda: native.conv2d_backward(
+            X, Wt, out, dA, None, 1, 1, 0, 0, OH, OW, dW, db, None, ws, partials, threads
+        ),
+    )
     if torch is not None:
         Xt, Wtt = torch.from_numpy(X), torch.from_numpy(Wt)
         bt, dAt = torch.from_numpy(b), torch.from_numpy(dA)
         with torch.no_grad():
-            rate("conv2d forward (ref shape)", "pytorch", flops,
-                 lambda: torch.relu(torch.nn.functional.conv2d(Xt, Wtt, bt)))
-            rate("conv2d weight grad", "pytorch", flops,
-                 lambda: torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dAt))
+            rate(
+                "conv2d forward (ref shape)",
+                "pytorch",
+                flops,
+                lambda: torch.relu(torch.nn.functional.conv2d(Xt, Wtt, bt)),
+            )
+            rate(
+                "conv2d weight grad",
+                "pytorch",
+                flops,
+                lambda: torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dAt),
+            )
     Xd = rng.standard_normal((128, 784)).astype(f32)
     Wd = rng.standard_normal((784, 256)).astype(f32)
     bd, outd = np.zeros(256, f32), np.empty((128, 256), f32)
@@ -417,14 +444,26 @@ def measure_kernel_rates(repeats=20):
     z = rng.standard_normal(B * F * OH * OW).astype(f32)
     for name, code, ref in (("tanh", 2, np.tanh), ("sigmoid", 3, None)):
         zz = z.copy()
-        rate(f"{name}, {z.size} values (Gvalues/s)", "fastgd", z.size,
-             lambda zz=zz, code=code: native.activation_forward(zz, code))
+        rate(
+            f"{name}, {z.size} values (Gvalues/s)",
+            "fastgd",
+            z.size,
+            lambda zz=zz, code=code: native.activation_forward(zz, code),
+        )
         if ref is not None:
-            rate(f"{name}, {z.size} values (Gvalues/s)", "numpy", z.size,
-                 lambda zz=zz: np.tanh(z, out=zz))
+            rate(
+                f"{name}, {z.size} values (Gvalues/s)",
+                "numpy",
+                z.size,
+                lambda zz=zz: np.tanh(z, out=zz),
+            )
         else:
-            rate(f"{name}, {z.size} values (Gvalues/s)", "numpy", z.size,
-                 lambda zz=zz: np.divide(1.0, 1.0 + np.exp(-z, out=zz), out=zz))
+            rate(
+                f"{name}, {z.size} values (Gvalues/s)",
+                "numpy",
+                z.size,
+                lambda zz=zz: np.divide(1.0, 1.0 + np.exp(-z, out=zz), out=zz),
+            )
     return rows
 
 
@@ -435,11 +474,41 @@ def format_rates(rows):
     return "\n".join(lines)
 
 
+def measure_step_overhead(n_train, repeats, rows):
+    """Seconds per batch of 32: a tiny model (its time is the per-batch Python work) and
+    the reference model, so that the overhead's share of a step shows."""
+    X, y, columns, _, _ = multimodal_data(n_train)
+    tiny = FusionClassifier(
+        branches=[("text", [Dense(2)], slice(columns["text"].start, columns["text"].start + 4))],
+        batch_size=32,
+        alpha=0.0,
+        random_state=0,
+    )
+    reference = fastgd_epoch(fastgd_multimodal(columns), X, y)
+    fastgd_epoch(tiny, X, y)
+    times = interleaved_median_times(
+        {
+            "tiny": lambda: fastgd_epoch(tiny, X, y),
+            "reference": lambda: fastgd_epoch(reference, X, y),
+        },
+        repeats,
+        warmup=0,
+    )
+    steps = -(-n_train // 32)
+    rows.append(
+        ("seconds per batch of 32: tiny model (overhead)", "fastgd", times["tiny"] / steps, None)
+    )
+    rows.append(
+        ("seconds per batch of 32: reference model", "fastgd", times["reference"] / steps, None)
+    )
+
+
 def measure(quick=False):
     """Every workload in this process (one environment); rows of (workload, impl, s, ratio)."""
     repeats = 3 if quick else 5
     n = 2000 if quick else 8000
     rows = []
+    measure_step_overhead(n, repeats, rows)
     measure_multimodal(n, 32, repeats, rows, predict=True)
     measure_multimodal(n, 128, repeats, rows)
     measure_multimodal(n, 32, repeats, rows, deeper=True)
