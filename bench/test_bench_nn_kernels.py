@@ -218,26 +218,77 @@ def numpy_conv_backward(X, W, A, dA):
     return dW, dZ.sum(axis=(0, 2, 3)), dX
 
 
-def conv_workspace(X, W, A):
-    """The scratch buffer the engine gives the convolution kernels (a training batch)."""
-    from fastgd._kernels.network.conv2d import conv2d_workspace_shape
+class NativeConv:
+    """The buffers the engine gives the (ahead-of-time) convolution kernels, and the calls."""
 
-    batch, channels = X.shape[:2]
-    filters, _, kh, kw = W.shape
-    return np.empty(conv2d_workspace_shape(batch, channels, filters, kh, kw, *A.shape[2:]), DTYPE)
+    def __init__(self, X, W, A, pooled=False):
+        from fastgd._kernels.network import native
+
+        self.native = native
+        batch, channels, height, width = X.shape
+        filters, _, kh, kw = W.shape
+        self.size = A.shape[2:]
+        forward, backward, partial = native.workspace_sizes(
+            channels, height, width, filters, kh, kw, 1, 0, 0, *self.size, X.itemsize, pooled, True
+        )
+        self.workspace = np.empty((native.max_threads(), max(forward, backward)), X.dtype)
+        self.partials = np.empty((-(-batch // native.GRAD_BLOCK), partial), X.dtype)
+        self.packed = np.empty(native.packed_weights_size(filters, channels, kh, kw), X.dtype)
+        self.threads = native.thread_count(batch * W.size * A.shape[2] * A.shape[3])
+
+    def forward(self, X, W, b, out):
+        self.native.pack_weights(W, self.packed)
+        self.native.conv2d_forward(
+            X, W, b, 1, 0, 0, out, codes.RELU, self.packed, self.workspace, self.threads
+        )
+
+    def pool_forward(self, X, W, b, out, argmax):
+        self.native.pack_weights(W, self.packed)
+        self.native.conv2d_pool_forward(
+            X, W, b, 1, 0, 0, *self.size, codes.RELU, 2, 2, 2, out, argmax, self.packed,
+            self.workspace, self.threads,
+        )
+
+    def backward(self, X, W, A, dA, argmax, dW, db, dX):
+        self.native.conv2d_backward(
+            X, W, A, dA, argmax, codes.RELU, 1, 0, 0, *self.size, dW, db, dX, self.workspace,
+            self.partials, self.threads,
+        )
 
 
 @pytest.mark.benchmark(group="kernel: conv2d forward (3x3 valid + bias + relu)")
 def test_fastgd_conv2d_forward(benchmark, conv_case):
-    from fastgd._kernels.network.conv2d import conv2d_forward
-
     X, W, b, A, _ = conv_case
     label(benchmark, "fastgd", input=X.shape, filters=W.shape)
-    out, workspace = np.empty_like(A), conv_workspace(X, W, A)
-    warm_then_benchmark(
-        benchmark, lambda: conv2d_forward(X, W, b, 1, 0, 0, out, codes.RELU, workspace)
-    )
+    out, conv = np.empty_like(A), NativeConv(X, W, A)
+    warm_then_benchmark(benchmark, lambda: conv.forward(X, W, b, out))
     assert_close(out, A)
+
+
+@pytest.mark.benchmark(group="kernel: conv2d + relu + maxpool 2x2 forward")
+def test_fastgd_conv2d_pool_forward(benchmark, conv_case):
+    X, W, b, A, _ = conv_case
+    label(benchmark, "fastgd", input=X.shape, filters=W.shape)
+    shape = A.shape[:2] + (A.shape[2] // 2, A.shape[3] // 2)
+    out, argmax, conv = np.empty(shape, DTYPE), np.empty(shape, np.int32), NativeConv(X, W, A, True)
+    warm_then_benchmark(benchmark, lambda: conv.pool_forward(X, W, b, out, argmax))
+    expected = A[:, :, : 2 * shape[2], : 2 * shape[3]].reshape(shape[:3] + (2, shape[3], 2))
+    assert_close(out, expected.max(axis=(3, 5)))
+
+
+@pytest.mark.benchmark(group="kernel: conv2d + relu + maxpool 2x2 forward")
+def test_torch_conv2d_pool_forward(benchmark, torch, conv_case):
+    X, W, b, A, _ = conv_case
+    label(benchmark, "torch", input=X.shape, filters=W.shape)
+    x, weight, bias = (torch.from_numpy(a) for a in (X, W, b))
+
+    def forward():
+        with torch.no_grad():
+            conv = torch.relu(torch.nn.functional.conv2d(x, weight, bias))
+            return torch.nn.functional.max_pool2d(conv, 2)
+
+    out = warm_then_benchmark(benchmark, forward).numpy()
+    assert_close(out, torch.nn.functional.max_pool2d(torch.from_numpy(A), 2).numpy())
 
 
 @pytest.mark.benchmark(group="kernel: conv2d forward (3x3 valid + bias + relu)")
@@ -262,16 +313,13 @@ def test_torch_conv2d_forward(benchmark, torch, conv_case):
 
 @pytest.mark.benchmark(group="kernel: conv2d backward (relu, dW, db, dX)")
 def test_fastgd_conv2d_backward(benchmark, conv_case):
-    from fastgd._kernels.network.conv2d import conv2d_backward
-
     X, W, _, A, dA = conv_case
     label(benchmark, "fastgd", input=X.shape, filters=W.shape)
-    dA = dA.copy()  # becomes dZ (see the module docstring)
     dW, db, dX = np.empty_like(W), np.empty(W.shape[0], DTYPE), np.empty_like(X)
-    workspace = conv_workspace(X, W, A)
+    conv = NativeConv(X, W, A)
 
     def backward():
-        conv2d_backward(X, W, A, dA, codes.RELU, 1, 0, 0, dW, db, dX, workspace, True)
+        conv.backward(X, W, A, dA, None, dW, db, dX)
 
     warm_then_benchmark(benchmark, backward)
     for actual, expected in zip((dW, db, dX), numpy_conv_backward(X, W, A, dA), strict=True):
@@ -440,7 +488,7 @@ NUMPY_ACTIVATIONS = {
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_fastgd_activation(benchmark, planes, activation):
-    from fastgd._kernels.network.activations import activation_forward
+    from fastgd._kernels.network.native import activation_forward
 
     benchmark.group = f"kernel: {activation} forward (copy, then in place)"
     label(benchmark, "fastgd", shape=planes.shape)
@@ -449,7 +497,7 @@ def test_fastgd_activation(benchmark, planes, activation):
 
     def forward():
         np.copyto(buffer, planes)
-        activation_forward(buffer, code)
+        activation_forward(buffer.reshape(-1), code)
 
     warm_then_benchmark(benchmark, forward)
     assert_close(buffer, NUMPY_ACTIVATIONS[activation](planes.copy()))
