@@ -37,36 +37,41 @@ SCRIPTS = {
     "FusionClassifier, default MLP (digits, 5 epochs)": _DIGITS
     + "from fastgd import FusionClassifier\n"
     "clf = FusionClassifier(max_iter=5, random_state=0).fit(X, y)\n"
-    "assert clf.score(X, y) > 0.8, clf.score(X, y)\n",
+    "assert clf.score(X, y) > 0.6, clf.score(X, y)\n",
     "MultiTaskRegressor (linnerud, 20 epochs)": "from sklearn.datasets import load_linnerud\n"
     "X, Y = load_linnerud(return_X_y=True)\n"
     "from fastgd import MultiTaskRegressor\n"
     "m = MultiTaskRegressor(max_iter=20, random_state=0).fit(X, Y)\n"
     "assert m.predict(X).shape == Y.shape\n",
-    "GDRegressor, mini-batch (diabetes, 5 epochs)": "from sklearn.datasets import load_diabetes\n"
-    "X, y = load_diabetes(return_X_y=True)\n"
+    "GDRegressor, mini-batch (diabetes, 20 epochs)": "from sklearn.datasets import load_diabetes\n"
+    "X, y = load_diabetes(return_X_y=True, scaled=False)\n"
+    "X = (X - X.mean(0)) / X.std(0)\n"
+    "y = (y - y.mean()) / y.std()\n"
     "from fastgd import GDRegressor\n"
-    "m = GDRegressor(batch_size=32, max_iter=5, tol=None, random_state=0).fit(X, y)\n"
+    "m = GDRegressor(batch_size=32, max_iter=20, tol=None, random_state=0).fit(X, y)\n"
     "assert m.score(X, y) > 0.2, m.score(X, y)\n",
-    "scikit-learn MLPClassifier (digits, 5 epochs)": _DIGITS
-    + "import warnings\n"
+    "scikit-learn MLPClassifier (digits, 5 epochs)": _DIGITS + "import warnings\n"
     "warnings.simplefilter('ignore')\n"
     "from sklearn.neural_network import MLPClassifier\n"
     "clf = MLPClassifier(max_iter=5, random_state=0).fit(X, y)\n"
-    "assert clf.score(X, y) > 0.8, clf.score(X, y)\n",
+    "assert clf.score(X, y) > 0.6, clf.score(X, y)\n",
 }
 REFERENCE = "scikit-learn MLPClassifier (digits, 5 epochs)"
 
 
 def _run(script, cache_dir):
+    """(wall seconds, CPU seconds) of ``python -c script`` with this Numba cache."""
     import os
+    import resource
 
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", script], check=True, env=env, cwd=tempfile.gettempdir()
-    )
-    return time.perf_counter() - started
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def measure(repeats=3):
@@ -80,19 +85,30 @@ def measure(repeats=3):
         with tempfile.TemporaryDirectory() as cache:
             _run(script, cache)  # fills the cache
             warm = [_run(script, cache) for _ in range(repeats)]
-        results[name] = {"cold": statistics.median(cold), "warm": statistics.median(warm)}
+        results[name] = {
+            "cold": statistics.median(w for w, _ in cold),
+            "warm": statistics.median(w for w, _ in warm),
+            "cold cpu": statistics.median(c for _, c in cold),
+            "warm cpu": statistics.median(c for _, c in warm),
+        }
+        print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
     return results
 
 
 def format_table(results):
-    reference = results[REFERENCE]["warm"]
+    reference = results[REFERENCE]
     lines = [
-        "fresh process, import + first fit (median seconds); warm ratio = warm / "
-        "MLPClassifier's (target <= 1.5); cold target <= 10 s",
-        f"{'estimator':<52} {'cold s':>8} {'warm s':>8} {'warm ratio':>10}",
+        "fresh process, import + first fit (median seconds, wall and CPU of the process); "
+        "warm ratio = warm / MLPClassifier's (target <= 1.5); cold target <= 10 s",
+        f"{'estimator':<52} {'cold s':>7} {'cpu':>6} {'warm s':>7} {'cpu':>6} "
+        f"{'ratio':>6} {'cpu':>6}",
     ]
     for name, r in results.items():
-        lines.append(f"{name:<52} {r['cold']:8.2f} {r['warm']:8.2f} {r['warm'] / reference:10.2f}")
+        lines.append(
+            f"{name:<52} {r['cold']:7.2f} {r['cold cpu']:6.2f} {r['warm']:7.2f} "
+            f"{r['warm cpu']:6.2f} {r['warm'] / reference['warm']:6.2f} "
+            f"{r['warm cpu'] / reference['warm cpu']:6.2f}"
+        )
     return "\n".join(lines)
 
 
