@@ -384,14 +384,20 @@ class Network:
 
     def blas_limits(self):
         """Context manager for the passes of this network: single-threaded BLAS
-        when it has convolutions, else nothing.
+        when it has convolutions or the machine is busy, else nothing.
 
-        The convolution kernels run one BLAS product per sample inside their
-        own parallel loop over the batch; multi-threaded BLAS calls nested in
-        that loop oversubscribe the cores (measured on 2 cores: the reference
-        multimodal model trains 2x and predicts 3x faster with this limit).
+        Convolutions run their own threads over the batch; BLAS threads
+        around them oversubscribe the cores (measured on 2 cores: the
+        reference multimodal model trains 2x and predicts 3x faster with this
+        limit). While the load average is at least the CPU count, a
+        multi-threaded product waits for a thread the system has not
+        scheduled (the MLP 784-256-128-10 epoch at batch 128 took 10x longer
+        on two BLAS threads than on one on 2 busy cores).
         """
-        if not any(isinstance(layer, Conv2DLayer) for layer in self._all_layers()):
+        from fastgd._kernels.network.native import machine_busy
+
+        convolutions = any(isinstance(layer, Conv2DLayer) for layer in self._all_layers())
+        if not (convolutions or machine_busy()):
             return contextlib.nullcontext()
         from threadpoolctl import threadpool_limits
 

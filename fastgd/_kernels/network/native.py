@@ -59,12 +59,12 @@ def thread_count(work):
     """
     from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
 
-    if work < PARALLEL_MIN_WORK or _machine_busy():
+    if work < PARALLEL_MIN_WORK or machine_busy():
         return 1
     return max_threads()
 
 
-def _machine_busy():
+def machine_busy():
     """Whether the 1-minute load average is at least the CPU count (checked once a second)."""
     global _BUSY, _BUSY_CHECKED
     now = time.monotonic()
