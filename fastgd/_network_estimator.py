@@ -80,7 +80,7 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # ------------------------------------------------------- validation
@@ -137,12 +137,17 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : ndarray or scipy sparse CSR matrix of shape (n_samples, n_features)
         names : list of str
             Branch names.
         columns : list of (slice or ndarray of int)
             Resolved columns of each branch.
         """
+        if not isinstance(X, np.ndarray):
+            # Sparse CSR: only stored values can be off; check a one-row proxy.
+            proxy = np.zeros((1, X.shape[1]), dtype=X.dtype)
+            proxy[0, X.indices[~np.isfinite(X.data)]] = np.nan
+            X = proxy
         if X.size == 0:
             return
         # Fast path (as scikit-learn): a finite sum means every value is
@@ -369,7 +374,7 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             dtype=self._network.dtype,
             order="C",
             ensure_all_finite=False,
-            accept_sparse=False,
+            accept_sparse="csr",
         )
         self._check_finite(X, self._network.branch_names, self._columns)
         return self._network.predict(X, self._columns)

@@ -339,7 +339,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
             dtype=dtype,
             order="C",
             ensure_all_finite=False,
-            accept_sparse=False,
+            accept_sparse="csr",
         )
         check_classification_targets(y)
         n_features = X.shape[1]

@@ -618,7 +618,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             dtype=dtype,
             order="C",
             ensure_all_finite=False,
-            accept_sparse=False,
+            accept_sparse="csr",
         )
         n_samples, n_features = X.shape
         y, y_ndim = self._validate_targets(y, n_samples, self.n_tasks_ if continuing else None)

@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from fastgd._engine.row_sparse import RowSparseSteps
 from fastgd._engine.training import run_epochs
 from fastgd._kernels.runtime import codes
 from fastgd.exceptions import DivergenceError
@@ -219,15 +220,13 @@ class NetworkTrainer:
         s1, s2 = self.state_1, self.state_2
         alpha = self.alpha
         total = 0.0
+        # Set on the first batch when some gradients are row-sparse (sparse
+        # input to a first Dense, an Embedding): their own penalty and step.
+        row_sparse = None
         for start in range(0, n_samples, bs):
             idx = order[start : start + bs]
             m = idx.shape[0]
-            for b, src in enumerate(sources):
-                buf = ws.inputs[b] if m == bs else ws.inputs[b][:m]
-                # mode="clip" lets take write straight into ``out`` (no
-                # intermediate buffer); indices are always in range.
-                src.take(idx, axis=0, out=buf, mode="clip")
-                inputs[b] = buf
+            net.batch_inputs(sources, idx, ws, inputs)
             for t, arr in enumerate(targets):
                 buf = self.target_buffers[t] if m == bs else self.target_buffers[t][:m]
                 arr.take(idx, axis=0, out=buf, mode="clip")
@@ -236,7 +235,12 @@ class NetworkTrainer:
             dscores = ws.dscores if m == bs else ws.dscores[:m]
             loss = float(self.loss(scores, tbuf, dscores, m))
             net.backward(dscores, ws, m)
-            if alpha > 0.0:
+            if start == 0 and net.row_sparse_layers(ws):
+                row_sparse = RowSparseSteps(self, net.row_sparse_layers(ws))
+            if row_sparse is not None:
+                if alpha > 0.0:
+                    loss += row_sparse.penalty(m)
+            elif alpha > 0.0:
                 # objective += alpha/(2m)·‖W‖²;  gradient += (alpha/m)·W
                 loss += 0.5 * alpha / m * float(np.dot(self.pen_params, self.pen_params))
                 np.multiply(self.pen_params, alpha / m, out=self.pen_tmp)
@@ -247,6 +251,10 @@ class NetworkTrainer:
                     f"{loss} after {self.step_count} updates. {_DIVERGENCE_HINT}"
                 )
             self.step_count += 1
+            if row_sparse is not None:
+                row_sparse.step(self.rate_of_step(self.step_count), m)
+                total += loss * m
+                continue
             optimizer_step(
                 params,
                 grads,
@@ -261,6 +269,8 @@ class NetworkTrainer:
                 self.epsilon,
             )
             total += loss * m
+        if row_sparse is not None:
+            row_sparse.finish()
         return total / max(n_samples, 1)
 
     def fit(
