@@ -260,8 +260,8 @@ class Embedding(Layer):
 
     Notes
     -----
-    The table starts as uniform draws in ``[−√3, √3]`` (unit variance, as
-    PyTorch's ``N(0, 1)`` start); the padding row is never read. A batch's
+    The table starts as uniform draws in ``[−0.05, 0.05]`` (Keras's
+    default); the padding row is never read. A batch's
     gradient and optimizer step touch only the rows of the codes it
     contains (lazy updates for the optimizers with state, see the README's
     section on sparse input).

@@ -166,6 +166,7 @@ class RowSparseSteps:
                 t.optimizer_code,
                 *constants,
                 0.0 if self.lazy_sgd_scale else l2,
+                self.alpha > 0.0,
             )
             block.sq_norm += delta
 
