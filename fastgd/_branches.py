@@ -171,11 +171,16 @@ def stack_modalities(modalities):
         ``(n, H, W, C)`` images and ``Reshape((C, H, W))`` for
         ``(n, C, H, W)``).
 
+        A modality may be a scipy sparse matrix or array (a tf-idf
+        matrix, one-hot categories): then X is sparse too.
+
     Returns
     -------
-    X : ndarray of shape (n, total number of values per sample)
+    X : ndarray or scipy.sparse.csr_matrix of shape (n, total number of values per sample)
         The flattened modalities, in the dict's order, with their common
-        floating dtype (float64 unless every array is float32).
+        floating dtype (float64 unless every array is float32). CSR when
+        any modality is sparse (the dense ones are stored sparse then; the
+        sparse ones are never densified).
     columns : dict of str → slice
         The columns of each modality, ready to be a branch's ``columns``.
 
@@ -189,10 +194,12 @@ def stack_modalities(modalities):
     """
     if not isinstance(modalities, dict) or not modalities:
         raise ValueError("modalities must be a non-empty dict of name → array.")
+    import scipy.sparse as sp
+
     arrays = {}
     n = None
     for name, value in modalities.items():
-        arr = np.asarray(value)
+        arr = value if sp.issparse(value) else np.asarray(value)
         if arr.ndim < 1:
             raise ValueError(f"Modality {name!r}: expected an array with samples on axis 0.")
         if arr.ndim == 1:
@@ -203,9 +210,11 @@ def stack_modalities(modalities):
             raise ValueError(
                 f"Modality {name!r} has {arr.shape[0]} samples but the first modality has {n}."
             )
-        arrays[name] = arr.reshape(n, -1)
+        arrays[name] = arr if sp.issparse(arr) else arr.reshape(n, -1)
     dtypes = [a.dtype for a in arrays.values()]
     dtype = np.float32 if all(d == np.float32 for d in dtypes) else np.float64
+    if any(sp.issparse(a) for a in arrays.values()):
+        return _stack_sparse(arrays, dtype)
     width = sum(a.shape[1] for a in arrays.values())
     X = np.empty((n, width), dtype=dtype)
     columns = {}
@@ -214,6 +223,18 @@ def stack_modalities(modalities):
         X[:, offset : offset + a.shape[1]] = a
         columns[name] = slice(offset, offset + a.shape[1])
         offset += a.shape[1]
+    return X, columns
+
+
+def _stack_sparse(arrays, dtype):
+    """:func:`stack_modalities` when some modality is sparse: a CSR X."""
+    import scipy.sparse as sp
+
+    columns, offset = {}, 0
+    for name, a in arrays.items():
+        columns[name] = slice(offset, offset + a.shape[1])
+        offset += a.shape[1]
+    X = sp.hstack([sp.csr_matrix(a) for a in arrays.values()], format="csr", dtype=dtype)
     return X, columns
 
 

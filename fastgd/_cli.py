@@ -110,7 +110,7 @@ def main(argv=None):
     bench_parser.add_argument(
         "--only",
         action="append",
-        choices=["gd_regressor", "fusion", "multitask"],
+        choices=["gd_regressor", "gd_classifier", "fusion", "multitask", "sparse"],
         help="run only this suite (repeat for several; default: all)",
     )
     args = parser.parse_args(argv)

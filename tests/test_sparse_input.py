@@ -234,3 +234,43 @@ def test_memory_is_nnz_plus_weights_not_the_dense_matrix():
     assert peak < 12 * weights + 40 * X.data.nbytes, peak / 2**20
     assert peak < 2**31
     assert accuracy > 0.95
+
+
+def test_stack_modalities_with_a_sparse_part_is_sparse():
+    from fastgd import stack_modalities
+
+    rng = np.random.RandomState(0)
+    images = rng.rand(30, 4, 4, 1).astype(np.float32)
+    text = sp.random(30, 50, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    X, cols = stack_modalities({"image": images, "text": text})
+    assert sp.issparse(X) and X.format == "csr" and X.dtype == np.float32
+    assert cols == {"image": slice(0, 16), "text": slice(16, 66)}
+    np.testing.assert_array_equal(X[:, cols["image"]].toarray(), images.reshape(30, -1))
+    np.testing.assert_array_equal(X[:, cols["text"]].toarray(), text.toarray())
+    dense, _ = stack_modalities({"image": images, "text": text.toarray()})
+    np.testing.assert_array_equal(X.toarray(), dense)
+    # The result trains a model (the image columns are gathered dense per batch).
+    y = (X[:, 0].toarray().ravel() > 0.5).astype(int)
+    model = FusionClassifier(
+        branches=[
+            (
+                "image",
+                [Reshape((4, 4, 1), channels_last=True), Conv2D(2, 3), Flatten()],
+                cols["image"],
+            ),
+            ("text", [Dense(4)], cols["text"]),
+        ],
+        optimizer="sgd",
+        max_iter=3,
+        random_state=0,
+        dtype=np.float64,
+    )
+    np.testing.assert_allclose(
+        model.fit(X, y).predict_proba(X), clone_fit(model, dense, y).predict_proba(dense), rtol=1e-9
+    )
+
+
+def clone_fit(model, X, y):
+    from sklearn.base import clone
+
+    return clone(model).fit(X, y)
