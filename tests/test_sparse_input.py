@@ -25,6 +25,17 @@ def text_and_numbers(n=160, seed=0):
     return X, y
 
 
+def assert_same_model(params, X, y):
+    """Fit on sparse X and on X dense: the same loss curve and probabilities."""
+    sparse = FusionClassifier(**params).fit(X, y)
+    dense = FusionClassifier(**params).fit(X.toarray(), y)
+    np.testing.assert_allclose(sparse.loss_curve_, dense.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(
+        sparse.predict_proba(X), dense.predict_proba(X.toarray()), rtol=1e-10, atol=1e-12
+    )
+    return sparse
+
+
 def branches(fusion):
     """A text branch (sparse first Dense), a dense branch and an image branch."""
     serial = fusion == "serial"
@@ -56,12 +67,7 @@ def test_sparse_and_dense_input_give_the_same_model(fusion):
         random_state=0,
         dtype=np.float64,
     )
-    sparse = FusionClassifier(**params).fit(X, y)
-    dense = FusionClassifier(**params).fit(X.toarray(), y)
-    np.testing.assert_allclose(sparse.loss_curve_, dense.loss_curve_, rtol=1e-12)
-    np.testing.assert_allclose(
-        sparse.predict_proba(X), dense.predict_proba(X.toarray()), rtol=1e-10, atol=1e-12
-    )
+    sparse = assert_same_model(params, X, y)
     # Either model reads either format.
     np.testing.assert_allclose(
         sparse.predict_proba(X.toarray()), sparse.predict_proba(X), rtol=1e-10, atol=1e-12
@@ -192,12 +198,7 @@ def test_a_later_serial_branch_can_read_sparse_columns(join_after_dense):
         random_state=0,
         dtype=np.float64,
     )
-    sparse = FusionClassifier(**params).fit(X, y)
-    dense = FusionClassifier(**params).fit(X.toarray(), y)
-    np.testing.assert_allclose(sparse.loss_curve_, dense.loss_curve_, rtol=1e-12)
-    np.testing.assert_allclose(
-        sparse.predict_proba(X), dense.predict_proba(X.toarray()), rtol=1e-10, atol=1e-12
-    )
+    assert_same_model(params, X, y)
 
 
 def test_memory_is_nnz_plus_weights_not_the_dense_matrix():
