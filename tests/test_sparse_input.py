@@ -275,3 +275,38 @@ def clone_fit(model, X, y):
     from sklearn.base import clone
 
     return clone(model).fit(X, y)
+
+
+def test_digits_with_tfidf_captions_the_fused_model_beats_either_branch():
+    # Noisy digit images and a short caption each (half of them name a random
+    # digit), vectorised with TfidfVectorizer and fed sparse.
+    from sklearn.datasets import load_digits
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.model_selection import train_test_split
+
+    from fastgd import stack_modalities
+    from fastgd.layers import MaxPool2D
+
+    images, y = load_digits(return_X_y=True)
+    rng = np.random.RandomState(0)
+    names = np.array("zero one two three four five six seven eight nine".split())
+    said = np.where(rng.rand(len(y)) < 0.5, y, rng.randint(0, 10, len(y)))
+    text = TfidfVectorizer().fit_transform([f"a handwritten {name}" for name in names[said]])
+    noisy = images / 16 + 0.5 * rng.standard_normal(images.shape)
+    X, cols = stack_modalities({"image": noisy, "text": text})
+    assert sp.issparse(X)
+    train, test = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=y)
+    image = (
+        "image",
+        [Reshape((1, 8, 8)), Conv2D(8, 3, activation="relu"), MaxPool2D(2), Flatten()],
+        cols["image"],
+    )
+    words = ("text", [Dense(16, activation="relu")], cols["text"])
+
+    def held_out_accuracy(branches):
+        model = FusionClassifier(branches=branches, max_iter=40, batch_size=32, random_state=0)
+        return model.fit(X[train], y[train]).score(X[test], y[test])
+
+    image_alone, text_alone = held_out_accuracy([image]), held_out_accuracy([words])
+    both = held_out_accuracy([image, words])
+    assert both > max(image_alone, text_alone) + 0.05, (both, image_alone, text_alone)
