@@ -45,16 +45,10 @@ _K = None
 
 
 def _sparse_kernels():
-    """The sparse-input and embedding kernel modules (imported lazily)."""
-    from fastgd._kernels.network import embedding, sparse_dense
+    """The sparse-input, embedding and activation kernel modules (imported lazily)."""
+    from fastgd._kernels.network import activations, embedding, sparse_dense
 
-    return sparse_dense, embedding
-
-
-def _kernels_activations():
-    from fastgd._kernels.network import activations
-
-    return activations
+    return sparse_dense, embedding, activations
 
 
 class CSRBatch:
@@ -294,7 +288,7 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
             np.dot(X.previous, self.W[own:], out=part)
             part *= part.dtype.type(self.weight_scale)
             out += part
-            _kernels_activations().activation_forward(out, self.code)
+            _sparse_kernels()[2].activation_forward(out, self.code)
         if training:
             if not hasattr(st, "slot_of"):
                 st.slot_of = np.full(self.n_in, -1, dtype=np.int64)

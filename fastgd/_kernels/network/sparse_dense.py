@@ -200,16 +200,10 @@ def sparse_dense_backward(indptr, slots, data, A, dA, code, G, n_touched, db):
                 g[j] += v * d[j]
 
 
-def touched_row_capacity(n_in, nnz_capacity):
-    """Size of the touched-rows buffers for batches of at most ``nnz_capacity`` non-zeros."""
-    return int(max(1, min(n_in, nnz_capacity)))
-
-
 __all__ = [
     "csr_gather_rows",
     "csr_rows_to_dense",
     "mark_touched_rows",
     "sparse_dense_forward",
     "sparse_dense_backward",
-    "touched_row_capacity",
 ]
