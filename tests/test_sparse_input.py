@@ -310,3 +310,25 @@ def test_digits_with_tfidf_captions_the_fused_model_beats_either_branch():
     image_alone, text_alone = held_out_accuracy([image]), held_out_accuracy([words])
     both = held_out_accuracy([image, words])
     assert both > max(image_alone, text_alone) + 0.05, (both, image_alone, text_alone)
+
+
+@pytest.mark.parametrize("alpha", [50.0, 200.0])
+def test_plain_sgd_stays_exact_under_a_strong_l2_penalty(alpha):
+    # lr·alpha/m = 0.31: the lazy scale falls below its floor within an epoch
+    # and is folded in; 1.25: the shrink factor is negative, applied densely.
+    X, y = text_and_numbers()
+    params = dict(
+        branches=[
+            ("text", [Dense(6, activation="relu")], slice(0, 40)),
+            ("num", [Dense(3)], slice(40, 48)),
+        ],
+        optimizer="sgd",
+        alpha=alpha,
+        learning_rate_init=0.1,
+        batch_size=16,
+        max_iter=2,
+        random_state=0,
+        dtype=np.float64,
+        tol=None,
+    )
+    assert_same_model(params, X, y)
