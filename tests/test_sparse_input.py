@@ -332,3 +332,31 @@ def test_plain_sgd_stays_exact_under_a_strong_l2_penalty(alpha):
         tol=None,
     )
     assert_same_model(params, X, y)
+
+
+def test_float32_sparse_model_matches_dense_and_survives_pickling():
+    import pickle
+
+    X, y = text_and_numbers()
+    X = X.astype(np.float32)
+    params = dict(
+        branches=branches("hybrid"),
+        fusion="hybrid",
+        head=(5,),
+        optimizer="sgd",
+        learning_rate_init=0.1,
+        batch_size=16,
+        max_iter=3,
+        random_state=0,
+    )
+    sparse = FusionClassifier(**params).fit(X, y)
+    dense = FusionClassifier(**params).fit(X.toarray(), y)
+    proba = sparse.predict_proba(X)
+    assert proba.dtype == dense.predict_proba(X.toarray()).dtype
+    np.testing.assert_allclose(proba, dense.predict_proba(X.toarray()), rtol=1e-4, atol=1e-5)
+    # partial_fit on sparse X continues identically after a pickle round trip.
+    model = FusionClassifier(**params).partial_fit(X, y, classes=[0, 1])
+    restored = pickle.loads(pickle.dumps(model))
+    model.partial_fit(X, y)
+    restored.partial_fit(X, y)
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
