@@ -5,11 +5,16 @@ branches, fusion, trunk, outputs) with a
 :class:`~fastgd._engine.network_training.NetworkTrainer`. They differ in the
 targets, the loss and the architecture after the branches; everything else
 lives here once: the common parameters and their constraints, the dtype and
-branch validation, the finite check of X, the reuse of a network for
-``warm_start`` / ``partial_fit``, the trainer (optimizer, learning-rate
-schedule) and its reuse across ``partial_fit`` calls, callbacks, the
-training history and the fitted attributes it leaves (``n_iter_``, ``t_``,
-``loss_curve_``, ...).
+branch validation (strict columns, ``allow_overlap``), the one check of the
+network's input (:meth:`NetworkEstimator._checked_X`) and the branch
+transformers that may come before it (:meth:`NetworkEstimator._network_input`),
+the finite check of X, the reuse of a network for ``warm_start`` /
+``partial_fit``, the trainer (optimizer, learning-rate schedule) and its
+reuse across ``partial_fit`` calls, callbacks, the training history, the
+held-out data (``eval_set`` or the early-stopping split) and the fitted
+attributes it leaves (``n_iter_``, ``t_``, ``loss_curve_``,
+``validation_scores_``, ...), and the learned weights (``coefs_``,
+``intercepts_``, ``layer_names_``).
 
 An estimator built on :class:`NetworkEstimator` supplies
 ``_default_branches()`` and, in its ``fit``, validates its targets, builds
@@ -55,7 +60,8 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
     (the schedule), ``batch_size``, ``max_iter``, ``tol``,
     ``n_iter_no_change``, ``early_stopping``, ``validation_fraction``,
     ``alpha``, ``shuffle``, ``random_state``, ``warm_start``, ``verbose``,
-    ``dtype`` and ``callbacks``; see :class:`~fastgd.FusionClassifier`.
+    ``dtype``, ``callbacks`` and ``allow_overlap``; see
+    :class:`~fastgd.FusionClassifier`.
 
     Notes
     -----

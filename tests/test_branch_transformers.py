@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
@@ -292,3 +293,35 @@ def test_predict_checks_the_raw_columns(raw_frame):
     no_names = pytest.warns(UserWarning, match="does not have valid feature names")
     with pytest.raises(ValueError, match="3074 features"), no_names:
         clf.predict(frame.to_numpy()[:, 1:])
+
+
+DIGIT_NAMES = "zero one two three four five six seven eight nine".split()
+CAPTION_FILLER = "a handwritten digit scanned from a form by the post office".split()
+
+
+def test_digits_with_captions_fused_beat_either_branch():
+    # Noisy digit images (pixel noise of sd 6 on a 0-16 scale) and a caption
+    # that names the right digit half of the time, in one DataFrame.
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.RandomState(0)
+    pixels = [f"px{i}" for i in range(64)]
+    frame = pd.DataFrame(X + rng.normal(0, 6, X.shape), columns=pixels)
+    named = np.where(rng.rand(y.shape[0]) < 0.5, y, rng.randint(0, 10, y.shape[0]))
+    frame.insert(
+        0,
+        "caption",
+        [" ".join(rng.choice(CAPTION_FILLER, 3).tolist() + [DIGIT_NAMES[d]]) for d in named],
+    )
+    train, test = train_test_split(np.arange(y.shape[0]), test_size=0.4, random_state=0, stratify=y)
+    image = ("image", [Dense(32, activation="relu")], pixels, StandardScaler())
+    text = ("text", [Dense(16, activation="relu")], "caption", _text_transformer(None)[0])
+
+    def held_out_accuracy(branches):
+        clf = FusionClassifier(branches=branches, max_iter=30, random_state=0)
+        _quiet(lambda: clf.fit(frame.iloc[train], y[train]))
+        return clf.score(frame.iloc[test], y[test])
+
+    image_alone, text_alone = held_out_accuracy([image]), held_out_accuracy([text])
+    fused = held_out_accuracy([image, text])
+    # Measured: image 0.73-0.78, text 0.55-0.57, fused 0.79-0.83 over 4 seeds.
+    assert fused > max(image_alone, text_alone) + 0.02, (fused, image_alone, text_alone)
