@@ -10,7 +10,10 @@ transformer)``, in the manner of scikit-learn's ``ColumnTransformer``.
 * a list of column names (X must then be a pandas DataFrame),
 * a single int or a single name (one column; a branch transformer then
   receives it as a 1-D array, as in ``ColumnTransformer``, which is what a
-  text vectorizer wants).
+  text vectorizer wants),
+* a callable, called with X in ``fit`` (as ``ColumnTransformer`` does), that
+  returns one of the above: ``make_column_selector(pattern="^px")`` picks
+  3,072 pixel columns by name.
 
 Column specs are checked strictly and alike for every form: an index or a
 slice bound outside X, a negative index, a column repeated in a branch and,

@@ -130,12 +130,21 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             )
         return dtype
 
-    def _branch_specs(self):
-        """Validated ``(name, layers, columns)`` list, default applied."""
+    def _branch_specs(self, X=None):
+        """Validated ``(name, layers, columns)`` list, default applied.
+
+        A callable ``columns`` (such as
+        :func:`sklearn.compose.make_column_selector`) is called with ``X``,
+        as ``ColumnTransformer`` does, and replaced by the columns it selects.
+        """
         if self.branches is None:
             return self._default_branches()
         reserved = set(self.get_params(deep=False)) | {"head"}
-        return validate_branches(self.branches, reserved=reserved)
+        specs = validate_branches(self.branches, reserved=reserved)
+        return [
+            (name, layers, columns(X) if callable(columns) else columns)
+            for name, layers, columns in specs
+        ]
 
     def _resolve_columns(self, specs, n_features):
         """Each branch's columns as a slice or an index array, checked against overlap."""

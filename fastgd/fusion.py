@@ -45,9 +45,11 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
             default=None
         The branches, in the manner of ``ColumnTransformer``: a name, a list
         of layers from :mod:`fastgd.layers`, the columns of X the branch
-        reads — a slice, a list of non-negative ints, a boolean mask, or
+        reads — a slice, a list of non-negative ints, a boolean mask,
         column names when X is a pandas DataFrame (a single int or name: one
-        column) — and optionally a scikit-learn transformer (a
+        column), or a callable such as
+        ``sklearn.compose.make_column_selector(pattern="^px")`` called with X
+        in ``fit`` — and optionally a scikit-learn transformer (a
         ``TfidfVectorizer``, a ``StandardScaler``, a ``Pipeline``...) that
         is cloned and fitted on those columns in ``fit`` and whose output the
         branch's layers read, so raw text, categories and pixels can sit in
@@ -441,7 +443,7 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "classes_")
         y = self._checked_labels(y)
-        specs = self._branch_specs()
+        specs = self._branch_specs(X)
         X, columns = self._network_input(
             X,
             specs,

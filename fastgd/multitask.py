@@ -642,7 +642,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
     def _fit(self, X, y, sample_weight, incremental, eval_set=None):
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "_network")
-        specs = self._branch_specs()
+        specs = self._branch_specs(X)
         X, columns = self._network_input(
             X,
             specs,

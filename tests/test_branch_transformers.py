@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.compose import make_column_selector
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -96,7 +97,7 @@ def _raw_model(max_iter=15):
                     MaxPool2D(3),
                     Flatten(),
                 ],
-                PIXELS,
+                make_column_selector(pattern=r"^p\d+$"),  # the 3,072 pixel columns
                 StandardScaler(),
             ),
         ],
