@@ -239,9 +239,10 @@ def resolve_columns(name, columns, n_features, feature_names=None):
         raise ValueError(f"{where}: the column spec {columns!r} selects no column of X.")
     unique, counts = np.unique(idx, return_counts=True)
     if unique.size < idx.size:
+        repeated = int(unique[counts > 1][0])
         raise ValueError(
-            f"{where}: column {int(unique[counts > 1][0])} appears more than once in the "
-            "branch's columns."
+            f"{where}: column {_column_label(repeated, feature_names)} appears more than "
+            "once in the branch's columns."
         )
     if idx.size > 1 and np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
@@ -250,7 +251,14 @@ def resolve_columns(name, columns, n_features, feature_names=None):
     return idx
 
 
-def check_overlap(names, columns, n_features):
+def _column_label(index, feature_names):
+    """``3`` or, when X had column names, ``3 ('age')``."""
+    if feature_names is None:
+        return str(index)
+    return f"{index} ({str(feature_names[index])!r})"
+
+
+def check_overlap(names, columns, n_features, feature_names=None):
     """Raise a ValueError naming two branches that read a common column.
 
     Parameters
@@ -260,6 +268,8 @@ def check_overlap(names, columns, n_features):
     columns : list of (slice or ndarray of int)
         Resolved columns of each branch.
     n_features : int
+    feature_names : ndarray of str or None
+        Column names of X, for the message.
     """
     owner = np.full(n_features, -1, dtype=np.intp)
     for b, cols in enumerate(columns):
@@ -269,7 +279,8 @@ def check_overlap(names, columns, n_features):
             first = int(idx[taken][0])
             other = names[owner[first]]
             raise ValueError(
-                f"Branches {other!r} and {names[b]!r} both read column {first} of X "
+                f"Branches {other!r} and {names[b]!r} both read column "
+                f"{_column_label(first, feature_names)} of X "
                 f"({int(taken.sum())} shared columns in all). Give each branch its own "
                 "columns, or set allow_overlap=True if the branches are meant to share "
                 "them."

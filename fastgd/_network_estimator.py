@@ -151,7 +151,7 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         columns = [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
         if not self.allow_overlap:
-            check_overlap([name for name, _, _ in specs], columns, n_features)
+            check_overlap([name for name, _, _ in specs], columns, n_features, names)
         return columns
 
     # ------------------------------------------------------------ input

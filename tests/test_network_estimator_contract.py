@@ -371,6 +371,17 @@ def test_branch_columns_are_checked_alike_for_every_form(estimator, branches, ma
         estimator(branches=branches, max_iter=1).fit(X, y)
 
 
+def test_column_errors_name_the_columns_of_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    X, y = make_fusion_problem()
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
+    overlapping = [("a", [Dense(2)], ["f1", "f2"]), ("b", [Dense(2)], ["f2"])]
+    with pytest.raises(ValueError, match=r"Branches 'a' and 'b' both read column 2 \('f2'\)"):
+        FusionClassifier(branches=overlapping, max_iter=1).fit(frame, y)
+    with pytest.raises(ValueError, match=r"column 1 \('f1'\) appears more than once"):
+        FusionClassifier(branches=[("a", [Dense(2)], ["f1", "f1"])], max_iter=1).fit(frame, y)
+
+
 @pytest.mark.parametrize("estimator", [FusionClassifier, MultiTaskRegressor])
 def test_allow_overlap_lets_branches_share_columns(estimator):
     X, y = make_fusion_problem()
