@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import make_fusion_problem
-from sklearn.datasets import load_digits, load_linnerud
+from sklearn.datasets import load_diabetes, load_digits, load_linnerud
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss, r2_score
 from sklearn.utils.class_weight import compute_class_weight
@@ -69,6 +69,17 @@ def test_a_diverging_multitask_fit_raises(linnerud):
     reg = MultiTaskRegressor(learning_rate_init=1e3, max_iter=20, random_state=0)
     with pytest.raises(DivergenceError, match="diverged"):
         _quiet(lambda: reg.fit(X, Y))
+
+
+def test_a_blow_up_the_fit_recovers_from_is_not_a_divergence():
+    # Adam at 0.3 on the diabetes data: the first epoch's loss is ~16 times the
+    # initial model's, then the fit recovers to a good model.
+    X, y = load_diabetes(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    reg = MultiTaskRegressor(learning_rate_init=0.3, max_iter=30, random_state=0)
+    _quiet(lambda: reg.fit(X, y))
+    assert max(reg.loss_curve_) > 5 * reg.loss_curve_[-1]
+    assert reg.score(X, y) > 0.6
 
 
 def test_a_heavy_penalty_is_not_taken_for_a_divergence(digits):
