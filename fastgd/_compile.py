@@ -70,7 +70,8 @@ def _fusion_models(dtype):
 
     rng = np.random.RandomState(0)
     y = np.arange(24) % 3
-    X = rng.rand(24, 2 * 36 + 5).astype(dtype)
+    # Two 2-channel 6x6 images (one per image branch), then 5 other values.
+    X = rng.rand(24, 2 * 72 + 5).astype(dtype)
     branches = [
         (
             "image",
@@ -87,9 +88,9 @@ def _fusion_models(dtype):
         (
             "pixels",
             [Reshape((6, 6, 2), channels_last=True), Conv2D(1, 3), Flatten()],
-            slice(0, 72),
+            slice(72, 144),
         ),
-        ("vector", [Dense(4, activation="sigmoid"), Dropout(0.2)], slice(72, 77)),
+        ("vector", [Dense(4, activation="sigmoid"), Dropout(0.2)], slice(144, 149)),
     ]
     for fusion in ("concat", "hybrid"):
         model = FusionClassifier(

@@ -21,6 +21,7 @@ from fastgd._callback_support import CallbackSupport
 from fastgd._engine.linear import LinearConfig, LinearState, train_linear
 from fastgd._kernels.runtime import codes
 from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
+from fastgd._validation_attributes import publish_validation, unpack_eval_set
 from fastgd.exceptions import DivergenceError
 
 
@@ -172,12 +173,7 @@ class BaseGD(CallbackSupport, BaseEstimator):
 
     def _validate_eval_set(self, eval_set, dtype):
         """``(X_val, y_val, unit weights)`` of a user's ``eval_set``."""
-        try:
-            X_val, y_val = eval_set
-        except (TypeError, ValueError):
-            raise ValueError(
-                "eval_set must be a pair (X_val, y_val) of held-out samples and targets."
-            ) from None
+        X_val, y_val = unpack_eval_set(eval_set)
         X_val, y_val = validate_data(
             self,
             X_val,
@@ -220,19 +216,8 @@ class BaseGD(CallbackSupport, BaseEstimator):
         return np.sort(train_rows), np.sort(val_rows)
 
     def _publish_validation(self, history, validated):
-        """``validation_scores_``, ``validation_loss_curve_`` and ``best_score_`` of a fit.
-
-        Set when held-out data was scored (early stopping, or an ``eval_set``),
-        removed otherwise (a refit without them leaves no stale curves).
-        """
-        names = ("validation_scores_", "validation_loss_curve_", "best_score_")
-        if not validated:
-            for name in names:
-                self.__dict__.pop(name, None)
-            return
-        self.validation_scores_ = list(history.validation_scores)
-        self.validation_loss_curve_ = list(history.validation_losses)
-        self.best_score_ = max(self.validation_scores_)
+        """``validation_scores_``, ``validation_loss_curve_`` and ``best_score_`` of a fit."""
+        publish_validation(self, history, validated)
 
     def _check_finite_features(self, X):
         """Raise scikit-learn's ValueError if X holds NaN or infinity."""
