@@ -209,7 +209,9 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
                 self.__dict__.pop("branch_transformers_", None)
             return X, self._resolve_columns(specs, X.shape[1])
         if not hasattr(X, "iloc"):  # a DataFrame keeps its column types
-            X = check_array(X, dtype=None, ensure_all_finite=False, estimator=self)
+            X = check_array(
+                X, dtype=None, ensure_all_finite=False, accept_sparse="csr", estimator=self
+            )
         validate_data(self, X, reset=fitting, skip_check_array=True)
         raw_columns = self._resolve_columns(specs, self.n_features_in_)
         if refit_transformers:

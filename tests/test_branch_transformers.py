@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from fastgd import FusionClassifier, MultiTaskRegressor
@@ -56,22 +56,9 @@ def make_raw_frame(n=120, seed=0):
     return frame, y
 
 
-def _to_dense(X):
-    return X.toarray()
-
-
 def _text_transformer(max_features=20):
-    """tf-idf of the caption; densified while the network reads dense input only.
-
-    DENSE UNTIL SPARSE INPUT LANDS: once FusionClassifier accepts sparse X
-    (its ``input_tags.sparse``), the tf-idf matrix goes to the network as it
-    is and this test exercises that path with the same assertions.
-    """
-    vectorizer = TfidfVectorizer(max_features=max_features)
-    if FusionClassifier().__sklearn_tags__().input_tags.sparse:
-        return vectorizer, "text__transformer__max_features"
-    densify = FunctionTransformer(_to_dense, accept_sparse=True)
-    return make_pipeline(vectorizer, densify), "text__transformer__tfidfvectorizer__max_features"
+    """tf-idf of the caption (sparse: the network reads it without densifying)."""
+    return TfidfVectorizer(max_features=max_features), "text__transformer__max_features"
 
 
 def _lowercase_captions(frame):

@@ -9,7 +9,7 @@ from conftest import make_fusion_problem
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MaxAbsScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bench import fusion_strategies
@@ -50,7 +50,7 @@ def _careful():
     """The options of a careful fit: a branch transformer, class weights, tol=None."""
     return FusionClassifier(
         branches=[
-            ("scaled", [Dense(6, activation="relu")], slice(None), StandardScaler()),
+            ("scaled", [Dense(6, activation="relu")], slice(None), MaxAbsScaler()),
             ("first", [], [0]),
         ],
         class_weight="balanced",
