@@ -60,7 +60,12 @@ def main(argv=None):
     """Entry point of the ``fastgd`` console script."""
     import fastgd
 
-    parser = argparse.ArgumentParser(prog="fastgd", description="fastgd: compiled gradient descent")
+    parser = argparse.ArgumentParser(
+        prog="fastgd",
+        description="fastgd: compiled gradient descent",
+        # Keeps --version's line (with the package folder) whole.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--version",
         action="version",
