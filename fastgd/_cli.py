@@ -59,6 +59,7 @@ def _positive_int(text):
 def main(argv=None):
     """Entry point of the ``fastgd`` console script."""
     import fastgd
+    from fastgd.benchmarks.runner import SUITES
 
     parser = argparse.ArgumentParser(
         prog="fastgd",
@@ -115,7 +116,7 @@ def main(argv=None):
     bench_parser.add_argument(
         "--only",
         action="append",
-        choices=["gd_regressor", "fusion", "multitask"],
+        choices=[suite.key for suite in SUITES],
         help="run only this suite (repeat for several; default: all)",
     )
     args = parser.parse_args(argv)
