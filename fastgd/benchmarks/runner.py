@@ -282,8 +282,8 @@ def run_bench(quick=False, json_path=None, plot_path=None, only=None, out=None, 
         Save a bar chart of the ratios here (needs matplotlib:
         ``pip install fastgd[plot]``).
     only : list of str or None
-        Keys of the suites to run (``"gd_regressor"``, ``"fusion"``,
-        ``"multitask"``, ``"sparse"``); all when None.
+        Keys of the suites to run (``"gd_regressor"``, ``"gd_classifier"``,
+        ``"fusion"``, ``"multitask"``, ``"sparse"``); all when None.
     out, err : file-like or None
         Where the tables and the progress line go (stdout and stderr).
 
