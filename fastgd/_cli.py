@@ -94,7 +94,7 @@ def main(argv=None):
     what.add_argument(
         "--estimator",
         action="append",
-        choices=["GDRegressor", "FusionClassifier", "MultiTaskRegressor"],
+        choices=["GDRegressor", "GDClassifier", "FusionClassifier", "MultiTaskRegressor"],
         help="only the kernels of this estimator (repeat for several; default: all)",
     )
     what.add_argument(

@@ -8,6 +8,7 @@ the parameter checks that scikit-learn's ``SGDRegressor`` and
 string options into the kernels' settings, is here, once.
 """
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -110,9 +111,15 @@ class BaseGD(CallbackSupport, BaseEstimator):
         if self.backend == "auto":
             return "cython" if cython_available() else "numba"
         if self.backend == "cython" and not cython_available():
+            import fastgd
+
+            folder = os.path.dirname(fastgd.__file__)
             raise ValueError(
-                "backend='cython' but fastgd's Cython extension is not built; "
-                "reinstall fastgd with `pip install .` or use backend='numba'."
+                f"backend='cython' but the fastgd imported from {folder} has no compiled "
+                "Cython extension (a source tree, or an install that did not build it): "
+                "run Python outside the source tree so that the installed fastgd is "
+                "imported, build the extension there with `pip install -e .`, or use "
+                "backend='numba'."
             )
         return self.backend
 
