@@ -8,6 +8,7 @@ found in the current folder, the command therefore runs again in a Python
 that does not look in the current folder, like the ``fastgd`` script does.
 """
 
+import importlib.machinery
 import os
 import subprocess
 import sys
@@ -18,18 +19,19 @@ _RUN_INSTALLED = "import sys; del sys.path[0]; from fastgd._cli import main; sys
 
 
 def installed_package_dir():
-    """The folder of the installed fastgd distribution's package, or None.
+    """The folder of the fastgd that ``import fastgd`` finds outside the current folder, or None.
 
-    None too for an editable install, whose package is the source tree itself.
+    The search leaves the current folder out of ``sys.path``, as the re-run does;
+    reading the installed distribution's metadata instead would find the
+    ``fastgd.egg-info`` that ``pip install .`` leaves in a checkout. None
+    too for an editable install, whose package is found by its own finder.
     """
-    from importlib import metadata
-
-    try:
-        distribution = metadata.distribution("fastgd")
-    except metadata.PackageNotFoundError:
+    current = os.path.abspath(os.getcwd())
+    search_path = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != current]
+    spec = importlib.machinery.PathFinder.find_spec("fastgd", search_path)
+    if spec is None or not spec.submodule_search_locations:
         return None
-    init = os.path.abspath(distribution.locate_file("fastgd/__init__.py"))
-    return os.path.dirname(init) if os.path.isfile(init) else None
+    return os.path.abspath(next(iter(spec.submodule_search_locations)))
 
 
 def shadowed_installation():

@@ -59,8 +59,14 @@ def _positive_int(text):
 def main(argv=None):
     """Entry point of the ``fastgd`` console script."""
     import fastgd
+    from fastgd.benchmarks.runner import SUITES
 
-    parser = argparse.ArgumentParser(prog="fastgd", description="fastgd: compiled gradient descent")
+    parser = argparse.ArgumentParser(
+        prog="fastgd",
+        description="fastgd: compiled gradient descent",
+        # Keeps --version's line (with the package folder) whole.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--version",
         action="version",
@@ -88,7 +94,7 @@ def main(argv=None):
     what.add_argument(
         "--estimator",
         action="append",
-        choices=["GDRegressor", "FusionClassifier", "MultiTaskRegressor"],
+        choices=["GDRegressor", "GDClassifier", "FusionClassifier", "MultiTaskRegressor"],
         help="only the kernels of this estimator (repeat for several; default: all)",
     )
     what.add_argument(
@@ -110,7 +116,7 @@ def main(argv=None):
     bench_parser.add_argument(
         "--only",
         action="append",
-        choices=["gd_regressor", "fusion", "multitask"],
+        choices=[suite.key for suite in SUITES],
         help="run only this suite (repeat for several; default: all)",
     )
     args = parser.parse_args(argv)

@@ -63,6 +63,33 @@ def _linear_models(dtype):
             GDRegressor(max_iter=1, tol=None, random_state=0, **params).fit(data, y)
 
 
+
+def _classifier_models(dtype):
+    """GDClassifier fits reaching its own Numba kernels: multinomial, both dense and CSR.
+
+    Binary and one-vs-rest models run the kernels GDRegressor's fits compile
+    (the same signatures); the softmax model has kernels of its own.
+    """
+    import scipy.sparse as sp
+
+    from fastgd import GDClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    y = np.arange(40) % 3
+    settings = [
+        dict(backend="numba", loss="hinge"),  # one-vs-rest, per-sample
+        dict(backend="numba", loss="log_loss", multi_class="multinomial"),
+        dict(batch_size=8, loss="log_loss", multi_class="multinomial"),
+        dict(batch_size=8, loss="log_loss", multi_class="multinomial", optimizer="adam"),
+    ]
+    for params in settings:
+        for data in (X, sp.csr_matrix(X)):
+            model = GDClassifier(max_iter=2, tol=None, random_state=0, **params).fit(data, y)
+            model.predict(data)
+            if model.loss == "log_loss":
+                model.predict_proba(data)
+
 def _fusion_models(dtype):
     """FusionClassifier fits reaching every layer kernel and both fusions."""
     from fastgd import FusionClassifier
@@ -70,7 +97,8 @@ def _fusion_models(dtype):
 
     rng = np.random.RandomState(0)
     y = np.arange(24) % 3
-    X = rng.rand(24, 2 * 36 + 5).astype(dtype)
+    # Two 2-channel 6x6 images (one per image branch), then 5 other values.
+    X = rng.rand(24, 2 * 72 + 5).astype(dtype)
     branches = [
         (
             "image",
@@ -87,9 +115,9 @@ def _fusion_models(dtype):
         (
             "pixels",
             [Reshape((6, 6, 2), channels_last=True), Conv2D(1, 3), Flatten()],
-            slice(0, 72),
+            slice(72, 144),
         ),
-        ("vector", [Dense(4, activation="sigmoid"), Dropout(0.2)], slice(72, 77)),
+        ("vector", [Dense(4, activation="sigmoid"), Dropout(0.2)], slice(144, 149)),
     ]
     for fusion in ("concat", "hybrid"):
         model = FusionClassifier(
@@ -151,6 +179,7 @@ def _kernel_dispatchers():
 
 _FAMILIES = {
     "GDRegressor": ("GDRegressor (Numba backend, mini-batch, full batch)", _linear_models),
+    "GDClassifier": ("GDClassifier (multinomial, per-sample and mini-batch)", _classifier_models),
     "FusionClassifier": (
         "FusionClassifier (dense, conv2d, pooling, dropout, softmax)",
         _fusion_models,
@@ -241,7 +270,8 @@ def compile_kernels(estimators=None, verbose=False, out=None):
     ----------
     estimators : list of str, default=None
         Compile only the kernels these estimators use (names among
-        ``"GDRegressor"``, ``"FusionClassifier"``, ``"MultiTaskRegressor"``);
+        ``"GDRegressor"``, ``"GDClassifier"``, ``"FusionClassifier"``,
+        ``"MultiTaskRegressor"``);
         all of them when None.
     verbose : bool, default=False
         Print a line per estimator family as it is compiled.

@@ -8,6 +8,7 @@ the parameter checks that scikit-learn's ``SGDRegressor`` and
 string options into the kernels' settings, is here, once.
 """
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -21,6 +22,7 @@ from fastgd._callback_support import CallbackSupport
 from fastgd._engine.linear import LinearConfig, LinearState, train_linear
 from fastgd._kernels.runtime import codes
 from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
+from fastgd._validation_attributes import publish_validation, unpack_eval_set
 from fastgd.exceptions import DivergenceError
 
 
@@ -109,9 +111,15 @@ class BaseGD(CallbackSupport, BaseEstimator):
         if self.backend == "auto":
             return "cython" if cython_available() else "numba"
         if self.backend == "cython" and not cython_available():
+            import fastgd
+
+            folder = os.path.dirname(fastgd.__file__)
             raise ValueError(
-                "backend='cython' but fastgd's Cython extension is not built; "
-                "reinstall fastgd with `pip install .` or use backend='numba'."
+                f"backend='cython' but the fastgd imported from {folder} has no compiled "
+                "Cython extension (a source tree, or an install that did not build it): "
+                "run Python outside the source tree so that the installed fastgd is "
+                "imported, build the extension there with `pip install -e .`, or use "
+                "backend='numba'."
             )
         return self.backend
 
@@ -172,12 +180,7 @@ class BaseGD(CallbackSupport, BaseEstimator):
 
     def _validate_eval_set(self, eval_set, dtype):
         """``(X_val, y_val, unit weights)`` of a user's ``eval_set``."""
-        try:
-            X_val, y_val = eval_set
-        except (TypeError, ValueError):
-            raise ValueError(
-                "eval_set must be a pair (X_val, y_val) of held-out samples and targets."
-            ) from None
+        X_val, y_val = unpack_eval_set(eval_set)
         X_val, y_val = validate_data(
             self,
             X_val,
@@ -220,19 +223,8 @@ class BaseGD(CallbackSupport, BaseEstimator):
         return np.sort(train_rows), np.sort(val_rows)
 
     def _publish_validation(self, history, validated):
-        """``validation_scores_``, ``validation_loss_curve_`` and ``best_score_`` of a fit.
-
-        Set when held-out data was scored (early stopping, or an ``eval_set``),
-        removed otherwise (a refit without them leaves no stale curves).
-        """
-        names = ("validation_scores_", "validation_loss_curve_", "best_score_")
-        if not validated:
-            for name in names:
-                self.__dict__.pop(name, None)
-            return
-        self.validation_scores_ = list(history.validation_scores)
-        self.validation_loss_curve_ = list(history.validation_losses)
-        self.best_score_ = max(self.validation_scores_)
+        """``validation_scores_``, ``validation_loss_curve_`` and ``best_score_`` of a fit."""
+        publish_validation(self, history, validated)
 
     def _check_finite_features(self, X):
         """Raise scikit-learn's ValueError if X holds NaN or infinity."""

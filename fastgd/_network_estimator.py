@@ -5,11 +5,16 @@ branches, fusion, trunk, outputs) with a
 :class:`~fastgd._engine.network_training.NetworkTrainer`. They differ in the
 targets, the loss and the architecture after the branches; everything else
 lives here once: the common parameters and their constraints, the dtype and
-branch validation, the finite check of X, the reuse of a network for
-``warm_start`` / ``partial_fit``, the trainer (optimizer, learning-rate
-schedule) and its reuse across ``partial_fit`` calls, callbacks, the
-training history and the fitted attributes it leaves (``n_iter_``, ``t_``,
-``loss_curve_``, ...).
+branch validation (strict columns, ``allow_overlap``), the one check of the
+network's input (:meth:`NetworkEstimator._checked_X`) and the branch
+transformers that may come before it (:meth:`NetworkEstimator._network_input`),
+the finite check of X, the reuse of a network for ``warm_start`` /
+``partial_fit``, the trainer (optimizer, learning-rate schedule) and its
+reuse across ``partial_fit`` calls, callbacks, the training history, the
+held-out data (``eval_set`` or the early-stopping split) and the fitted
+attributes it leaves (``n_iter_``, ``t_``, ``loss_curve_``,
+``validation_scores_``, ...), and the learned weights (``coefs_``,
+``intercepts_``, ``layer_names_``).
 
 An estimator built on :class:`NetworkEstimator` supplies
 ``_default_branches()`` and, in its ``fit``, validates its targets, builds
@@ -19,16 +24,25 @@ its network and loss, and calls :meth:`NetworkEstimator._train`.
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from fastgd._branches import BranchParamsMixin, resolve_columns, validate_branches
+from fastgd._branches import (
+    BranchParamsMixin,
+    branch_transformers,
+    check_overlap,
+    resolve_columns,
+    validate_branches,
+)
 from fastgd._callback_support import CallbackSupport
 from fastgd._engine.network_training import SCHEDULES
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
 from fastgd._sklearn_compat import Interval, StrOptions
+from fastgd._validation_attributes import publish_validation, unpack_eval_set
+from fastgd.layers import ConcatPrevious
 
 __all__ = ["NetworkEstimator"]
 
@@ -46,7 +60,8 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
     (the schedule), ``batch_size``, ``max_iter``, ``tol``,
     ``n_iter_no_change``, ``early_stopping``, ``validation_fraction``,
     ``alpha``, ``shuffle``, ``random_state``, ``warm_start``, ``verbose``,
-    ``dtype`` and ``callbacks``; see :class:`~fastgd.FusionClassifier`.
+    ``dtype``, ``callbacks`` and ``allow_overlap``; see
+    :class:`~fastgd.FusionClassifier`.
 
     Notes
     -----
@@ -75,12 +90,16 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
         "verbose": ["verbose"],
         "dtype": "no_validation",
         "callbacks": [list, tuple, None],
+        "allow_overlap": ["boolean"],
     }
+
+    #: Prefix of the shared layers after the fusion in ``layer_names_``.
+    _HEAD_NAME = "head"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # ------------------------------------------------------- validation
@@ -111,17 +130,133 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             )
         return dtype
 
-    def _branch_specs(self):
-        """Validated ``(name, layers, columns)`` list, default applied."""
+    def _branch_specs(self, X=None):
+        """Validated ``(name, layers, columns)`` list, default applied.
+
+        A callable ``columns`` (such as
+        :func:`sklearn.compose.make_column_selector`) is called with ``X``,
+        as ``ColumnTransformer`` does, and replaced by the columns it selects.
+        """
         if self.branches is None:
             return self._default_branches()
         reserved = set(self.get_params(deep=False)) | {"head"}
-        return validate_branches(self.branches, reserved=reserved)
+        specs = validate_branches(self.branches, reserved=reserved)
+        return [
+            (name, layers, columns(X) if callable(columns) else columns)
+            for name, layers, columns in specs
+        ]
 
     def _resolve_columns(self, specs, n_features):
-        """Each branch's columns as a slice or an index array."""
+        """Each branch's columns as a slice or an index array, checked against overlap."""
         names = getattr(self, "feature_names_in_", None)
-        return [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
+        columns = [resolve_columns(name, cols, n_features, names) for name, _, cols in specs]
+        if not self.allow_overlap:
+            check_overlap([name for name, _, _ in specs], columns, n_features, names)
+        return columns
+
+    # ------------------------------------------------------------ input
+    def _checked_X(self, X, *, reset, dtype):
+        """X as the network reads it: a C-ordered array of the compute dtype.
+
+        The one place the network's input is checked. ``reset`` True / False:
+        also record / check ``n_features_in_`` and ``feature_names_in_``
+        (:func:`~sklearn.utils.validation.validate_data`); None: X is the
+        output of the branch transformers (its width is not X's). NaN and
+        infinity are checked per branch afterwards (:meth:`_check_finite`).
+        """
+        options = dict(dtype=dtype, order="C", ensure_all_finite=False, accept_sparse="csr")
+        if reset is None:
+            return check_array(X, estimator=self, input_name="X", **options)
+        return validate_data(self, X, reset=reset, **options)
+
+    def _network_input(self, X, specs, *, dtype, fitting, refit_transformers, y=None):
+        """X as the network reads it and the columns of every branch in it.
+
+        Without branch transformers, X itself (validated, no copy) and the
+        resolved columns. With them, every branch's columns are taken from X
+        as given (a DataFrame keeps its column types: text stays text),
+        passed through the branch's transformer, and the per-branch results
+        are put side by side, branch after branch, in one array checked as
+        any X (:meth:`_checked_X`).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame
+        specs : list of (name, layers, columns)
+        dtype : numpy dtype
+        fitting : bool
+            Record ``n_features_in_`` / ``feature_names_in_`` (else check them).
+        refit_transformers : bool
+            Clone and fit the branch transformers (else use the fitted ones).
+        y : array-like, optional
+            Targets, passed to the transformers' ``fit_transform``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_network_columns)
+        columns : list of (slice or ndarray of int)
+        """
+        if not refit_transformers:
+            transformers = self._fitted_transformers
+        elif self.branches is None:
+            transformers = [None] * len(specs)
+        else:
+            transformers = branch_transformers(self.branches)
+        if all(t is None for t in transformers):
+            X = self._checked_X(X, reset=fitting, dtype=dtype)
+            if refit_transformers:
+                self._fitted_transformers = transformers
+                self.__dict__.pop("branch_transformers_", None)
+            return X, self._resolve_columns(specs, X.shape[1])
+        if not hasattr(X, "iloc"):  # a DataFrame keeps its column types
+            X = check_array(
+                X, dtype=None, ensure_all_finite=False, accept_sparse="csr", estimator=self
+            )
+        validate_data(self, X, reset=fitting, skip_check_array=True)
+        raw_columns = self._resolve_columns(specs, self.n_features_in_)
+        if refit_transformers:
+            transformers = [None if t is None else clone(t) for t in transformers]
+        blocks = []
+        for (name, _, spec), cols, transformer in zip(
+            specs, raw_columns, transformers, strict=True
+        ):
+            # A single column (an int or a name) reaches the transformer as a
+            # 1-D array, as in ColumnTransformer: what a text vectorizer reads.
+            scalar = isinstance(spec, (str, numbers.Integral)) and not isinstance(spec, bool)
+            key = (
+                spec
+                if scalar
+                else (np.arange(self.n_features_in_)[cols] if isinstance(cols, slice) else cols)
+            )
+            part = _safe_indexing(X, key, axis=1)
+            if transformer is not None and refit_transformers:
+                part = transformer.fit_transform(part, y)
+            elif transformer is not None:
+                part = transformer.transform(part)
+            try:
+                part = check_array(part, dtype=dtype, ensure_all_finite=False, accept_sparse=True)
+            except (TypeError, ValueError) as exc:
+                what = "its transformer's output" if transformer is not None else "its columns"
+                raise ValueError(
+                    f"Branch {name!r}: {what} cannot be read as numbers ({exc}). Give the "
+                    "branch a transformer that turns its columns into numbers."
+                ) from exc
+            blocks.append(part)
+        if refit_transformers:
+            self._fitted_transformers = transformers
+            self.branch_transformers_ = {
+                name: t
+                for (name, _, _), t in zip(specs, transformers, strict=True)
+                if t is not None
+            }
+        stacked = (
+            sp.hstack(blocks, format="csr")
+            if any(sp.issparse(b) for b in blocks)
+            else np.hstack(blocks)
+        )
+        widths = np.cumsum([0] + [b.shape[1] for b in blocks])
+        columns = [slice(int(widths[b]), int(widths[b + 1])) for b in range(len(blocks))]
+        return self._checked_X(stacked, reset=None, dtype=dtype), columns
 
     @staticmethod
     def _network_branches(specs, columns, n_features):
@@ -137,12 +272,17 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : ndarray or scipy sparse CSR matrix of shape (n_samples, n_features)
         names : list of str
             Branch names.
         columns : list of (slice or ndarray of int)
             Resolved columns of each branch.
         """
+        if not isinstance(X, np.ndarray):
+            # Sparse CSR: only stored values can be off; check a one-row proxy.
+            proxy = np.zeros((1, X.shape[1]), dtype=X.dtype)
+            proxy[0, X.indices[~np.isfinite(X.data)]] = np.nan
+            X = proxy
         if X.size == 0:
             return
         # Fast path (as scikit-learn): a finite sum means every value is
@@ -256,23 +396,29 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             random_state=random_state,
         )
 
-    def _history_for(self, incremental, early_stopping, history_class=TrainingHistory):
+    def _history_for(
+        self, incremental, early_stopping, validating=None, history_class=TrainingHistory
+    ):
         """The training history: the kept one in ``partial_fit``, else a new one.
 
         ``partial_fit`` disables the stopping rule (``tol=None``): each call
-        is one epoch.
+        is one epoch. ``validating``: held-out data is scored every epoch
+        (default ``early_stopping``).
         """
         if incremental and hasattr(self, "_history"):
             return self._history
         return history_class(
-            self.tol if not incremental else None, self.n_iter_no_change, early_stopping
+            self.tol if not incremental else None,
+            self.n_iter_no_change,
+            early_stopping,
+            validating=validating,
         )
 
     def _publish_history(self, history, early_stopping):
         """Set the history attributes (``loss_curve_``, ``best_loss_``, ...) from ``history``."""
         self.loss_curve_ = list(history.loss_curve)
         self.best_loss_ = float(history.best_loss)
-        self.validation_scores_ = list(history.validation_scores) if early_stopping else None
+        publish_validation(self, history, history.validating)
 
     def _train(
         self,
@@ -285,7 +431,9 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
         signature,
         continuing,
         incremental,
-        validation_score=None,
+        held_out=None,
+        from_initialization=False,
+        constant_loss=None,
     ):
         """Run the trainer and set the fitted attributes.
 
@@ -308,8 +456,15 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             A ``partial_fit`` after the first (counters carry on).
         incremental : bool
             ``partial_fit``: one epoch.
-        validation_score : callable ``() -> float`` or None
-            Score of the current weights on the early-stopping split.
+        held_out : NetworkHeldOut or None
+            Held-out data scored after every epoch (an ``eval_set`` or the
+            early-stopping split).
+        from_initialization : bool
+            The network's weights were just initialized (a divergence is
+            then also judged against the loss of the initial model).
+        constant_loss : float or None
+            Training loss of the best constant model (see
+            :meth:`NetworkTrainer.fit`).
 
         Returns
         -------
@@ -336,7 +491,9 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             history,
             1 if incremental else self.max_iter,
             shuffle=self.shuffle,
-            validation_score=validation_score,
+            held_out=held_out,
+            from_initialization=from_initialization,
+            constant_loss=constant_loss,
             verbose=self.verbose,
             estimator_name=type(self).__name__,
             callbacks=callbacks,
@@ -348,11 +505,24 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
         self.n_iter_ = n_iter_before + n_epochs
         self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_epochs * n_train
         self._publish_history(history, early_stopping)
-        self.best_validation_score_ = float(history.best_score) if early_stopping else None
         self.n_params_ = int(network.n_params)
         return self
 
+    def _held_out_input(self, eval_set, dtype):
+        """``(X_val, y_val, columns)`` of a user's ``eval_set``, X as the network reads it."""
+        X_val, y_val = unpack_eval_set(eval_set)
+        X_val, columns = self._predict_input(X_val, dtype)
+        return X_val, y_val, columns
+
     # ----------------------------------------------------------- predict
+    def _predict_input(self, X, dtype):
+        """X checked as at fit time (through the fitted transformers) and the branch columns."""
+        if all(t is None for t in self._fitted_transformers):
+            return self._checked_X(X, reset=False, dtype=dtype), self._columns
+        return self._network_input(
+            X, self._input_specs, dtype=dtype, fitting=False, refit_transformers=False
+        )
+
     def _network_scores(self, X):
         """Validate X as at fit time and return the network's raw outputs.
 
@@ -362,14 +532,60 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
             In the compute dtype.
         """
         check_is_fitted(self, "_network")
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=self._network.dtype,
-            order="C",
-            ensure_all_finite=False,
-            accept_sparse=False,
-        )
-        self._check_finite(X, self._network.branch_names, self._columns)
-        return self._network.predict(X, self._columns)
+        X, columns = self._predict_input(X, self._network.dtype)
+        self._check_finite(X, self._network.branch_names, columns)
+        return self._network.predict(X, columns)
+
+    # ---------------------------------------------------- learned weights
+    def _weight_layers(self):
+        """``(name, runtime layer)`` of every layer with weights, in the documented order."""
+        network = self._network
+        out = []
+        for (name, specs, _), layers in zip(self._input_specs, network.branch_layers, strict=True):
+            placed = [i for i, spec in enumerate(specs) if not isinstance(spec, ConcatPrevious)]
+            out.extend(
+                (f"{name}__{i}", layer)
+                for i, layer in zip(placed, layers, strict=True)
+                if layer.trainable
+            )
+        head_name = self._HEAD_NAME
+        n_head = len(network.head_layers) - (0 if network.task_layers else 1)
+        for i, layer in enumerate(network.head_layers):
+            out.append((f"{head_name}__{i}" if i < n_head else "output", layer))
+        for t, layers in enumerate(network.task_layers):
+            for i, layer in enumerate(layers):
+                out.append(
+                    (f"task_{t}__{i}" if i < len(layers) - 1 else f"task_{t}__output", layer)
+                )
+        # Late fusion: one output layer per branch (none otherwise).
+        for name, layer in zip(network.branch_names, network.late_layers, strict=False):
+            out.append((f"{name}__output", layer))
+        return [(name, layer) for name, layer in out if layer.trainable]
+
+    @property
+    def layer_names_(self):
+        """Names of the layers with weights, in the order of ``coefs_`` and ``intercepts_``.
+
+        ``<branch>__<i>`` for layer ``i`` of a branch's layer list (the index
+        of ``get_params``), then the trunk's layers, then the output layer(s):
+        see the estimator's documentation.
+        """
+        check_is_fitted(self, "_network")
+        return [name for name, _ in self._weight_layers()]
+
+    @property
+    def coefs_(self):
+        """Weights of every layer with weights, in the order of ``layer_names_`` (copies).
+
+        A Dense layer's weights have shape ``(n_inputs, units)`` (as
+        scikit-learn's ``MLPClassifier.coefs_``), a Conv2D layer's
+        ``(filters, channels, kernel height, kernel width)``.
+        """
+        check_is_fitted(self, "_network")
+        return [np.array(layer.W) for _, layer in self._weight_layers()]
+
+    @property
+    def intercepts_(self):
+        """Biases of every layer with weights, in the order of ``layer_names_`` (copies)."""
+        check_is_fitted(self, "_network")
+        return [np.array(layer.b) for _, layer in self._weight_layers()]

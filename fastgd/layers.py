@@ -38,6 +38,7 @@ __all__ = [
     "Dropout",
     "Reshape",
     "ConcatPrevious",
+    "Embedding",
     "ACTIVATIONS",
 ]
 
@@ -229,3 +230,51 @@ class ConcatPrevious(Layer):
 
     def __init__(self):
         pass
+
+
+class Embedding(Layer):
+    """A learned vector per integer code: categories or token ids.
+
+    The layer must be the first of its branch: it reads the branch's columns
+    as integer codes in ``[0, input_dim)`` (stored as numbers in X, for
+    example the output of :class:`~sklearn.preprocessing.OrdinalEncoder` or
+    a padded sequence of token ids). Codes that are not integers or fall out
+    of range raise a ``ValueError`` naming the branch, at ``fit`` and at
+    ``predict``.
+
+    Parameters
+    ----------
+    input_dim : int
+        Number of codes (rows of the table).
+    output_dim : int
+        Length of each vector.
+    pooling : {"mean", "sum", "max"} or None, default="mean"
+        None: one vector per column, concatenated (a categorical column each:
+        the output has ``n_columns × output_dim`` values). Otherwise the
+        columns are one sequence of token ids pooled into one vector of
+        ``output_dim`` values (as PyTorch's ``EmbeddingBag``); a sample made
+        only of padding gives zeros.
+    padding_idx : int or None, default=None
+        A code that means "no token": it contributes nothing to the output
+        (zeros with ``pooling=None``) and its row is never trained.
+
+    Notes
+    -----
+    The table starts as uniform draws in ``[−0.05, 0.05]`` (Keras's
+    default); the padding row is never read. A batch's
+    gradient and optimizer step touch only the rows of the codes it
+    contains (lazy updates for the optimizers with state, see the README's
+    section on sparse input).
+
+    Examples
+    --------
+    >>> from fastgd.layers import Dense, Embedding
+    >>> category_branch = [Embedding(50, 8, pooling=None), Dense(16, activation="relu")]
+    >>> text_branch = [Embedding(10_000, 32, pooling="mean", padding_idx=0)]
+    """
+
+    def __init__(self, input_dim, output_dim, pooling="mean", padding_idx=None):
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.pooling = pooling
+        self.padding_idx = padding_idx

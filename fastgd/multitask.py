@@ -4,15 +4,11 @@ import numbers
 
 import numpy as np
 from sklearn.base import RegressorMixin
-from sklearn.utils.validation import (
-    check_array,
-    check_consistent_length,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 
 from fastgd._callback_support import reports_to_callbacks
 from fastgd._engine.network import MaskedRegressionLoss
+from fastgd._engine.network_training import NetworkHeldOut
 from fastgd._engine.training import TrainingHistory
 from fastgd._kernels.runtime import codes
 from fastgd._network_estimator import NetworkEstimator
@@ -65,8 +61,8 @@ class _TaskLossTracker(MaskedRegressionLoss):
 class _TaskHistory(TrainingHistory):
     """Training history that also records each task's loss per epoch."""
 
-    def __init__(self, tol, n_iter_no_change, early_stopping):
-        super().__init__(tol, n_iter_no_change, early_stopping)
+    def __init__(self, tol, n_iter_no_change, early_stopping, validating=None):
+        super().__init__(tol, n_iter_no_change, early_stopping, validating)
         self.task_loss_curves = []
         self.tracker = None
 
@@ -180,13 +176,15 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         Standardise each task inside ``fit`` (subtract its mean, divide by its
         standard deviation, both over its labelled samples) and map the
         predictions back, so that tasks on different scales train together.
-    branches : list of (str, list of Layer, columns) or None, default=None
+    branches : list of (str, list of Layer, columns[, transformer]) or None, \
+            default=None
         Input branches, exactly as in :class:`~fastgd.FusionClassifier`: a
-        name, a list of layers from :mod:`fastgd.layers` and the columns of X
-        the branch reads (slice, ints, boolean mask, or names for a
-        DataFrame). The branch outputs are fused as ``fusion`` says and feed
-        the trunk. None: one branch without layers over all columns (a plain
-        MLP).
+        name, a list of layers from :mod:`fastgd.layers`, the columns of X
+        the branch reads (slice, non-negative ints, boolean mask, or names
+        for a DataFrame, checked as there) and optionally a scikit-learn
+        transformer fitted on them in ``fit``. The branch outputs are fused
+        as ``fusion`` says and feed the trunk. None: one branch without
+        layers over all columns (a plain MLP).
     fusion : {"concat", "serial"}, default="concat"
         ``"concat"``: the (flattened) branch outputs are concatenated.
         ``"serial"`` (a cascade): the branches run in the order given, each
@@ -227,9 +225,10 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
     n_iter_no_change : int, default=10
         Epochs without improvement before training stops.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data, stop when its
-        R² (averaged over tasks, ignoring missing labels) stops improving and
-        restore the weights of the best epoch.
+        Stop when the R² on held-out data (averaged over tasks, ignoring
+        missing labels) stops improving and restore the weights of the best
+        epoch. The held-out data is the ``eval_set`` passed to ``fit`` or,
+        without one, a random ``validation_fraction`` of the training data.
     validation_fraction : float, default=0.1
         Size of the validation split.
     alpha : float, default=1e-4
@@ -247,9 +246,9 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         Print one line per epoch: its training objective, validation R²
         (with ``early_stopping``), learning rate and wall time.
     dtype : {np.float32, np.float64}, default=np.float32
-        Compute dtype of the weights and activations. Predictions are
-        float64 whatever the compute dtype (they are mapped back from the
-        standardised scale in float64).
+        Compute dtype of the weights and activations, and dtype of the
+        predictions (mapped back from the standardised scale in float64,
+        then rounded).
     callbacks : list of callables, default=None
         Called as ``callback(estimator, report)`` after every epoch, with
         the estimator (its ``loss_curve_``, ``task_loss_curves_``,
@@ -257,6 +256,9 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         ``predict``) and an :class:`~fastgd.callbacks.EpochReport` (epoch,
         loss, validation score, learning rate, time). A callback returning
         True stops training. See :mod:`fastgd.callbacks`.
+    allow_overlap : bool, default=False
+        Let several branches read the same columns (otherwise an error, as
+        in :class:`~fastgd.FusionClassifier`).
 
     Attributes
     ----------
@@ -279,15 +281,33 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         λ nor penalty, in standardised units).
     best_loss_ : float
         Lowest training objective.
-    validation_scores_ : list of float or None
-        Validation R² per epoch (``early_stopping`` only).
-    best_validation_score_ : float or None
+    validation_scores_ : list of float
+        Held-out R² per epoch (with ``early_stopping`` or an ``eval_set``;
+        absent otherwise, as in :class:`~fastgd.GDRegressor`).
+    validation_loss_curve_ : list of float
+        Held-out objective per epoch (``Σ λₜ Lₜ`` over the held-out labels,
+        without the L2 penalty, in standardised units), likewise.
+    best_score_ : float
+        Best of ``validation_scores_``, likewise.
     n_iter_ : int
         Epochs run.
     t_ : int
         Training samples seen.
     n_params_ : int
         Number of trainable parameters.
+    coefs_, intercepts_ : list of ndarray
+        Weights and biases (copies) of every layer that has them, in the
+        order of ``layer_names_`` (Dense weights ``(n_inputs, units)``,
+        Conv2D weights ``(filters, channels, kernel height, kernel width)``),
+        in standardised target units.
+    layer_names_ : list of str
+        ``"<branch>__<i>"`` for layer ``i`` of a branch's list, branch after
+        branch; then ``"trunk__<i>"`` for the layers of
+        ``hidden_layer_sizes``; then ``"output"`` (one column per task)
+        without ``task_layer_sizes``, or ``"task_<t>__<i>"`` and
+        ``"task_<t>__output"`` for each task's head.
+    branch_transformers_ : dict of str → transformer
+        The fitted transformer of every branch that has one.
 
     See Also
     --------
@@ -373,6 +393,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         verbose=0,
         dtype=np.float32,
         callbacks=None,
+        allow_overlap=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.task_layer_sizes = task_layer_sizes
@@ -400,6 +421,9 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         self.verbose = verbose
         self.dtype = dtype
         self.callbacks = callbacks
+        self.allow_overlap = allow_overlap
+
+    _HEAD_NAME = "trunk"
 
     # ------------------------------------------------------------- tags
     def __sklearn_tags__(self):
@@ -562,7 +586,7 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
 
     # -------------------------------------------------------------- fit
     @reports_to_callbacks
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, eval_set=None):
         """Train the network on (X, y).
 
         Parameters
@@ -572,6 +596,12 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             Targets; NaN marks a missing label. A 1-D y is one task.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the samples in every task's loss.
+        eval_set : tuple (X_val, y_val), default=None
+            Held-out data (NaN marks a missing label) scored after every
+            epoch (``validation_scores_``, ``validation_loss_curve_``,
+            ``best_score_``); with ``early_stopping=True`` it is the data that
+            stops training (no split of the training data), otherwise
+            training stops by the training objective as without it.
 
         Returns
         -------
@@ -582,10 +612,11 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         ValueError
             On malformed input, or if a task has no label at all.
         fastgd.exceptions.DivergenceError
-            If the loss or the weights become NaN or infinite.
+            If the loss or the weights become NaN or infinite, or the loss
+            grows far above the initial model's.
         """
         self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
     @reports_to_callbacks
     def partial_fit(self, X, y, sample_weight=None):
@@ -608,20 +639,22 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def _fit(self, X, y, sample_weight, incremental):
+    def _fit(self, X, y, sample_weight, incremental, eval_set=None):
         dtype = self._compute_dtype()
         continuing = incremental and hasattr(self, "_network")
-        X = validate_data(
-            self,
+        specs = self._branch_specs(X)
+        X, columns = self._network_input(
             X,
-            reset=not continuing,
+            specs,
             dtype=dtype,
-            order="C",
-            ensure_all_finite=False,
-            accept_sparse=False,
+            fitting=not continuing,
+            refit_transformers=not continuing,
+            y=y,
         )
-        n_samples, n_features = X.shape
+        n_samples = X.shape[0]
+        n_features = self.n_features_in_
         y, y_ndim = self._validate_targets(y, n_samples, self.n_tasks_ if continuing else None)
+        y_names = self._y_names
         check_consistent_length(X, y)
         n_tasks = y.shape[1]
         labelled = ~np.isnan(y)
@@ -645,15 +678,14 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
                     )
         task_weights = self._validate_task_weights(n_tasks)
 
-        specs = self._branch_specs()
-        columns = self._resolve_columns(specs, n_features)
         self._check_finite(X, [name for name, _, _ in specs], columns)
         signature = self._signature(specs, columns, n_features, dtype, n_tasks)
         network, reuse = self._network_to_train(
             signature,
             continuing,
-            lambda: self._build_network(specs, columns, n_features, dtype, n_tasks),
+            lambda: self._build_network(specs, columns, X.shape[1], dtype, n_tasks),
         )
+        self._input_specs, self._columns = specs, columns
 
         if continuing:
             mean, scale = self.target_mean_, self.target_scale_
@@ -677,20 +709,24 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             network.initialize(rs)
 
         early_stopping = self.early_stopping and not incremental
-        validation_score = None
-        if early_stopping:
+        held_out = None
+        X_train, y_train, m_train = X, y_scaled, mask
+
+        def make_loss():
+            return MaskedRegressionLoss(n_tasks, task_weights, _LOSSES[self.loss], self.huber_delta)
+
+        if eval_set is not None:
+            X_val, y_val, val_columns = self._held_out_input(eval_set, dtype)
+            self._check_finite(X_val, [name for name, _, _ in specs], val_columns)
+            y_val, _ = self._validate_targets(y_val, X_val.shape[0], n_tasks)
+            labelled_val = ~np.isnan(y_val)
+            y_val = np.where(labelled_val, (y_val - mean) / scale, 0.0).astype(dtype)
+            held_out = self._held_out(
+                network, X_val, val_columns, y_val, labelled_val.astype(dtype), make_loss()
+            )
+        elif early_stopping:
             X_train, X_val, y_train, y_val, m_train, m_val = self._split(X, y_scaled, mask, rs)
-            y_val_nan = np.where(m_val > 0, y_val, np.nan)
-            w_val = m_val.max(axis=1)
-
-            def validation_score():
-                pred = network.predict(X_val, columns)
-                r2 = _masked_r2(y_val_nan, pred, w_val)
-                r2 = r2[~np.isnan(r2)]
-                return float(r2.mean()) if r2.size else 0.0
-
-        else:
-            X_train, y_train, m_train = X, y_scaled, mask
+            held_out = self._held_out(network, X_val, columns, y_val, m_val, make_loss())
 
         targets = (y_train, m_train)
         trainer = self._trainer_for(
@@ -701,14 +737,14 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             rs,
             targets,
         )
-        history = self._history_for(incremental, early_stopping, _TaskHistory)
+        history = self._history_for(incremental, early_stopping, held_out is not None, _TaskHistory)
         history.tracker = trainer.loss
         trainer.loss.all_labelled = plain
         trainer.loss.reset()
 
         if not continuing:
             self.n_tasks_ = n_tasks
-            self.task_names_ = self._y_names
+            self.task_names_ = y_names
             self.target_mean_ = mean
             self.target_scale_ = scale
             self._y_ndim = y_ndim
@@ -722,8 +758,26 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
             signature=signature,
             continuing=continuing,
             incremental=incremental,
-            validation_score=validation_score,
+            held_out=held_out,
+            from_initialization=not reuse,
         )
+
+    @staticmethod
+    def _held_out(network, X_val, columns, y_val, mask_val, loss):
+        """The :class:`NetworkHeldOut` of standardised targets and their mask.
+
+        Its score is the R² averaged over the tasks with at least two
+        held-out labels (0 if none has), its loss the masked objective.
+        """
+        y_val_nan = np.where(mask_val > 0, y_val, np.nan)
+        w_val = mask_val.max(axis=1)
+
+        def mean_r2(pred):
+            r2 = _masked_r2(y_val_nan, pred, w_val)
+            r2 = r2[~np.isnan(r2)]
+            return float(r2.mean()) if r2.size else 0.0
+
+        return NetworkHeldOut(network, X_val, columns, (y_val, mask_val), loss, mean_r2)
 
     def _publish_history(self, history, early_stopping):
         super()._publish_history(history, early_stopping)
@@ -756,11 +810,13 @@ class MultiTaskRegressor(RegressorMixin, NetworkEstimator):
         Returns
         -------
         y : ndarray of shape (n_samples, n_tasks), or (n_samples,) if fitted on a 1-D y
-            float64, in the units of the y given to ``fit``.
+            In the compute dtype, in the units of the y given to ``fit``.
         """
-        pred = self._network_scores(X).astype(np.float64)
+        scores = self._network_scores(X)
+        pred = scores.astype(np.float64)
         pred *= self.target_scale_
         pred += self.target_mean_
+        pred = pred.astype(scores.dtype, copy=False)
         if self._y_ndim == 1:
             return pred[:, 0]
         return pred

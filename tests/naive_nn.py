@@ -193,3 +193,57 @@ def masked_regression_loss(pred, y, mask, lam, loss_code, delta):
     total = float((lam * task).sum())
     grad = lam * mask * dell / denom
     return total, task, grad
+
+
+# --------------------------------------------------------------------------
+# sparse first Dense layer (X as a scipy CSR matrix)
+# --------------------------------------------------------------------------
+def sparse_dense_forward(X, W, scale, b, code):
+    """act(b + scale · X @ W) with X densified (the twin may allocate)."""
+    return activation(scale * (X.toarray() @ W) + b, code)
+
+
+def sparse_dense_backward(X, A, dA, code):
+    """Dense dW and db of the sparse layer (dW rows of untouched columns are 0)."""
+    dZ = dA * activation_grad_from_output(A, code)
+    return X.toarray().T @ dZ, dZ.sum(axis=0)
+
+
+# --------------------------------------------------------------------------
+# embedding (codes as an int array, padding_idx None or an int)
+# --------------------------------------------------------------------------
+def embedding_forward(codes, W, pooling, padding_idx=None):
+    n, L = codes.shape
+    d = W.shape[1]
+    keep = np.ones(codes.shape, bool) if padding_idx is None else codes != padding_idx
+    E = np.where(keep[:, :, None], W[codes], 0.0)  # (n, L, d)
+    if pooling is None:
+        return E.reshape(n, L * d)
+    counts = keep.sum(axis=1)
+    if pooling == "sum":
+        return E.sum(axis=1)
+    if pooling == "mean":
+        return E.sum(axis=1) / np.maximum(counts, 1)[:, None]
+    out = np.where(keep[:, :, None], W[codes], -np.inf).max(axis=1)
+    return np.where(counts[:, None] > 0, out, 0.0)
+
+
+def embedding_backward(codes, W, dout, pooling, padding_idx=None):
+    """Dense gradient of the table, by differentiating the twin sample by sample."""
+    n, L = codes.shape
+    dW = np.zeros_like(W, dtype=np.float64)
+    for i in range(n):
+        keep = [c for c in range(L) if padding_idx is None or codes[i, c] != padding_idx]
+        if pooling is None:
+            for c in keep:
+                dW[codes[i, c]] += dout[i, c * W.shape[1] : (c + 1) * W.shape[1]]
+        elif pooling in ("sum", "mean"):
+            f = 1.0 if pooling == "sum" or not keep else 1.0 / len(keep)
+            for c in keep:
+                dW[codes[i, c]] += f * dout[i]
+        elif keep:
+            for j in range(W.shape[1]):
+                values = [W[codes[i, c], j] for c in keep]
+                c = keep[int(np.argmax(values))]
+                dW[codes[i, c], j] += dout[i, j]
+    return dW

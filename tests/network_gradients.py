@@ -40,3 +40,14 @@ def finite_difference_gradients(net, loss, inputs, targets, indices, eps=1e-6):
         net.params[j] = saved
         numeric[k] = (up - down) / (2 * eps)
     return numeric
+
+
+def central_difference(objective, array, index, eps=1e-6):
+    """∂ objective() / ∂ array[index] by central differences (``array`` restored)."""
+    saved = array[index]
+    array[index] = saved + eps
+    up = objective()
+    array[index] = saved - eps
+    down = objective()
+    array[index] = saved
+    return (up - down) / (2 * eps)

@@ -27,6 +27,7 @@ from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape
                 ),
                 ("all", [Dense(8, activation="sigmoid")], slice(None)),
             ],
+            allow_overlap=True,
             dtype=np.float32,
             random_state=0,
         ),
@@ -51,6 +52,7 @@ def test_conv_predictions_bit_identical_whatever_the_batch():
             ),
             ("flat", [Dense(16, activation="tanh")], slice(None)),
         ],
+        allow_overlap=True,
         max_iter=2,
         random_state=0,
     ).fit(X, y)

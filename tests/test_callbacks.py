@@ -13,14 +13,14 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.preprocessing import StandardScaler
 
-from fastgd import FusionClassifier, GDRegressor, MultiTaskRegressor
+from fastgd import FusionClassifier, GDClassifier, GDRegressor, MultiTaskRegressor
 from fastgd._sklearn_compat import HAS_SKLEARN_CALLBACKS
 from fastgd.callbacks import HistoryLogger, ProgressBar
 from fastgd.exceptions import DivergenceError
@@ -47,6 +47,10 @@ def _gd_regressor(**params):
     return GDRegressor(random_state=0, **params)
 
 
+def _gd_classifier(**params):
+    return GDClassifier(random_state=0, **params)
+
+
 def _fusion_classifier(**params):
     branches = [("pixels", [Dense(8, activation="relu")], slice(0, 64))]
     return FusionClassifier(branches=branches, batch_size=64, random_state=0, **params)
@@ -58,6 +62,7 @@ def _multitask_regressor(**params):
 
 ESTIMATORS = {
     "GDRegressor": _gd_regressor,
+    "GDClassifier": _gd_classifier,
     "FusionClassifier": _fusion_classifier,
     "MultiTaskRegressor": _multitask_regressor,
 }
@@ -67,7 +72,7 @@ ESTIMATORS = {
 def problem(request, regression, digits):
     """(make estimator, X, y) of the estimator named by the test's parameter."""
     name = request.param
-    X, y = digits if name == "FusionClassifier" else regression
+    X, y = digits if name in ("GDClassifier", "FusionClassifier") else regression
     if name == "MultiTaskRegressor":
         y = np.column_stack([y, X[:, 0] - X[:, 1]])
     return ESTIMATORS[name], X, y
@@ -147,17 +152,19 @@ def test_a_clone_reports_to_the_same_callback_objects(problem):
     assert clone(make()).callbacks is None
 
 
-def test_history_logger_hears_every_fit_of_cross_val_score_and_grid_search(regression):
-    X, y = regression
+@every_estimator
+def test_history_logger_hears_every_fit_of_cross_val_score_and_grid_search(problem):
+    make, X, y = problem
     log = HistoryLogger()
-    model = GDRegressor(max_iter=4, tol=None, callbacks=[log], random_state=0)
+    model = make(max_iter=4, tol=None, callbacks=[log])
     cross_val_score(model, X, y, cv=3)
     assert log.column("epoch") == [1, 2, 3, 4] * 3
-    assert len(log.history) == 12
+    assert set(log.column("estimator")) == {type(model).__name__}
 
     log.history.clear()
     search = GridSearchCV(model, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
     assert log.column("epoch").count(1) == 2 * 2 + 1  # every candidate and fold, then the refit
+    assert len(log.history) == 4 * (2 * 2 + 1)
     assert search.best_estimator_.callbacks[0] is log
 
 
@@ -256,6 +263,25 @@ def test_scoring_monitor_scores_the_model_of_every_epoch(regression):
     np.testing.assert_allclose(epoch_scores, expected, rtol=1e-12)
     (fit_row,) = [row for row in rows if row["task_name"] == "fit"]
     assert fit_row["r2"] == pytest.approx(model.score(X, y), rel=1e-12)
+
+
+@needs_sklearn_callbacks
+@every_estimator
+def test_scoring_monitor_scores_every_estimator(problem):
+    from sklearn.callback import ScoringMonitor
+    from sklearn.metrics import get_scorer
+
+    make, X, y = problem
+    model = make(max_iter=3, tol=None)
+    scoring = "accuracy" if is_classifier(model) else "r2"
+    monitor = ScoringMonitor(scoring=scoring)
+    model.set_callbacks(monitor).fit(X, y)
+    rows = monitor.get_logs().data
+    epoch_scores = [row[scoring] for row in rows if row["task_name"] == "epoch"]
+    assert len(epoch_scores) == model.n_iter_ == 3
+    assert np.all(np.isfinite(epoch_scores))
+    (fit_row,) = [row for row in rows if row["task_name"] == "fit"]
+    assert fit_row[scoring] == pytest.approx(get_scorer(scoring)(model, X, y), rel=1e-9)
 
 
 @needs_sklearn_callbacks

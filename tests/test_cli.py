@@ -1,4 +1,7 @@
-"""The command line: ``fastgd bench`` and ``fastgd demo``."""
+"""The command line: ``fastgd bench``, ``fastgd demo``, ``python -m fastgd``.
+
+The commands run from an installed wheel in ``test_wheel.py``.
+"""
 
 import json
 import math
@@ -108,35 +111,6 @@ def test_gd_ratio_labels():
     ]
 
 
-@pytest.mark.slow
-def test_demo_runs_from_any_folder(tmp_path):
-    import re
-    import subprocess
-
-    completed = subprocess.run(
-        [sys.executable, "-m", "fastgd", "demo"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    out = completed.stdout
-    for name in ("GDRegressor", "FusionClassifier", "MultiTaskRegressor"):
-        assert f"fastgd.{name}" in out
-    for counterpart in ("SGDRegressor", "MLPClassifier", "RidgeCV"):
-        assert counterpart in out
-    assert "Every library runs on 1 thread" in out
-    assert "fastgd.GDRegressor ran on the Cython backend" in out
-    assert "fastgd.FusionClassifier ran on Numba kernels" in out
-    assert "fastgd.MultiTaskRegressor ran on Numba kernels" in out
-    accuracies = [float(a) for a in re.findall(r"acc (\d\.\d+)", out)]
-    assert len(accuracies) == 2 and min(accuracies) > 0.9, accuracies
-    r2 = [float(v) for v in re.findall(r"R² +(-?\d\.\d+)", out)]
-    assert len(r2) == 4 and min(r2[:2]) > 0.3, r2  # diabetes, both libraries
-    assert "Demo finished" in out
-
-
 def test_demo_thread_budget_holds_for_every_library_and_is_restored():
     import numba
     from threadpoolctl import threadpool_info
@@ -161,11 +135,12 @@ def test_demo_names_the_backend_of_gd_regressor(monkeypatch):
     assert _demo.gd_regressor_backend(GDRegressor()) == "cython"
 
 
-def test_version_names_the_package_folder(capsys):
+def test_version_names_the_package_folder(capsys, monkeypatch):
     import os
 
     import fastgd
 
+    monkeypatch.setenv("COLUMNS", "20")  # a narrow terminal: the line stays whole
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
@@ -189,3 +164,23 @@ def test_python_m_fastgd_prefers_an_installed_copy_to_the_current_folder(tmp_pat
     monkeypatch.chdir(running_root)
     monkeypatch.setattr(entry, "installed_package_dir", lambda: None)  # editable or none
     assert entry.shadowed_installation() is None
+
+
+def test_the_installed_copy_is_looked_for_outside_the_current_folder(tmp_path, monkeypatch):
+    # A checkout after `pip install .`: its source tree and the egg-info that
+    # pip leaves there, in the current folder; the installed package in
+    # site-packages.
+    from fastgd import __main__ as entry
+
+    checkout, site_packages = tmp_path / "checkout", tmp_path / "site-packages"
+    for folder in (checkout / "fastgd", checkout / "fastgd.egg-info", site_packages / "fastgd"):
+        folder.mkdir(parents=True)
+    (checkout / "fastgd" / "__init__.py").touch()
+    (site_packages / "fastgd" / "__init__.py").touch()
+    monkeypatch.chdir(checkout)
+    monkeypatch.setattr(sys, "path", [str(checkout), str(site_packages)])
+    assert entry.installed_package_dir() == str(site_packages / "fastgd")
+    monkeypatch.setattr(sys, "path", ["", str(site_packages)])  # python -c's current folder
+    assert entry.installed_package_dir() == str(site_packages / "fastgd")
+    monkeypatch.setattr(sys, "path", [str(checkout)])  # not installed anywhere else
+    assert entry.installed_package_dir() is None

@@ -1,6 +1,7 @@
 """Behaviour of GDRegressor on real and synthetic data."""
 
 import pickle
+import re
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -562,3 +563,16 @@ def test_divergence_is_judged_within_one_call():
     with pytest.raises(DivergenceError, match="grew from 50 to 5e"):
         losses = iter([50.0, 5e4])
         run_epochs(lambda epoch: next(losses), history, 2)
+
+
+def test_cython_backend_without_the_extension_names_the_imported_folder(monkeypatch):
+    import os
+
+    import fastgd
+    import fastgd._linear_base as linear_base
+
+    monkeypatch.setattr(linear_base, "cython_available", lambda: False)
+    X, y = np.ones((4, 2)), np.arange(4.0)
+    with pytest.raises(ValueError, match=re.escape(os.path.dirname(fastgd.__file__))):
+        GDRegressor(backend="cython").fit(X, y)
+    assert GDRegressor(backend="auto", max_iter=2, tol=None).fit(X, y)._backend() == "numba"

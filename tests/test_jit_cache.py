@@ -83,7 +83,7 @@ def fit_all(dtypes):
     dict of str -> ndarray
         Predictions (probabilities for the classifier) keyed by model and dtype.
     """
-    from fastgd import FusionClassifier, GDRegressor, MultiTaskRegressor
+    from fastgd import FusionClassifier, GDClassifier, GDRegressor, MultiTaskRegressor
     from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape
 
     X, y, Xf, labels, Y = _problems()
@@ -95,6 +95,11 @@ def fit_all(dtypes):
         results[f"sgd_numba_{name}"] = sgd.fit(Xd, yd).predict(Xd)
         minibatch = GDRegressor(batch_size=32, max_iter=3, tol=None, random_state=0)
         results[f"minibatch_{name}"] = minibatch.fit(Xd, yd).predict(Xd)
+        softmax = GDClassifier(
+            loss="log_loss", multi_class="multinomial", max_iter=3, tol=None, random_state=0
+        )
+        Xf_d = Xf.astype(dtype)
+        results[f"multinomial_{name}"] = softmax.fit(Xf_d, labels).predict_proba(Xf_d)
         multitask = MultiTaskRegressor(
             hidden_layer_sizes=(4,), max_iter=2, batch_size=16, dtype=dtype, random_state=0
         )

@@ -28,7 +28,7 @@ import numpy as np
 from fastgd import layers as L
 from fastgd._kernels.runtime import codes
 
-__all__ = ["build_layer", "fuse_conv_pool", "LayerState", "RuntimeLayer"]
+__all__ = ["build_layer", "fuse_conv_pool", "CSRBatch", "SparseJoin", "LayerState", "RuntimeLayer"]
 
 
 def _kernels():
@@ -60,6 +60,33 @@ _NATIVE = None
 # raises DivergenceError (the compiled kernels do not warn either).
 def _divergence_is_checked():
     return np.errstate(over="ignore", invalid="ignore")
+
+
+def _sparse_kernels():
+    """The sparse-input, embedding and activation kernel modules (imported lazily)."""
+    from fastgd._kernels.network import activations, embedding, sparse_dense
+
+    return sparse_dense, embedding, activations
+
+
+class CSRBatch:
+    """A batch of sparse rows in CSR form: views of preallocated buffers.
+
+    Attributes
+    ----------
+    indptr : ndarray of int64, shape (n_rows + 1,)
+    indices : ndarray of int64, shape (nnz,)
+    data : ndarray, shape (nnz,)
+        Compute dtype.
+    n_rows, nnz : int
+    """
+
+    __slots__ = ("indptr", "indices", "data", "n_rows", "nnz")
+
+    def __init__(self, indptr, indices, data):
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.n_rows = indptr.shape[0] - 1
+        self.nnz = indices.shape[0]
 
 
 class LayerState:
@@ -162,7 +189,56 @@ class RuntimeLayer:
         return int(np.prod(self.output_shape, dtype=np.int64))
 
 
-class DenseLayer(RuntimeLayer):
+class SparseJoin:
+    """A serial join's input to a first Dense over sparse columns.
+
+    ``[own sparse columns, previous branch's output]`` without densifying
+    the sparse part: ``csr`` (a :class:`CSRBatch`) and ``previous`` (a dense
+    ``(n, width)`` array).
+    """
+
+    __slots__ = ("csr", "previous")
+
+    def __init__(self, csr, previous):
+        self.csr, self.previous = csr, previous
+
+
+class _RowSparseMixin:
+    """A weight matrix ``W`` whose gradient can be *row-sparse*.
+
+    After a backward pass on a batch that touched only some rows of ``W``
+    (the non-zero columns of sparse input, the codes of an embedding), the
+    layer's state holds ``row_grad = (rows, n_touched, G)``: ``G[r]`` is the
+    gradient of row ``rows[r]``, and the flat gradient buffer of ``W`` is
+    *not* written. The trainer then updates those rows only
+    (:mod:`fastgd._engine.row_sparse`). ``weight_scale`` is the lazy L2
+    shrink factor of plain SGD (the weights are ``weight_scale · W``).
+    """
+
+    row_sparse_key = "W"
+    weight_scale = 1.0
+
+    @staticmethod
+    def _touched_buffers(st, n_rows, n_entries, width, dtype):
+        """(Re)allocate the touched-row buffers for batches of ``n_entries`` entries.
+
+        ``st.slots`` (one slot per entry), ``st.rows`` and ``st.G`` (one per
+        distinct row, at most ``n_rows``); they grow, doubling, when a batch
+        has more entries than any before.
+        """
+        if getattr(st, "entry_capacity", -1) >= n_entries:
+            return
+        st.entry_capacity = max(n_entries, 2 * getattr(st, "entry_capacity", 0))
+        cap = int(max(1, min(n_rows, st.entry_capacity)))
+        st.slots = np.empty(st.entry_capacity, dtype=np.int64)
+        st.rows = np.empty(cap, dtype=np.int64)
+        st.G = np.empty((cap, width), dtype=dtype)
+
+
+class DenseLayer(_RowSparseMixin, RuntimeLayer):
+    """Dense layer; as the first layer of a branch over sparse columns it reads a
+    :class:`CSRBatch` (non-zeros only) and its weight gradient is row-sparse."""
+
     trainable = True
 
     def __init__(self, spec, input_shape, where):
@@ -191,26 +267,98 @@ class DenseLayer(RuntimeLayer):
     def make_state(self, capacity, dtype, training, need_dx):
         st = super().make_state(capacity, dtype, training, need_dx)
         st.out = np.empty((capacity, self.units), dtype=dtype)
-        if training and need_dx:
-            st.dx = np.empty((capacity, self.n_in), dtype=dtype)
-        else:
-            st.dx = None
+        # The input gradient buffer is allocated by the first dense backward
+        # pass: a layer fed sparse batches never needs (capacity, n_in) values.
+        st.dx = None
+        st.capacity = capacity
         st.X = None
+        st.row_grad = None
+        st.dtype = dtype
         return st
 
     def forward(self, X, st, n, training):
         # The product through NumPy's BLAS, bias and activation in one
         # ahead-of-time pass (no JIT compilation for dense layers).
         out = st.out[:n]
+        if isinstance(X, (CSRBatch, SparseJoin)):
+            return self._sparse_forward(X, st, out, training)
         with _divergence_is_checked():
             np.dot(X, self.W, out=out)
         _native().bias_activation_rows(out, self.b, self.code)
         st.X = X
         return out
 
+    def _sparse_forward(self, X, st, out, training):
+        """``act(b + scale·(X_csr @ W_own + previous @ W_previous))``; marks the touched rows.
+
+        ``W_previous`` are the last rows of W when a serial join hands the
+        previous branch's (dense) output to this layer with its sparse columns.
+        """
+        sparse_dense = _sparse_kernels()[0]
+        joined = isinstance(X, SparseJoin)
+        csr = X.csr if joined else X
+        n_previous = X.previous.shape[1] if joined else 0
+        code = codes.IDENTITY if joined else self.code
+        sparse_dense.sparse_dense_forward(
+            csr.indptr, csr.indices, csr.data, self.W, self.weight_scale, self.b, out, code
+        )
+        if joined:
+            own = self.n_in - n_previous
+            if getattr(st, "joined_out", None) is None:
+                st.joined_out = np.empty_like(st.out)
+            part = st.joined_out[: out.shape[0]]
+            np.dot(X.previous, self.W[own:], out=part)
+            part *= part.dtype.type(self.weight_scale)
+            out += part
+            _sparse_kernels()[2].activation_forward(out, self.code)
+        if training:
+            if not hasattr(st, "slot_of"):
+                st.slot_of = np.full(self.n_in, -1, dtype=np.int64)
+            self._touched_buffers(st, self.n_in, csr.nnz + n_previous, self.units, st.dtype)
+            st.n_touched = sparse_dense.mark_touched_rows(
+                csr.indices, csr.nnz, st.slot_of, st.rows, st.slots
+            )
+            if joined:
+                # Every row of the previous branch's part is touched.
+                st.rows[st.n_touched : st.n_touched + n_previous] = np.arange(own, self.n_in)
+        st.X = X
+        return out
+
+    def _sparse_backward(self, dA, st, n):
+        joined = isinstance(st.X, SparseJoin)
+        csr = st.X.csr if joined else st.X
+        _sparse_kernels()[0].sparse_dense_backward(
+            csr.indptr, st.slots, csr.data, st.out[:n], dA, self.code, st.G, st.n_touched, self.db
+        )
+        if not joined:
+            st.row_grad = (st.rows, st.n_touched, st.G)
+            return None
+        # dA now holds dZ: the previous part's rows get previousᵀ dZ, and the
+        # previous branch gets dZ · (scale · W_previous)ᵀ.
+        previous = st.X.previous
+        n_previous = previous.shape[1]
+        own = self.n_in - n_previous
+        np.dot(previous.T, dA, out=st.G[st.n_touched : st.n_touched + n_previous])
+        st.row_grad = (st.rows, st.n_touched + n_previous, st.G)
+        if not st.need_dx:
+            return None
+        if getattr(st, "dprevious", None) is None:
+            st.dprevious = np.empty((st.capacity, n_previous), dtype=st.dtype)
+        dprevious = st.dprevious[:n]
+        np.dot(dA, self.W[own:].T, out=dprevious)
+        dprevious *= dprevious.dtype.type(self.weight_scale)
+        return dprevious
+
     def backward(self, dA, st, n):
+        if isinstance(st.X, (CSRBatch, SparseJoin)):
+            return self._sparse_backward(dA, st, n)
+        st.row_grad = None
+        dx = None
+        if st.need_dx:
+            if st.dx is None:
+                st.dx = np.empty((st.capacity, self.n_in), dtype=st.dtype)
+            dx = st.dx[:n]
         # dZ = dA · f'(z) in place, then dW = Xᵀ dZ, db = Σ_rows dZ, dX = dZ Wᵀ.
-        dx = st.dx[:n] if st.dx is not None else None
         if self.code != codes.IDENTITY:
             _native().activation_backward(st.out[:n].reshape(-1), dA.reshape(-1), self.code)
         with _divergence_is_checked():
@@ -564,6 +712,115 @@ class DropoutLayer(RuntimeLayer):
         return dx
 
 
+class EmbeddingLayer(_RowSparseMixin, RuntimeLayer):
+    """Embedding lookup (with pooling) over a branch's integer columns.
+
+    The first layer of its branch; its input is the codes in the compute
+    dtype. The gradient of the table is always row-sparse.
+    """
+
+    trainable = True
+
+    def __init__(self, spec, input_shape, where):
+        super().__init__(spec, input_shape, where)
+        from fastgd._kernels.network.embedding import POOLING_CODES
+
+        if len(self.input_shape) != 1:
+            raise ValueError(
+                f"{where}: Embedding reads integer columns but receives samples of shape "
+                f"{_shape_str(self.input_shape)}; it must be the first layer of its branch."
+            )
+        self.input_dim = _positive_int(spec.input_dim, "input_dim", where)
+        self.dim = _positive_int(spec.output_dim, "output_dim", where)
+        pooling = spec.pooling
+        if not (pooling is None or (isinstance(pooling, str) and pooling in POOLING_CODES)):
+            raise ValueError(
+                f"{where}: pooling must be 'mean', 'sum', 'max' or None, got {pooling!r}."
+            )
+        self.pooling = POOLING_CODES[pooling]
+        self.max_pooling = pooling == "max"
+        padding_idx = spec.padding_idx
+        if padding_idx is not None and (
+            not _is_int(padding_idx) or not 0 <= padding_idx < self.input_dim
+        ):
+            raise ValueError(
+                f"{where}: padding_idx must be None or an integer in [0, {self.input_dim}), "
+                f"got {padding_idx!r}."
+            )
+        self.padding = -1 if padding_idx is None else int(padding_idx)
+        self.n_columns = self.input_shape[0]
+        width = self.n_columns * self.dim if pooling is None else self.dim
+        self.output_shape = (width,)
+
+    def check_codes(self, values, column_of=None):
+        """Raise a ValueError unless every value is an integer code in range.
+
+        Parameters
+        ----------
+        values : ndarray
+            The branch's columns (dense), or the stored values of a sparse
+            matrix (its implicit zeros are code 0).
+        column_of : callable, optional
+            Maps the flat position of a bad value to its column, for the message.
+        """
+        values = np.asarray(values)
+        with np.errstate(invalid="ignore"):
+            bad = (values != np.floor(values)) | (values < 0) | (values >= self.input_dim)
+        if not bad.any():
+            return
+        flat = int(np.flatnonzero(bad.ravel())[0])
+        value = values.ravel()[flat]
+        column = flat % self.n_columns if column_of is None else column_of(flat)
+        raise ValueError(
+            f"{self.where}: Embedding codes must be integers in [0, {self.input_dim}); "
+            f"column {column} of the branch holds {float(value)!r}."
+        )
+
+    def param_specs(self):
+        # Keras's default start: small vectors, so the layers after it start
+        # near their linear regime (it generalised better than unit variance
+        # on the one-hot comparison of the tests).
+        return [ParamSpec(self, "W", (self.input_dim, self.dim), True, ("uniform", 0.05))]
+
+    def bind(self, views, grads):
+        self.W = views["W"]
+
+    def make_state(self, capacity, dtype, training, need_dx):
+        st = super().make_state(capacity, dtype, training, need_dx)
+        st.out = np.empty((capacity,) + self.output_shape, dtype=dtype)
+        # The arg-max positions (max pooling only: a dummy otherwise).
+        shape = (capacity, self.dim) if self.max_pooling else (1, 1)
+        st.argmax = np.empty(shape, dtype=np.int64)
+        st.row_grad = None
+        st.dx = None
+        if training:
+            st.code_slots = np.empty((capacity, self.n_columns), dtype=np.int64)
+            st.slot_of = np.full(self.input_dim, -1, dtype=np.int64)
+            self._touched_buffers(st, self.input_dim, capacity * self.n_columns, self.dim, dtype)
+        return st
+
+    def forward(self, X, st, n, training):
+        embedding = _sparse_kernels()[1]
+        out = st.out[:n]
+        argmax = st.argmax[:n] if self.max_pooling else st.argmax
+        if training:
+            st.n_touched = embedding.embedding_touched_rows(
+                X, self.padding, st.slot_of, st.rows, st.code_slots[:n]
+            )
+        embedding.embedding_forward(
+            X, self.W, self.weight_scale, self.pooling, self.padding, out, argmax
+        )
+        return out
+
+    def backward(self, dA, st, n):
+        argmax = st.argmax[:n] if self.max_pooling else st.argmax
+        _sparse_kernels()[1].embedding_backward(
+            st.code_slots[:n], dA, self.pooling, argmax, st.G, st.n_touched
+        )
+        st.row_grad = (st.rows, st.n_touched, st.G)
+        return None
+
+
 _RUNTIME = {
     L.Dense: DenseLayer,
     L.Conv2D: Conv2DLayer,
@@ -572,6 +829,7 @@ _RUNTIME = {
     L.Flatten: FlattenLayer,
     L.Reshape: ReshapeLayer,
     L.Dropout: DropoutLayer,
+    L.Embedding: EmbeddingLayer,
 }
 
 
@@ -607,6 +865,6 @@ def build_layer(spec, input_shape, where):
     if cls is None:
         raise ValueError(
             f"{where}: expected a layer from fastgd.layers (Dense, Conv2D, MaxPool2D, "
-            f"AvgPool2D, Flatten, Dropout, Reshape), got {spec!r}."
+            f"AvgPool2D, Flatten, Dropout, Reshape, Embedding), got {spec!r}."
         )
     return cls(spec, input_shape, where)

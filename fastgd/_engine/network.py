@@ -43,8 +43,11 @@ import numpy as np
 from fastgd import layers as L
 from fastgd._engine.layers_runtime import (
     Conv2DLayer,
+    CSRBatch,
     DenseLayer,
+    EmbeddingLayer,
     ReshapeLayer,
+    SparseJoin,
     build_layer,
     fuse_conv_pool,
 )
@@ -57,6 +60,76 @@ PREDICT_MIN_ROWS = 16
 
 FUSIONS = ("concat", "late", "hybrid", "serial")
 
+
+class SparseSource:
+    """The columns of one branch of a sparse X, kept in CSR form.
+
+    Parameters
+    ----------
+    X : scipy sparse CSR matrix or array
+        The branch's columns (compute dtype).
+    reads_sparse : bool
+        The branch's first layer reads a :class:`CSRBatch` (a first Dense):
+        batches are gathered as CSR. Otherwise every batch is scattered into
+        a dense buffer of the branch's columns (an image branch, an
+        embedding's codes).
+    column_map : ndarray of int64 or None
+        Position of each source column in the dense batch (the inverse of a
+        folded channels-last permutation); None: the identity.
+    """
+
+    def __init__(self, X, reads_sparse, column_map=None):
+        self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
+        self.shape = X.shape
+        self.reads_sparse = reads_sparse
+        self.column_map = (
+            np.arange(X.shape[1], dtype=np.int64) if column_map is None else column_map
+        )
+
+
+class _InputBuffers:
+    """Dense input buffers of the branches, allocated on first use.
+
+    A branch fed sparse batches never needs one (its dense form could be
+    larger than the machine's memory).
+    """
+
+    def __init__(self, capacity, widths, dtype):
+        self.capacity, self.widths, self.dtype = capacity, widths, dtype
+        self.buffers = [None] * len(widths)
+
+    def __getitem__(self, b):
+        if self.buffers[b] is None:
+            self.buffers[b] = np.empty((self.capacity, self.widths[b]), dtype=self.dtype)
+        return self.buffers[b]
+
+    def __len__(self):
+        return len(self.buffers)
+
+    def __iter__(self):
+        return (self[b] for b in range(len(self.buffers)))
+
+
+class _SparseBatchBuffers:
+    """CSR buffers of one branch's batches (grown when a batch has more non-zeros)."""
+
+    def __init__(self, capacity, dtype):
+        self.indptr = np.empty(capacity + 1, dtype=np.int64)
+        self.indices = np.empty(0, dtype=np.int64)
+        self.data = np.empty(0, dtype=dtype)
+
+    def gather(self, source, rows):
+        from fastgd._kernels.network.sparse_dense import csr_gather_rows
+
+        args = (source.indptr, source.indices, source.data, rows, self.indptr)
+        nnz = csr_gather_rows(*args, self.indices, self.data)
+        if nnz > self.indices.shape[0]:
+            size = max(nnz, 2 * self.indices.shape[0])
+            self.indices = np.empty(size, dtype=np.int64)
+            self.data = np.empty(size, dtype=self.data.dtype)
+            csr_gather_rows(*args, self.indices, self.data)
+        m = rows.shape[0]
+        return CSRBatch(self.indptr[: m + 1], self.indices[:nnz], self.data[:nnz])
 
 
 class _Workspace:
@@ -295,6 +368,17 @@ class Network:
                     reason = str(exc).removeprefix(f"{where(i)}: ")
                     raise ValueError(self._join_error(b, i, spec, own_width, reason)) from exc
                 raise
+            if isinstance(layer, EmbeddingLayer) and (runtime or join_at == 0):
+                raise ValueError(
+                    f"{where(i)}: an Embedding reads the integer codes of its branch's "
+                    "columns, so it must be the first layer of the branch"
+                    + (
+                        "; with fusion='serial' put ConcatPrevious() after it (the "
+                        "previous branch's output cannot be read as codes)."
+                        if join_at == 0 and not runtime
+                        else "."
+                    )
+                )
             runtime.append(layer)
             shape = layer.output_shape
         if join is not None and join_at is None:
@@ -414,7 +498,9 @@ class Network:
     def _bind(self):
         offset = 0
         per_layer = {}
+        self._offsets = {}
         for s in self.param_specs:
+            self._offsets[(id(s.layer), s.key)] = offset
             views, grads = per_layer.setdefault(id(s.layer), (s.layer, {}, {}))[1:]
             views[s.key] = self.params[offset : offset + s.size].reshape(s.shape)
             grads[s.key] = self.grads[offset : offset + s.size].reshape(s.shape)
@@ -480,9 +566,12 @@ class Network:
                 total += self.join_own_widths[b] + self.branch_widths[b - 1]
         return total
 
-    def predict_chunk_size(self, n_samples, minimum=16):
-        """Rows per prediction chunk so activations stay around 8 MiB."""
-        per_sample = self.activation_size() * self.dtype.itemsize
+    def predict_chunk_size(self, n_samples, minimum=16, skip_columns=0):
+        """Rows per prediction chunk so activations stay around 8 MiB.
+
+        ``skip_columns`` input columns are read sparse (no dense buffer).
+        """
+        per_sample = (self.activation_size() - skip_columns) * self.dtype.itemsize
         chunk = max(minimum, PREDICT_CHUNK_BYTES // max(per_sample, 1))
         return int(min(chunk, max(n_samples, 1)))
 
@@ -502,7 +591,8 @@ class Network:
         ws.capacity = capacity
         ws.training = training
         dt = self.dtype
-        ws.inputs = [np.empty((capacity, n), dtype=dt) for n in self.n_columns]
+        ws.inputs = _InputBuffers(capacity, self.n_columns, dt)
+        ws.sparse_inputs = [None] * self.n_branches
         ws.branch_states = []
         for b, layers in enumerate(self.branch_layers):
             states = []
@@ -567,11 +657,8 @@ class Network:
         for b, join in enumerate(self.join_at):
             own = self.join_own_widths[b]
             joins = join is not None
-            ws.joined.append(
-                np.empty((capacity, own + self.branch_widths[b - 1]), dtype=self.dtype)
-                if joins
-                else None
-            )
+            # Allocated by the first dense join (a sparse branch never needs it).
+            ws.joined.append(None)
             # The previous branch's part, when the chain before it is trainable.
             previous_needed = training and joins and self.upstream_trainable[b - 1]
             ws.dprevious.append(
@@ -707,8 +794,14 @@ class Network:
 
     def _join(self, b, X, ws, n):
         """``[X, previous branch's output]`` of ``n`` samples, in branch b's join buffer."""
-        joined = ws.joined[b][:n]
+        if isinstance(X, CSRBatch):
+            # Sparse columns into a first Dense: the layer reads both parts as they are.
+            return SparseJoin(X, ws.branch_out[b - 1].reshape(n, -1))
         own = self.join_own_widths[b]
+        if ws.joined[b] is None:
+            width = own + self.branch_widths[b - 1]
+            ws.joined[b] = np.empty((ws.capacity, width), dtype=self.dtype)
+        joined = ws.joined[b][:n]
         joined[:, :own] = X.reshape(n, own)
         joined[:, own:] = ws.branch_out[b - 1].reshape(n, -1)
         return joined
@@ -725,15 +818,21 @@ class Network:
         i = len(layers)
         while True:
             if i == join and d is not None:
-                d = self._split_join_gradient(b, d, ws, n, dbranch)
+                d = self._split_join_gradient(b, join, d, ws, n, dbranch)
             if i == stop:
                 return
             i -= 1
             d = layers[i].backward(d, states[i], n)
 
-    def _split_join_gradient(self, b, d, ws, n, dbranch):
+    def _split_join_gradient(self, b, join, d, ws, n, dbranch):
         """Gradient of branch b's own values at its join (None if unused); the rest to b - 1."""
         own = self.join_own_widths[b]
+        if join == 0 and self.branch_layers[b] and isinstance(ws.branch_states[b][0].X, SparseJoin):
+            # The first Dense of sparse columns returned the previous part only.
+            if ws.dprevious[b] is not None:
+                np.copyto(ws.dprevious[b][:n], d)
+                dbranch[b - 1] = ws.dprevious[b][:n]
+            return None
         d = d.reshape(n, own + self.branch_widths[b - 1])
         if ws.dprevious[b] is not None:
             dprevious = ws.dprevious[b][:n]
@@ -751,8 +850,9 @@ class Network:
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            Validated input (compute dtype).
+        X : ndarray or scipy sparse CSR matrix of shape (n_samples, n_features)
+            Validated input (compute dtype). A sparse X stays sparse: every
+            branch gets a :class:`SparseSource`.
         columns : list of (slice or ndarray of int)
             Resolved columns of each branch.
         materialize : bool, default=True
@@ -763,10 +863,20 @@ class Network:
 
         Returns
         -------
-        sources : list of ndarray
+        sources : list of (ndarray or SparseSource)
             Views of X where the columns are a contiguous range, copies
             otherwise.
+
+        Raises
+        ------
+        ValueError
+            If an Embedding branch's columns hold something other than
+            integer codes in range.
         """
+        import scipy.sparse as sp
+
+        if sp.issparse(X):
+            return self._sparse_sources(X, columns)
         sources = []
         for b, cols in enumerate(columns):
             src = X[:, cols] if isinstance(cols, slice) else np.ascontiguousarray(X[:, cols])
@@ -777,8 +887,87 @@ class Network:
                 n = src.shape[0]
                 src = np.ascontiguousarray(src.reshape((n,) + hwc).transpose(0, 3, 1, 2))
                 src = src.reshape(n, -1)
+            if self._embedding(b) is not None:
+                self._embedding(b).check_codes(src)
             sources.append(src)
         return sources
+
+    def _embedding(self, b):
+        """Branch b's Embedding layer (always its first), or None."""
+        layers = self.branch_layers[b]
+        return layers[0] if layers and isinstance(layers[0], EmbeddingLayer) else None
+
+    def _sparse_sources(self, X, columns):
+        """Per-branch :class:`SparseSource` of a CSR X (no densifying)."""
+        sources = []
+        for b, cols in enumerate(columns):
+            whole = isinstance(cols, slice) and range(X.shape[1])[cols] == range(X.shape[1])
+            part = X if whole else X[:, cols]
+            layers = self.branch_layers[b]
+            first_dense = bool(layers) and isinstance(layers[0], DenseLayer)
+            embedding = self._embedding(b)
+            if embedding is not None:
+                embedding.check_codes(part.data, column_of=lambda k, p=part: _column_of(p, k))
+            perm = self.input_permutations[b]
+            column_map = None
+            if perm is not None:
+                column_map = np.empty(perm.shape[0], dtype=np.int64)
+                column_map[perm] = np.arange(perm.shape[0])
+            sources.append(SparseSource(part, first_dense, column_map))
+        return sources
+
+    def batch_inputs(self, sources, rows, ws, inputs):
+        """Fill ``inputs[b]`` with branch b's input for the samples ``rows``.
+
+        Dense sources are gathered into the workspace's buffers, sparse ones
+        into a :class:`CSRBatch` (a first Dense) or scattered into a dense
+        buffer (any other branch). Nothing is allocated after the first
+        batches.
+
+        Parameters
+        ----------
+        sources : list of (ndarray or SparseSource)
+            From :meth:`gather_sources`.
+        rows : ndarray of int64
+            The batch's sample indices.
+        ws : workspace
+            From :meth:`make_workspace` (capacity ≥ ``len(rows)``).
+        inputs : list
+            Filled in place.
+        """
+        m = rows.shape[0]
+        for b, src in enumerate(sources):
+            if isinstance(src, SparseSource) and src.reads_sparse:
+                if ws.sparse_inputs[b] is None:
+                    ws.sparse_inputs[b] = _SparseBatchBuffers(ws.capacity, self.dtype)
+                inputs[b] = ws.sparse_inputs[b].gather(src, rows)
+                continue
+            buf = ws.inputs[b] if m == ws.capacity else ws.inputs[b][:m]
+            if isinstance(src, SparseSource):
+                from fastgd._kernels.network.sparse_dense import csr_rows_to_dense
+
+                csr_rows_to_dense(src.indptr, src.indices, src.data, rows, src.column_map, buf)
+            else:
+                # mode="clip" lets take write straight into ``out`` (no
+                # intermediate buffer); indices are always in range.
+                src.take(rows, axis=0, out=buf, mode="clip")
+            inputs[b] = buf
+
+    def row_sparse_layers(self, ws):
+        """``(layer, state)`` of the layers whose last backward pass was row-sparse.
+
+        Only a branch's first layer can be: an Embedding, or a Dense that read
+        a :class:`CSRBatch`.
+        """
+        found = []
+        for layers, states in zip(self.branch_layers, ws.branch_states, strict=True):
+            if layers and getattr(states[0], "row_grad", None) is not None:
+                found.append((layers[0], states[0]))
+        return found
+
+    def param_offset(self, layer, key):
+        """Offset of parameter ``key`` of ``layer`` in the flat buffer."""
+        return self._offsets[(id(layer), key)]
 
     def _folded_hwc(self, b):
         if self.input_permutations[b] is None:
@@ -790,7 +979,7 @@ class Network:
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : ndarray or scipy sparse CSR matrix of shape (n_samples, n_features)
             Validated input (compute dtype).
         columns : list of (slice or ndarray of int)
             Resolved columns of each branch.
@@ -804,7 +993,24 @@ class Network:
         if n_samples == 0:
             return result
         with self.blas_limits():
+            if not isinstance(X, np.ndarray):
+                return self._predict_sparse(X, columns, result)
             return self._predict(X, columns, result)
+
+    def _predict_sparse(self, X, columns, result):
+        """:meth:`predict` of a CSR X, chunk by chunk, never densifying it."""
+        sources = self.gather_sources(X, columns)
+        sparse_width = sum(s.shape[1] for s in sources if s.reads_sparse)
+        chunk = self.predict_chunk_size(X.shape[0], skip_columns=sparse_width)
+        ws = self.make_workspace(chunk, training=False)
+        inputs = [None] * self.n_branches
+        for start in range(0, X.shape[0], chunk):
+            rows = np.arange(start, min(start + chunk, X.shape[0]), dtype=np.int64)
+            self.batch_inputs(sources, rows, ws, inputs)
+            result[start : start + rows.shape[0]] = self.forward(
+                inputs, ws, rows.shape[0], training=False
+            )
+        return result
 
     def _predict(self, X, columns, result):
         n_samples = X.shape[0]
@@ -850,6 +1056,11 @@ class Network:
         if not self.use_late:
             return None
         return np.array(self.alpha, dtype=np.float64)
+
+
+def _column_of(X, k):
+    """Column of the k-th stored value of a CSR matrix."""
+    return int(X.indices[k])
 
 
 class SoftmaxCrossEntropyLoss:

@@ -34,15 +34,17 @@ rebuilt on unpickling: a trainer that went through a pickle continues
 bit for bit as the original would.
 """
 
+import copy
 import math
 
 import numpy as np
 
-from fastgd._engine.training import run_epochs
+from fastgd._engine.row_sparse import RowSparseSteps
+from fastgd._engine.training import FINAL_GROWTH, check_divergence, run_epochs
 from fastgd._kernels.runtime import codes
 from fastgd.exceptions import DivergenceError
 
-__all__ = ["NetworkTrainer"]
+__all__ = ["NetworkTrainer", "NetworkHeldOut"]
 
 SCHEDULES = ("constant", "invscaling", "adaptive")
 # The adaptive schedule divides the rate by this on a plateau, down to MIN_LEARNING_RATE.
@@ -52,6 +54,60 @@ MIN_LEARNING_RATE = 1e-6
 _DIVERGENCE_HINT = (
     "Try a smaller learning_rate_init, scaling the input features, or a larger alpha."
 )
+# The initial model's loss is measured on this many evenly spaced training rows.
+INITIAL_LOSS_ROWS = 256
+# A fit whose epoch loss rose above SPIKE_GROWTH times the initial model's and
+# that ends no better than a constant model has diverged (then stalled).
+SPIKE_GROWTH = 2.0
+
+
+class NetworkHeldOut:
+    """Held-out samples a network is scored on every epoch: its score and its loss.
+
+    What :func:`~fastgd._engine.training.run_epochs` calls as
+    ``validation_score`` and ``validation_loss`` (the network counterpart of
+    :class:`fastgd._engine.linear.HeldOut`): one prediction per epoch serves
+    both.
+
+    Parameters
+    ----------
+    network : Network
+    X : ndarray of shape (n_samples, n_features)
+        Held-out input, as the network reads it.
+    columns : list of (slice or ndarray of int)
+        Resolved columns of each branch.
+    targets : tuple of ndarray
+        Held-out targets, as the loss reads them.
+    loss : loss object
+        A loss like the trainer's (``loss(scores, targets, dscores, n)``),
+        whose value on all the held-out samples is the held-out loss (without
+        the L2 penalty).
+    score : callable ``(scores) -> float``
+        The held-out score of the network's outputs.
+    """
+
+    def __init__(self, network, X, columns, targets, loss, score):
+        self.network, self.X, self.columns = network, X, columns
+        self.targets = targets
+        self.n_samples = X.shape[0]
+        self.loss_object = loss
+        loss.make_buffers(self.n_samples, network.dtype)
+        self.score_of = score
+        self._scores = None
+
+    def score(self):
+        """Score of the current weights (their outputs are kept for :meth:`loss`)."""
+        self._scores = self.network.predict(self.X, self.columns)
+        return float(self.score_of(self._scores))
+
+    def loss(self):
+        """Loss of the current weights (from the outputs :meth:`score` computed)."""
+        scores = self._scores
+        if scores is None:
+            scores = self.network.predict(self.X, self.columns)
+        self._scores = None
+        dscores = np.empty_like(scores)  # the loss writes its gradient; unused here
+        return float(self.loss_object(scores, self.targets, dscores, self.n_samples))
 
 
 class NetworkTrainer:
@@ -219,15 +275,13 @@ class NetworkTrainer:
         s1, s2 = self.state_1, self.state_2
         alpha = self.alpha
         total = 0.0
+        # Set on the first batch when some gradients are row-sparse (sparse
+        # input to a first Dense, an Embedding): their own penalty and step.
+        row_sparse = None
         for start in range(0, n_samples, bs):
             idx = order[start : start + bs]
             m = idx.shape[0]
-            for b, src in enumerate(sources):
-                buf = ws.inputs[b] if m == bs else ws.inputs[b][:m]
-                # mode="clip" lets take write straight into ``out`` (no
-                # intermediate buffer); indices are always in range.
-                src.take(idx, axis=0, out=buf, mode="clip")
-                inputs[b] = buf
+            net.batch_inputs(sources, idx, ws, inputs)
             for t, arr in enumerate(targets):
                 buf = self.target_buffers[t] if m == bs else self.target_buffers[t][:m]
                 arr.take(idx, axis=0, out=buf, mode="clip")
@@ -236,7 +290,12 @@ class NetworkTrainer:
             dscores = ws.dscores if m == bs else ws.dscores[:m]
             loss = float(self.loss(scores, tbuf, dscores, m))
             net.backward(dscores, ws, m)
-            if alpha > 0.0:
+            if start == 0 and net.row_sparse_layers(ws):
+                row_sparse = RowSparseSteps(self, net.row_sparse_layers(ws))
+            if row_sparse is not None:
+                if alpha > 0.0:
+                    loss += row_sparse.penalty(m)
+            elif alpha > 0.0:
                 # objective += alpha/(2m)·‖W‖²;  gradient += (alpha/m)·W
                 loss += 0.5 * alpha / m * float(np.dot(self.pen_params, self.pen_params))
                 np.multiply(self.pen_params, alpha / m, out=self.pen_tmp)
@@ -247,6 +306,10 @@ class NetworkTrainer:
                     f"{loss} after {self.step_count} updates. {_DIVERGENCE_HINT}"
                 )
             self.step_count += 1
+            if row_sparse is not None:
+                row_sparse.step(self.rate_of_step(self.step_count), m)
+                total += loss * m
+                continue
             optimizer_step(
                 params,
                 grads,
@@ -261,7 +324,39 @@ class NetworkTrainer:
                 self.epsilon,
             )
             total += loss * m
+        if row_sparse is not None:
+            row_sparse.finish()
         return total / max(n_samples, 1)
+
+    def initial_loss(self, sources, targets):
+        """Loss of the current weights on up to :data:`INITIAL_LOSS_ROWS` evenly spaced rows.
+
+        Evaluated without dropout, through a copy of the loss object (so that
+        a loss that records its epochs does not see it), in the trainer's
+        buffers, plus the L2 penalty of a full batch: the objective an epoch
+        of the initial model would report.
+        """
+        net = self.network
+        n_samples = targets[0].shape[0]
+        n_rows = min(n_samples, INITIAL_LOSS_ROWS)
+        rows = np.unique(np.linspace(0, n_samples - 1, n_rows).astype(np.intp))
+        loss = copy.copy(self.loss)
+        loss.make_buffers(self.batch_size, net.dtype)
+        ws = self.workspace
+        total, weight = 0.0, 0
+        inputs = [None] * len(sources)
+        for start in range(0, rows.shape[0], self.batch_size):
+            idx = rows[start : start + self.batch_size]
+            m = idx.shape[0]
+            net.batch_inputs(sources, idx, ws, inputs)
+            batch_targets = [arr.take(idx, axis=0) for arr in targets]
+            scores = net.forward(inputs, ws, m, False)
+            total += float(loss(scores, batch_targets, ws.dscores[:m], m)) * m
+            weight += m
+        penalty = (
+            0.5 * self.alpha / self.batch_size * float(np.dot(self.pen_params, self.pen_params))
+        )
+        return total / weight + penalty
 
     def fit(
         self,
@@ -271,7 +366,9 @@ class NetworkTrainer:
         max_iter,
         *,
         shuffle=True,
-        validation_score=None,
+        held_out=None,
+        from_initialization=False,
+        constant_loss=None,
         verbose=0,
         estimator_name="estimator",
         callbacks=(),
@@ -286,28 +383,56 @@ class NetworkTrainer:
         to :func:`~fastgd._engine.training.run_epochs`; the reports carry the
         current learning rate.
 
+        Parameters
+        ----------
+        held_out : NetworkHeldOut, optional
+            Scored after every epoch when ``history.validating``.
+        from_initialization : bool
+            The weights were just initialized: the fit has diverged if its
+            loss grows far above the initial model's (1000 times in an epoch,
+            10 times at the end), even when it blew up within its first epoch
+            (as :func:`~fastgd._engine.training.run_epochs` judges a linear
+            model started from zero), or if it rose above twice the initial
+            model's and ended no better than ``constant_loss``.
+        constant_loss : float, optional
+            Training loss of the best constant model (for a classifier, the
+            entropy of the class frequencies): a fit that ends there after a
+            blow-up has learned nothing.
+
         Returns
         -------
         n_epochs : int
         """
         net = self.network
         best = None
-        score_fn = None
+        validation_score = validation_loss = None
+        if history.validating:
+            validation_score, validation_loss = held_out.score, held_out.loss
         if history.early_stopping:
             best = np.empty_like(net.params)
 
-            def score_fn():
-                score = validation_score()
+            def validation_score():
+                score = held_out.score()
                 if score > history.best_score:
                     best[:] = net.params
                 return score
 
         with net.blas_limits():
+            initial = self.initial_loss(sources, targets) if from_initialization else math.inf
+            if not initial > 0:  # a perfect initial model gives no scale to judge by
+                initial = math.inf
+
+            def train_epoch(epoch):
+                loss = self.train_epoch(sources, targets, shuffle)
+                check_divergence(loss, initial, epoch + 1, _DIVERGENCE_HINT)
+                return loss
+
             n_epochs = run_epochs(
-                lambda epoch: self.train_epoch(sources, targets, shuffle),
+                train_epoch,
                 history,
                 max_iter,
-                validation_score=score_fn,
+                validation_score=validation_score,
+                validation_loss=validation_loss,
                 on_plateau=self.on_plateau,
                 verbose=verbose,
                 divergence_hint=_DIVERGENCE_HINT,
@@ -324,4 +449,26 @@ class NetworkTrainer:
                 f"The fit diverged: the weights became NaN or infinite after "
                 f"{n_epochs} epochs. {_DIVERGENCE_HINT}"
             )
+        if n_epochs and math.isfinite(initial):
+            self._check_final_loss(history.loss_curve[-n_epochs:], initial, constant_loss)
         return n_epochs
+
+    @staticmethod
+    def _check_final_loss(curve, initial, constant_loss):
+        """Raise DivergenceError if a fit from initial weights ended diverged.
+
+        ``curve``: the epoch losses of this fit; ``initial``: the initial
+        model's loss.
+        """
+        # Ending well above where it started.
+        check_divergence(curve[-1], initial, len(curve), _DIVERGENCE_HINT, FINAL_GROWTH)
+        # Blown up, then stalled at (or above) what a constant model achieves.
+        floor = initial if constant_loss is None else min(initial, constant_loss)
+        peak = max(curve)
+        if peak > SPIKE_GROWTH * initial and curve[-1] >= floor:
+            raise DivergenceError(
+                f"The fit diverged: the training loss rose from {initial:.4g} (the initial "
+                f"model's) to {peak:.4g} and ended at {curve[-1]:.4g}, no better than "
+                f"{'a constant model' if floor < initial else 'the initial model'} "
+                f"({floor:.4g}). {_DIVERGENCE_HINT}"
+            )

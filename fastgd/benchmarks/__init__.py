@@ -5,6 +5,8 @@ installation on its own machine:
 
 * :mod:`~fastgd.benchmarks.gd_regressor`: GDRegressor against scikit-learn's
   SGDRegressor (and the machine's limit, one ``X @ w`` pass);
+* :mod:`~fastgd.benchmarks.gd_classifier`: GDClassifier against scikit-learn's
+  SGDClassifier;
 * :mod:`~fastgd.benchmarks.fusion`: FusionClassifier against PyTorch (when
   installed) and scikit-learn's MLPClassifier;
 * :mod:`~fastgd.benchmarks.multitask`: MultiTaskRegressor against

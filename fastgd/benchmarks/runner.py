@@ -107,6 +107,22 @@ def _multitask_ratios(results):
     return pairs
 
 
+def _run_sparse(quick):
+    from fastgd.benchmarks import sparse_text
+
+    with _warnings_restored():
+        size = sparse_text.QUICK_SIZE if quick else sparse_text.FULL_SIZE
+        result = sparse_text.measure(*size, repeats=2 if quick else 3)
+    return result, sparse_text.format_table(result)
+
+
+def _sparse_ratios(result):
+    return [
+        (f"FusionClassifier tf-idf Dense(64) epoch vs {name}", ratio)
+        for name, ratio in result["ratios"].items()
+    ]
+
+
 SUITES = [
     Suite("gd_regressor", "GDRegressor vs SGDRegressor", _run_gd_regressor, _gd_ratios),
     Suite(
@@ -122,6 +138,12 @@ SUITES = [
         _fusion_ratios,
     ),
     Suite("multitask", "MultiTaskRegressor vs MLPRegressor", _run_multitask, _multitask_ratios),
+    Suite(
+        "sparse",
+        "FusionClassifier on tf-idf text vs MLPClassifier and PyTorch",
+        _run_sparse,
+        _sparse_ratios,
+    ),
 ]
 
 
@@ -260,8 +282,8 @@ def run_bench(quick=False, json_path=None, plot_path=None, only=None, out=None, 
         Save a bar chart of the ratios here (needs matplotlib:
         ``pip install fastgd[plot]``).
     only : list of str or None
-        Keys of the suites to run (``"gd_regressor"``, ``"fusion"``,
-        ``"multitask"``); all when None.
+        Keys of the suites to run (``"gd_regressor"``, ``"gd_classifier"``,
+        ``"fusion"``, ``"multitask"``, ``"sparse"``); all when None.
     out, err : file-like or None
         Where the tables and the progress line go (stdout and stderr).
 

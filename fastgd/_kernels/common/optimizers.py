@@ -29,6 +29,12 @@ Update rules (``lr`` is the learning rate of this step, ``g`` the gradient):
 Each rule also reports its *effective step* for the coordinate (lr for the
 first three, lr / (√· + ε) for the adaptive ones); the proximal L1 step
 (soft-thresholding by ``l1 × effective step``) uses it.
+
+:func:`row_sparse_step` applies the same rules to the rows of a weight
+matrix a batch touched (a first layer over sparse input, an embedding
+table): its cost is O(touched rows), not O(vocabulary). For plain SGD that
+is exactly the dense update; for the others it is the *lazy* variant (as
+TensorFlow's LazyAdam and PyTorch's SparseAdam).
 """
 
 import numpy as np
@@ -269,3 +275,135 @@ def _fast_step(
             state_1[j] = m
             state_2[j] = v
             params[j] -= step * m / (np.sqrt(v * inv_bias_2) + eps_)
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def _row_sq_norm(w):
+    """Σ w² of one row, in float64."""
+    total = 0.0
+    for j in range(w.shape[0]):
+        total += float(w[j]) * float(w[j])
+    return total
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def row_sparse_step(
+    W,
+    G,
+    rows,
+    n_rows,
+    state_1,
+    state_2,
+    lr,
+    step_count,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    eps,
+    l2,
+    track_norm=True,
+):
+    """Lazy optimizer update of the rows of a weight matrix a batch touched.
+
+    Only rows ``rows[:n_rows]`` of ``W`` and of its optimizer state change;
+    each follows the rule of :func:`optimizer_step` with the gradient
+    ``G[r] + l2 · W[rows[r]]`` (the L2 term of the touched rows only). The
+    other rows, whose gradient is zero, are left as they are: for plain SGD
+    without L2 that *is* the dense update; for the other rules it is the
+    lazy variant (TensorFlow's ``LazyAdam``, PyTorch's ``SparseAdam``):
+    momentum does not carry a row forward and moments do not decay in the
+    steps that do not touch it. Adam's bias correction uses the global step
+    count, as in those implementations.
+
+    Parameters
+    ----------
+    W : C-contiguous ndarray of shape (n_in, n_out)
+        Weights, updated in place.
+    G : C-contiguous ndarray of shape (>= n_rows, n_out)
+        Gradient of each touched row (``G[r]`` belongs to ``rows[r]``).
+    rows : ndarray of int64
+        Touched rows (distinct).
+    n_rows : int
+    state_1, state_2 : C-contiguous ndarray of shape (n_in, n_out)
+        Optimizer state (see the module doc).
+    lr : float
+        Learning rate of this step.
+    step_count : int
+        1-based number of this update.
+    optimizer : int
+        Optimizer code.
+    momentum, beta_1, beta_2, eps : float
+        Optimizer constants.
+    l2 : float
+        Coefficient of the L2 gradient term (``alpha / batch size``).
+    track_norm : bool, default=True
+        Compute the change of ``Σ W²`` (the return value); 0.0 is returned
+        without it.
+
+    Returns
+    -------
+    delta_sq : float
+        Change of the sum of squares of ``W`` (so callers can keep ``‖W‖²``
+        up to date in O(touched rows)).
+    """
+    delta_sq = 0.0
+    if track_norm:
+        for r in range(n_rows):
+            delta_sq -= _row_sq_norm(W[rows[r]])
+    dt = W.dtype.type
+    lr_ = dt(lr)
+    lam = dt(l2)
+    n_out = W.shape[1]
+    # One loop per rule (the rule is chosen once), in the buffers' dtype, so
+    # the loop over a row's units vectorises.
+    if optimizer == SGD:
+        for r in range(n_rows):
+            w, g = W[rows[r]], G[r]
+            for j in range(n_out):
+                w[j] -= lr_ * (g[j] + lam * w[j])
+    elif optimizer == MOMENTUM or optimizer == NESTEROV:
+        mu = dt(momentum)
+        nesterov = optimizer == NESTEROV
+        for r in range(n_rows):
+            row = rows[r]
+            w, g_row, m_row = W[row], G[r], state_1[row]
+            for j in range(n_out):
+                g = g_row[j] + lam * w[j]
+                v = mu * m_row[j] - lr_ * g
+                m_row[j] = v
+                w[j] = w[j] + mu * v - lr_ * g if nesterov else w[j] + v
+    elif optimizer == ADAGRAD or optimizer == RMSPROP:
+        eps_ = dt(eps)
+        decay = dt(beta_2) if optimizer == RMSPROP else dt(1.0)
+        fresh = dt(1.0 - beta_2) if optimizer == RMSPROP else dt(1.0)
+        for r in range(n_rows):
+            row = rows[r]
+            w, g_row, s_row = W[row], G[r], state_2[row]
+            for j in range(n_out):
+                g = g_row[j] + lam * w[j]
+                s = decay * s_row[j] + fresh * g * g
+                s_row[j] = s
+                w[j] -= lr_ / (np.sqrt(s) + eps_) * g
+    else:  # ADAM
+        eps_ = dt(eps)
+        b1 = dt(beta_1)
+        c1 = dt(1.0 - beta_1)
+        b2 = dt(beta_2)
+        c2 = dt(1.0 - beta_2)
+        step = dt(lr / (1.0 - beta_1**step_count))
+        inv_bias_2 = dt(1.0 / (1.0 - beta_2**step_count))
+        for r in range(n_rows):
+            row = rows[r]
+            w, g_row, m_row, v_row = W[row], G[r], state_1[row], state_2[row]
+            for j in range(n_out):
+                g = g_row[j] + lam * w[j]
+                m = b1 * m_row[j] + c1 * g
+                v = b2 * v_row[j] + c2 * g * g
+                m_row[j] = m
+                v_row[j] = v
+                w[j] -= step * m / (np.sqrt(v * inv_bias_2) + eps_)
+    if track_norm:
+        for r in range(n_rows):
+            delta_sq += _row_sq_norm(W[rows[r]])
+    return delta_sq

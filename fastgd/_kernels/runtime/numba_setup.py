@@ -57,10 +57,10 @@ if "NUMBA_THREADING_LAYER" not in os.environ and _threadsafe_layer_available():
     numba.config.THREADING_LAYER = "threadsafe"
 
 # OpenMP threads that busy-wait between parallel regions take the cores BLAS
-# and the other processes need: under load an MLP epoch went from 0.1 s to
-# 1.5 s (measured). Idle threads should sleep. Only a default: a value the user
-# set wins, and it only reaches OpenMP runtimes loaded after this point
-# (Numba's is loaded at its first parallel kernel).
+# and the other processes need, so idle threads should sleep (see the
+# README's performance section). Only a default: a value the user set wins,
+# and it only reaches OpenMP runtimes loaded after this point (Numba's is
+# loaded at its first parallel kernel).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 KERNEL_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}

@@ -53,6 +53,9 @@ def prefetch_dense_row(X, i):
     start = i * n_features
     for j in range(0, n_features, step):
         prefetch_element(X, start + j)
+    # Steps of a line from a row that starts mid-line can stop one line short.
+    if n_features > 0:
+        prefetch_element(X, start + n_features - 1)
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -63,3 +66,7 @@ def prefetch_sparse_row(data, indices, indptr, i):
         prefetch_element(data, k)
     for k in range(start, stop, max(1, CACHE_LINE_BYTES // indices.itemsize)):
         prefetch_element(indices, k)
+    # Steps of a line from a row that starts mid-line can stop one line short.
+    if stop > start:
+        prefetch_element(data, stop - 1)
+        prefetch_element(indices, stop - 1)
