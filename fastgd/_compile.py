@@ -167,7 +167,9 @@ def _kernel_dispatchers():
 
     found = {}
     for info in pkgutil.walk_packages(fastgd._kernels.__path__, "fastgd._kernels."):
-        if info.ispkg or info.name.endswith("._sgd_fast"):  # the Cython extension
+        # Cython extensions hold no Numba kernels; the instruction-set variants of
+        # the network extension must not be imported on a CPU that lacks them.
+        if info.ispkg or info.name.endswith("._sgd_fast") or "._network_fast_" in info.name:
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
