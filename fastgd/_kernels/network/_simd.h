@@ -184,27 +184,23 @@ static inline double fg_tanh_d(double x)
 
 /* σ(x) = 1 / (1 + e^{−|x|}) for x ≥ 0, e^{−|x|} / (1 + e^{−|x|}) below;
  * flushes to 0 below x = ln(FLT_MIN) ≈ −87.34 (float32) / −708.4 (float64). */
+#define FG_SIGMOID_BODY(T, ABS, EXP, LOWEST)                                   \
+    T m = -ABS(x);                                                             \
+    T mc = m > LOWEST ? m : LOWEST; /* below: subnormal, flushed to 0 */       \
+    T e = EXP(mc);                                                             \
+    e = m > LOWEST ? e : (T)0;                                                 \
+    T s = (T)1 / ((T)1 + e);                                                   \
+    T r = x >= (T)0 ? s : e * s;                                               \
+    return x != x ? x : r;
+
 static inline float fg_sigmoid_f(float x)
 {
-    float m = -fabsf(x);
-    /* below ln(FLT_MIN) the result would be subnormal: flushed to 0 */
-    float mc = m > -87.3365f ? m : -87.3365f;
-    float e = fg_exp_core_f(mc);
-    e = m > -87.3365f ? e : 0.0f;
-    float s = 1.0f / (1.0f + e);
-    float r = x >= 0.0f ? s : e * s;
-    return x != x ? x : r;
+    FG_SIGMOID_BODY(float, fabsf, fg_exp_core_f, -87.3365f)
 }
 
 static inline double fg_sigmoid_d(double x)
 {
-    double m = -fabs(x);
-    double mc = m > -708.39 ? m : -708.39;
-    double e = fg_exp_core_d(mc);
-    e = m > -708.39 ? e : 0.0;
-    double s = 1.0 / (1.0 + e);
-    double r = x >= 0.0 ? s : e * s;
-    return x != x ? x : r;
+    FG_SIGMOID_BODY(double, fabs, fg_exp_core_d, -708.39)
 }
 
 /* z[0:n] = f(z[0:n] + bias) in place (without the addition when bias is 0,
