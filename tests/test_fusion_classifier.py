@@ -23,13 +23,6 @@ _EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": "mini-batch SGD is stochastic",
     "check_sample_weight_equivalence_on_sparse_data": "mini-batch SGD is stochastic",
 }
-# In float32, BLAS may round a row's matrix product differently depending on
-# how many rows it multiplies at once (≈ 1e-7 relative), which is above the
-# tolerance of this check; the float64 configuration below passes it.
-_FLOAT32_FAILURES = {
-    **_EXPECTED_FAILURES,
-    "check_methods_subset_invariance": "float32 BLAS rounding depends on batch size",
-}
 
 
 def _two_branch():
@@ -80,7 +73,7 @@ _BALANCED_FAILURES = {
 def _expected_failures(estimator):
     if estimator.class_weight == "balanced":
         return _BALANCED_FAILURES
-    return _FLOAT32_FAILURES if estimator.dtype == np.float32 else _EXPECTED_FAILURES
+    return _EXPECTED_FAILURES
 
 
 @parametrize_with_checks(

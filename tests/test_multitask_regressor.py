@@ -30,11 +30,8 @@ _EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": "mini-batch SGD is stochastic",
     "check_sample_weight_equivalence_on_sparse_data": "mini-batch SGD is stochastic",
 }
-# float32 BLAS may round a row's product differently depending on how many
-# rows it multiplies at once; the float64 configuration passes this check.
 _FLOAT32_FAILURES = {
     **_EXPECTED_FAILURES,
-    "check_methods_subset_invariance": "float32 BLAS rounding depends on batch size",
     # Predictions come out in the compute dtype (float32 here); the check wants float64.
     "check_regressor_multioutput": "float32 model, float32 predictions",
 }
