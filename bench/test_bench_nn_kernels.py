@@ -642,7 +642,7 @@ def flat_buffers(sizes):
 
 
 class NumpyOptimizer:
-    """The optimizers of :mod:`fastgd._kernels.common.optimizers`, as NumPy in-place array operations."""
+    """The optimizers of :mod:`fastgd._kernels.common.optimizers`, as in-place NumPy operations."""
 
     def __init__(self, name, params):
         self.name, self.t = name, 0
@@ -719,7 +719,7 @@ def assert_same_steps(name, params, grads, after):
 
 
 def fastgd_optimizer(name, params, grads):
-    """One :func:`~fastgd._kernels.common.optimizers.optimizer_step` as the network trainer calls it."""
+    """One :func:`~fastgd._kernels.common.optimizers.optimizer_step`, called as the trainer does."""
     from fastgd._kernels.common.optimizers import optimizer_step
 
     code = codes.OPTIMIZER_CODES[name]

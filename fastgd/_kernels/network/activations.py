@@ -113,7 +113,8 @@ def _activation_forward_body(Z, code):
     n = z.shape[0]
     n_chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
     for c in numba.prange(n_chunks):
-        activation_forward_range(z, c * ELEMENTWISE_CHUNK, min(n, (c + 1) * ELEMENTWISE_CHUNK), code)
+        start = c * ELEMENTWISE_CHUNK
+        activation_forward_range(z, start, min(n, start + ELEMENTWISE_CHUNK), code)
 
 
 _activation_forward_parallel, _activation_forward_serial = parallel_and_serial(
@@ -146,7 +147,8 @@ def _activation_backward_body(A, dA, code):
         raise ValueError("activation_backward: A and dA differ in size")
     n_chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
     for c in numba.prange(n_chunks):
-        activation_backward_range(a, da, c * ELEMENTWISE_CHUNK, min(n, (c + 1) * ELEMENTWISE_CHUNK), code)
+        start = c * ELEMENTWISE_CHUNK
+        activation_backward_range(a, da, start, min(n, start + ELEMENTWISE_CHUNK), code)
 
 
 _activation_backward_parallel, _activation_backward_serial = parallel_and_serial(
