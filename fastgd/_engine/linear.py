@@ -387,9 +387,7 @@ def _one_blas_thread():
     """Run the enclosed BLAS calls on one thread.
 
     After a multi-threaded call, OpenBLAS's idle threads spin for about a
-    tenth of a second, holding the core the next two-thread epoch needs:
-    scoring the validation set that way made the next mini-batch epoch on
-    1,000,000 x 100 take 166 ms instead of 106 ms (measured).
+    tenth of a second, holding the core the next two-thread epoch needs.
     """
     global _blas_controller
     from threadpoolctl import ThreadpoolController

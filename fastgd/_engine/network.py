@@ -471,12 +471,10 @@ class Network:
         when it has convolutions or the machine is busy, else nothing.
 
         Convolutions run their own threads over the batch; BLAS threads
-        around them oversubscribe the cores (measured on 2 cores: the
-        reference multimodal model trains 2x and predicts 3x faster with this
-        limit). While the load average is at least the CPU count, a
-        multi-threaded product waits for a thread the system has not
-        scheduled (the MLP 784-256-128-10 epoch at batch 128 took 10x longer
-        on two BLAS threads than on one on 2 busy cores).
+        around them oversubscribe the cores. While the load average is at
+        least the CPU count, a multi-threaded product waits for a thread the
+        system has not scheduled. (The README's performance section has the
+        measurements.)
         """
         from fastgd._kernels.network.native import machine_busy
 

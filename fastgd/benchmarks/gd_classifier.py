@@ -5,7 +5,7 @@ Run as a script for a table (``python -m fastgd.benchmarks.gd_classifier``;
 pytest-benchmark suite in ``bench/test_bench_gd_classifier.py`` uses the same
 problems.
 
-What is measured (issue #13's targets), every model with the same settings in
+What is measured (with the targets fastgd sets itself), every model with the same settings in
 both libraries (defaults, ``EPOCHS`` epochs, ``tol=None``), timings interleaved:
 
 * per-sample SGD on a binary problem (1,000,000 × 100, hinge and log loss):

@@ -5,7 +5,7 @@ a small problem, ``--json FILE`` to keep the numbers); the pytest-benchmark
 suite in ``bench/test_bench_gd_regressor.py`` uses the same problem and
 functions.
 
-What is measured (issue #2's targets):
+What is measured (with the targets fastgd sets itself):
 
 * per-sample SGD epoch: SGDRegressor / GDRegressor time, both backends, at
   the same R² (a one-epoch fit, and an epoch's marginal cost);

@@ -4,7 +4,7 @@ Run as a script for a table (``python -m fastgd.benchmarks.multitask``; ``--quic
 small problem, ``--json FILE`` to keep the numbers); the pytest-benchmark
 suite in ``bench/test_bench_multitask.py`` uses the same problem and models.
 
-What is measured (issue #4's target: ≥ 1.3× faster per epoch than
+What is measured (the target: ≥ 1.3× faster per epoch than
 MLPRegressor on 100,000 × 100 with 10 targets):
 
 * the same network in both libraries — 100 inputs → Dense(100, relu) →

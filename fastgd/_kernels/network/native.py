@@ -51,9 +51,9 @@ def thread_count(work):
 
     One below :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`, and
     one while the machine's load average is at least its number of CPUs: a
-    parallel region then waits for a thread the system has not scheduled
-    (measured on 2 busy cores: the reference model's epoch took 2.9x the wall
-    time and 3.7x the CPU time on two threads than on one). Else Numba's
+    parallel region then waits for a thread the system has not scheduled,
+    and one thread finishes sooner (the README's performance section has the
+    measurements). Else Numba's
     thread count (``NUMBA_NUM_THREADS``, by default the CPUs). Results never
     depend on it.
     """

@@ -67,8 +67,7 @@ def _maxpool2d_forward_body(X, pool_h, pool_w, stride, out, argmax):
         raise ValueError("maxpool2d_forward: argmax must have out's shape")
     # 2x2 windows with stride 2 (the usual case) are unrolled: each window
     # is a fixed chain of selects with no loop-carried dependency between
-    # windows, so the compiler vectorises the loop over an output row
-    # (2.5x faster than the general scan, measured).
+    # windows, so the compiler vectorises the loop over an output row.
     two_by_two = pool_h == 2 and pool_w == 2 and stride == 2
     for nc in numba.prange(B * C):
         n = nc // C
