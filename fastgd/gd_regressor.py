@@ -109,7 +109,8 @@ class GDRegressor(RegressorMixin, BaseGD):
         Start ``fit`` from the previous solution.
     average : bool or int, default=False
         Averaged SGD: ``coef_`` is the mean of the iterates, from the first
-        step (True) or from step ``average`` on.
+        step (True) or from step ``average`` on (not used by the full-batch
+        solver of ``learning_rate="auto"``, whose last iterate is the optimum).
     batch_size : int or "full", default=1
         1: per-sample SGD. k > 1: mini-batch GD with batches of k rows.
         "full": full-batch GD (with proximal L1 steps, so L1 and the elastic

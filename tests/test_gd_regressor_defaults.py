@@ -20,14 +20,6 @@ def ridge_r2(X, y, alpha):
     return Ridge(alpha=alpha * X.shape[0]).fit(X, y).score(X, y)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("batch_size", BATCH_SIZES)
-def test_defaults_reach_ridge_on_diabetes(diabetes, optimizer, batch_size):
-    X, y = diabetes
-    model = GDRegressor(optimizer=optimizer, batch_size=batch_size, random_state=0).fit(X, y)
-    assert model.score(X, y) > ridge_r2(X, y, model.alpha) - 0.01
-
-
 @pytest.fixture(scope="module")
 def synthetic():
     """100,000 × 100 standard normal features, y linear plus noise (R² ≈ 0.99)."""
@@ -37,11 +29,17 @@ def synthetic():
     return X, y
 
 
-@pytest.mark.slow
+PROBLEMS = [
+    pytest.param("diabetes", id="diabetes"),
+    pytest.param("synthetic", id="100000x100", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
-def test_defaults_reach_ridge_on_a_large_problem(synthetic, optimizer, batch_size):
-    X, y = synthetic
+def test_defaults_reach_ridge(request, problem, optimizer, batch_size):
+    X, y = request.getfixturevalue(problem)
     model = GDRegressor(optimizer=optimizer, batch_size=batch_size, random_state=0).fit(X, y)
     assert model.score(X, y) > ridge_r2(X, y, model.alpha) - 0.01
 
