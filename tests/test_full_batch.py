@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from naive_linear import objective
+from naive_linear import loss_derivative, loss_value, objective
 from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
@@ -103,17 +103,40 @@ def test_a_pass_per_iteration_reaches_the_same_optimum(diabetes, pass_over_x):
     np.testing.assert_array_equal(model.coef_ == 0, enet.coef_ == 0)
 
 
-@pytest.mark.parametrize("gram", [True, False])
-def test_sparse_input_gives_the_dense_model(diabetes, gram, monkeypatch):
+@pytest.mark.parametrize(
+    "gram, loss", [(True, "squared_error"), (False, "squared_error"), (False, "huber")]
+)
+def test_sparse_input_gives_the_dense_model(diabetes, gram, loss, monkeypatch):
+    """Dense: the quadratic or the fused gradient kernel; CSR: the quadratic or sparse products."""
     if not gram:
         monkeypatch.setattr(full_batch, "GRAM_MAX_FEATURES", 0)
     X, y = diabetes
     X = np.where(np.abs(X) < 0.5, 0.0, X)
-    params = dict(batch_size="full", penalty="elasticnet", alpha=0.5)
+    params = dict(batch_size="full", penalty="elasticnet", alpha=0.5, loss=loss, epsilon=30.0)
     dense = GDRegressor(**params).fit(X, y)
     sparse = GDRegressor(**params).fit(sp.csr_matrix(X), y)
     np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=0, atol=1e-7)
     assert sparse.intercept_[0] == pytest.approx(dense.intercept_[0], abs=1e-7)
+
+
+ALL_LOSSES = {**codes.REGRESSION_LOSS_CODES, **codes.CLASSIFICATION_LOSS_CODES}
+
+
+@pytest.mark.parametrize("loss", list(ALL_LOSSES))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_weighted_loss_derivatives_match_numpy(loss, weighted):
+    from fastgd._kernels.linear.full_batch_numba import weighted_loss_derivatives
+
+    rng = np.random.RandomState(0)
+    code = ALL_LOSSES[loss]
+    predictions = 3 * rng.randn(200)
+    y = np.sign(rng.randn(200)) if code >= codes.HINGE else rng.randn(200)
+    sw = rng.uniform(0.5, 2.0, 200) if weighted else np.empty(0)
+    out = np.empty(200)
+    total = weighted_loss_derivatives(code, predictions, y, sw, 0.3, out)
+    weights = sw if weighted else np.ones(200)
+    np.testing.assert_allclose(out, weights * loss_derivative(code, predictions, y, 0.3))
+    assert total == pytest.approx(np.sum(weights * loss_value(code, predictions, y, 0.3)))
 
 
 @pytest.mark.parametrize("gram", [True, False])

@@ -238,28 +238,62 @@ class QuadraticObjective:
 
 
 class PassObjective:
-    """The weighted mean loss plus the L2 part, by one pass of the full-batch gradient kernel."""
+    """The weighted mean loss plus the L2 part, by one pass over X per gradient.
+
+    Dense X: the fused full-batch gradient kernel. CSR X: two sparse
+    products around :func:`~fastgd._kernels.linear.full_batch_numba.weighted_loss_derivatives`
+    (the fused kernel's per-chunk partials would cost O(chunks × features)).
+    """
 
     def __init__(self, data, order, moments, config):
         from fastgd._kernels.linear.batch_numba import partials_shape
 
         n_rows = order.shape[0]
-        self.rows = BatchRows.of(data.features, order, data.y, data.kernel_weights, n_rows)
-        self.scratch = Scratch.for_batches(
-            data.n_features, partials_shape(n_rows, data.n_features), data.dtype
-        )
+        self.sparse_rows = moments.X if sp.issparse(moments.X) else None
+        if self.sparse_rows is not None:
+            self.y = np.ascontiguousarray(data.y[order])
+            unit = data.kernel_weights.shape[0] == 0
+            self.weights = data.kernel_weights if unit else data.kernel_weights[order]
+            self.derivatives = np.empty(n_rows, dtype=data.dtype)
+        else:
+            self.rows = BatchRows.of(data.features, order, data.y, data.kernel_weights, n_rows)
+            self.scratch = Scratch.for_batches(
+                data.n_features, partials_shape(n_rows, data.n_features), data.dtype
+            )
         self.params = np.zeros(data.n_features + 1, dtype=data.dtype)
         self.settings = config.settings(1.0)
         self.means, self.weight_sum, self.config = moments.means, moments.weight_sum, config
 
+    def _loss_sum_and_gradient(self):
+        """Σ sᵢ ℓᵢ and the gradient of the objective's smooth part at ``self.params``."""
+        if self.sparse_rows is None:
+            from fastgd._kernels.linear.batch_numba import batch_gradient
+
+            n_rows = self.rows.order.shape[0]
+            loss_sum = batch_gradient(
+                self.rows, 0, n_rows, self.params, self.settings, self.scratch
+            )
+            return loss_sum, self.scratch.grad.astype(np.float64)
+        from fastgd._kernels.linear.full_batch_numba import weighted_loss_derivatives
+
+        X, w, config = self.sparse_rows, self.params[:-1], self.config
+        predictions = np.asarray(X @ w) + self.params[-1]
+        loss_sum = weighted_loss_derivatives(
+            config.loss, predictions, self.y, self.weights, config.epsilon, self.derivatives
+        )
+        gradient = np.empty(self.params.shape[0])
+        gradient[:-1] = X.T @ self.derivatives.astype(np.float64)
+        gradient[-1] = float(self.derivatives.sum(dtype=np.float64))
+        gradient /= self.weight_sum
+        gradient[:-1] += config.penalty_l2 * w
+        if not config.fit_intercept:
+            gradient[-1] = 0.0
+        return loss_sum, gradient
+
     def value_and_gradient(self, theta):
         """f and ∇f at ``theta = [w, b']`` (centred coordinates)."""
-        from fastgd._kernels.linear.batch_numba import batch_gradient
-
         self.params[:] = to_model_params(theta, self.means)
-        n_rows = self.rows.order.shape[0]
-        loss_sum = batch_gradient(self.rows, 0, n_rows, self.params, self.settings, self.scratch)
-        gradient = self.scratch.grad.astype(np.float64)
+        loss_sum, gradient = self._loss_sum_and_gradient()
         gradient[:-1] -= self.means * gradient[-1]  # chain rule of b = b' − w·x̄
         w = theta[:-1]
         value = loss_sum / self.weight_sum + 0.5 * self.config.penalty_l2 * float(w @ w)
