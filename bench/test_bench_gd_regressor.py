@@ -9,7 +9,12 @@ alternative (the speed-ups are in each fastgd benchmark's ``extra_info``):
 * mini-batch (256) epoch against one ``X @ w`` pass, the machine's limit for
   a pass over X (issue #2's target: at most 3 passes, a speed-up ≥ 0.33);
 * a fresh process that imports the library and fits 1,000 x 10 (issue #2:
-  no slower than scikit-learn).
+  no slower than scikit-learn);
+* a whole full-batch fit with the defaults (the solver's step from the
+  problem) against ``Ridge(solver="auto")`` and ``ElasticNet`` on the same
+  objective, every fit checked to 1e-6 of the optimum with its exact zeros
+  (issue #13; the table with both BLAS settings is
+  ``python -m fastgd.benchmarks.full_batch``).
 
 Every benchmark checks that the model it timed is as good as scikit-learn's,
 so a fast wrong kernel cannot win.
@@ -24,6 +29,7 @@ from sklearn.linear_model import SGDRegressor
 
 from bench._speedups import label
 from fastgd import GDRegressor
+from fastgd.benchmarks.full_batch import ACCURACY, errors, fits, optima
 from fastgd.benchmarks.gd_regressor import (
     COLD_START_FASTGD,
     COLD_START_SKLEARN,
@@ -110,3 +116,31 @@ def test_fresh_process_fit(benchmark, implementation, code):
     label(benchmark, implementation)
     # The warm-up run also fills Numba's on-disk cache for the numba backend.
     benchmark.pedantic(_fresh_process, args=(code,), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.fixture(scope="module")
+def optimum(problem):
+    return optima(*problem)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fastgd ridge",
+        "sklearn Ridge(solver='auto')",
+        "fastgd elastic net",
+        "sklearn ElasticNet (default tol)",
+        "sklearn ElasticNet (tol=1e-09)",
+    ],
+)
+def test_full_batch_fit_to_the_optimum(benchmark, problem, optimum, name):
+    X, y = problem
+    model = fits(X.shape[0])[name]
+    alternative = "Ridge" if "idge" in name else "ElasticNet"
+    benchmark.group = f"GDRegressor: full-batch fit vs {alternative}"
+    label(benchmark, name, shape=X.shape)
+    benchmark.pedantic(model.fit, args=(X, y), rounds=3, iterations=1, warmup_rounds=1)
+    check = errors({name: model}, optimum)[name]
+    if "default tol" not in name:  # ElasticNet's default tol is timed as users run it
+        assert check["max_coef_error"] < ACCURACY
+    assert check["same_zeros"]

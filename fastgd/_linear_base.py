@@ -20,6 +20,7 @@ from sklearn.utils.validation import validate_data
 
 from fastgd._callback_support import CallbackSupport
 from fastgd._engine.linear import LinearConfig, LinearState, train_linear
+from fastgd._engine.linear_defaults import resolve_schedule
 from fastgd._kernels.runtime import codes
 from fastgd._sklearn_compat import Interval, StrOptions, check_sample_weight
 from fastgd._validation_attributes import publish_validation, unpack_eval_set
@@ -39,8 +40,10 @@ class BaseGD(CallbackSupport, BaseEstimator):
     """Base class of the linear estimators (not for direct use).
 
     Subclasses define ``__init__`` (with scikit-learn's parameter names and
-    defaults), ``_loss_codes`` (the losses they accept) and ``_pa_loss``
-    (the loss the passive-aggressive schedules require, as in scikit-learn).
+    defaults), ``_loss_codes`` (the losses they accept), ``_pa_loss``
+    (the loss the passive-aggressive schedules require, as in scikit-learn)
+    and ``_sgd_schedule`` (scikit-learn's default schedule, which
+    ``learning_rate="auto"`` gives plain SGD).
     """
 
     _parameter_constraints = {
@@ -54,7 +57,7 @@ class BaseGD(CallbackSupport, BaseEstimator):
         "verbose": ["verbose"],
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
-        "learning_rate": [StrOptions(set(codes.SCHEDULE_CODES))],
+        "learning_rate": [StrOptions(set(codes.SCHEDULE_CODES) | {"auto"})],
         "eta0": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, None, None, closed="neither")],
         "early_stopping": ["boolean"],
@@ -79,7 +82,7 @@ class BaseGD(CallbackSupport, BaseEstimator):
         self._validate_params()
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit")
-        if self.learning_rate == "optimal" and self.alpha == 0:
+        if self._schedule().name == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 since learning_rate is 'optimal'. alpha is used "
                 "to compute the optimal learning rate."
@@ -123,8 +126,20 @@ class BaseGD(CallbackSupport, BaseEstimator):
             )
         return self.backend
 
+    def _schedule(self):
+        """The resolved learning-rate :class:`~fastgd._engine.linear_defaults.Schedule`."""
+        return resolve_schedule(
+            self.learning_rate,
+            float(self.eta0),
+            optimizer=self.optimizer,
+            full_batch=self.batch_size == "full",
+            momentum=float(self.momentum),
+            sgd_schedule=self._sgd_schedule,
+        )
+
     def _make_config(self):
         """The engine's :class:`LinearConfig` of these parameters."""
+        schedule = self._schedule()
         l1_ratio = {"l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio, None: 0.0}[self.penalty]
         alpha = 0.0 if self.penalty is None else self.alpha
         return LinearConfig(
@@ -141,11 +156,12 @@ class BaseGD(CallbackSupport, BaseEstimator):
             beta_1=float(self.beta_1),
             beta_2=float(self.beta_2),
             optimizer_eps=float(self.optimizer_eps),
-            schedule=codes.SCHEDULE_CODES[self.learning_rate],
-            eta0=float(self.eta0),
+            schedule=codes.SCHEDULE_CODES[schedule.name],
+            eta0=schedule.eta0,
             power_t=float(self.power_t),
             average_start=float(self.average),
             backend=self._backend(),
+            solver=schedule.solver,
         )
 
     # ------------------------------------------------------------------ data

@@ -88,15 +88,25 @@ class GDClassifier(ClassifierMixin, BaseGD):
     random_state : int, RandomState instance or None, default=None
         Seeds the row orders and the validation split. The same seed gives a
         bit-identical model.
-    learning_rate : {"optimal", "constant", "invscaling", "adaptive", "pa1", \
-            "pa2"}, default="optimal"
-        Schedule of the step size η at step t: "optimal" η = 1 / (α (t₀ + t − 1));
+    learning_rate : {"auto", "optimal", "constant", "invscaling", "adaptive", "pa1", \
+            "pa2"}, default="auto"
+        Schedule of the step size η at step t. "auto": SGDClassifier's
+        default "optimal" for plain SGD, momentum and Nesterov (per-sample or
+        mini-batch); "adaptive" from 10, 1 and 1 for "adagrad", "rmsprop" and
+        "adam"; with ``batch_size="full"`` and "sgd", "momentum" or
+        "nesterov", the accelerated proximal gradient solver with the step
+        1/L of the problem for the smooth losses ("log_loss",
+        "modified_huber", "squared_hinge") and one-vs-rest models, plain
+        gradient steps from 1/L with the "adaptive" schedule for the others
+        (see :class:`~fastgd.GDRegressor`). Otherwise: "optimal"
+        η = 1 / (α (t₀ + t − 1));
         "constant" η = eta0; "invscaling" η = eta0 / t^power_t; "adaptive"
         η = eta0, divided by 5 whenever ``n_iter_no_change`` epochs pass
         without improvement; "pa1" / "pa2" the passive-aggressive steps
         (``loss="hinge"``, per-sample plain SGD; ``eta0`` is C).
     eta0 : float, default=0.01
-        Initial step size (the aggressiveness C of "pa1" and "pa2").
+        Initial step size (the aggressiveness C of "pa1" and "pa2"); not
+        used by ``learning_rate="auto"``.
     power_t : float, default=0.5
         Exponent of "invscaling".
     early_stopping : bool, default=False
@@ -199,6 +209,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
     }
     _loss_codes = CLASSIFIER_LOSS_CODES
     _pa_loss = "hinge"
+    _sgd_schedule = "optimal"
 
     def __init__(
         self,
@@ -215,7 +226,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         epsilon=0.1,
         n_jobs=None,
         random_state=None,
-        learning_rate="optimal",
+        learning_rate="auto",
         eta0=0.01,
         power_t=0.5,
         early_stopping=False,

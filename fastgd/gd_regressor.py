@@ -54,7 +54,12 @@ class GDRegressor(RegressorMixin, BaseGD):
     tol : float or None, default=1e-3
         Training stops when the loss (or, with early stopping, the validation
         score) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        None disables the rule.
+        None disables the rule. The full-batch solver of
+        ``learning_rate="auto"`` stops on the size of its steps instead: for
+        the squared error once an iteration moves no parameter by more than
+        10 machine epsilons relative to the largest (Ridge's and
+        ElasticNet's coefficients to 1e-6 and better), for the other losses
+        once the largest move is ``tol`` times the first iteration's.
     shuffle : bool, default=True
         Visit the rows in a new random order every epoch.
     verbose : int, default=0
@@ -64,9 +69,20 @@ class GDRegressor(RegressorMixin, BaseGD):
     random_state : int, RandomState instance or None, default=None
         Seeds the row order and the validation split. The same seed gives a
         bit-identical model.
-    learning_rate : {"constant", "optimal", "invscaling", "adaptive", "pa1", "pa2"}, \
-            default="invscaling"
-        Schedule of the step size η at step t: "constant" η = eta0;
+    learning_rate : {"auto", "constant", "optimal", "invscaling", "adaptive", "pa1", \
+            "pa2"}, default="auto"
+        Schedule of the step size η at step t. "auto": for plain SGD
+        (per-sample or mini-batch) SGDRegressor's default, "invscaling" with
+        ``eta0`` (the same steps as SGDRegressor); for "momentum" and
+        "nesterov" the same with ``eta0·(1 − momentum)`` (plain SGD's
+        effective step); for "adagrad", "rmsprop" and "adam" "adaptive" from
+        10, 1 and 1 (their steps are bounded by η per coordinate); for
+        ``batch_size="full"`` with "sgd", "momentum" or "nesterov" no rate at
+        all: the accelerated proximal gradient solver (FISTA with restart)
+        with the step 1/L of the problem, L the largest curvature of the
+        objective (a loss with kinks, "epsilon_insensitive", takes plain
+        gradient steps from 1/L with the "adaptive" schedule instead).
+        Otherwise: "constant" η = eta0;
         "optimal" η = 1 / (α (t₀ + t − 1)); "invscaling" η = eta0 / t^power_t;
         "adaptive" η = eta0, divided by 5 whenever ``n_iter_no_change``
         epochs pass without improvement; "pa1" and "pa2" the
@@ -74,7 +90,8 @@ class GDRegressor(RegressorMixin, BaseGD):
         (Crammer et al., 2006; ``loss="epsilon_insensitive"``, per-sample
         plain SGD only).
     eta0 : float, default=0.01
-        Initial step size.
+        Initial step size (with ``learning_rate="auto"`` used by plain SGD,
+        momentum and Nesterov in per-sample and mini-batch modes only).
     power_t : float, default=0.25
         Exponent of "invscaling" (negative values are deprecated, as in
         scikit-learn, and give a ``FutureWarning``).
@@ -92,10 +109,12 @@ class GDRegressor(RegressorMixin, BaseGD):
         Start ``fit`` from the previous solution.
     average : bool or int, default=False
         Averaged SGD: ``coef_`` is the mean of the iterates, from the first
-        step (True) or from step ``average`` on.
+        step (True) or from step ``average`` on (not used by the full-batch
+        solver of ``learning_rate="auto"``, whose last iterate is the optimum).
     batch_size : int or "full", default=1
         1: per-sample SGD. k > 1: mini-batch GD with batches of k rows.
-        "full": full-batch GD (with proximal L1 steps).
+        "full": full-batch GD (with proximal L1 steps, so L1 and the elastic
+        net reach the optimum's exact zeros); one iteration per epoch.
     optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}, \
             default="sgd"
         Update rule applied to each (mini-)batch gradient, scaled by the
@@ -127,7 +146,7 @@ class GDRegressor(RegressorMixin, BaseGD):
     intercept_ : ndarray of shape (1,)
         Intercept.
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run (iterations of the full-batch solver).
     t_ : float
         Number of weight updates plus one (as in scikit-learn).
     loss_curve_ : list of float
@@ -167,6 +186,7 @@ class GDRegressor(RegressorMixin, BaseGD):
     }
     _loss_codes = codes.REGRESSION_LOSS_CODES
     _pa_loss = "epsilon_insensitive"
+    _sgd_schedule = "invscaling"
 
     def __init__(
         self,
@@ -182,7 +202,7 @@ class GDRegressor(RegressorMixin, BaseGD):
         verbose=0,
         epsilon=0.1,
         random_state=None,
-        learning_rate="invscaling",
+        learning_rate="auto",
         eta0=0.01,
         power_t=0.25,
         early_stopping=False,

@@ -9,11 +9,13 @@ random state, and runs the shared epoch loop of
 """
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from fastgd._engine.full_batch import FullBatchTrainer, first_plain_step, is_smooth
 from fastgd._engine.linear_epochs import batch_epoch, per_sample_epoch
 from fastgd._engine.training import TrainingHistory, run_epochs
 from fastgd._kernels.linear.arguments import (
@@ -48,6 +50,11 @@ class LinearConfig:
     the number of rows of a mini-batch. ``backend`` is "cython" or "numba"
     and selects the per-sample kernel. ``n_classes`` is 1 for a model with
     one output, else the classes of a multinomial (softmax) model.
+    ``solver`` is "epochs" (the schedule's steps) or "accelerated" (full
+    batch: the accelerated proximal gradient solver of
+    :mod:`fastgd._engine.full_batch` for a smooth loss, plain steps with the
+    "adaptive" schedule from a step taken from the data otherwise; see
+    :func:`make_trainer`).
     """
 
     loss: int
@@ -69,6 +76,7 @@ class LinearConfig:
     average_start: float
     backend: str
     n_classes: int = 1
+    solver: str = "epochs"
 
     @property
     def per_sample(self):
@@ -81,17 +89,20 @@ class LinearConfig:
 
     @property
     def loss_can_blow_up(self):
-        """Whether the loss's derivative is unbounded, so that too large a step diverges.
+        """Whether too large a step can make the loss grow geometrically (diverge).
 
-        The squared losses can blow up; the others (hinge, log, modified
-        Huber, perceptron, Huber, epsilon-insensitive) have bounded
-        derivatives, so their weights grow at most linearly.
+        Only a squared loss with steps proportional to its gradient can; the
+        other losses (hinge, log, modified Huber, perceptron, Huber,
+        epsilon-insensitive) have bounded derivatives, and AdaGrad, RMSprop
+        and Adam take steps bounded by the rate in every coordinate, so the
+        weights grow at most linearly.
         """
-        return self.loss in (
+        squared = self.loss in (
             codes.SQUARED_ERROR,
             codes.SQUARED_EPSILON_INSENSITIVE,
             codes.SQUARED_HINGE,
         )
+        return squared and self.optimizer not in (codes.ADAGRAD, codes.RMSPROP, codes.ADAM)
 
     @property
     def optimal_t0(self):
@@ -482,8 +493,9 @@ class LinearTrainer:
     """
 
     def __init__(self, data, state, config, *, rng, rows=None, shuffle=True, max_threads=None):
-        self.data, self.state, self.config = data, state, config
+        self.data, self.state = data, state
         self.order = _rows_to_visit(state, data.n_samples, rows, rng)
+        self.config = config
         self.workspace = _Workspace(config, self.order.shape[0], data, state)
         weights = data.sample_weight if rows is None else data.sample_weight[self.order]
         self.weight_sum = float(weights.sum(dtype=np.float64))
@@ -491,6 +503,10 @@ class LinearTrainer:
         self.max_threads = max_threads
         if config.schedule == codes.ADAPTIVE:
             state.eta = config.eta0
+
+    def new_history(self, tol, n_iter_no_change, early_stopping, validating):
+        """The :class:`TrainingHistory` (stopping rule) of this training."""
+        return TrainingHistory(tol, n_iter_no_change, early_stopping, validating=validating)
 
     def train_epoch(self, epoch=None):
         """One epoch (a fresh row order first, when shuffling); return its objective."""
@@ -530,6 +546,29 @@ class LinearTrainer:
             return None
         loss = initial_objective(self.data, state, self.config, self.order)
         return loss if loss > 0 else None  # the perceptron's loss at zero weights is 0
+
+
+def make_trainer(data, state, config, *, rng, rows=None, shuffle=True, max_threads=None):
+    """The trainer of ``config``: a :class:`LinearTrainer`, or the full-batch solver's.
+
+    Same parameters as :class:`LinearTrainer`. A config with the
+    "accelerated" solver gets a
+    :class:`~fastgd._engine.full_batch.FullBatchTrainer` for a smooth loss
+    and one output; otherwise (the loss has kinks, or the model is a
+    softmax) plain full-batch steps with the "adaptive" schedule, from
+    :func:`~fastgd._engine.full_batch.first_plain_step`.
+    """
+    if config.solver == "accelerated":
+        order = _rows_to_visit(state, data.n_samples, rows, rng)
+        if config.n_classes == 1 and is_smooth(config.loss):
+            return FullBatchTrainer(data, state, config, order)
+        eta0 = first_plain_step(data, state, order, config)
+        config = dataclasses.replace(
+            config, solver="epochs", schedule=codes.ADAPTIVE, eta0=eta0
+        )
+    return LinearTrainer(
+        data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads
+    )
 
 
 def train_linear(
@@ -590,10 +629,11 @@ def train_linear(
     history : TrainingHistory
     n_epochs : int
     """
-    trainer = LinearTrainer(
+    trainer = make_trainer(
         data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads
     )
-    history = TrainingHistory(
+    config = trainer.config
+    history = trainer.new_history(
         tol, n_iter_no_change, early_stopping, validating=validation is not None
     )
 

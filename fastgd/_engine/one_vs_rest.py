@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fastgd._engine.linear import DIVERGENCE_HINT, LinearTrainer
+from fastgd._engine.linear import DIVERGENCE_HINT, make_trainer
 from fastgd._engine.threads import thread_budget
 from fastgd._engine.training import (
     FINAL_GROWTH,
@@ -120,7 +120,7 @@ def train_one_vs_rest(
     n_threads = min(len(problems), n_threads or thread_budget())
     trainers = []
     for problem in problems:
-        problem.trainer = LinearTrainer(
+        problem.trainer = make_trainer(
             problem.data,
             problem.state,
             config,
@@ -130,7 +130,7 @@ def train_one_vs_rest(
             # Problems in parallel already fill the cores: one thread each.
             max_threads=1 if n_threads > 1 else None,
         )
-        problem.history = TrainingHistory(
+        problem.history = problem.trainer.new_history(
             tol, n_iter_no_change, early_stopping, validating=problem.validation is not None
         )
         problem.initial_loss = problem.trainer.initial_loss()

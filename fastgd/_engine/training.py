@@ -48,6 +48,10 @@ class TrainingHistory:
         Score a validation set every epoch (default: ``early_stopping``); with
         ``early_stopping`` False the scores are recorded and the training
         loss still judges improvement.
+    converged : callable ``() -> bool``, optional
+        A solver's own convergence test: without early stopping, training
+        stops as soon as it returns True after an epoch (instead of the loss
+        rule; ``tol=None`` still disables stopping).
 
     Attributes
     ----------
@@ -62,8 +66,9 @@ class TrainingHistory:
         Index of the epoch that was best by the criterion in use, or -1.
     """
 
-    def __init__(self, tol, n_iter_no_change, early_stopping, validating=None):
+    def __init__(self, tol, n_iter_no_change, early_stopping, validating=None, converged=None):
         self.tol = -math.inf if tol is None else tol
+        self.converged = converged
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
         self.validating = early_stopping if validating is None else bool(validating)
@@ -84,6 +89,10 @@ class TrainingHistory:
             improved = score > self.best_score + self.tol
             if score > self.best_score:
                 self.best_epoch = len(self.loss_curve) - 1
+        elif self.converged is not None:
+            improved = not (self.tol > -math.inf and self.converged())
+            if loss < self.best_loss:
+                self.best_epoch = len(self.loss_curve) - 1
         else:
             improved = loss < self.best_loss - self.tol
             if loss < self.best_loss:
@@ -97,6 +106,8 @@ class TrainingHistory:
     @property
     def plateaued(self):
         """True once ``n_iter_no_change`` epochs in a row did not improve."""
+        if self.converged is not None and not self.early_stopping:
+            return self.epochs_without_improvement > 0
         return self.epochs_without_improvement >= self.n_iter_no_change
 
 

@@ -66,6 +66,17 @@ PARTIAL_ROW_PADDING = 16
 # weights, to keep their precision (fixes the arithmetic).
 MIN_SCALE = 1e-9
 
+# ------------------------------------------------- full-batch solver
+# Up to this many features the full-batch solver forms the d x d covariance
+# of the features (one matrix product over X, as Ridge's Cholesky solver
+# does): the squared error's iterations then cost O(d^2) instead of a pass
+# over X, and the step comes from its exact largest eigenvalue. Wider data
+# takes POWER_ITERATIONS power iterations (two passes over X each).
+GRAM_MAX_FEATURES = 2048
+POWER_ITERATIONS = 20
+# Rows per block when weighted rows are multiplied (no weighted copy of X).
+GRAM_CHUNK_ROWS = 16384
+
 # --------------------------------------------------------------- shuffle
 # From this many rows on, an epoch's row order comes from the compiled
 # scatter shuffle; below it from NumPy's, so that small fits with the Cython

@@ -1,0 +1,81 @@
+"""What ``learning_rate="auto"`` (the default) means for each optimizer and batch mode.
+
+scikit-learn's SGD has plain per-sample steps only, so for those fastgd keeps
+its defaults exactly; for the modes scikit-learn does not have, fastgd picks
+a schedule that converges without tuning:
+
+* plain SGD, per-sample or mini-batch: the estimator's scikit-learn schedule
+  ("invscaling" for GDRegressor, "optimal" for GDClassifier) with ``eta0``;
+* momentum and Nesterov, per-sample or mini-batch: the same schedule with
+  the rate ``eta0·(1 − momentum)``, so that the effective step
+  ``rate / (1 − momentum)`` is plain SGD's ("optimal" has no ``eta0`` and
+  is kept as it is);
+* AdaGrad, RMSprop and Adam, every batch mode: their steps are bounded by the
+  rate in every coordinate, so the rate is a distance in parameter space:
+  the "adaptive" schedule from :data:`ADAPTIVE_OPTIMIZER_ETA0` (large), divided
+  by 5 whenever the loss stops improving, until it is tiny;
+* full batch with plain SGD, momentum or Nesterov: the accelerated proximal
+  gradient method with the step 1/L of the problem
+  (:mod:`fastgd._engine.full_batch`) for a smooth loss; for a loss with kinks
+  plain gradient steps with the "adaptive" schedule from Polyak's step, for a
+  softmax model from 1/L.
+
+``eta0`` is used by the per-sample and mini-batch SGD, momentum and
+Nesterov defaults only; set ``learning_rate`` explicitly to choose the rate
+of the other modes.
+"""
+
+from dataclasses import dataclass
+
+# Starting rate of the "adaptive" schedule for the adaptive optimizers. The
+# first step of Adam and AdaGrad moves every coordinate by this much; RMSprop
+# (no bias correction) moves it 1/√(1 − β₂) ≈ 32 times further; AdaGrad's
+# steps then shrink as 1/√t by themselves, so it starts further.
+ADAPTIVE_OPTIMIZER_ETA0 = {"adagrad": 10.0, "rmsprop": 1.0, "adam": 1.0}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A resolved learning-rate schedule.
+
+    Attributes
+    ----------
+    name : str
+        A schedule of :data:`fastgd._kernels.runtime.codes.SCHEDULE_CODES`.
+    eta0 : float
+        Its base rate.
+    solver : {"epochs", "accelerated"}
+        "accelerated": the full-batch solver of :mod:`fastgd._engine.full_batch`
+        (which takes its step from the data, not from ``name`` and ``eta0``).
+    """
+
+    name: str
+    eta0: float
+    solver: str = "epochs"
+
+
+def resolve_schedule(learning_rate, eta0, *, optimizer, full_batch, momentum, sgd_schedule):
+    """The :class:`Schedule` of the estimator's ``learning_rate`` and ``eta0``.
+
+    Parameters
+    ----------
+    learning_rate : str
+        The estimator's parameter; anything but "auto" is used as given.
+    eta0, momentum : float
+        The estimator's parameters.
+    optimizer : str
+        The estimator's optimizer.
+    full_batch : bool
+        ``batch_size="full"``.
+    sgd_schedule : str
+        The scikit-learn default schedule of the estimator's plain SGD.
+    """
+    if learning_rate != "auto":
+        return Schedule(learning_rate, eta0)
+    if optimizer in ADAPTIVE_OPTIMIZER_ETA0:
+        return Schedule("adaptive", ADAPTIVE_OPTIMIZER_ETA0[optimizer])
+    if full_batch:
+        return Schedule("constant", 1.0, solver="accelerated")
+    if optimizer in ("momentum", "nesterov") and sgd_schedule != "optimal":
+        return Schedule(sgd_schedule, eta0 * (1.0 - momentum))
+    return Schedule(sgd_schedule, eta0)
