@@ -41,6 +41,7 @@ def _linear_models(dtype):
         dict(backend="numba", average=True),
         dict(batch_size=8),  # mini-batch
         dict(batch_size="full", penalty="elasticnet"),  # full batch, proximal steps
+        dict(batch_size="full", loss="huber"),  # full batch, a pass over X per step
     ]
     for params in settings:
         for data in (X, X_csr):
