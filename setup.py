@@ -8,6 +8,7 @@ the integer codes of ``fastgd/_kernels/runtime/codes.py`` and the constants of
 one definition of each.
 """
 
+import os
 import platform
 import runpy
 import sys
@@ -103,4 +104,9 @@ def network_extensions():
 
 extensions += network_extensions()
 
-setup(ext_modules=cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES))
+# Four extensions, each a few tens of seconds of compiling: one per core.
+JOBS = os.cpu_count() or 1
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES, nthreads=JOBS),
+    options={"build_ext": {"parallel": JOBS}},
+)
