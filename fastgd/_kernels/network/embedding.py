@@ -18,6 +18,7 @@ only (the row-sparse gradient ``G``, one row per distinct code, ordered by
 first appearance), like :mod:`fastgd._kernels.network.sparse_dense`.
 """
 
+from fastgd._kernels.network.sparse_dense import claim_slot, release_slots
 from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
 
 NO_POOLING = 0
@@ -65,15 +66,8 @@ def embedding_touched_rows(codes, padding_idx, slot_of, rows, slots):
             if code == padding_idx:
                 slots[i, c] = -1
                 continue
-            s = slot_of[code]
-            if s < 0:
-                s = n_touched
-                slot_of[code] = s
-                rows[s] = code
-                n_touched += 1
-            slots[i, c] = s
-    for s in range(n_touched):
-        slot_of[rows[s]] = -1
+            slots[i, c], n_touched = claim_slot(code, slot_of, rows, n_touched)
+    release_slots(slot_of, rows, n_touched)
     return n_touched
 
 

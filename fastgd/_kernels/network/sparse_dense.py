@@ -81,6 +81,28 @@ def csr_rows_to_dense(indptr, indices, data, rows, column_map, out):
             out[r, column_map[indices[p]]] += data[p]
 
 
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def claim_slot(row, slot_of, rows, n_touched):
+    """Slot of weight row ``row`` among the touched rows, given one on its first visit.
+
+    Returns ``(slot, n_touched)``, ``n_touched`` counting the new row if any.
+    """
+    s = slot_of[row]
+    if s < 0:
+        s = n_touched
+        slot_of[row] = s
+        rows[s] = row
+        n_touched += 1
+    return s, n_touched
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def release_slots(slot_of, rows, n_touched):
+    """Reset ``slot_of`` to -1 for the touched rows (the scratch's state between calls)."""
+    for s in range(n_touched):
+        slot_of[rows[s]] = -1
+
+
 @numba.njit(**KERNEL_OPTIONS)
 def mark_touched_rows(indices, nnz, slot_of, rows, slots):
     """Distinct column indices of a batch, and each non-zero's slot among them.
@@ -103,16 +125,8 @@ def mark_touched_rows(indices, nnz, slot_of, rows, slots):
     """
     n_touched = 0
     for k in range(nnz):
-        c = indices[k]
-        s = slot_of[c]
-        if s < 0:
-            s = n_touched
-            slot_of[c] = s
-            rows[s] = c
-            n_touched += 1
-        slots[k] = s
-    for s in range(n_touched):
-        slot_of[rows[s]] = -1
+        slots[k], n_touched = claim_slot(indices[k], slot_of, rows, n_touched)
+    release_slots(slot_of, rows, n_touched)
     return n_touched
 
 
