@@ -50,9 +50,7 @@ def fits(n_samples):
         "fastgd elastic net": GDRegressor(
             batch_size="full", penalty="elasticnet", alpha=ENET_ALPHA, l1_ratio=ENET_L1_RATIO
         ),
-        "sklearn ElasticNet (default tol)": ElasticNet(
-            alpha=ENET_ALPHA, l1_ratio=ENET_L1_RATIO
-        ),
+        "sklearn ElasticNet (default tol)": ElasticNet(alpha=ENET_ALPHA, l1_ratio=ENET_L1_RATIO),
         f"sklearn ElasticNet (tol={ENET_TOL_FOR_ACCURACY:g})": ElasticNet(
             alpha=ENET_ALPHA, l1_ratio=ENET_L1_RATIO, tol=ENET_TOL_FOR_ACCURACY
         ),

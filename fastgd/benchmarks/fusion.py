@@ -37,6 +37,7 @@ without it only fastgd and scikit-learn are measured. It is never a
 dependency of fastgd.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -532,12 +533,13 @@ def _child_environment(name):
     return env
 
 
-def _run_child(name, argv):
+def _run_child(name, args):
     """Measure in a fresh process started in environment ``name``; its rows."""
     command = [sys.executable, "-m", "fastgd.benchmarks.fusion", "--child", "--env", name]
-    command += [a for a in argv if a in ("--quick",)]
-    if "--threads" in argv:
-        command += ["--threads", argv[argv.index("--threads") + 1]]
+    if args.quick:
+        command.append("--quick")
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
     done = subprocess.run(
         command, env=_child_environment(name), check=True, capture_output=True, text=True
     )
@@ -566,31 +568,49 @@ def format_table(rows_by_env):
     return "\n".join(lines)
 
 
+def parse_arguments(argv=None):
+    """The command line of ``python -m fastgd.benchmarks.fusion``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000-sample epochs")
+    parser.add_argument(
+        "--threads", type=int, help="threads for Numba, BLAS and PyTorch (default: all)"
+    )
+    parser.add_argument(
+        "--env",
+        choices=(*ENVIRONMENTS, "both"),
+        default="both",
+        help="PyTorch's environment (see the module docstring)",
+    )
+    parser.add_argument(
+        "--kernels", action="store_true", help="GFLOP/s of each kernel family instead"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
     """Measure every workload in each environment and print time ratios.
 
     Returns the rows ``(workload (environment), implementation, seconds,
     ratio)`` of every environment.
     """
-    argv = sys.argv[1:] if argv is None else argv
-    if "--threads" in argv:
+    args = parse_arguments(argv)
+    if args.threads is not None:
         # Same thread count for Numba, BLAS (through threadpoolctl) and PyTorch.
         import numba
         from threadpoolctl import threadpool_limits
 
-        threads = int(argv[argv.index("--threads") + 1])
-        numba.set_num_threads(threads)
-        threadpool_limits(threads)
-    env = argv[argv.index("--env") + 1] if "--env" in argv else "both"
+        numba.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     warnings.simplefilter("ignore")
-    if "--kernels" in argv:
+    if args.kernels:
         print(format_rates(measure_kernel_rates()))
         return None
-    if "--child" in argv:
-        print(json.dumps(measure(quick="--quick" in argv)))
+    if args.child:
+        print(json.dumps(measure(quick=args.quick)))
         return None
-    names = ENVIRONMENTS if env == "both" else (env,)
-    rows_by_env = {name: _run_child(name, argv) for name in names}
+    names = ENVIRONMENTS if args.env == "both" else (args.env,)
+    rows_by_env = {name: _run_child(name, args) for name in names}
     print(format_table(rows_by_env))
     return [
         (f"{workload} ({name} env)", impl, seconds, ratio)

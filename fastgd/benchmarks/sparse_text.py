@@ -22,8 +22,8 @@ Every model is checked to learn: after its epochs its training accuracy on
 a 5,000-document sample must be far above chance (5 %).
 """
 
+import argparse
 import os
-import sys
 import warnings
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see fastgd.benchmarks.fusion
@@ -241,8 +241,14 @@ def format_table(result):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    quick = "--quick" in argv
+    """Measure and print the table; returns :func:`measure`'s result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"(samples, features) {QUICK_SIZE} instead of {FULL_SIZE}",
+    )
+    quick = parser.parse_args(argv).quick
     result = measure(*(QUICK_SIZE if quick else FULL_SIZE), repeats=2 if quick else 3)
     print(format_table(result))
     return result
