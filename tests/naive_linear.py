@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.tuning import MAX_LOSS_DERIVATIVE
 
 
 def loss_value(loss, p, y, epsilon):
@@ -33,6 +34,12 @@ def loss_value(loss, p, y, epsilon):
 
 
 def loss_derivative(loss, p, y, epsilon):
+    """∂ℓ/∂p clipped to ±MAX_LOSS_DERIVATIVE, as the kernels (and scikit-learn) clip it."""
+    limit = MAX_LOSS_DERIVATIVE
+    return np.clip(unclipped_loss_derivative(loss, p, y, epsilon), -limit, limit)
+
+
+def unclipped_loss_derivative(loss, p, y, epsilon):
     if loss >= codes.HINGE:
         z = p * y
         if loss == codes.HINGE:

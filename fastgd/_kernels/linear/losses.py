@@ -37,6 +37,7 @@ import numpy as np
 
 from fastgd._kernels.runtime import codes
 from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.tuning import MAX_LOSS_DERIVATIVE
 
 SQUARED_ERROR = codes.SQUARED_ERROR
 HUBER = codes.HUBER
@@ -94,6 +95,20 @@ def loss_value(loss, p, y, epsilon):
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
 def loss_derivative(loss, p, y, epsilon):
+    """∂ℓ/∂p for the loss with code ``loss``, clipped to ±:data:`MAX_LOSS_DERIVATIVE`.
+
+    NaN passes (a diverged fit is reported, not hidden).
+    """
+    d = unclipped_loss_derivative(loss, p, y, epsilon)
+    if d > MAX_LOSS_DERIVATIVE:
+        return MAX_LOSS_DERIVATIVE
+    if d < -MAX_LOSS_DERIVATIVE:
+        return -MAX_LOSS_DERIVATIVE
+    return d
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def unclipped_loss_derivative(loss, p, y, epsilon):
     """∂ℓ/∂p for the loss with code ``loss``."""
     if loss >= HINGE:
         z = p * y

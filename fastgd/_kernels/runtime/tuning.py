@@ -65,6 +65,10 @@ PARTIAL_ROW_PADDING = 16
 # Below this, the lazy L2 scale of the per-sample kernels is folded into the
 # weights, to keep their precision (fixes the arithmetic).
 MIN_SCALE = 1e-9
+# Largest |∂ℓ/∂p| of one sample that an update uses (scikit-learn's SGD clips
+# at the same value, its MAX_DLOSS): a squared loss far from its target takes
+# a bounded step, from which the decaying schedules recover.
+MAX_LOSS_DERIVATIVE = 1e12
 
 # ------------------------------------------------- full-batch solver
 # Up to this many features the full-batch solver forms the d x d covariance
