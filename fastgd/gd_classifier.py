@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastgd._callback_support import reports_to_callbacks
 from fastgd._engine.linear import HeldOut, LinearData, LinearState
+from fastgd._engine.linear_defaults import stable_optimal_t0
 from fastgd._engine.one_vs_rest import Problem, padded_mean, train_one_vs_rest
 from fastgd._kernels.runtime import codes
 from fastgd._linear_base import BaseGD, initial_state
@@ -92,12 +93,17 @@ class GDClassifier(ClassifierMixin, BaseGD):
             "pa2"}, default="auto"
         Schedule of the step size η at step t. "auto": SGDClassifier's
         default "optimal" for plain SGD, momentum and Nesterov (per-sample or
-        mini-batch); "adaptive" from 10, 1 and 1 for "adagrad", "rmsprop" and
-        "adam"; with ``batch_size="full"`` and "sgd", "momentum" or
-        "nesterov", the accelerated proximal gradient solver with the step
-        1/L of the problem for the smooth losses ("log_loss",
-        "modified_huber", "squared_hinge") and one-vs-rest models, plain
-        gradient steps from 1/L with the "adaptive" schedule for the others
+        mini-batch), for the squared losses ("squared_hinge",
+        "squared_error", "squared_epsilon_insensitive") with t₀ raised so
+        that no step overshoots on any training row (η₁ ≤ 1 / (c·max
+        ‖[xᵢ, 1]‖²), c the loss's curvature bound; scikit-learn's t₀ makes
+        their weights grow by many orders of magnitude); "adaptive" from 10,
+        1 and 1 for "adagrad", "rmsprop" and "adam"; with
+        ``batch_size="full"`` and "sgd", "momentum" or "nesterov", the
+        accelerated proximal gradient solver with the step 1/L of the
+        problem for the smooth losses ("log_loss", "modified_huber",
+        "squared_hinge") and one-vs-rest models, plain gradient steps from
+        1/L with the "adaptive" schedule for the others
         (see :class:`~fastgd.GDRegressor`). Otherwise: "optimal"
         η = 1 / (α (t₀ + t − 1));
         "constant" η = eta0; "invscaling" η = eta0 / t^power_t; "adaptive"
@@ -429,14 +435,34 @@ class GDClassifier(ClassifierMixin, BaseGD):
     ):
         """Train every binary problem's state; return (histories, n_epochs)."""
         config = self._make_config()
-        codes = self._encode(y)
-        class_weight = self._class_weight(codes)
+        class_codes = self._encode(y)
+        class_weight = self._class_weight(class_codes)
+        if (
+            self.learning_rate == "auto"
+            and config.schedule == codes.OPTIMAL
+            and config.loss_can_blow_up
+            and config.batch_size is not None
+        ):
+            momentum = 0.0 if config.optimizer == codes.SGD else config.momentum
+            weights = sample_weight * class_weight[class_codes]
+            floor = stable_optimal_t0(
+                config.loss, config.alpha, momentum, X, weights, config.fit_intercept
+            )
+            config = dataclasses.replace(config, optimal_t0_floor=floor)
         if self._multinomial():
             return self._fit_multinomial(
-                X, codes, sample_weight * class_weight.astype(X.dtype)[codes], states, config,
-                max_iter=max_iter, rng=rng, rows=rows, validation=validation, tol=tol,
+                X,
+                class_codes,
+                sample_weight * class_weight.astype(X.dtype)[class_codes],
+                states,
+                config,
+                max_iter=max_iter,
+                rng=rng,
+                rows=rows,
+                validation=validation,
+                tol=tol,
             )
-        labelled = self._binary_problems(codes, sample_weight, class_weight)
+        labelled = self._binary_problems(class_codes, sample_weight, class_weight)
         validation_labels = None
         if validation is not None:
             # Scored with the held-out samples' own weights (as scikit-learn scores them).
@@ -526,8 +552,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
         classes = np.unique(y)
         if classes.shape[0] < 2:
             raise ValueError(
-                "The number of classes has to be greater than one; got "
-                f"{classes.shape[0]} class"
+                f"The number of classes has to be greater than one; got {classes.shape[0]} class"
             )
         return classes
 
@@ -675,9 +700,7 @@ class GDClassifier(ClassifierMixin, BaseGD):
             classes, where positive means ``classes_[1]``.
         """
         check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False
-        )
+        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False)
         coef = self.coef_
         if X.dtype != coef.dtype:
             X = X.astype(np.result_type(X.dtype, coef.dtype), copy=False)

@@ -54,7 +54,9 @@ class LinearConfig:
     batch: the accelerated proximal gradient solver of
     :mod:`fastgd._engine.full_batch` for a smooth loss, plain steps with the
     "adaptive" schedule from a step taken from the data otherwise; see
-    :func:`make_trainer`).
+    :func:`make_trainer`). ``optimal_t0_floor``: the smallest t₀ of the
+    "optimal" schedule (see
+    :func:`~fastgd._engine.linear_defaults.stable_optimal_t0`; 0: Bottou's t₀).
     """
 
     loss: int
@@ -77,6 +79,7 @@ class LinearConfig:
     backend: str
     n_classes: int = 1
     solver: str = "epochs"
+    optimal_t0_floor: float = 0.0
 
     @property
     def per_sample(self):
@@ -124,7 +127,7 @@ class LinearConfig:
         initial_eta = typical_w / max(
             1.0, py_loss_derivative(self.loss, -typical_w, 1.0, self.epsilon)
         )
-        return 1.0 / (initial_eta * self.alpha)
+        return max(1.0 / (initial_eta * self.alpha), self.optimal_t0_floor)
 
     def settings(self, eta0):
         """The kernels' :class:`LinearSettings`, with ``eta0`` the current base rate."""
@@ -523,7 +526,7 @@ class LinearTrainer:
         )
 
     def on_plateau(self):
-        """"adaptive": divide the step by 5 on every plateau until it is tiny (True: go on)."""
+        """ "adaptive": divide the step by 5 on every plateau until it is tiny (True: go on)."""
         state = self.state
         if self.config.schedule == codes.ADAPTIVE and state.eta > MIN_ETA:
             state.eta /= ADAPTIVE_DIVISOR
@@ -563,9 +566,7 @@ def make_trainer(data, state, config, *, rng, rows=None, shuffle=True, max_threa
         if config.n_classes == 1 and is_smooth(config.loss):
             return FullBatchTrainer(data, state, config, order)
         eta0 = first_plain_step(data, state, order, config)
-        config = dataclasses.replace(
-            config, solver="epochs", schedule=codes.ADAPTIVE, eta0=eta0
-        )
+        config = dataclasses.replace(config, solver="epochs", schedule=codes.ADAPTIVE, eta0=eta0)
     return LinearTrainer(
         data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads
     )

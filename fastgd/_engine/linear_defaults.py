@@ -6,6 +6,9 @@ a schedule that converges without tuning:
 
 * plain SGD, per-sample or mini-batch: the estimator's scikit-learn schedule
   ("invscaling" for GDRegressor, "optimal" for GDClassifier) with ``eta0``;
+  for a squared loss (squared_hinge, squared_error,
+  squared_epsilon_insensitive), "optimal" with its first step bounded by the
+  data (:func:`stable_optimal_t0`);
 * momentum and Nesterov, per-sample or mini-batch: the same schedule with
   the rate ``eta0·(1 − momentum)``, so that the effective step
   ``rate / (1 − momentum)`` is plain SGD's ("optimal" has no ``eta0`` and
@@ -26,6 +29,11 @@ of the other modes.
 """
 
 from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from fastgd._engine.full_batch import LOSS_CURVATURE
 
 # Starting rate of the "adaptive" schedule for the adaptive optimizers. The
 # first step of Adam and AdaGrad moves every coordinate by this much; RMSprop
@@ -79,3 +87,39 @@ def resolve_schedule(learning_rate, eta0, *, optimizer, full_batch, momentum, sg
     if optimizer in ("momentum", "nesterov") and sgd_schedule != "optimal":
         return Schedule(sgd_schedule, eta0 * (1.0 - momentum))
     return Schedule(sgd_schedule, eta0)
+
+
+def stable_optimal_t0(loss, alpha, momentum, X, sample_weight, fit_intercept):
+    """The smallest t₀ for which the "optimal" schedule's steps are stable for a squared loss.
+
+    The "optimal" schedule η = 1 / (α (t₀ + t − 1)) takes Bottou's t₀ (as
+    scikit-learn does), which sizes the first step for a loss whose
+    derivative is bounded. A squared loss's derivative grows with the error,
+    and a step on sample i (weight sᵢ) overshoots its target when
+    η·sᵢ·c·‖[xᵢ, 1]‖² > 2 (c bounds ℓ''); from there the steps grow
+    geometrically. With this t₀ no step is above half that limit for any row
+    of X: η₁ ≤ (1 − momentum) / (c·max sᵢ ‖[xᵢ, 1]‖²), the factor 1 − momentum
+    because momentum lengthens the steps by 1 / (1 − momentum).
+
+    Parameters
+    ----------
+    loss : int
+        A loss code of :data:`~fastgd._engine.full_batch.LOSS_CURVATURE`.
+    alpha : float
+        The schedule's α (> 0).
+    momentum : float
+        0 for plain SGD, else the momentum in [0, 1).
+    X : ndarray or CSR matrix
+        The training rows.
+    sample_weight : ndarray
+        Their weights (class weights included).
+    fit_intercept : bool
+        Whether the rows carry the intercept's constant 1.
+    """
+    if sp.issparse(X):
+        squared = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+    else:
+        squared = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    weighted = sample_weight * (squared + float(fit_intercept))
+    largest = float(np.max(weighted, initial=0.0))
+    return LOSS_CURVATURE[loss] * largest / (alpha * (1.0 - momentum))
