@@ -471,12 +471,12 @@ class Network:
         when it has convolutions or the machine is busy, else nothing.
 
         Convolutions run their own threads over the batch; BLAS threads
-        around them oversubscribe the cores. While the load average is at
-        least the CPU count, a multi-threaded product waits for a thread the
-        system has not scheduled. (The README's performance section has the
-        measurements.)
+        around them oversubscribe the cores. While other processes leave
+        fewer than two CPUs free, a multi-threaded product waits for a thread
+        the system has not scheduled. (The README's performance section has
+        the measurements.)
         """
-        from fastgd._kernels.network.native import machine_busy
+        from fastgd._kernels.runtime.cpu_load import machine_busy
 
         convolutions = any(isinstance(layer, Conv2DLayer) for layer in self._all_layers())
         if not (convolutions or machine_busy()):

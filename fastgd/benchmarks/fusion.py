@@ -360,6 +360,7 @@ def measure_kernel_rates(repeats=20):
     from threadpoolctl import threadpool_limits
 
     from fastgd._kernels.network import native
+    from fastgd._kernels.runtime.cpu_load import machine_busy
     from fastgd.benchmarks.timing import median_time
 
     rng = np.random.RandomState(0)
@@ -444,7 +445,7 @@ def measure_kernel_rates(repeats=20):
     def dense():
         # BLAS threads as the engine runs them (one while the machine is busy).
         with contextlib.ExitStack() as stack:
-            if native.machine_busy():
+            if machine_busy():
                 stack.enter_context(threadpool_limits(1, user_api="blas"))
             np.dot(Xd, Wd, out=outd)
             native.bias_activation_rows(outd, bd, 1)

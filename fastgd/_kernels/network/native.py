@@ -12,11 +12,11 @@ the variable when it is loaded, so it is set before the import.
 
 import importlib
 import os
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fastgd._kernels.network import _network_fast_generic as _generic  # noqa: E402
+from fastgd._kernels.runtime.cpu_load import machine_busy  # noqa: E402
 
 _VARIANTS = {2: "_network_fast_avx512", 1: "_network_fast_avx2"}
 
@@ -50,10 +50,8 @@ def thread_count(work):
     """Threads for a kernel call of ``work`` scalar operations.
 
     One below :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`, and
-    one while the machine's load average is at least its number of CPUs: a
-    parallel region then waits for a thread the system has not scheduled,
-    and one thread finishes sooner (the README's performance section has the
-    measurements). Else Numba's
+    one while other processes leave fewer than two CPUs free
+    (:func:`~fastgd._kernels.runtime.cpu_load.machine_busy`). Else Numba's
     thread count (``NUMBA_NUM_THREADS``, by default the CPUs). Results never
     depend on it.
     """
@@ -62,23 +60,6 @@ def thread_count(work):
     if work < PARALLEL_MIN_WORK or machine_busy():
         return 1
     return max_threads()
-
-
-def machine_busy():
-    """Whether the 1-minute load average is at least the CPU count (checked once a second)."""
-    global _BUSY, _BUSY_CHECKED
-    now = time.monotonic()
-    if now - _BUSY_CHECKED > 1.0:
-        _BUSY_CHECKED = now
-        try:
-            _BUSY = os.getloadavg()[0] >= (os.cpu_count() or 1)
-        except (AttributeError, OSError):  # no load average on this platform
-            _BUSY = False
-    return _BUSY
-
-
-_BUSY = False
-_BUSY_CHECKED = -1e9
 
 
 def max_threads():
