@@ -351,3 +351,33 @@ def test_predictions_do_not_depend_on_the_rest_of_the_batch(dtype):
     full = net.predict(X, columns)
     for rows in (np.arange(20), np.arange(150, 151), rng.choice(300, 37, replace=False)):
         np.testing.assert_array_equal(net.predict(X[rows], columns), full[rows])
+
+
+def test_branches_of_column_ranges_train_as_their_own_contiguous_columns():
+    # A branch reading a column range of a wide X gets its batch rows by
+    # indexing that strided view; the model must be the one trained on the
+    # same columns stored contiguously, and the user's X must stay as it was.
+    from fastgd import FusionClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((90, 40)).astype(np.float32)
+    y = (X[:, 4] + X[:, 22] > 0).astype(int)
+    X_before = X.copy()
+
+    def model(first, second):
+        return FusionClassifier(
+            branches=[
+                ("a", [Dense(4, activation="tanh")], first),
+                ("b", [Dense(3, activation="relu")], second),
+            ],
+            batch_size=16,
+            max_iter=3,
+            tol=None,
+            random_state=0,
+        )
+
+    wide = model(slice(3, 8), slice(20, 26)).fit(X, y)
+    narrow = model(slice(0, 5), slice(5, 11)).fit(np.hstack([X[:, 3:8], X[:, 20:26]]), y)
+    np.testing.assert_array_equal(X, X_before)
+    for wide_coef, narrow_coef in zip(wide.coefs_, narrow.coefs_, strict=True):
+        np.testing.assert_array_equal(wide_coef, narrow_coef)

@@ -917,10 +917,12 @@ class Network:
     def batch_inputs(self, sources, rows, ws, inputs):
         """Fill ``inputs[b]`` with branch b's input for the samples ``rows``.
 
-        Dense sources are gathered into the workspace's buffers, sparse ones
-        into a :class:`CSRBatch` (a first Dense) or scattered into a dense
-        buffer (any other branch). Nothing is allocated after the first
-        batches.
+        Contiguous dense sources are gathered into the workspace's buffers; a
+        branch's column range of the user's X (a strided view) by indexing,
+        which reads only the batch's rows of those columns into a new
+        batch-sized array. Sparse sources are gathered into a
+        :class:`CSRBatch` (a first Dense) or scattered into a dense buffer
+        (any other branch).
 
         Parameters
         ----------
@@ -939,6 +941,12 @@ class Network:
                 if ws.sparse_inputs[b] is None:
                     ws.sparse_inputs[b] = _SparseBatchBuffers(ws.capacity, self.dtype)
                 inputs[b] = ws.sparse_inputs[b].gather(src, rows)
+                continue
+            if not (isinstance(src, SparseSource) or src.flags.c_contiguous):
+                # A column range of the user's X (a strided view): take would
+                # first copy the whole view, every batch; indexing reads only
+                # the batch's rows of the branch's columns.
+                inputs[b] = src[rows]
                 continue
             buf = ws.inputs[b] if m == ws.capacity else ws.inputs[b][:m]
             if isinstance(src, SparseSource):
