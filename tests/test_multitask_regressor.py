@@ -389,7 +389,7 @@ def test_task_heads_and_loss_curves():
     # epoch is the sum of the tasks' losses.
     np.testing.assert_allclose(model.loss_curve_, model.task_loss_curves_.sum(axis=0), rtol=1e-10)
     assert np.all(model.task_loss_curves_[:, -1] < model.task_loss_curves_[:, 0])
-    assert len(model._network.task_layers) == 3
+    assert len(model._network.task_slot) == 3
     # 6·8+8, then per task (8·4+4)+(4·3+3)+(3+1).
     assert model.n_params_ == 56 + 3 * (36 + 15 + 4)
 
