@@ -48,6 +48,7 @@ from fastgd._engine.layers_runtime import (
     EmbeddingLayer,
     ReshapeLayer,
     SparseJoin,
+    _divergence_is_checked,
     build_layer,
     fuse_conv_pool,
 )
@@ -477,9 +478,7 @@ class Network:
         convolutions = any(isinstance(layer, Conv2DLayer) for layer in self._all_layers())
         if not (convolutions or machine_busy()):
             return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(1, user_api="blas")
+        return _blas_controller().limit(limits=1, user_api="blas")
 
     def _all_layers(self):
         for layers in self.branch_layers:
@@ -676,6 +675,10 @@ class Network:
 
         Returns a view of a workspace buffer (valid until the next pass).
         """
+        with _divergence_is_checked():
+            return self._forward(inputs, ws, n, training)
+
+    def _forward(self, inputs, ws, n, training):
         flat_outs = []
         for b in range(self.n_branches):
             X = self._branch_forward(b, inputs[b], ws, n, training)
@@ -714,6 +717,10 @@ class Network:
 
     def backward(self, dscores, ws, n):
         """Fill ``grads`` from the gradient of the loss w.r.t. the scores."""
+        with _divergence_is_checked():
+            self._backward(dscores, ws, n)
+
+    def _backward(self, dscores, ws, n):
         dbranch = [None] * self.n_branches
         if self.use_late:
             for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states, strict=False)):
@@ -1047,6 +1054,24 @@ class Network:
         if not self.use_late:
             return None
         return np.array(self.alpha, dtype=np.float64)
+
+
+def _blas_controller():
+    """The process's threadpoolctl controller, made once.
+
+    Making one scans the loaded libraries (milliseconds, as long as a small
+    fit or prediction); limiting through a kept one takes microseconds. The
+    BLAS it controls is NumPy's, loaded before any network exists.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER
+
+
+_BLAS_CONTROLLER = None
 
 
 def _column_of(X, k):

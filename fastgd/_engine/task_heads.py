@@ -21,7 +21,6 @@ from fastgd._engine.layers_runtime import (
     LayerState,
     ParamSpec,
     _activation_code,
-    _divergence_is_checked,
     _native,
     _positive_int,
     _weight_limit,
@@ -107,10 +106,9 @@ class StackedDenseLayer:
 
     def forward(self, X, st, n, training):
         out = self._block(st.out, n, self.units)
-        with _divergence_is_checked():
-            # (n, n_in) broadcast against every head's W, or (tasks, n, n_in).
-            np.matmul(X, self.W, out=out)
-            np.add(out, self.b[:, None, :], out=out)
+        # (n, n_in) broadcast against every head's W, or (tasks, n, n_in).
+        np.matmul(X, self.W, out=out)
+        np.add(out, self.b[:, None, :], out=out)
         if self.code != codes.IDENTITY:
             _native().activation_forward(out.reshape(-1), self.code)
         st.X = X
@@ -127,13 +125,12 @@ class StackedDenseLayer:
             _native().activation_backward(out.reshape(-1), dA.reshape(-1), self.code)
         X = st.X
         X_T = X.T if self.shared_input else X.transpose(0, 2, 1)
-        with _divergence_is_checked():
-            np.matmul(X_T, dA, out=self.dW)
-            np.sum(dA, axis=1, out=self.db)
-            if st.dx is None:
-                return None
-            dx = self._block(st.dx, n, self.n_in)
-            np.matmul(dA, self.W_T, out=dx)
+        np.matmul(X_T, dA, out=self.dW)
+        np.add.reduce(dA, axis=1, out=self.db)
+        if st.dx is None:
+            return None
+        dx = self._block(st.dx, n, self.n_in)
+        np.matmul(dA, self.W_T, out=dx)
         return dx
 
 
@@ -194,9 +191,9 @@ class TaskHeadGroup:
         if d is None:
             return False
         if accumulate:
-            dtrunk += d.sum(axis=0)
+            dtrunk += np.add.reduce(d, axis=0)
         else:
-            np.sum(d, axis=0, out=dtrunk)
+            np.add.reduce(d, axis=0, out=dtrunk)
         return True
 
 

@@ -509,6 +509,16 @@ def measure_step_overhead(n_train, repeats, rows):
     rows.append(
         ("seconds per batch of 32: reference model", "fastgd", times["reference"] / steps, None)
     )
+    # The tiny model's step is almost all per-batch Python work (and the
+    # per-call work of partial_fit spread over its batches).
+    rows.append(
+        (
+            "overhead share of a step (tiny / reference)",
+            "fastgd",
+            times["tiny"] / times["reference"],
+            None,
+        )
+    )
 
 
 def measure(quick=False):
