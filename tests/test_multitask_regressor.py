@@ -962,3 +962,12 @@ def test_task_head_weights_are_reported_per_task_and_are_the_model():
     # Copies: changing them does not change the model.
     coefs[1][:] = 0.0
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_stacked_task_heads_predict_each_row_whatever_the_rest_of_the_call():
+    # The heads' batched products must not make a row's prediction depend on
+    # the other rows of the call (float32, scikit-learn's check).
+    from sklearn.utils.estimator_checks import check_methods_subset_invariance
+
+    model = MultiTaskRegressor(task_layer_sizes=(4,), dtype=np.float32, random_state=0)
+    check_methods_subset_invariance("MultiTaskRegressor", model)
