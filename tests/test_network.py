@@ -499,3 +499,21 @@ def test_stacked_task_heads_match_a_per_task_numpy_twin():
         offset_W, offset_b = net.param_offset(layer, "W"), net.param_offset(layer, "b")
         np.testing.assert_allclose(grads[offset_W : offset_W + dW.size], dW.ravel(), rtol=1e-10)
         np.testing.assert_allclose(grads[offset_b : offset_b + db.size], db, rtol=1e-10)
+
+
+def test_a_pickle_of_per_task_head_weights_is_refused():
+    # Before task heads were stacked the flat buffer held them head after
+    # head: such a pickle (no layout) must not load into the stacked layout.
+    net = Network(
+        [("a", [], 3)], "concat", [], 2, None, np.float64, task_heads=[[Dense(2)], [Dense(2)]]
+    )
+    state = net.__getstate__()
+    del state["layout"]
+    with pytest.raises(ValueError, match="older fastgd"):
+        Network.__new__(Network).__setstate__(state)
+    plain = Network([("a", [Dense(2)], 3)], "concat", [], 2, None, np.float64)
+    state = plain.__getstate__()
+    del state["layout"]
+    Network.__new__(Network).__setstate__(state)  # nothing moved without task heads
+    restored = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(restored.params, net.params)

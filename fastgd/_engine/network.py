@@ -61,6 +61,9 @@ __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSION
 PREDICT_MIN_ROWS = 16
 
 FUSIONS = ("concat", "late", "hybrid", "serial")
+# Version of the order of the flat parameter buffer, kept in pickles: 2 since
+# task heads are stacked (fastgd._engine.task_heads).
+PARAMETER_LAYOUT = 2
 
 
 class SparseSource:
@@ -548,11 +551,17 @@ class Network:
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self):
-        return {"config": self.config, "params": self.params}
+        return {"config": self.config, "params": self.params, "layout": PARAMETER_LAYOUT}
 
     def __setstate__(self, state):
         self.config = state["config"]
         self._build()
+        if self.task_groups and state.get("layout", 1) != PARAMETER_LAYOUT:
+            raise ValueError(
+                "This network was saved by an older fastgd, which stored the weights of "
+                "task heads one head after another; they are now stacked per layer. Fit "
+                "the model again with this version."
+            )
         self.params = np.array(state["params"], dtype=self.dtype, copy=True)
         self.grads = np.zeros_like(self.params)
         self._bind()
