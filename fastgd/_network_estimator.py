@@ -549,14 +549,15 @@ class NetworkEstimator(CallbackSupport, BranchParamsMixin, BaseEstimator):
                 if layer.trainable
             )
         head_name = self._HEAD_NAME
-        n_head = len(network.head_layers) - (0 if network.task_layers else 1)
+        n_head = len(network.head_layers) - (0 if network.task_groups else 1)
         for i, layer in enumerate(network.head_layers):
             out.append((f"{head_name}__{i}" if i < n_head else "output", layer))
-        for t, layers in enumerate(network.task_layers):
+        # Task heads, task after task: task t's slice of its group's stacked layers.
+        for t, (g, k) in enumerate(network.task_slot if network.task_groups else ()):
+            layers = network.task_groups[g].layers
             for i, layer in enumerate(layers):
-                out.append(
-                    (f"task_{t}__{i}" if i < len(layers) - 1 else f"task_{t}__output", layer)
-                )
+                name = f"task_{t}__{i}" if i < len(layers) - 1 else f"task_{t}__output"
+                out.append((name, layer.task_view(k)))
         # Late fusion: one output layer per branch (none otherwise).
         for name, layer in zip(network.branch_names, network.late_layers, strict=False):
             out.append((f"{name}__output", layer))

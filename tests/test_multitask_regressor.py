@@ -389,7 +389,7 @@ def test_task_heads_and_loss_curves():
     # epoch is the sum of the tasks' losses.
     np.testing.assert_allclose(model.loss_curve_, model.task_loss_curves_.sum(axis=0), rtol=1e-10)
     assert np.all(model.task_loss_curves_[:, -1] < model.task_loss_curves_[:, 0])
-    assert len(model._network.task_layers) == 3
+    assert len(model._network.task_slot) == 3
     # 6·8+8, then per task (8·4+4)+(4·3+3)+(3+1).
     assert model.n_params_ == 56 + 3 * (36 + 15 + 4)
 
@@ -927,3 +927,47 @@ def test_a_dask_block_key_as_y_is_explained():
     X, Y = _small_problem()
     with pytest.raises(ValueError, match=r"the key of a block of a Dask array.*dask DataFrame"):
         MultiTaskRegressor().partial_fit(X[:2], ("array-0123abcd", 0))
+
+
+def test_task_head_weights_are_reported_per_task_and_are_the_model():
+    # Task heads are computed stacked; coefs_ / intercepts_ still give each
+    # task's own layers, and a NumPy forward pass from them is the model.
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((80, 5))
+    Y = np.column_stack([X[:, 0] ** 2, X[:, 1] - X[:, 2], np.abs(X[:, 3])])
+    Y[rng.rand(*Y.shape) < 0.2] = np.nan
+    model = MultiTaskRegressor(
+        hidden_layer_sizes=(6,),
+        task_layer_sizes=(4, 2),
+        activation="tanh",
+        max_iter=5,
+        tol=None,
+        random_state=0,
+        dtype=np.float64,
+    ).fit(X, Y)
+    assert model.layer_names_ == ["trunk__0"] + [
+        f"task_{t}__{part}" for t in range(3) for part in ("0", "1", "output")
+    ]
+    assert [W.shape for W in model.coefs_] == [(5, 6)] + [(6, 4), (4, 2), (2, 1)] * 3
+    coefs, intercepts = model.coefs_, model.intercepts_
+    trunk = np.tanh(X @ coefs[0] + intercepts[0])
+    scores = []
+    for t in range(3):
+        H = trunk
+        for i in range(1, 3):
+            H = np.tanh(H @ coefs[3 * t + i] + intercepts[3 * t + i])
+        scores.append(H @ coefs[3 * t + 3] + intercepts[3 * t + 3])
+    expected = np.hstack(scores) * model.target_scale_ + model.target_mean_
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-10, atol=1e-12)
+    # Copies: changing them does not change the model.
+    coefs[1][:] = 0.0
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_stacked_task_heads_predict_each_row_whatever_the_rest_of_the_call():
+    # The heads' batched products must not make a row's prediction depend on
+    # the other rows of the call (float32, scikit-learn's check).
+    from sklearn.utils.estimator_checks import check_methods_subset_invariance
+
+    model = MultiTaskRegressor(task_layer_sizes=(4,), dtype=np.float32, random_state=0)
+    check_methods_subset_invariance("MultiTaskRegressor", model)

@@ -351,3 +351,169 @@ def test_predictions_do_not_depend_on_the_rest_of_the_batch(dtype):
     full = net.predict(X, columns)
     for rows in (np.arange(20), np.arange(150, 151), rng.choice(300, 37, replace=False)):
         np.testing.assert_array_equal(net.predict(X[rows], columns), full[rows])
+
+
+def test_branches_of_column_ranges_train_as_their_own_contiguous_columns():
+    # A branch reading a column range of a wide X gets its batch rows by
+    # indexing that strided view; the model must be the one trained on the
+    # same columns stored contiguously, and the user's X must stay as it was.
+    from fastgd import FusionClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((90, 40)).astype(np.float32)
+    y = (X[:, 4] + X[:, 22] > 0).astype(int)
+    X_before = X.copy()
+
+    def model(first, second):
+        return FusionClassifier(
+            branches=[
+                ("a", [Dense(4, activation="tanh")], first),
+                ("b", [Dense(3, activation="relu")], second),
+            ],
+            batch_size=16,
+            max_iter=3,
+            tol=None,
+            random_state=0,
+        )
+
+    wide = model(slice(3, 8), slice(20, 26)).fit(X, y)
+    narrow = model(slice(0, 5), slice(5, 11)).fit(np.hstack([X[:, 3:8], X[:, 20:26]]), y)
+    np.testing.assert_array_equal(X, X_before)
+    for wide_coef, narrow_coef in zip(wide.coefs_, narrow.coefs_, strict=True):
+        np.testing.assert_array_equal(wide_coef, narrow_coef)
+
+
+_TWIN_ACTIVATIONS = {
+    "relu": (lambda z: np.maximum(z, 0.0), lambda a: (a > 0).astype(a.dtype)),
+    "tanh": (np.tanh, lambda a: 1.0 - a * a),
+    None: (lambda z: z, lambda a: np.ones_like(a)),
+}
+
+
+def _twin_dense_stack(X, layers):
+    """Forward pass of ``[(W, b, activation)]`` in NumPy; every layer's output."""
+    outs = []
+    for W, b, activation in layers:
+        X = _TWIN_ACTIVATIONS[activation][0](X @ W + b)
+        outs.append(X)
+    return outs
+
+
+def _twin_dense_stack_backward(X, layers, outs, d):
+    """Backward pass of :func:`_twin_dense_stack`: ``(grads [(dW, db)], dX)``."""
+    grads = []
+    for i in range(len(layers) - 1, -1, -1):
+        W, _, activation = layers[i]
+        dz = d * _TWIN_ACTIVATIONS[activation][1](outs[i])
+        inp = X if i == 0 else outs[i - 1]
+        grads.insert(0, (inp.T @ dz, dz.sum(axis=0)))
+        d = dz @ W.T
+    return grads, d
+
+
+def test_stacked_task_heads_match_a_per_task_numpy_twin():
+    # The old formulation, one head after another: initial weights drawn in
+    # the same order, the same scores, masked and λ-weighted loss gradient,
+    # and the same gradients of every parameter, trunk included.
+    from fastgd._engine.network import MaskedRegressionLoss
+    from fastgd._kernels.runtime import codes
+
+    n, n_tasks = 7, 5
+    head_specs = [[(3, "relu")], [(3, "relu")], [], [(2, "tanh"), (4, "relu")], [(3, "relu")]]
+    heads = [[Dense(u, activation=a) for u, a in specs] for specs in head_specs]
+    branch = [Dense(4, activation="relu")]
+    trunk = [Dense(6, activation="tanh")]
+    net = Network([("a", branch, 5)], "concat", trunk, n_tasks, None, np.float64, task_heads=heads)
+    net.initialize(np.random.RandomState(3))
+
+    # Initial weights: Glorot/He uniform drawn layer after layer, task after task.
+    draws = np.random.RandomState(3)
+
+    def drawn(n_in, units, activation):
+        fan = n_in if activation == "relu" else n_in + units
+        return draws.uniform(-np.sqrt(6.0 / fan), np.sqrt(6.0 / fan), (n_in, units))
+
+    shared = [
+        (drawn(5, 4, "relu"), np.zeros(4), "relu"),
+        (drawn(4, 6, "tanh"), np.zeros(6), "tanh"),
+    ]
+    twin_heads = []
+    for specs in head_specs:
+        layers, width = [], 6
+        for units, activation in [*specs, (1, None)]:
+            layers.append((drawn(width, units, activation), np.zeros(units), activation))
+            width = units
+        twin_heads.append(layers)
+    net_shared = [net.branch_layers[0][0], net.head_layers[0]]
+    for (W, _, _), layer in zip(shared, net_shared, strict=True):
+        np.testing.assert_array_equal(layer.W, W)
+
+    def head_layers(t):
+        g, k = net.task_slot[t]
+        return [(layer, k) for layer in net.task_groups[g].layers]
+
+    for t, layers in enumerate(twin_heads):
+        for (W, _, _), (layer, k) in zip(layers, head_layers(t), strict=True):
+            np.testing.assert_array_equal(layer.W[k], W)
+    # Non-zero biases, so that their place matters.
+    rng = np.random.RandomState(0)
+    net.params[net.n_penalized :] = rng.standard_normal(net.n_params - net.n_penalized)
+    shared = [(layer.W, layer.b, a) for layer, (_, _, a) in zip(net_shared, shared, strict=True)]
+    twin_heads = [
+        [
+            (layer.W[k], layer.b[k], a)
+            for (layer, k), (_, _, a) in zip(head_layers(t), twin, strict=True)
+        ]
+        for t, twin in enumerate(twin_heads)
+    ]
+
+    X = rng.standard_normal((n, 5))
+    y = rng.standard_normal((n, n_tasks))
+    mask = (rng.rand(n, n_tasks) > 0.3).astype(np.float64)
+    y[mask == 0] = np.nan
+    task_weights = np.array([1.0, 0.5, 2.0, 0.0, 1.5])
+    loss = MaskedRegressionLoss(n_tasks, task_weights, codes.SQUARED_ERROR)
+    grads = backward_gradients(net, loss, [X], (y, mask))
+
+    shared_outs = _twin_dense_stack(X, shared)
+    Z = shared_outs[-1]
+    head_outs = [_twin_dense_stack(Z, layers) for layers in twin_heads]
+    scores = np.column_stack([outs[-1][:, 0] for outs in head_outs])
+    ws = net.make_workspace(n, False)
+    np.testing.assert_allclose(net.forward([X], ws, n, False), scores, rtol=1e-12)
+    # Squared error: ∂/∂score = λₜ · maskₜ · (score − y) / (labelled samples of t).
+    residual = np.where(mask > 0, scores - np.nan_to_num(y), 0.0)
+    dscores = task_weights * residual / np.maximum(mask.sum(axis=0), 1.0)
+    dZ = np.zeros_like(Z)
+    for t, layers in enumerate(twin_heads):
+        head_grads, d = _twin_dense_stack_backward(Z, layers, head_outs[t], dscores[:, [t]])
+        dZ += d
+        for (dW, db), (layer, k) in zip(head_grads, head_layers(t), strict=True):
+            offset_W, offset_b = net.param_offset(layer, "W"), net.param_offset(layer, "b")
+            got_W = grads[offset_W : offset_W + layer.W.size].reshape(layer.W.shape)[k]
+            got_b = grads[offset_b : offset_b + layer.b.size].reshape(layer.b.shape)[k]
+            np.testing.assert_allclose(got_W, dW, rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(got_b, db, rtol=1e-10, atol=1e-14)
+    shared_grads, _ = _twin_dense_stack_backward(X, shared, shared_outs, dZ)
+    for (dW, db), layer in zip(shared_grads, net_shared, strict=True):
+        offset_W, offset_b = net.param_offset(layer, "W"), net.param_offset(layer, "b")
+        np.testing.assert_allclose(grads[offset_W : offset_W + dW.size], dW.ravel(), rtol=1e-10)
+        np.testing.assert_allclose(grads[offset_b : offset_b + db.size], db, rtol=1e-10)
+
+
+def test_a_pickle_of_per_task_head_weights_is_refused():
+    # Before task heads were stacked the flat buffer held them head after
+    # head: such a pickle (no layout) must not load into the stacked layout.
+    net = Network(
+        [("a", [], 3)], "concat", [], 2, None, np.float64, task_heads=[[Dense(2)], [Dense(2)]]
+    )
+    state = net.__getstate__()
+    del state["layout"]
+    with pytest.raises(ValueError, match="older fastgd"):
+        Network.__new__(Network).__setstate__(state)
+    plain = Network([("a", [Dense(2)], 3)], "concat", [], 2, None, np.float64)
+    state = plain.__getstate__()
+    del state["layout"]
+    Network.__new__(Network).__setstate__(state)  # nothing moved without task heads
+    restored = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(restored.params, net.params)

@@ -48,9 +48,11 @@ from fastgd._engine.layers_runtime import (
     EmbeddingLayer,
     ReshapeLayer,
     SparseJoin,
+    _divergence_is_checked,
     build_layer,
     fuse_conv_pool,
 )
+from fastgd._engine.task_heads import group_task_heads
 from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
@@ -59,6 +61,9 @@ __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSION
 PREDICT_MIN_ROWS = 16
 
 FUSIONS = ("concat", "late", "hybrid", "serial")
+# Version of the order of the flat parameter buffer, kept in pickles: 2 since
+# task heads are stacked (fastgd._engine.task_heads).
+PARAMETER_LAYOUT = 2
 
 
 class SparseSource:
@@ -240,7 +245,7 @@ class Network:
         self.fused_width = self.branch_widths[-1] if self.serial else int(self.offsets[-1])
 
         self.head_layers = []
-        self.task_layers = []
+        self.task_groups = []
         if self.use_concat:
             shape = (self.fused_width,)
             for i, spec in enumerate(head):
@@ -265,17 +270,12 @@ class Network:
                         f"got {len(task_heads)}."
                     )
                 self.trunk_width = shape[0]
-                for t, specs in enumerate(task_heads):
-                    tshape = shape
-                    layers = []
-                    for i, spec in enumerate(specs):
-                        layer = build_layer(
-                            spec, tshape, f"Task head {t}, layer {i} ({type(spec).__name__})"
-                        )
-                        layers.append(layer)
-                        tshape = layer.output_shape
-                    layers.append(DenseLayer(L.Dense(1), tshape, f"Task head {t} output layer"))
-                    self.task_layers.append(layers)
+                self.task_groups = group_task_heads(task_heads, self.trunk_width)
+                # Task t is head task_slot[t][1] of group task_slot[t][0].
+                self.task_slot = [None] * n_outputs
+                for g, group in enumerate(self.task_groups):
+                    for k, t in enumerate(group.tasks):
+                        self.task_slot[t] = (g, k)
         elif head or task_heads is not None:
             raise ValueError(
                 "head (and task head) layers are only used with fusion='concat', "
@@ -481,16 +481,14 @@ class Network:
         convolutions = any(isinstance(layer, Conv2DLayer) for layer in self._all_layers())
         if not (convolutions or machine_busy()):
             return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(1, user_api="blas")
+        return _blas_controller().limit(limits=1, user_api="blas")
 
     def _all_layers(self):
         for layers in self.branch_layers:
             yield from layers
         yield from self.head_layers
-        for layers in self.task_layers:
-            yield from layers
+        for group in self.task_groups:
+            yield from group.layers
         yield from self.late_layers
 
     def _bind(self):
@@ -516,37 +514,54 @@ class Network:
     def initialize(self, random_state):
         """Draw initial weights (He / Glorot uniform) from a RandomState.
 
-        Parameters are drawn in layer order (branches, head, late outputs),
-        in float64, then cast, so a seed gives the same model in both dtypes
-        up to rounding.
+        Parameters are drawn in layer order (branches, head, task heads task
+        after task, late outputs), in float64, then cast, so a seed gives the
+        same model in both dtypes up to rounding.
         """
-        views = {}
-        offset = 0
-        for s in self.param_specs:
-            views[id(s)] = (offset, s)
-            offset += s.size
-        ordered = []
-        for layer in self._all_layers():
-            for s in (p for p in self.param_specs if p.layer is layer):
-                ordered.append(s)
-        for s in ordered:
-            start, _ = views[id(s)]
-            kind, value = s.init
-            target = self.params[start : start + s.size]
+        for (kind, value), target in self._initial_draws():
             if kind == "uniform":
-                target[:] = random_state.uniform(-value, value, size=s.size)
+                target[:] = random_state.uniform(-value, value, size=target.size)
             else:
                 target[:] = value
         if self.use_late and self.learn_alpha:
             self.alpha[:] = 1.0 / self.n_branches
 
+    def _initial_draws(self):
+        """``(init, flat view)`` of every parameter tensor, in the order they are drawn.
+
+        A stacked task-head layer is drawn head by head: task t's layers
+        (first to output) before task t + 1's, each head's tensors as if it
+        were a layer of its own.
+        """
+        views = {}
+        offset = 0
+        for s in self.param_specs:
+            views.setdefault(id(s.layer), []).append((s, self.params[offset : offset + s.size]))
+            offset += s.size
+        stacked = {id(layer) for group in self.task_groups for layer in group.layers}
+        for layer in self._all_layers():
+            if id(layer) not in stacked:
+                for s, view in views.get(id(layer), ()):
+                    yield s.init, view
+            elif layer is self.task_groups[0].layers[0]:
+                for g, k in self.task_slot:
+                    for head_layer in self.task_groups[g].layers:
+                        for s, view in views[id(head_layer)]:
+                            yield s.init, view.reshape(s.shape)[k].reshape(-1)
+
     # ------------------------------------------------------------- pickling
     def __getstate__(self):
-        return {"config": self.config, "params": self.params}
+        return {"config": self.config, "params": self.params, "layout": PARAMETER_LAYOUT}
 
     def __setstate__(self, state):
         self.config = state["config"]
         self._build()
+        if self.task_groups and state.get("layout", 1) != PARAMETER_LAYOUT:
+            raise ValueError(
+                "This network was saved by an older fastgd, which stored the weights of "
+                "task heads one head after another; they are now stacked per layer. Fit "
+                "the model again with this version."
+            )
         self.params = np.array(state["params"], dtype=self.dtype, copy=True)
         self.grads = np.zeros_like(self.params)
         self._bind()
@@ -609,20 +624,13 @@ class Network:
             if hasattr(st, "rng"):
                 st.rng = rng
             ws.head_states.append(st)
-        ws.task_states = []
-        for layers in self.task_layers:
-            states = []
-            for i, layer in enumerate(layers):
-                need_dx = training and (i > 0 or self.trunk_needs_grad)
-                st = layer.make_state(capacity, dt, training, need_dx)
-                if hasattr(st, "rng"):
-                    st.rng = rng
-                states.append(st)
-            ws.task_states.append(states)
-        if self.task_layers:
+        ws.task_states = [
+            group.make_states(capacity, dt, training, self.trunk_needs_grad)
+            for group in self.task_groups
+        ]
+        if self.task_groups:
             ws.task_scores = np.empty((capacity, self.n_outputs), dtype=dt)
             if training:
-                ws.dtask = [np.empty((capacity, 1), dtype=dt) for _ in self.task_layers]
                 ws.dtrunk = np.empty((capacity, self.trunk_width), dtype=dt)
         ws.late_states = [
             layer.make_state(capacity, dt, training, training and self.branch_trainable[b])
@@ -676,6 +684,10 @@ class Network:
 
         Returns a view of a workspace buffer (valid until the next pass).
         """
+        with _divergence_is_checked():
+            return self._forward(inputs, ws, n, training)
+
+    def _forward(self, inputs, ws, n, training):
         flat_outs = []
         for b in range(self.n_branches):
             X = self._branch_forward(b, inputs[b], ws, n, training)
@@ -692,15 +704,10 @@ class Network:
                     Z[:, self.offsets[b] : self.offsets[b + 1]] = F
             for layer, st in zip(self.head_layers, ws.head_states, strict=False):
                 Z = layer.forward(Z, st, n, training)
-            if self.task_layers:
+            if self.task_groups:
                 scores = ws.task_scores[:n]
-                for t, (layers, states) in enumerate(
-                    zip(self.task_layers, ws.task_states, strict=False)
-                ):
-                    H = Z
-                    for layer, st in zip(layers, states, strict=False):
-                        H = layer.forward(H, st, n, training)
-                    scores[:, t] = H[:, 0]
+                for group, states in zip(self.task_groups, ws.task_states, strict=True):
+                    group.forward(Z, states, n, training, scores)
                 Z = scores
             out = Z
         if self.use_late:
@@ -719,6 +726,10 @@ class Network:
 
     def backward(self, dscores, ws, n):
         """Fill ``grads`` from the gradient of the loss w.r.t. the scores."""
+        with _divergence_is_checked():
+            self._backward(dscores, ws, n)
+
+    def _backward(self, dscores, ws, n):
         dbranch = [None] * self.n_branches
         if self.use_late:
             for b, (layer, st) in enumerate(zip(self.late_layers, ws.late_states, strict=False)):
@@ -731,22 +742,12 @@ class Network:
                 dbranch[b] = layer.backward(d, st, n)
         if self.use_concat:
             d = dscores
-            if self.task_layers:
+            if self.task_groups:
                 # Each task head sees its own column; their input gradients add up.
                 dtrunk = ws.dtrunk[:n]
-                for t, (layers, states) in enumerate(
-                    zip(self.task_layers, ws.task_states, strict=False)
-                ):
-                    dt = ws.dtask[t][:n]
-                    dt[:, 0] = dscores[:, t]
-                    for layer, st in zip(reversed(layers), reversed(states), strict=False):
-                        dt = layer.backward(dt, st, n)
-                    if dt is None:
-                        continue
-                    if t == 0:
-                        np.copyto(dtrunk, dt)
-                    else:
-                        np.add(dtrunk, dt, out=dtrunk)
+                written = False
+                for group, states in zip(self.task_groups, ws.task_states, strict=True):
+                    written |= group.backward(dscores, states, n, dtrunk, accumulate=written)
                 d = dtrunk
             for layer, st in zip(
                 reversed(self.head_layers), reversed(ws.head_states), strict=False
@@ -917,10 +918,12 @@ class Network:
     def batch_inputs(self, sources, rows, ws, inputs):
         """Fill ``inputs[b]`` with branch b's input for the samples ``rows``.
 
-        Dense sources are gathered into the workspace's buffers, sparse ones
-        into a :class:`CSRBatch` (a first Dense) or scattered into a dense
-        buffer (any other branch). Nothing is allocated after the first
-        batches.
+        Contiguous dense sources are gathered into the workspace's buffers; a
+        branch's column range of the user's X (a strided view) by indexing,
+        which reads only the batch's rows of those columns into a new
+        batch-sized array. Sparse sources are gathered into a
+        :class:`CSRBatch` (a first Dense) or scattered into a dense buffer
+        (any other branch).
 
         Parameters
         ----------
@@ -939,6 +942,12 @@ class Network:
                 if ws.sparse_inputs[b] is None:
                     ws.sparse_inputs[b] = _SparseBatchBuffers(ws.capacity, self.dtype)
                 inputs[b] = ws.sparse_inputs[b].gather(src, rows)
+                continue
+            if not (isinstance(src, SparseSource) or src.flags.c_contiguous):
+                # A column range of the user's X (a strided view): take would
+                # first copy the whole view, every batch; indexing reads only
+                # the batch's rows of the branch's columns.
+                inputs[b] = src[rows]
                 continue
             buf = ws.inputs[b] if m == ws.capacity else ws.inputs[b][:m]
             if isinstance(src, SparseSource):
@@ -1054,6 +1063,24 @@ class Network:
         if not self.use_late:
             return None
         return np.array(self.alpha, dtype=np.float64)
+
+
+def _blas_controller():
+    """The process's threadpoolctl controller, made once.
+
+    Making one scans the loaded libraries (milliseconds, as long as a small
+    fit or prediction); limiting through a kept one takes microseconds. The
+    BLAS it controls is NumPy's, loaded before any network exists.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER
+
+
+_BLAS_CONTROLLER = None
 
 
 def _column_of(X, k):
