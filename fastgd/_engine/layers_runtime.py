@@ -503,6 +503,7 @@ class Conv2DLayer(RuntimeLayer):
             st.X, self.W, st.out[:n], dA, None if st.argmax is None else st.argmax[:n],
             self.code, self.stride, self.pad_top, self.pad_left, oh, ow, self.dW, self.db,
             dx, st.workspace, st.partials, self._threads(n),
+            _native().dense_weight_grad(self.channels * self.kh * self.kw, self.pool is not None),
         )
         return dx
 

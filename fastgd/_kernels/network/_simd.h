@@ -91,6 +91,93 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
     FG_TILE_BODY(double, fg_vd, FG_VD)
 }
 
+/* ------------------------------------------------ weight-gradient tile */
+/* One pass of the dense weight gradient over a sample's output plane:
+ * s0[f] = Σ_pos dz[f, pos] · x[pos's window + o0] and s1[f] the same at
+ * tap offset o1, for the FG_FB filters of a tile. dz holds FG_FB planes of
+ * OH rows of n_jb·LANES values (zero past the output width), plane_stride
+ * apart; x is the padded sample (rows WP apart). Each lane sums its own
+ * outputs and the lanes are added in a fixed order at the end. */
+#define FG_WGRAD_LOAD(T, V, LANES, var, src)                                   \
+    V var;                                                                     \
+    if (stride == 1) {                                                         \
+        memcpy(&var, (src), sizeof var);                                       \
+    } else {                                                                   \
+        for (int j = 0; j < LANES; j++) var[j] = (src)[j * stride];            \
+    }
+#define FG_WGRAD_FMA(V, f)                                                     \
+    {                                                                          \
+        V d;                                                                   \
+        memcpy(&d, dr + f * plane_stride, sizeof d);                           \
+        p##f += x0 * d;                                                        \
+        q##f += x1 * d;                                                        \
+    }
+#define FG_WGRAD_BODY(T, V, LANES)                                             \
+    V p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0},    \
+      p7 = {0};                                                                \
+    V q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, q4 = {0}, q5 = {0}, q6 = {0},    \
+      q7 = {0};                                                                \
+    Py_ssize_t row = n_jb * LANES;                                             \
+    for (Py_ssize_t i = 0; i < OH; i++) {                                      \
+        for (Py_ssize_t jb = 0; jb < n_jb; jb++) {                             \
+            const T *xr = x + i * stride * WP + jb * LANES * stride;           \
+            FG_WGRAD_LOAD(T, V, LANES, x0, xr + o0)                            \
+            FG_WGRAD_LOAD(T, V, LANES, x1, xr + o1)                            \
+            const T *dr = dz + i * row + jb * LANES;                           \
+            FG_WGRAD_FMA(V, 0) FG_WGRAD_FMA(V, 1) FG_WGRAD_FMA(V, 2)           \
+            FG_WGRAD_FMA(V, 3) FG_WGRAD_FMA(V, 4) FG_WGRAD_FMA(V, 5)           \
+            FG_WGRAD_FMA(V, 6) FG_WGRAD_FMA(V, 7)                              \
+        }                                                                      \
+    }                                                                          \
+    V ps[FG_FB] = {p0, p1, p2, p3, p4, p5, p6, p7};                            \
+    V qs[FG_FB] = {q0, q1, q2, q3, q4, q5, q6, q7};                            \
+    for (int f = 0; f < FG_FB; f++) {                                          \
+        T a = 0, c = 0;                                                        \
+        for (int j = 0; j < LANES; j++) {                                      \
+            a += ps[f][j];                                                     \
+            c += qs[f][j];                                                     \
+        }                                                                      \
+        s0[f] = a;                                                             \
+        s1[f] = c;                                                             \
+    }
+
+static inline void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1,
+                                   const float *dz, Py_ssize_t plane_stride, Py_ssize_t OH,
+                                   Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
+                                   float *s0, float *s1)
+{
+    FG_WGRAD_BODY(float, fg_vf, FG_VF)
+}
+
+static inline void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1,
+                                   const double *dz, Py_ssize_t plane_stride, Py_ssize_t OH,
+                                   Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
+                                   double *s0, double *s1)
+{
+    FG_WGRAD_BODY(double, fg_vd, FG_VD)
+}
+
+/* Σ x[0:n], one partial sum per lane added in a fixed order. */
+#define FG_SUM_BODY(T, V, LANES)                                               \
+    V acc = {0};                                                               \
+    Py_ssize_t i = 0;                                                          \
+    for (; i + LANES <= n; i += LANES) {                                       \
+        V v;                                                                   \
+        memcpy(&v, x + i, sizeof v);                                           \
+        acc += v;                                                              \
+    }                                                                          \
+    T s = 0;                                                                   \
+    for (int j = 0; j < LANES; j++) s += acc[j];                               \
+    for (; i < n; i++) s += x[i];                                              \
+    return s;
+
+static inline float fg_sum_f(const float *x, Py_ssize_t n) { FG_SUM_BODY(float, fg_vf, FG_VF) }
+
+static inline double fg_sum_d(const double *x, Py_ssize_t n)
+{
+    FG_SUM_BODY(double, fg_vd, FG_VD)
+}
+
 /* y[0:n] += g · x[0:n] */
 static inline void fg_axpy_f(Py_ssize_t n, float g, const float *restrict x, float *restrict y)
 {
