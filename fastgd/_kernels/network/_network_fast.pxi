@@ -42,12 +42,15 @@ cdef extern from "_simd.h" nogil:
                         const float *w, Py_ssize_t stride, float *acc)
     void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
                         const double *w, Py_ssize_t stride, double *acc)
+    int FG_WGRAD_CHUNK_VALUES
     void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1, const float *dz,
-                         Py_ssize_t plane_stride, Py_ssize_t OH, Py_ssize_t n_jb,
-                         Py_ssize_t WP, Py_ssize_t stride, float *s0, float *s1)
+                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, float *acc0,
+                         float *acc1)
     void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1, const double *dz,
-                         Py_ssize_t plane_stride, Py_ssize_t OH, Py_ssize_t n_jb,
-                         Py_ssize_t WP, Py_ssize_t stride, double *s0, double *s1)
+                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, double *acc0,
+                         double *acc1)
     float fg_sum_f(const float *x, Py_ssize_t n)
     double fg_sum_d(const double *x, Py_ssize_t n)
     void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
@@ -100,6 +103,7 @@ cdef struct Geometry:
     Py_ssize_t plane    # C·HP·WP
     Py_ssize_t dz_plane # one filter's dense output gradient, OH rows of n_jb·lanes
     Py_ssize_t dz_size  # n_fb·FG_FB of them
+    Py_ssize_t acc_size # lane sums of the dense weight gradient: taps (even) × n_fb·FG_FB
 
 
 cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t KH,
@@ -119,6 +123,7 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.plane = C * g.HP * g.WP
     g.dz_plane = OH * g.n_jb * g.lanes
     g.dz_size = g.n_fb * FG_FB * g.dz_plane
+    g.acc_size = (g.ckk + 1) // 2 * 2 * g.n_fb * FG_FB * g.lanes
     return g
 
 
@@ -166,7 +171,7 @@ def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, items
     cdef Geometry g = _geometry(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW,
                                 itemsize)
     forward = g.plane + (F * OH * OW + FG_POOL_SLACK if pooled else 0)
-    backward = g.plane + OH * OW * g.ckkp + g.dz_size
+    backward = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if need_dx:
         backward += OH * OW * g.ckkp + g.plane
     return forward, backward, F * g.ckkp + F
@@ -428,27 +433,51 @@ cdef void _fold_patches(const floating* rows, const Py_ssize_t* xoff, Geometry* 
 
 
 cdef void _dense_weight_grad(const floating* xp, const floating* dz, const Py_ssize_t* xoff,
-                             Geometry* g, floating* dwp) noexcept nogil:
-    """dwp[f, k] += Σ_pos dz[f, pos] · tap k of pos's window, two taps per pass."""
-    cdef floating s0[8]  # FG_FB sums
-    cdef floating s1[8]
-    cdef Py_ssize_t fb, k, f, fo, n_f, o1
-    for fb in range(g.n_fb):
-        n_f = min(<Py_ssize_t>FG_FB, g.F - fb * FG_FB)
-        for k in range(0, g.ckk, 2):
-            # An odd last tap is paired with itself (its second sum is dropped).
-            o1 = xoff[k + 1] if k + 1 < g.ckk else xoff[k]
-            if floating is float:
-                fg_wgrad_tile_f(xp, xoff[k], o1, dz + fb * FG_FB * g.dz_plane, g.dz_plane,
-                                g.OH, g.n_jb, g.WP, g.stride, s0, s1)
-            else:
-                fg_wgrad_tile_d(xp, xoff[k], o1, dz + fb * FG_FB * g.dz_plane, g.dz_plane,
-                                g.OH, g.n_jb, g.WP, g.stride, s0, s1)
-            for f in range(n_f):
-                fo = fb * FG_FB + f
-                dwp[fo * g.ckkp + k] += s0[f]
-                if k + 1 < g.ckk:
-                    dwp[fo * g.ckkp + k + 1] += s1[f]
+                             Geometry* g, floating* acc) noexcept nogil:
+    """acc (lane sums) += Σ_pos dz[f, pos] · tap k of pos's window, two taps per pass.
+
+    Passes run over chunks of output rows small enough for L1; ``acc`` holds,
+    for each pair of taps and filter tile, 2 × FG_FB vectors (see
+    :func:`_sum_lanes`).
+    """
+    cdef Py_ssize_t fb, kp, i0, o1
+    cdef Py_ssize_t row = g.n_jb * g.lanes
+    cdef Py_ssize_t chunk = max(1, FG_WGRAD_CHUNK_VALUES // (FG_FB * row))
+    cdef Py_ssize_t n_kp = (g.ckk + 1) // 2
+    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
+    cdef floating* a
+    i0 = 0
+    while i0 < g.OH:
+        for fb in range(g.n_fb):
+            for kp in range(n_kp):
+                # An odd last tap is paired with itself (its second sum is dropped).
+                o1 = xoff[2 * kp + 1] if 2 * kp + 1 < g.ckk else xoff[2 * kp]
+                a = acc + (kp * g.n_fb + fb) * pair
+                if floating is float:
+                    fg_wgrad_tile_f(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
+                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
+                                    g.stride, a, a + FG_FB * g.lanes)
+                else:
+                    fg_wgrad_tile_d(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
+                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
+                                    g.stride, a, a + FG_FB * g.lanes)
+        i0 += chunk
+
+
+cdef void _sum_lanes(const floating* acc, Geometry* g, floating* dwp) noexcept nogil:
+    """dwp[f, k] += the lanes of acc's vector for tap k and filter f, in lane order."""
+    cdef Py_ssize_t k, f, j
+    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
+    cdef const floating* v
+    cdef floating total
+    for k in range(g.ckk):
+        for f in range(g.F):
+            v = acc + ((k // 2) * g.n_fb + f // FG_FB) * pair
+            v += ((k % 2) * FG_FB + f % FG_FB) * g.lanes
+            total = 0
+            for j in range(g.lanes):
+                total += v[j]
+            dwp[f * g.ckkp + k] += total
 
 
 cdef void _backward_sample(const floating* x, const floating* wflat, const floating* a,
@@ -466,7 +495,8 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
     cdef floating* xp = ws
     cdef floating* rows = ws + g.plane
     cdef floating* dz = rows + g.OH * g.OW * g.ckkp
-    cdef floating* drows = dz + g.dz_size
+    cdef floating* acc = dz + g.dz_size
+    cdef floating* drows = acc + g.acc_size
     cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
     cdef Py_ssize_t f, t, pos, i, j
     cdef Py_ssize_t row = g.n_jb * g.lanes
@@ -533,7 +563,7 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                     else:
                         fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
     if dense:
-        _dense_weight_grad(xp, dz, xoff, g, dwp)
+        _dense_weight_grad(xp, dz, xoff, g, acc)
     if dx != NULL:
         _fold_patches(drows, xoff, g, dxp)
         _crop_add(dxp, dx, g)
@@ -598,7 +628,7 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
         dx_view = dX
         if not _same_shape(dx_view.shape, X.shape, 4):
             raise ValueError("conv2d_backward: dX must have the shape of X")
-    cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp + g.dz_size
+    cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if dX is not None:
         need += OH * OW * g.ckkp + g.plane
     if workspace.shape[0] < n_threads or workspace.shape[1] < need:
@@ -630,11 +660,15 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
     cdef floating* ps = &partials[0, 0]
     cdef Py_ssize_t ws_stride = workspace.shape[1]
     cdef Py_ssize_t p_stride = partials.shape[1]
+    # Where _backward_sample keeps the dense weight gradient's lane sums.
+    cdef Py_ssize_t acc_at = g.plane + OH * OW * g.ckkp + g.dz_size
     cdef floating* dw = &dW[0, 0, 0, 0]
     try:
         for blk in prange(n_blocks, nogil=True, num_threads=n_threads, schedule="static"):
             t = threadid()
             memset(ps + blk * p_stride, 0, part * sizeof(floating))
+            if dense_weight_grad:
+                memset(ws + t * ws_stride + acc_at, 0, g.acc_size * sizeof(floating))
             n_stop = min(B, (blk + 1) * _GRAD_BLOCK)
             for n in range(blk * _GRAD_BLOCK, n_stop):
                 _backward_sample(
@@ -644,6 +678,8 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
                     ws + t * ws_stride, ps + blk * p_stride, ps + blk * p_stride + F * g.ckkp,
                     (dxs + n * in_size) if dxs != NULL else NULL,
                 )
+            if dense_weight_grad:
+                _sum_lanes(ws + t * ws_stride + acc_at, &g, ps + blk * p_stride)
         # Fixed-order sum of the block partials.
         with nogil:
             for f in range(F):

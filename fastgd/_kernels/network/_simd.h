@@ -92,12 +92,13 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
 }
 
 /* ------------------------------------------------ weight-gradient tile */
-/* One pass of the dense weight gradient over a sample's output plane:
- * s0[f] = Σ_pos dz[f, pos] · x[pos's window + o0] and s1[f] the same at
- * tap offset o1, for the FG_FB filters of a tile. dz holds FG_FB planes of
- * OH rows of n_jb·LANES values (zero past the output width), plane_stride
- * apart; x is the padded sample (rows WP apart). Each lane sums its own
- * outputs and the lanes are added in a fixed order at the end. */
+/* One pass of the dense weight gradient over output rows [i0, i1) of a
+ * sample: acc0[f] += Σ_pos dz[f, pos] · x[pos's window + o0] lane by lane,
+ * and acc1[f] the same at tap offset o1, for the FG_FB filters of a tile
+ * (acc0, acc1: FG_FB vectors each, in memory: they add up over row chunks
+ * and samples, and their lanes are summed once per gradient block). dz
+ * holds FG_FB planes of rows of n_jb·LANES values (zero past the output
+ * width), plane_stride apart; x is the padded sample (rows WP apart). */
 #define FG_WGRAD_LOAD(T, V, LANES, var, src)                                   \
     V var;                                                                     \
     if (stride == 1) {                                                         \
@@ -112,13 +113,17 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
         p##f += x0 * d;                                                        \
         q##f += x1 * d;                                                        \
     }
+#define FG_WGRAD_GET(f) memcpy(&p##f, acc0 + f * LANES_, sizeof p##f);        \
+                        memcpy(&q##f, acc1 + f * LANES_, sizeof q##f);
+#define FG_WGRAD_PUT(f) memcpy(acc0 + f * LANES_, &p##f, sizeof p##f);        \
+                        memcpy(acc1 + f * LANES_, &q##f, sizeof q##f);
 #define FG_WGRAD_BODY(T, V, LANES)                                             \
-    V p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0},    \
-      p7 = {0};                                                                \
-    V q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, q4 = {0}, q5 = {0}, q6 = {0},    \
-      q7 = {0};                                                                \
+    enum { LANES_ = LANES };                                                   \
+    V p0, p1, p2, p3, p4, p5, p6, p7, q0, q1, q2, q3, q4, q5, q6, q7;         \
+    FG_WGRAD_GET(0) FG_WGRAD_GET(1) FG_WGRAD_GET(2) FG_WGRAD_GET(3)            \
+    FG_WGRAD_GET(4) FG_WGRAD_GET(5) FG_WGRAD_GET(6) FG_WGRAD_GET(7)            \
     Py_ssize_t row = n_jb * LANES;                                             \
-    for (Py_ssize_t i = 0; i < OH; i++) {                                      \
+    for (Py_ssize_t i = i0; i < i1; i++) {                                     \
         for (Py_ssize_t jb = 0; jb < n_jb; jb++) {                             \
             const T *xr = x + i * stride * WP + jb * LANES * stride;           \
             FG_WGRAD_LOAD(T, V, LANES, x0, xr + o0)                            \
@@ -129,30 +134,25 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
             FG_WGRAD_FMA(V, 6) FG_WGRAD_FMA(V, 7)                              \
         }                                                                      \
     }                                                                          \
-    V ps[FG_FB] = {p0, p1, p2, p3, p4, p5, p6, p7};                            \
-    V qs[FG_FB] = {q0, q1, q2, q3, q4, q5, q6, q7};                            \
-    for (int f = 0; f < FG_FB; f++) {                                          \
-        T a = 0, c = 0;                                                        \
-        for (int j = 0; j < LANES; j++) {                                      \
-            a += ps[f][j];                                                     \
-            c += qs[f][j];                                                     \
-        }                                                                      \
-        s0[f] = a;                                                             \
-        s1[f] = c;                                                             \
-    }
+    FG_WGRAD_PUT(0) FG_WGRAD_PUT(1) FG_WGRAD_PUT(2) FG_WGRAD_PUT(3)            \
+    FG_WGRAD_PUT(4) FG_WGRAD_PUT(5) FG_WGRAD_PUT(6) FG_WGRAD_PUT(7)
+
+/* Output-gradient values of a filter tile one pass reads (with the input
+ * rows they meet, a few KiB: the pass stays in L1). */
+#define FG_WGRAD_CHUNK_VALUES 2048
 
 static inline void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1,
-                                   const float *dz, Py_ssize_t plane_stride, Py_ssize_t OH,
-                                   Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
-                                   float *s0, float *s1)
+                                   const float *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
+                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
+                                   Py_ssize_t stride, float *acc0, float *acc1)
 {
     FG_WGRAD_BODY(float, fg_vf, FG_VF)
 }
 
 static inline void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1,
-                                   const double *dz, Py_ssize_t plane_stride, Py_ssize_t OH,
-                                   Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
-                                   double *s0, double *s1)
+                                   const double *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
+                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
+                                   Py_ssize_t stride, double *acc0, double *acc1)
 {
     FG_WGRAD_BODY(double, fg_vd, FG_VD)
 }
