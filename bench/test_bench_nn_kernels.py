@@ -250,9 +250,11 @@ class NativeConv:
         )
 
     def backward(self, X, W, A, dA, argmax, dW, db, dX):
+        # The weight-gradient path the engine chooses for this shape.
+        dense = self.native.dense_weight_grad(W[0].size, pooled=argmax is not None)
         self.native.conv2d_backward(
             X, W, A, dA, argmax, codes.RELU, 1, 0, 0, *self.size, dW, db, dX, self.workspace,
-            self.partials, self.threads,
+            self.partials, self.threads, dense,
         )
 
 

@@ -52,6 +52,36 @@ def dense_backward(X, W, A, dA, code):
 # --------------------------------------------------------------------------
 # conv2d (NCHW, weights (F, C, KH, KW))
 # --------------------------------------------------------------------------
+def conv2d_padding(padding, KH, KW, stride=1, H=None, W=None):
+    """(pad_top, pad_bottom, pad_left, pad_right) of a padding mode.
+
+    "valid": none; "same" (TensorFlow's rule): ``ceil(H / stride)`` output
+    rows, the total padding ``max((OH - 1)·stride + KH - H, 0)`` split with
+    the odd row at the bottom (likewise for columns; H and W are needed
+    when stride > 1); an int or a pair: that many rows / columns each side.
+    """
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        if stride > 1 and (H is None or W is None):
+            raise ValueError("'same' padding with stride > 1 needs H and W")
+        ph = KH - 1 if stride == 1 else max((-(-H // stride) - 1) * stride + KH - H, 0)
+        pw = KW - 1 if stride == 1 else max((-(-W // stride) - 1) * stride + KW - W, 0)
+        return ph // 2, ph - ph // 2, pw // 2, pw - pw // 2
+    if isinstance(padding, str):
+        raise ValueError(f"unknown padding {padding!r}")
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    return ph, ph, pw, pw
+
+
+def conv2d_output_shape(H, W, KH, KW, stride, pad_h, pad_w):
+    """(OH, OW) of a convolution with ``pad_h`` / ``pad_w`` rows / columns of padding in all."""
+    OH, OW = (H + pad_h - KH) // stride + 1, (W + pad_w - KW) // stride + 1
+    if OH < 1 or OW < 1:
+        raise ValueError("the kernel does not fit in the padded input")
+    return OH, OW
+
+
 def _padded(X, KH, KW, stride, pad_top, pad_left, OH, OW):
     """X zero-padded so that every window of the (OH, OW) output fits."""
     B, C, H, W = X.shape

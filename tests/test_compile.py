@@ -133,7 +133,7 @@ def test_cli_compile_list_compiles_nothing(tmp_path):
     header, *lines = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
     assert header.split() == ["kernel", "signatures", "in", "the", "cache"]
     rows = dict(line.split() for line in lines)
-    assert "linear.sgd_numba.sgd_steps" in rows and "network.conv2d.conv2d_forward" in rows
+    assert "linear.sgd_numba.sgd_steps" in rows and "network.pooling.maxpool2d_forward" in rows
     assert set(rows.values()) == {"0"}
     assert f"{len(rows)} kernels, 0 with machine code in the cache" in completed.stdout
     assert f"Cache: {cache_dir}" in completed.stdout

@@ -62,11 +62,11 @@ class Conv:
             self.workspace, self.threads,
         )
 
-    def backward(self, X, Wt, A, dA, argmax, code, OH, OW, dX):
+    def backward(self, X, Wt, A, dA, argmax, code, OH, OW, dX, dense=False):
         dW, db = np.empty_like(Wt), np.empty(Wt.shape[0], Wt.dtype)
         native.conv2d_backward(
             X, Wt, A, dA, argmax, code, *self.geometry, OH, OW, dW, db, dX, self.workspace,
-            self.partials, self.threads,
+            self.partials, self.threads, dense,
         )
         return dW, db
 
@@ -76,8 +76,13 @@ def _pool_shape(OH, OW, pool):
     return (OH - ph) // ps + 1, (OW - pw) // ps + 1
 
 
+# The two ways of forming the weight gradient (native.dense_weight_grad).
+WEIGHT_GRADS = [False, True]
+
+
+@pytest.mark.parametrize("dense", WEIGHT_GRADS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_forward_backward_match_twin(rng, dtype):
+def test_conv2d_forward_backward_match_twin(rng, dtype, dense):
     for i, case in enumerate(ALL_CASES):
         code = ACTS[i % 4]
         X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, dtype)
@@ -91,7 +96,7 @@ def test_conv2d_forward_backward_match_twin(rng, dtype):
         G = rng.standard_normal(out.shape).astype(dtype)
         G_before = G.copy()
         dX = np.full_like(X, np.nan)
-        dW, db = conv.backward(X, Wt, out, G, None, code, OH, OW, dX)
+        dW, db = conv.backward(X, Wt, out, G, None, code, OH, OW, dX, dense)
         np.testing.assert_array_equal(G, G_before)  # the upstream gradient is kept
         rW, rb, rX = naive.conv2d_backward(
             X64, W64, out.astype(np.float64), G.astype(np.float64), code, s, pt, pl
@@ -100,7 +105,7 @@ def test_conv2d_forward_backward_match_twin(rng, dtype):
             assert got.dtype == dtype
             assert_close(got, ref, dtype)
         # Without dX (a first layer) the parameter gradients are the same.
-        dW2, db2 = conv.backward(X, Wt, out, G, None, code, OH, OW, None)
+        dW2, db2 = conv.backward(X, Wt, out, G, None, code, OH, OW, None, dense)
         np.testing.assert_array_equal(dW2, dW)
         np.testing.assert_array_equal(db2, db)
 
@@ -108,8 +113,9 @@ def test_conv2d_forward_backward_match_twin(rng, dtype):
 POOLS = [(2, 2, 2), (3, 3, 2), (2, 2, 1), (2, 3, 3)]
 
 
+@pytest.mark.parametrize("dense", WEIGHT_GRADS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_conv_pool_matches_unfused_and_twin(rng, dtype):
+def test_fused_conv_pool_matches_unfused_and_twin(rng, dtype, dense):
     for i, case in enumerate(ALL_CASES):
         code = ACTS[(i + 1) % 4]
         pool = POOLS[i % len(POOLS)]
@@ -135,7 +141,9 @@ def test_fused_conv_pool_matches_unfused_and_twin(rng, dtype):
         # Backward from the pooled gradient = pool backward then conv backward.
         G = rng.standard_normal(pooled.shape).astype(dtype)
         dX = np.full_like(X, np.nan)
-        dW, db = conv.backward(X, Wt, pooled, G, argmax, code, OH, OW, dX)
+        dG_before = G.copy()
+        dW, db = conv.backward(X, Wt, pooled, G, argmax, code, OH, OW, dX, dense)
+        np.testing.assert_array_equal(G, dG_before)
         X64, W64 = X.astype(np.float64), Wt.astype(np.float64)
         dA = naive.maxpool2d_backward(G.astype(np.float64), ref_argmax, OH, OW)
         rW, rb, rX = naive.conv2d_backward(X64, W64, A.astype(np.float64), dA, code, s, pt, pl)
@@ -143,8 +151,9 @@ def test_fused_conv_pool_matches_unfused_and_twin(rng, dtype):
             assert_close(got, ref, dtype)
 
 
+@pytest.mark.parametrize("dense", WEIGHT_GRADS)
 @pytest.mark.parametrize("pooled", [False, True])
-def test_native_conv_finite_differences(rng, pooled):
+def test_native_conv_finite_differences(rng, pooled, dense):
     code = codes.TANH
     case = (2, 3, 7, 9, 10, 3, 3, 1, "same")
     X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, np.float64)
@@ -167,13 +176,14 @@ def test_native_conv_finite_differences(rng, pooled):
 
     conv, out, argmax = outputs()
     dX = np.empty_like(X)
-    dW, db = conv.backward(X, Wt, out, G, argmax, code, OH, OW, dX)
+    dW, db = conv.backward(X, Wt, out, G, argmax, code, OH, OW, dX, dense)
     for got, x in [(dW, Wt), (db, b), (dX, X)]:
         np.testing.assert_allclose(got, numerical_grad(loss, x), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dense", WEIGHT_GRADS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_native_conv_independent_of_threads_and_batch(rng, dtype):
+def test_native_conv_independent_of_threads_and_batch(rng, dtype, dense):
     case = (13, 3, 12, 12, 10, 3, 3, 1, "valid")  # 13 samples: a partial gradient block
     X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, dtype)
     pool = (2, 2, 2)
@@ -187,7 +197,7 @@ def test_native_conv_independent_of_threads_and_batch(rng, dtype):
         argmax = np.empty(out.shape, np.int32)
         conv.pool_forward(X, Wt, b, OH, OW, codes.RELU, pool, out, argmax)
         dX = np.empty_like(X)
-        dW, db = conv.backward(X, Wt, out, G, argmax, codes.RELU, OH, OW, dX)
+        dW, db = conv.backward(X, Wt, out, G, argmax, codes.RELU, OH, OW, dX, dense)
         results.append((out, argmax, dW, db, dX))
     for other in results[1:]:
         for a, b_ in zip(results[0], other, strict=True):
@@ -199,6 +209,46 @@ def test_native_conv_independent_of_threads_and_batch(rng, dtype):
     part = np.empty((3, F, OH, OW), dtype)
     conv.forward(X[5:8].copy(), Wt, b, part, codes.SIGMOID)
     np.testing.assert_array_equal(part, full[5:8])
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_weight_gradient_paths_agree(rng, pooled):
+    """Both weight-gradient paths give the same gradients (to rounding; db and dX exactly
+    where no pooling window overlaps another), strided and padded, at register-tile and
+    vector-width edges."""
+    for case in [
+        (5, 3, 11, 13, 9, 3, 3, 1, "valid"),
+        (4, 2, 12, 17, 8, 3, 2, 2, "same"),
+        (3, 4, 9, 20, 17, 5, 3, 3, "same"),
+    ]:
+        for dtype in DTYPES:
+            X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, dtype)
+            B, F = X.shape[0], Wt.shape[0]
+            conv = Conv(X, Wt, s, pt, pl, OH, OW, pooled=pooled)
+            if pooled:
+                shape = (B, F) + _pool_shape(OH, OW, (2, 2, 2))
+                out, argmax = np.empty(shape, dtype), np.empty(shape, np.int32)
+                conv.pool_forward(X, Wt, b, OH, OW, codes.TANH, (2, 2, 2), out, argmax)
+            else:
+                out, argmax = np.empty((B, F, OH, OW), dtype), None
+                conv.forward(X, Wt, b, out, codes.TANH)
+            G = rng.standard_normal(out.shape).astype(dtype)
+            got = {}
+            for dense in WEIGHT_GRADS:
+                dX = np.empty_like(X)
+                dW, db = conv.backward(X, Wt, out, G, argmax, codes.TANH, OH, OW, dX, dense)
+                got[dense] = (dW, db, dX)
+            for a, b_ in zip(got[False], got[True], strict=True):
+                assert_close(a, b_.astype(np.float64), dtype)
+            np.testing.assert_array_equal(got[False][2], got[True][2])
+
+
+def test_weight_gradient_choice_by_shape():
+    from fastgd._kernels.runtime.tuning import DENSE_WEIGHT_GRAD_MAX_TAPS
+
+    assert native.dense_weight_grad(3 * 3 * 3, pooled=False)
+    assert not native.dense_weight_grad(3 * 3 * 3, pooled=True)
+    assert not native.dense_weight_grad(DENSE_WEIGHT_GRAD_MAX_TAPS + 1, pooled=False)
 
 
 def test_native_conv_rejects_bad_shapes(rng):

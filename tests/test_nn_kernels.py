@@ -15,13 +15,6 @@ from fastgd._kernels.network.activations import (
     activation_forward,
     bias_activation_forward,
 )
-from fastgd._kernels.network.conv2d import (
-    conv2d_backward,
-    conv2d_forward,
-    conv2d_output_shape,
-    conv2d_padding,
-    conv2d_workspace_shape,
-)
 from fastgd._kernels.network.dense import dense_backward, dense_forward
 from fastgd._kernels.network.dropout import dropout_backward, dropout_forward
 from fastgd._kernels.network.losses import (
@@ -212,7 +205,7 @@ def test_dense_finite_differences(rng, code):
 
 
 # --------------------------------------------------------------------------
-# conv2d
+# conv2d: the cases of the native kernels' tests (tests/test_native_nn_kernels.py)
 # --------------------------------------------------------------------------
 # (B, C, H, W, F, KH, KW, stride, padding)
 CONV_CASES = [
@@ -221,7 +214,7 @@ CONV_CASES = [
     (3, 2, 9, 8, 3, 2, 4, 1, "same"),  # even kernel: asymmetric padding
     (2, 3, 9, 10, 5, 3, 3, 2, "same"),
     (2, 2, 11, 9, 3, 3, 2, 2, "valid"),  # stride leaves rows/cols unused
-    (2, 4, 6, 6, 3, 1, 1, 1, "valid"),  # 1x1 fast path
+    (2, 4, 6, 6, 3, 1, 1, 1, "valid"),  # 1x1 kernel
     (1, 2, 6, 5, 2, 1, 1, 2, "valid"),
     (2, 2, 7, 7, 3, 5, 3, 2, (2, 1)),  # explicit symmetric padding
 ]
@@ -229,8 +222,8 @@ CONV_CASES = [
 
 def _conv_setup(rng, case, dtype):
     B, C, H, W, F, KH, KW, stride, padding = case
-    pt, pb, pl, pr = conv2d_padding(padding, KH, KW, stride, H, W)
-    OH, OW = conv2d_output_shape(H, W, KH, KW, stride, pt + pb, pl + pr)
+    pt, pb, pl, pr = naive.conv2d_padding(padding, KH, KW, stride, H, W)
+    OH, OW = naive.conv2d_output_shape(H, W, KH, KW, stride, pt + pb, pl + pr)
     X = rng.standard_normal((B, C, H, W)).astype(dtype)
     Wt = (rng.standard_normal((F, C, KH, KW)) / np.sqrt(C * KH * KW)).astype(dtype)
     b = rng.standard_normal(F).astype(dtype)
@@ -238,132 +231,23 @@ def _conv_setup(rng, case, dtype):
 
 
 def test_conv2d_shapes_and_padding():
-    assert conv2d_padding("same", 3, 3) == (1, 1, 1, 1)
-    assert conv2d_padding("same", 4, 2) == (1, 2, 0, 1)
-    assert conv2d_padding("valid", 5, 5) == (0, 0, 0, 0)
-    assert conv2d_padding(2, 5, 5) == (2, 2, 2, 2)
+    """The geometry the conv cases (and the native kernels' tests) are built with."""
+    assert naive.conv2d_padding("same", 3, 3) == (1, 1, 1, 1)
+    assert naive.conv2d_padding("same", 4, 2) == (1, 2, 0, 1)
+    assert naive.conv2d_padding("valid", 5, 5) == (0, 0, 0, 0)
+    assert naive.conv2d_padding(2, 5, 5) == (2, 2, 2, 2)
     # TensorFlow's rule with stride 2: 9 -> 5 rows needs 2 (3x3) padding rows;
     # 10 -> 5 columns needs 1, which goes to the right.
-    assert conv2d_padding("same", 3, 3, 2, 9, 10) == (1, 1, 0, 1)
+    assert naive.conv2d_padding("same", 3, 3, 2, 9, 10) == (1, 1, 0, 1)
     with pytest.raises(ValueError):
-        conv2d_padding("same", 3, 3, 2)
-    assert conv2d_output_shape(32, 32, 3, 3, 1, 2, 2) == (32, 32)
-    assert conv2d_output_shape(9, 10, 3, 3, 2, 2, 2) == (5, 5)
-    assert conv2d_output_shape(11, 9, 3, 2, 2, 0, 0) == (5, 4)
-    assert conv2d_workspace_shape(4, 3, 8, 3, 3, 5, 5) == (4, 27 * 25 + 8 * 27 + 8)
+        naive.conv2d_padding("same", 3, 3, 2)
+    assert naive.conv2d_output_shape(32, 32, 3, 3, 1, 2, 2) == (32, 32)
+    assert naive.conv2d_output_shape(9, 10, 3, 3, 2, 2, 2) == (5, 5)
+    assert naive.conv2d_output_shape(11, 9, 3, 2, 2, 0, 0) == (5, 4)
     with pytest.raises(ValueError):
-        conv2d_output_shape(2, 2, 3, 3, 1, 0, 0)
+        naive.conv2d_output_shape(2, 2, 3, 3, 1, 0, 0)
     with pytest.raises(ValueError):
-        conv2d_padding("full", 3, 3)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_matches_twin(rng, dtype):
-    for i, case in enumerate(CONV_CASES):
-        code = ACTS[i % 4]
-        X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, dtype)
-        B, F = X.shape[0], Wt.shape[0]
-        out = np.empty((B, F, OH, OW), dtype)
-        conv2d_forward(X, Wt, b, s, pt, pl, out, code)
-        X64, W64, b64 = (a.astype(np.float64) for a in (X, Wt, b))
-        ref = naive.conv2d_forward(X64, W64, b64, s, pt, pl, OH, OW, code)
-        assert out.dtype == dtype
-        assert_close(out, ref, dtype)
-
-        # The workspace, if given, gives the same result bit for bit.
-        ws = np.empty(conv2d_workspace_shape(B + 2, X.shape[1], F, *Wt.shape[2:], OH, OW), dtype)
-        out_ws = np.empty_like(out)
-        conv2d_forward(X, Wt, b, s, pt, pl, out_ws, code, ws)
-        np.testing.assert_array_equal(out_ws, out)
-
-        G = rng.standard_normal(out.shape).astype(dtype)
-        dA = G.copy()
-        dW, db, dX = np.empty_like(Wt), np.empty_like(b), np.empty_like(X)
-        conv2d_backward(X, Wt, out, dA, code, s, pt, pl, dW, db, dX, ws)
-        rW, rb, rX = naive.conv2d_backward(
-            X64, W64, out.astype(np.float64), G.astype(np.float64), code, s, pt, pl
-        )
-        for got, r in [(dW, rW), (db, rb), (dX, rX)]:
-            assert got.dtype == dtype
-            assert_close(got, r, dtype)
-
-        dW2, db2 = np.empty_like(Wt), np.empty_like(b)
-        conv2d_backward(X, Wt, out, G.copy(), code, s, pt, pl, dW2, db2, None, ws)
-        np.testing.assert_array_equal(dW2, dW)
-        np.testing.assert_array_equal(db2, db)
-
-
-@pytest.mark.parametrize("case", [CONV_CASES[2], CONV_CASES[3], CONV_CASES[5]])
-def test_conv2d_finite_differences(rng, case):
-    code = codes.TANH
-    X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, np.float64)
-    X, Wt = X[:2, :2].copy(), Wt[:2, :2].copy()  # keep it small
-    b = b[:2].copy()
-    B, F = X.shape[0], Wt.shape[0]
-    out = np.empty((B, F, OH, OW))
-    G = rng.standard_normal(out.shape)
-
-    def f():
-        conv2d_forward(X, Wt, b, s, pt, pl, out, code)
-        return float((out * G).sum())
-
-    f()
-    ws = np.empty(conv2d_workspace_shape(B, X.shape[1], F, *Wt.shape[2:], OH, OW))
-    dW, db, dX = np.empty_like(Wt), np.empty_like(b), np.empty_like(X)
-    conv2d_backward(X, Wt, out.copy(), G.copy(), code, s, pt, pl, dW, db, dX, ws)
-    for got, x in [(dW, Wt), (db, b), (dX, X)]:
-        np.testing.assert_allclose(got, numerical_grad(f, x), rtol=1e-6, atol=1e-7)
-
-
-def test_conv2d_rejects_bad_shapes(rng):
-    X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, CONV_CASES[1], np.float64)
-    with pytest.raises(ValueError):
-        conv2d_forward(X, Wt, b[:-1], s, pt, pl, np.empty((2, 4, OH, OW)), 0)
-    with pytest.raises(ValueError):
-        conv2d_forward(X, Wt, b, s, pt, pl, np.empty((2, 4, OH + 5, OW)), 0)
-    out = np.empty((2, 4, OH, OW))
-    with pytest.raises(ValueError):  # workspace too small
-        conv2d_backward(
-            X,
-            Wt,
-            out,
-            out.copy(),
-            0,
-            s,
-            pt,
-            pl,
-            np.empty_like(Wt),
-            np.empty_like(b),
-            None,
-            np.empty((1, 10)),
-        )
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_deterministic_and_thread_independent(rng, dtype):
-    case = (9, 3, 12, 12, 8, 3, 3, 1, "same")
-    X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, case, dtype)
-    B, F = X.shape[0], Wt.shape[0]
-    G = rng.standard_normal((B, F, OH, OW)).astype(dtype)
-    ws = np.empty(conv2d_workspace_shape(B, 3, F, 3, 3, OH, OW), dtype)
-
-    def run():
-        out = np.empty((B, F, OH, OW), dtype)
-        conv2d_forward(X, Wt, b, s, pt, pl, out, codes.RELU)
-        dW, db, dX = np.empty_like(Wt), np.empty_like(b), np.empty_like(X)
-        conv2d_backward(X, Wt, out, G.copy(), codes.RELU, s, pt, pl, dW, db, dX, ws)
-        return out, dW, db, dX
-
-    first = run()
-    n_threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = run()
-    finally:
-        numba.set_num_threads(n_threads)
-    for again in (run(), single):
-        for a, c in zip(first, again, strict=True):
-            np.testing.assert_array_equal(a, c)
+        naive.conv2d_padding("full", 3, 3)
 
 
 # --------------------------------------------------------------------------

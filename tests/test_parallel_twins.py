@@ -12,7 +12,7 @@ from per_sample_runs import settings_of
 
 from fastgd._kernels.linear import batch_numba
 from fastgd._kernels.linear.arguments import BatchRows, Features, Scratch
-from fastgd._kernels.network import activations, conv2d, dropout, pooling
+from fastgd._kernels.network import activations, dropout, pooling
 from fastgd._kernels.network import losses as nn_losses
 
 RNG = np.random.RandomState(0)
@@ -65,41 +65,6 @@ def test_pooling_twins():
     both("maxpool2d_backward", pooling, lambda: (dOut, argmax, np.empty_like(X)), [2])
     both("avgpool2d_forward", pooling, lambda: (X, 2, 2, 2, np.empty(out_shape)), [4])
     both("avgpool2d_backward", pooling, lambda: (dOut, 2, 2, 2, np.empty_like(X)), [4])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv2d_twins(dtype):
-    B, C, H, W, F, K = 5, 3, 9, 9, 4, 3
-    X = RNG.randn(B, C, H, W).astype(dtype)
-    Wt = RNG.randn(F, C, K, K).astype(dtype)
-    b = RNG.randn(F).astype(dtype)
-    OH = OW = (H - K + 2) // 2 + 1  # stride 2, padding 1 on each side
-    ws_shape = conv2d.conv2d_workspace_shape(B, C, F, K, K, OH, OW)
-
-    def forward_args():
-        return (X, Wt, b, 2, 1, 1, np.empty((B, F, OH, OW), dtype), 1, np.zeros(ws_shape, dtype))
-
-    (_, out) = both("conv2d_forward", conv2d, forward_args, [6])
-    dA = RNG.randn(B, F, OH, OW).astype(dtype)
-
-    def backward_args():
-        return (
-            X,
-            Wt,
-            out,
-            dA.copy(),
-            1,
-            2,
-            1,
-            1,
-            np.empty_like(Wt),
-            np.empty_like(b),
-            np.empty_like(X),
-            np.zeros(ws_shape, dtype),
-            True,
-        )
-
-    both("conv2d_backward", conv2d, backward_args, [8, 9, 10])
 
 
 def test_batch_gradient_twins():

@@ -31,17 +31,12 @@ from fastgd._kernels.runtime import codes
 __all__ = ["build_layer", "fuse_conv_pool", "CSRBatch", "SparseJoin", "LayerState", "RuntimeLayer"]
 
 
-def _kernels():
-    """Import the Numba kernel modules (lazily: importing Numba is slow)."""
-    global _K
-    if _K is None:
-        from fastgd._kernels.network import conv2d, dense, dropout, pooling
+def _numba_kernels(name):
+    """The Numba kernel module ``fastgd._kernels.network.<name>`` (``"pooling"`` or
+    ``"dropout"``), imported lazily: importing Numba is slow."""
+    import importlib
 
-        _K = (dense, conv2d, pooling, dropout)
-    return _K
-
-
-_K = None
+    return importlib.import_module(f"fastgd._kernels.network.{name}")
 
 
 def _native():
@@ -503,6 +498,7 @@ class Conv2DLayer(RuntimeLayer):
             st.X, self.W, st.out[:n], dA, None if st.argmax is None else st.argmax[:n],
             self.code, self.stride, self.pad_top, self.pad_left, oh, ow, self.dW, self.db,
             dx, st.workspace, st.partials, self._threads(n),
+            _native().dense_weight_grad(self.channels * self.kh * self.kw, self.pool is not None),
         )
         return dx
 
@@ -564,7 +560,8 @@ class MaxPoolLayer(_PoolLayer):
         if self.fused:
             return X
         out = st.out[:n]
-        _kernels()[2].maxpool2d_forward(X, self.ph, self.pw, self.stride, out, st.argmax[:n])
+        pooling = _numba_kernels("pooling")
+        pooling.maxpool2d_forward(X, self.ph, self.pw, self.stride, out, st.argmax[:n])
         return out
 
     def backward(self, dA, st, n):
@@ -573,21 +570,21 @@ class MaxPoolLayer(_PoolLayer):
         if st.dx is None:
             return None
         dx = st.dx[:n]
-        _kernels()[2].maxpool2d_backward(dA, st.argmax[:n], dx)
+        _numba_kernels("pooling").maxpool2d_backward(dA, st.argmax[:n], dx)
         return dx
 
 
 class AvgPoolLayer(_PoolLayer):
     def forward(self, X, st, n, training):
         out = st.out[:n]
-        _kernels()[2].avgpool2d_forward(X, self.ph, self.pw, self.stride, out)
+        _numba_kernels("pooling").avgpool2d_forward(X, self.ph, self.pw, self.stride, out)
         return out
 
     def backward(self, dA, st, n):
         if st.dx is None:
             return None
         dx = st.dx[:n]
-        _kernels()[2].avgpool2d_backward(dA, self.ph, self.pw, self.stride, dx)
+        _numba_kernels("pooling").avgpool2d_backward(dA, self.ph, self.pw, self.stride, dx)
         return dx
 
 
@@ -699,7 +696,7 @@ class DropoutLayer(RuntimeLayer):
             return X
         mask, out = st.mask[:n], st.out[:n]
         st.rng.random(out=mask, dtype=mask.dtype.type)
-        _kernels()[3].dropout_forward(X, mask, self.rate, out)
+        _numba_kernels("dropout").dropout_forward(X, mask, self.rate, out)
         return out
 
     def backward(self, dA, st, n):
@@ -708,7 +705,7 @@ class DropoutLayer(RuntimeLayer):
         if not st.active:
             return dA
         dx = st.dx[:n]
-        _kernels()[3].dropout_backward(dA, st.mask[:n], self.rate, dx)
+        _numba_kernels("dropout").dropout_backward(dA, st.mask[:n], self.rate, dx)
         return dx
 
 

@@ -352,7 +352,8 @@ def measure_kernel_rates(repeats=20):
     32 of 3 × 32 × 32 images, 32 filters 3 × 3, 2 × 2 max pooling) the direct
     convolution, the fused convolution → relu → max pooling, the weight
     gradient after the fused pooling (FLOPs counted as for the dense weight
-    gradient, what the unfused layer computes) and without it, PyTorch's
+    gradient, what the unfused layer computes) and without it (each the way
+    :func:`~fastgd._kernels.network.native.dense_weight_grad` chooses), PyTorch's
     ``conv2d`` and weight gradient, and a dense layer (128 × 784 → 256).
     """
     import contextlib
@@ -405,6 +406,7 @@ def measure_kernel_rates(repeats=20):
     )
     dW, db = np.empty_like(Wt), np.empty_like(b)
     dP = rng.standard_normal(pooled.shape).astype(f32)
+    dense_wg = native.dense_weight_grad(Cin * K * K, pooled=False)
     dA = rng.standard_normal(out.shape).astype(f32)
     rate(
         "conv2d weight grad after maxpool",
@@ -419,7 +421,7 @@ def measure_kernel_rates(repeats=20):
         "fastgd",
         flops,
         lambda: native.conv2d_backward(
-            X, Wt, out, dA, None, 1, 1, 0, 0, OH, OW, dW, db, None, ws, partials, threads
+            X, Wt, out, dA, None, 1, 1, 0, 0, OH, OW, dW, db, None, ws, partials, threads, dense_wg
         ),
     )
     if torch is not None:

@@ -42,6 +42,17 @@ cdef extern from "_simd.h" nogil:
                         const float *w, Py_ssize_t stride, float *acc)
     void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
                         const double *w, Py_ssize_t stride, double *acc)
+    int FG_WGRAD_CHUNK_VALUES
+    void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1, const float *dz,
+                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, float *acc0,
+                         float *acc1)
+    void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1, const double *dz,
+                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, double *acc0,
+                         double *acc1)
+    float fg_sum_f(const float *x, Py_ssize_t n)
+    double fg_sum_d(const double *x, Py_ssize_t n)
     void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
     void fg_axpy_d(Py_ssize_t n, double g, const double *x, double *y)
     void fg_bias_act_f(float *z, Py_ssize_t n, float bias, int code)
@@ -90,6 +101,9 @@ cdef struct Geometry:
     Py_ssize_t ckkp     # ckk rounded up to a multiple of 16 (patch rows)
     Py_ssize_t n_fb     # filter tiles
     Py_ssize_t plane    # C·HP·WP
+    Py_ssize_t dz_plane # one filter's dense output gradient, OH rows of n_jb·lanes
+    Py_ssize_t dz_size  # n_fb·FG_FB of them
+    Py_ssize_t acc_size # lane sums of the dense weight gradient: taps (even) × n_fb·FG_FB
 
 
 cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t KH,
@@ -107,6 +121,9 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.ckkp = (g.ckk + 15) // 16 * 16
     g.n_fb = (F + FG_FB - 1) // FG_FB
     g.plane = C * g.HP * g.WP
+    g.dz_plane = OH * g.n_jb * g.lanes
+    g.dz_size = g.n_fb * FG_FB * g.dz_plane
+    g.acc_size = (g.ckk + 1) // 2 * 2 * g.n_fb * FG_FB * g.lanes
     return g
 
 
@@ -145,14 +162,16 @@ def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, items
     -------
     (forward, backward, partial) : tuple of int
         ``forward``: padded sample plus (``pooled``) the sample's conv
-        output and the few values the vectorised pooling reads past it; ``backward``: padded sample, patch rows and, with
-        ``need_dx``, their gradient and the padded input gradient;
+        output and the few values the vectorised pooling reads past it;
+        ``backward``: padded sample, patch rows, the dense output gradient
+        and, with ``need_dx``, the patch rows' gradient and the padded input
+        gradient;
         ``partial``: one block's weight and bias gradient partial.
     """
     cdef Geometry g = _geometry(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW,
                                 itemsize)
     forward = g.plane + (F * OH * OW + FG_POOL_SLACK if pooled else 0)
-    backward = g.plane + OH * OW * g.ckkp
+    backward = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if need_dx:
         backward += OH * OW * g.ckkp + g.plane
     return forward, backward, F * g.ckkp + F
@@ -413,45 +432,138 @@ cdef void _fold_patches(const floating* rows, const Py_ssize_t* xoff, Geometry* 
                 dxp[base + xoff[k]] += r[k]
 
 
+cdef void _dense_weight_grad(const floating* xp, const floating* dz, const Py_ssize_t* xoff,
+                             Geometry* g, floating* acc) noexcept nogil:
+    """acc (lane sums) += Σ_pos dz[f, pos] · tap k of pos's window, two taps per pass.
+
+    Passes run over chunks of output rows small enough for L1; ``acc`` holds,
+    for each pair of taps and filter tile, 2 × FG_FB vectors (see
+    :func:`_sum_lanes`).
+    """
+    cdef Py_ssize_t fb, kp, i0, o1
+    cdef Py_ssize_t row = g.n_jb * g.lanes
+    cdef Py_ssize_t chunk = max(1, FG_WGRAD_CHUNK_VALUES // (FG_FB * row))
+    cdef Py_ssize_t n_kp = (g.ckk + 1) // 2
+    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
+    cdef floating* a
+    i0 = 0
+    while i0 < g.OH:
+        for fb in range(g.n_fb):
+            for kp in range(n_kp):
+                # An odd last tap is paired with itself (its second sum is dropped).
+                o1 = xoff[2 * kp + 1] if 2 * kp + 1 < g.ckk else xoff[2 * kp]
+                a = acc + (kp * g.n_fb + fb) * pair
+                if floating is float:
+                    fg_wgrad_tile_f(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
+                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
+                                    g.stride, a, a + FG_FB * g.lanes)
+                else:
+                    fg_wgrad_tile_d(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
+                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
+                                    g.stride, a, a + FG_FB * g.lanes)
+        i0 += chunk
+
+
+cdef void _sum_lanes(const floating* acc, Geometry* g, floating* dwp) noexcept nogil:
+    """dwp[f, k] += the lanes of acc's vector for tap k and filter f, in lane order."""
+    cdef Py_ssize_t k, f, j
+    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
+    cdef const floating* v
+    cdef floating total
+    for k in range(g.ckk):
+        for f in range(g.F):
+            v = acc + ((k // 2) * g.n_fb + f // FG_FB) * pair
+            v += ((k % 2) * FG_FB + f % FG_FB) * g.lanes
+            total = 0
+            for j in range(g.lanes):
+                total += v[j]
+            dwp[f * g.ckkp + k] += total
+
+
 cdef void _backward_sample(const floating* x, const floating* wflat, const floating* a,
                            floating* da, const int* am, Py_ssize_t n_out, int code,
-                           const Py_ssize_t* xoff, Geometry* g, floating* ws,
+                           bint dense, const Py_ssize_t* xoff, Geometry* g, floating* ws,
                            floating* dwp, floating* dbp, floating* dx) noexcept nogil:
     """Add one sample's weight and bias gradients to dwp / dbp; its input gradient to dx.
 
     ``a`` / ``da``: the output (conv or pooled) and its gradient, ``n_out``
     values per filter; ``am``: for each of them the conv position it came
-    from (None: the conv output itself).
+    from (None: the conv output itself). ``dense``: the weight gradient
+    from the dense output gradient (every position, register tiles), else
+    one patch row per nonzero output gradient.
     """
     cdef floating* xp = ws
     cdef floating* rows = ws + g.plane
-    cdef floating* drows = rows + g.OH * g.OW * g.ckkp
+    cdef floating* dz = rows + g.OH * g.OW * g.ckkp
+    cdef floating* acc = dz + g.dz_size
+    cdef floating* drows = acc + g.acc_size
     cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
-    cdef Py_ssize_t f, t, pos
-    cdef floating gv
+    cdef Py_ssize_t f, t, pos, i, j
+    cdef Py_ssize_t row = g.n_jb * g.lanes
+    cdef floating gv, bsum
     cdef floating zero = 0
+    cdef floating* dzf
     _pad_copy(x, xp, g)
-    _patches(xp, xoff, g, rows)
+    if dense:
+        memset(dz, 0, g.dz_size * sizeof(floating))
+    else:
+        _patches(xp, xoff, g, rows)
     if dx != NULL:
         memset(drows, 0, g.OH * g.OW * g.ckkp * sizeof(floating))
     for f in range(g.F):
-        for t in range(n_out):
-            if floating is float:
-                gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
-            else:
-                gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
-            if gv == zero:
+        dzf = dz + f * g.dz_plane
+        if dense and am == NULL:
+            # The gradient at every position, a row at a time.
+            for i in range(g.OH):
+                memcpy(dzf + i * row, da + f * n_out + i * g.OW, g.OW * sizeof(floating))
+                if floating is float:
+                    fg_act_grad_f(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
+                else:
+                    fg_act_grad_d(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
+        else:
+            bsum = 0
+            for t in range(n_out):
+                if floating is float:
+                    gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
+                else:
+                    gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
+                if gv == zero:
+                    continue
+                pos = am[f * n_out + t] if am != NULL else t
+                if dense:
+                    # Overlapping pooling windows can share a maximum.
+                    dzf[(pos // g.OW) * row + pos % g.OW] += gv
+                    continue
+                bsum += gv
+                if floating is float:
+                    fg_axpy_f(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
+                else:
+                    fg_axpy_d(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
+                if dx != NULL:
+                    if floating is float:
+                        fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+                    else:
+                        fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+            if not dense:
+                dbp[f] += bsum
                 continue
-            pos = am[f * n_out + t] if am != NULL else t
-            dbp[f] += gv
-            if floating is float:
-                fg_axpy_f(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
-                if dx != NULL:
-                    fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
-            else:
-                fg_axpy_d(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
-                if dx != NULL:
-                    fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+        if floating is float:
+            dbp[f] += fg_sum_f(dzf, g.dz_plane)
+        else:
+            dbp[f] += fg_sum_d(dzf, g.dz_plane)
+        if dx != NULL:
+            for i in range(g.OH):
+                for j in range(g.OW):
+                    gv = dzf[i * row + j]
+                    if gv == zero:
+                        continue
+                    pos = i * g.OW + j
+                    if floating is float:
+                        fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+                    else:
+                        fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+    if dense:
+        _dense_weight_grad(xp, dz, xoff, g, acc)
     if dx != NULL:
         _fold_patches(drows, xoff, g, dxp)
         _crop_add(dxp, dx, g)
@@ -462,7 +574,7 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
                     Py_ssize_t stride, Py_ssize_t pad_top, Py_ssize_t pad_left,
                     Py_ssize_t OH, Py_ssize_t OW, floating[:, :, :, ::1] dW,
                     floating[::1] db, dX, floating[:, ::1] workspace,
-                    floating[:, ::1] partials, int n_threads):
+                    floating[:, ::1] partials, int n_threads, bint dense_weight_grad=False):
     """Gradients of a convolution (optionally followed by a fused max pooling).
 
     Parameters
@@ -484,6 +596,13 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
     partials : ndarray (ceil(B / GRAD_BLOCK), partial size of :func:`workspace_sizes`)
     n_threads : int
         Threads over the sample blocks (results do not depend on it).
+    dense_weight_grad : bool
+        How the weight gradient is formed (the same to rounding either way;
+        the bias and input gradients are the same bit for bit): from the
+        dense output gradient in register tiles, every output position
+        (pays when most positions have a gradient: no pooling, few input
+        channels), or one patch row per nonzero output gradient (pays after
+        a max pooling, which leaves most positions without one).
     """
     cdef Py_ssize_t B = X.shape[0]
     cdef Py_ssize_t F = W.shape[0]
@@ -509,7 +628,7 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
         dx_view = dX
         if not _same_shape(dx_view.shape, X.shape, 4):
             raise ValueError("conv2d_backward: dX must have the shape of X")
-    cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp
+    cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if dX is not None:
         need += OH * OW * g.ckkp + g.plane
     if workspace.shape[0] < n_threads or workspace.shape[1] < need:
@@ -541,19 +660,26 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
     cdef floating* ps = &partials[0, 0]
     cdef Py_ssize_t ws_stride = workspace.shape[1]
     cdef Py_ssize_t p_stride = partials.shape[1]
+    # Where _backward_sample keeps the dense weight gradient's lane sums.
+    cdef Py_ssize_t acc_at = g.plane + OH * OW * g.ckkp + g.dz_size
     cdef floating* dw = &dW[0, 0, 0, 0]
     try:
         for blk in prange(n_blocks, nogil=True, num_threads=n_threads, schedule="static"):
             t = threadid()
             memset(ps + blk * p_stride, 0, part * sizeof(floating))
+            if dense_weight_grad:
+                memset(ws + t * ws_stride + acc_at, 0, g.acc_size * sizeof(floating))
             n_stop = min(B, (blk + 1) * _GRAD_BLOCK)
             for n in range(blk * _GRAD_BLOCK, n_stop):
                 _backward_sample(
                     xs + n * in_size, wflat, As + n * out_size, dAs + n * out_size,
-                    (am + n * out_size) if am != NULL else NULL, n_out, code, xoff, &g,
+                    (am + n * out_size) if am != NULL else NULL, n_out, code,
+                    dense_weight_grad, xoff, &g,
                     ws + t * ws_stride, ps + blk * p_stride, ps + blk * p_stride + F * g.ckkp,
                     (dxs + n * in_size) if dxs != NULL else NULL,
                 )
+            if dense_weight_grad:
+                _sum_lanes(ws + t * ws_stride + acc_at, &g, ps + blk * p_stride)
         # Fixed-order sum of the block partials.
         with nogil:
             for f in range(F):

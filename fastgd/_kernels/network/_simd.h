@@ -92,6 +92,93 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
     FG_TILE_BODY(double, fg_vd, FG_VD)
 }
 
+/* ------------------------------------------------ weight-gradient tile */
+/* One pass of the dense weight gradient over output rows [i0, i1) of a
+ * sample: acc0[f] += Σ_pos dz[f, pos] · x[pos's window + o0] lane by lane,
+ * and acc1[f] the same at tap offset o1, for the FG_FB filters of a tile
+ * (acc0, acc1: FG_FB vectors each, in memory: they add up over row chunks
+ * and samples, and their lanes are summed once per gradient block). dz
+ * holds FG_FB planes of rows of n_jb·LANES values (zero past the output
+ * width), plane_stride apart; x is the padded sample (rows WP apart). */
+#define FG_WGRAD_LOAD(T, V, LANES, var, src)                                   \
+    V var;                                                                     \
+    if (stride == 1) {                                                         \
+        memcpy(&var, (src), sizeof var);                                       \
+    } else {                                                                   \
+        for (int j = 0; j < LANES; j++) var[j] = (src)[j * stride];            \
+    }
+#define FG_WGRAD_FMA(V, f)                                                     \
+    {                                                                          \
+        V d;                                                                   \
+        memcpy(&d, dr + f * plane_stride, sizeof d);                           \
+        p##f += x0 * d;                                                        \
+        q##f += x1 * d;                                                        \
+    }
+#define FG_WGRAD_GET(f) memcpy(&p##f, acc0 + f * LANES_, sizeof p##f);        \
+                        memcpy(&q##f, acc1 + f * LANES_, sizeof q##f);
+#define FG_WGRAD_PUT(f) memcpy(acc0 + f * LANES_, &p##f, sizeof p##f);        \
+                        memcpy(acc1 + f * LANES_, &q##f, sizeof q##f);
+#define FG_WGRAD_BODY(T, V, LANES)                                             \
+    enum { LANES_ = LANES };                                                   \
+    V p0, p1, p2, p3, p4, p5, p6, p7, q0, q1, q2, q3, q4, q5, q6, q7;         \
+    FG_WGRAD_GET(0) FG_WGRAD_GET(1) FG_WGRAD_GET(2) FG_WGRAD_GET(3)            \
+    FG_WGRAD_GET(4) FG_WGRAD_GET(5) FG_WGRAD_GET(6) FG_WGRAD_GET(7)            \
+    Py_ssize_t row = n_jb * LANES;                                             \
+    for (Py_ssize_t i = i0; i < i1; i++) {                                     \
+        for (Py_ssize_t jb = 0; jb < n_jb; jb++) {                             \
+            const T *xr = x + i * stride * WP + jb * LANES * stride;           \
+            FG_WGRAD_LOAD(T, V, LANES, x0, xr + o0)                            \
+            FG_WGRAD_LOAD(T, V, LANES, x1, xr + o1)                            \
+            const T *dr = dz + i * row + jb * LANES;                           \
+            FG_WGRAD_FMA(V, 0) FG_WGRAD_FMA(V, 1) FG_WGRAD_FMA(V, 2)           \
+            FG_WGRAD_FMA(V, 3) FG_WGRAD_FMA(V, 4) FG_WGRAD_FMA(V, 5)           \
+            FG_WGRAD_FMA(V, 6) FG_WGRAD_FMA(V, 7)                              \
+        }                                                                      \
+    }                                                                          \
+    FG_WGRAD_PUT(0) FG_WGRAD_PUT(1) FG_WGRAD_PUT(2) FG_WGRAD_PUT(3)            \
+    FG_WGRAD_PUT(4) FG_WGRAD_PUT(5) FG_WGRAD_PUT(6) FG_WGRAD_PUT(7)
+
+/* Output-gradient values of a filter tile one pass reads (with the input
+ * rows they meet, a few KiB: the pass stays in L1). */
+#define FG_WGRAD_CHUNK_VALUES 2048
+
+static inline void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1,
+                                   const float *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
+                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
+                                   Py_ssize_t stride, float *acc0, float *acc1)
+{
+    FG_WGRAD_BODY(float, fg_vf, FG_VF)
+}
+
+static inline void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1,
+                                   const double *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
+                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
+                                   Py_ssize_t stride, double *acc0, double *acc1)
+{
+    FG_WGRAD_BODY(double, fg_vd, FG_VD)
+}
+
+/* Σ x[0:n], one partial sum per lane added in a fixed order. */
+#define FG_SUM_BODY(T, V, LANES)                                               \
+    V acc = {0};                                                               \
+    Py_ssize_t i = 0;                                                          \
+    for (; i + LANES <= n; i += LANES) {                                       \
+        V v;                                                                   \
+        memcpy(&v, x + i, sizeof v);                                           \
+        acc += v;                                                              \
+    }                                                                          \
+    T s = 0;                                                                   \
+    for (int j = 0; j < LANES; j++) s += acc[j];                               \
+    for (; i < n; i++) s += x[i];                                              \
+    return s;
+
+static inline float fg_sum_f(const float *x, Py_ssize_t n) { FG_SUM_BODY(float, fg_vf, FG_VF) }
+
+static inline double fg_sum_d(const double *x, Py_ssize_t n)
+{
+    FG_SUM_BODY(double, fg_vd, FG_VD)
+}
+
 /* y[0:n] += g · x[0:n] */
 static inline void fg_axpy_f(Py_ssize_t n, float g, const float *restrict x, float *restrict y)
 {

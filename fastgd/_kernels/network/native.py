@@ -46,6 +46,18 @@ packed_weights_size = kernels.packed_weights_size
 workspace_sizes = kernels.workspace_sizes
 
 
+def dense_weight_grad(taps, pooled):
+    """Whether :func:`conv2d_backward` forms the weight gradient from the dense output gradient.
+
+    ``taps``: C·KH·KW of a filter; ``pooled``: a max pooling is fused after
+    the convolution. The rule and its measurements are
+    :data:`~fastgd._kernels.runtime.tuning.DENSE_WEIGHT_GRAD_MAX_TAPS`'s.
+    """
+    from fastgd._kernels.runtime.tuning import DENSE_WEIGHT_GRAD_MAX_TAPS
+
+    return not pooled and taps <= DENSE_WEIGHT_GRAD_MAX_TAPS
+
+
 def thread_count(work):
     """Threads for a kernel call of ``work`` scalar operations.
 
