@@ -54,6 +54,11 @@ cdef extern from "_simd.h" nogil:
     float fg_sum_f(const float *x, Py_ssize_t n)
     double fg_sum_d(const double *x, Py_ssize_t n)
     void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
+    float fg_rows_wgrad_f(const float *da, const float *a, const int *am, Py_ssize_t n_out,
+                          int code, const float *rows, Py_ssize_t ckkp, float *dw)
+    double fg_rows_wgrad_d(const double *da, const double *a, const int *am,
+                           Py_ssize_t n_out, int code, const double *rows, Py_ssize_t ckkp,
+                           double *dw)
     void fg_axpy_d(Py_ssize_t n, double g, const double *x, double *y)
     void fg_bias_act_f(float *z, Py_ssize_t n, float bias, int code)
     void fg_bias_act_d(double *z, Py_ssize_t n, double bias, int code)
@@ -405,15 +410,23 @@ def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floa
 
 cdef void _patches(const floating* xp, const Py_ssize_t* xoff, Geometry* g,
                    floating* rows) noexcept nogil:
-    """rows[pos, k] = the k-th tap of output pos's receptive field (zeros past ckk)."""
-    cdef Py_ssize_t i, j, k, base
+    """rows[pos, k] = the k-th tap of output pos's receptive field (zeros past ckk).
+
+    The taps of one channel and kernel row are KW neighbours in the padded
+    sample: copied KW at a time (xoff[k] for k = (c·KH + p)·KW is their start).
+    """
+    cdef Py_ssize_t i, j, k, cp, q, base
     cdef floating* r
+    cdef const floating* src
     for i in range(g.OH):
         for j in range(g.OW):
             base = i * g.stride * g.WP + j * g.stride
             r = rows + (i * g.OW + j) * g.ckkp
-            for k in range(g.ckk):
-                r[k] = xp[base + xoff[k]]
+            for cp in range(g.C * g.KH):
+                k = cp * g.KW
+                src = xp + base + xoff[k]
+                for q in range(g.KW):
+                    r[k + q] = src[q]
             for k in range(g.ckk, g.ckkp):
                 r[k] = 0
 
@@ -500,7 +513,7 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
     cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
     cdef Py_ssize_t f, t, pos, i, j
     cdef Py_ssize_t row = g.n_jb * g.lanes
-    cdef floating gv, bsum
+    cdef floating gv
     cdef floating zero = 0
     cdef floating* dzf
     _pad_copy(x, xp, g)
@@ -520,8 +533,19 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                     fg_act_grad_f(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
                 else:
                     fg_act_grad_d(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
-        else:
-            bsum = 0
+        elif not dense:
+            # Patch rows: the weight gradient summed in registers, then the
+            # rows' gradient (for the input gradient) one output at a time.
+            if floating is float:
+                dbp[f] += fg_rows_wgrad_f(da + f * n_out, a + f * n_out,
+                                          (am + f * n_out) if am != NULL else NULL, n_out,
+                                          code, rows, g.ckkp, dwp + f * g.ckkp)
+            else:
+                dbp[f] += fg_rows_wgrad_d(da + f * n_out, a + f * n_out,
+                                          (am + f * n_out) if am != NULL else NULL, n_out,
+                                          code, rows, g.ckkp, dwp + f * g.ckkp)
+            if dx == NULL:
+                continue
             for t in range(n_out):
                 if floating is float:
                     gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
@@ -530,23 +554,23 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                 if gv == zero:
                     continue
                 pos = am[f * n_out + t] if am != NULL else t
-                if dense:
-                    # Overlapping pooling windows can share a maximum.
-                    dzf[(pos // g.OW) * row + pos % g.OW] += gv
-                    continue
-                bsum += gv
                 if floating is float:
-                    fg_axpy_f(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
+                    fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
                 else:
-                    fg_axpy_d(g.ckkp, gv, rows + pos * g.ckkp, dwp + f * g.ckkp)
-                if dx != NULL:
-                    if floating is float:
-                        fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
-                    else:
-                        fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
-            if not dense:
-                dbp[f] += bsum
-                continue
+                    fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+            continue
+        else:
+            # Dense path after a pooling: scatter the pooled gradients.
+            for t in range(n_out):
+                if floating is float:
+                    gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
+                else:
+                    gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
+                if gv == zero:
+                    continue
+                # Overlapping pooling windows can share a maximum.
+                pos = am[f * n_out + t]
+                dzf[(pos // g.OW) * row + pos % g.OW] += gv
         if floating is float:
             dbp[f] += fg_sum_f(dzf, g.dz_plane)
         else:

@@ -531,4 +531,90 @@ static inline void fg_maxpool_plane_d(const double *restrict a, Py_ssize_t W, Py
     FG_MAXPOOL_BODY(double)
 }
 
+/* ----------------------------------------------- pooled weight gradient */
+/* dw[0:ckkp] += Σ_t g_t · rows[pos_t] over the n_out outputs of one filter,
+ * g_t = da[t]·f'(a[t]) (outputs with g_t = 0 skipped), pos_t = am[t] (or t
+ * when am is NULL); returns Σ_t g_t, the bias gradient's share. The nonzero
+ * g_t of each chunk of outputs are first gathered without branches (half of
+ * them are 0 after a ReLU, in no predictable order); the products are then
+ * summed in vector registers, up to 4 vectors of dw per pass, the even and
+ * the odd terms of a chunk in two sets of sums added at its end (two
+ * independent chains of additions: a fixed order, whatever the threads).
+ * ckkp is a multiple of 16. */
+#define FG_ROWS_CHUNK 256
+#define FG_ROWS_GATHER(T, GV)                                                   \
+    for (Py_ssize_t t = t0; t < stop; t++) {                                    \
+        T gv = GV;                                                              \
+        gvals[n] = gv;                                                          \
+        offs[n] = (am != NULL ? am[t] : t) * ckkp;                              \
+        n += gv != zero;                                                        \
+    }
+#define FG_ROWS_TERM(k, x, r, acc)                                              \
+    if (nv > k) { memcpy(&x, (r) + k * lanes, sizeof x); acc##k += gv * x; }
+#define FG_ROWS_WGRAD_BODY(T, V, LANES, SLOPE, SUM)                             \
+    T bsum = 0, zero = 0, one = 1;                                              \
+    T gvals[FG_ROWS_CHUNK];                                                     \
+    Py_ssize_t offs[FG_ROWS_CHUNK];                                             \
+    const Py_ssize_t lanes = LANES;                                             \
+    Py_ssize_t nvec = ckkp / LANES;                                             \
+    for (Py_ssize_t t0 = 0; t0 < n_out; t0 += FG_ROWS_CHUNK) {                  \
+        Py_ssize_t stop = n_out - t0 < FG_ROWS_CHUNK ? n_out : t0 + FG_ROWS_CHUNK; \
+        Py_ssize_t n = 0;                                                       \
+        if (code == FG_RELU) {                                                  \
+            FG_ROWS_GATHER(T, da[t] * (a[t] > zero ? one : zero))               \
+        } else {                                                                \
+            FG_ROWS_GATHER(T, da[t] * SLOPE(a[t], code))                        \
+        }                                                                       \
+        bsum += SUM(gvals, n);                                                  \
+        for (Py_ssize_t v0 = 0; v0 < nvec; v0 += 4) {                           \
+            Py_ssize_t nv = nvec - v0 < 4 ? nvec - v0 : 4;                      \
+            T *out = dw + v0 * LANES;                                           \
+            V e0 = {0}, e1 = {0}, e2 = {0}, e3 = {0};                           \
+            V o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};                           \
+            V x;                                                                \
+            Py_ssize_t j = 0;                                                   \
+            for (; j + 1 < n; j += 2) {                                         \
+                T gv = gvals[j];                                                \
+                const T *r = rows + offs[j] + v0 * LANES;                       \
+                FG_ROWS_TERM(0, x, r, e) FG_ROWS_TERM(1, x, r, e)               \
+                FG_ROWS_TERM(2, x, r, e) FG_ROWS_TERM(3, x, r, e)               \
+                gv = gvals[j + 1];                                              \
+                r = rows + offs[j + 1] + v0 * LANES;                            \
+                FG_ROWS_TERM(0, x, r, o) FG_ROWS_TERM(1, x, r, o)               \
+                FG_ROWS_TERM(2, x, r, o) FG_ROWS_TERM(3, x, r, o)               \
+            }                                                                   \
+            if (j < n) {                                                        \
+                T gv = gvals[j];                                                \
+                const T *r = rows + offs[j] + v0 * LANES;                       \
+                FG_ROWS_TERM(0, x, r, e) FG_ROWS_TERM(1, x, r, e)               \
+                FG_ROWS_TERM(2, x, r, e) FG_ROWS_TERM(3, x, r, e)               \
+            }                                                                   \
+            V d;                                                                \
+            memcpy(&d, out, sizeof d); d += e0 + o0; memcpy(out, &d, sizeof d); \
+            if (nv > 1) { memcpy(&d, out + LANES, sizeof d); d += e1 + o1;      \
+                          memcpy(out + LANES, &d, sizeof d); }                  \
+            if (nv > 2) { memcpy(&d, out + 2 * LANES, sizeof d); d += e2 + o2;  \
+                          memcpy(out + 2 * LANES, &d, sizeof d); }              \
+            if (nv > 3) { memcpy(&d, out + 3 * LANES, sizeof d); d += e3 + o3;  \
+                          memcpy(out + 3 * LANES, &d, sizeof d); }              \
+        }                                                                       \
+    }                                                                           \
+    return bsum;
+
+static inline float fg_rows_wgrad_f(const float *restrict da, const float *restrict a,
+                                    const int *restrict am, Py_ssize_t n_out, int code,
+                                    const float *restrict rows, Py_ssize_t ckkp,
+                                    float *restrict dw)
+{
+    FG_ROWS_WGRAD_BODY(float, fg_vf, FG_VF, fg_act_slope_f, fg_sum_f)
+}
+
+static inline double fg_rows_wgrad_d(const double *restrict da, const double *restrict a,
+                                     const int *restrict am, Py_ssize_t n_out, int code,
+                                     const double *restrict rows, Py_ssize_t ckkp,
+                                     double *restrict dw)
+{
+    FG_ROWS_WGRAD_BODY(double, fg_vd, FG_VD, fg_act_slope_d, fg_sum_d)
+}
+
 #endif
