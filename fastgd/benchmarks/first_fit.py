@@ -50,6 +50,19 @@ SCRIPTS = {
     "from fastgd import GDRegressor\n"
     "m = GDRegressor(batch_size=32, max_iter=20, tol=None, random_state=0).fit(X, y)\n"
     "assert m.score(X, y) > 0.2, m.score(X, y)\n",
+    "GDClassifier, mini-batch one-vs-rest (digits, 20 epochs)": _DIGITS
+    + "from fastgd import GDClassifier\n"
+    "m = GDClassifier(batch_size=32, max_iter=20, tol=None, random_state=0).fit(X, y)\n"
+    "assert m.score(X, y) > 0.8, m.score(X, y)\n",
+    "GDClassifier, full batch one-vs-rest (digits, 20 iterations)": _DIGITS
+    + "from fastgd import GDClassifier\n"
+    "m = GDClassifier(batch_size='full', max_iter=20, tol=None, random_state=0).fit(X, y)\n"
+    "assert m.score(X, y) > 0.8, m.score(X, y)\n",
+    "GDClassifier, mini-batch multinomial (digits, 20 epochs)": _DIGITS
+    + "from fastgd import GDClassifier\n"
+    "m = GDClassifier(batch_size=32, loss='log_loss', multi_class='multinomial', max_iter=20,"
+    " tol=None, random_state=0).fit(X, y)\n"
+    "assert m.score(X, y) > 0.8, m.score(X, y)\n",
     "scikit-learn MLPClassifier (digits, 5 epochs)": _DIGITS + "import warnings\n"
     "warnings.simplefilter('ignore')\n"
     "from sklearn.neural_network import MLPClassifier\n"
