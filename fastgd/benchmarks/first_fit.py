@@ -113,12 +113,12 @@ def format_table(results):
     lines = [
         "fresh process, import + first fit (median seconds, wall and CPU of the process); "
         "warm ratio = warm / MLPClassifier's (target <= 1.5); cold target <= 10 s",
-        f"{'estimator':<52} {'cold s':>7} {'cpu':>6} {'warm s':>7} {'cpu':>6} "
+        f"{'estimator':<62} {'cold s':>7} {'cpu':>6} {'warm s':>7} {'cpu':>6} "
         f"{'ratio':>6} {'cpu':>6}",
     ]
     for name, r in results.items():
         lines.append(
-            f"{name:<52} {r['cold']:7.2f} {r['cold cpu']:6.2f} {r['warm']:7.2f} "
+            f"{name:<62} {r['cold']:7.2f} {r['cold cpu']:6.2f} {r['warm']:7.2f} "
             f"{r['warm cpu']:6.2f} {r['warm'] / reference['warm']:6.2f} "
             f"{r['warm cpu'] / reference['warm cpu']:6.2f}"
         )
