@@ -59,10 +59,15 @@ def _linear_models(dtype):
     n_rows = max(COMPILED_SHUFFLE_MIN_ROWS, PARALLEL_SHUFFLE_MIN_SIZE)
     X = rng.standard_normal((n_rows, -(-MIN_VALUES_FOR_TWO_THREADS // n_rows))).astype(dtype)
     y = X.sum(axis=1)
+    # Full batches this large reach the parallel gradient kernels, which
+    # small batches never compile.
+    large_batches = (
+        dict(batch_size="full", loss="huber"),
+        dict(batch_size="full", optimizer="adam"),
+    )
     for data in (X, sp.csr_matrix(X)):
-        for params in (dict(batch_size=256), dict(backend="numba")):
+        for params in (dict(batch_size=256), dict(backend="numba"), *large_batches):
             GDRegressor(max_iter=1, tol=None, random_state=0, **params).fit(data, y)
-
 
 
 def _classifier_models(dtype):
@@ -90,6 +95,16 @@ def _classifier_models(dtype):
             model.predict(data)
             if model.loss == "log_loss":
                 model.predict_proba(data)
+    # A full batch large enough for the parallel softmax gradient.
+    from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
+
+    X = rng.standard_normal((-(-PARALLEL_MIN_WORK // 15), 4)).astype(dtype)
+    y = np.arange(X.shape[0]) % 3
+    for data in (X, sp.csr_matrix(X)):
+        GDClassifier(
+            batch_size="full", loss="log_loss", multi_class="multinomial", max_iter=1, tol=None
+        ).fit(data, y)
+
 
 def _fusion_models(dtype):
     """FusionClassifier fits reaching every layer kernel and both fusions."""

@@ -76,9 +76,52 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
 
     stats = _run("fit", cache_dir)
     assert "fastgd._kernels.linear.sgd_numba.sgd_steps" in stats
-    assert "fastgd._kernels.linear.batch_numba.batch_epoch" in stats
+    assert "fastgd._kernels.linear.batch_numba.batch_epoch_kernel_serial" in stats
     misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
     assert not misses, f"compiled again: {misses}"
+
+
+# Fits whose batches are all too small for a parallel region; prints the
+# parallel kernels this process compiled or loaded.
+SMALL_FITS = textwrap.dedent(
+    """
+    import json, warnings
+    import numpy as np
+    from fastgd import GDClassifier, GDRegressor
+    from fastgd._kernels.linear import batch_numba, multinomial_numba
+
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((300, 5))
+    y = X @ rng.standard_normal(5)
+    labels = np.arange(300) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        GDRegressor(batch_size=32, max_iter=2, tol=None).fit(X, y)
+        GDRegressor(batch_size="full", loss="huber", max_iter=2, tol=None).fit(X, y)
+        GDClassifier(batch_size=32, max_iter=2, tol=None).fit(X, labels)
+        GDClassifier(batch_size="full", max_iter=2, tol=None).fit(X, labels)
+        GDClassifier(
+            batch_size=32, loss="log_loss", multi_class="multinomial", max_iter=2, tol=None
+        ).fit(X, labels)
+    kernels = {
+        "binary gradient": batch_numba._batch_gradient_parallel,
+        "binary epoch": batch_numba._batch_epoch_any_size,
+        "multinomial gradient": multinomial_numba._batch_gradient_parallel,
+        "multinomial epoch": multinomial_numba._batch_epoch_any_size,
+    }
+    print(json.dumps([name for name, kernel in kernels.items() if kernel.signatures]))
+    """
+)
+
+
+def test_small_batch_fits_never_reach_the_parallel_kernels():
+    # Compiling a parallel region takes seconds; fits that never run one
+    # must not pay for it (issue 12: the first fit's time).
+    completed = subprocess.run(
+        [sys.executable, "-c", SMALL_FITS], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == []
 
 
 def _signatures():

@@ -199,3 +199,23 @@ def test_an_empty_weight_array_means_unit_weights(epoch):
     for _ in range(2):
         assert run(*explicit) == run(*implicit)
     assert_same_state(explicit, implicit)
+
+
+def test_the_serial_epoch_kernel_gives_the_any_size_one_bit_for_bit():
+    """The epoch compiled without the parallel gradient equals the one with it.
+
+    Batches of 2048 rows × 512 parameters reach the parallel gradient in the
+    any-size kernel (the last, shorter batch does not); the serial kernel,
+    which small-batch fits run so as not to compile the parallel code, gives
+    the same epochs.
+    """
+    n_params = 512
+    batch_size = -(-tuning.PARALLEL_MIN_WORK // n_params)
+    assert batch_numba.may_run_in_parallel(batch_size, n_params)
+    X, y, sw, order = problem(2 * batch_size + 100, n_params - 1, seed=3)
+    any_size = epoch_of(X, y, sw, order, batch_size)
+    serial = epoch_of(X, y, sw, order, batch_size)
+    for _ in range(2):
+        loss_any = batch_numba._batch_epoch_any_size(*any_size)
+        assert batch_numba._batch_epoch_serial(*serial) == loss_any
+    assert_same_state(any_size, serial)

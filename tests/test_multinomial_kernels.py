@@ -123,3 +123,24 @@ def test_full_batch_epochs_descend():
     losses = [multinomial_numba.batch_epoch(rows, model, scratch, settings) for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
     assert np.all(np.diff(losses) < 1e-9)
+
+
+def test_the_serial_epoch_kernel_gives_the_any_size_one_bit_for_bit():
+    # Batches of 1024 rows × 4·256 parameters reach the parallel gradient in
+    # the any-size kernel; the serial one (small-batch fits) gives the same.
+    d, batch_size = 255, 1024
+    assert batch_numba.may_run_in_parallel(batch_size, N_CLASSES * (d + 1))
+    X, y = problem(n=2 * batch_size + 50, d=d, seed=9)
+    sw = np.random.RandomState(10).uniform(0.5, 2.0, len(y))
+    order = np.random.RandomState(11).permutation(len(y)).astype(np.intp)
+    settings = settings_of(eta0=0.1, n_classes=N_CLASSES, l2=0.01, optimizer=codes.ADAM)
+    models = []
+    for kernel in (multinomial_numba._batch_epoch_any_size, multinomial_numba._batch_epoch_serial):
+        rows = BatchRows.of(Features.of(X), order, y, sw, batch_size)
+        model = LinearModel.zeros(d, np.float64, N_CLASSES)
+        losses = [kernel(rows, model, batch_scratch(batch_size, d), settings) for _ in range(2)]
+        models.append((losses, model))
+    (losses_any, model_any), (losses_serial, model_serial) = models
+    assert losses_any == losses_serial
+    for a, b in zip(model_any, model_serial, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -267,9 +267,10 @@ class PassObjective:
     def _loss_sum_and_gradient(self):
         """Σ sᵢ ℓᵢ and the gradient of the objective's smooth part at ``self.params``."""
         if self.sparse_rows is None:
-            from fastgd._kernels.linear.batch_numba import batch_gradient
+            from fastgd._kernels.linear.batch_numba import gradient_kernel
 
             n_rows = self.rows.order.shape[0]
+            batch_gradient = gradient_kernel(n_rows, self.params.shape[0])
             loss_sum = batch_gradient(
                 self.rows, 0, n_rows, self.params, self.settings, self.scratch
             )

@@ -40,6 +40,7 @@ from fastgd._kernels.runtime.codes import L1_TOTAL, N_AVERAGED, N_UPDATES, T
 from fastgd._kernels.runtime.numba_setup import (
     KERNEL_OPTIONS,
     LEAF_KERNEL_OPTIONS,
+    any_size_and_serial,
     numba,
     parallel_and_serial,
 )
@@ -61,6 +62,12 @@ def n_chunks_for(batch_size):
 def partials_shape(batch_size, n_features):
     """Shape of the ``partials`` scratch buffer for batches of ``batch_size`` rows."""
     return n_chunks_for(batch_size), n_features + 1 + PARTIAL_ROW_PADDING
+
+
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def may_run_in_parallel(batch_size, n_params):
+    """Whether :func:`batch_gradient` runs a batch of this size in parallel."""
+    return batch_size * n_params >= PARALLEL_MIN_WORK
 
 
 @numba.njit(**LEAF_KERNEL_OPTIONS)
@@ -194,7 +201,7 @@ def batch_gradient(rows, start, stop, params, settings, scratch):
     loss_sum : float
         Σ sᵢ·ℓ(pᵢ, yᵢ) over the rows, at ``params``.
     """
-    if (stop - start) * params.shape[0] >= PARALLEL_MIN_WORK:
+    if may_run_in_parallel(stop - start, params.shape[0]):
         return _batch_gradient_parallel(rows, start, stop, params, settings, scratch)
     return _batch_gradient_serial(rows, start, stop, params, settings, scratch)
 
@@ -241,19 +248,8 @@ def take_step(model, grad, settings):
     counters[T] = t + 1.0
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def batch_epoch(rows, model, scratch, settings):
-    """Run one epoch of mini-batch (or full-batch) GD in place.
-
-    The arguments are the structures of :mod:`fastgd._kernels.linear.arguments`;
-    the intercept is the last entry of ``model.params`` (the intercept slots
-    of ``model.counters`` are unused).
-
-    Returns
-    -------
-    loss_sum : float
-        Σ sᵢ·ℓ(pᵢ, yᵢ) over the epoch, each batch at its pre-update parameters.
-    """
+def batch_epoch_kernel(rows, model, scratch, settings):
+    """Body of :func:`batch_epoch`, compiled twice (see there)."""
     n_rows = rows.order.shape[0]
     loss_sum = 0.0
     for start in range(0, n_rows, rows.batch_size):
@@ -261,3 +257,42 @@ def batch_epoch(rows, model, scratch, settings):
         loss_sum += batch_gradient(rows, start, stop, model.params, settings, scratch)
         take_step(model, scratch.grad, settings)
     return loss_sum
+
+
+_batch_epoch_any_size, _batch_epoch_serial = any_size_and_serial(
+    batch_epoch_kernel, "batch_gradient", _batch_gradient_serial
+)
+
+
+def batch_epoch(rows, model, scratch, settings):
+    """Run one epoch of mini-batch (or full-batch) GD in place.
+
+    The arguments are the structures of :mod:`fastgd._kernels.linear.arguments`;
+    the intercept is the last entry of ``model.params`` (the intercept slots
+    of ``model.counters`` are unused). Each batch's gradient is that of
+    :func:`batch_gradient` (in parallel for large batches); when no batch is
+    large enough for that, the epoch runs a kernel that never reaches the
+    parallel code, which then is never compiled.
+
+    Returns
+    -------
+    loss_sum : float
+        Σ sᵢ·ℓ(pᵢ, yᵢ) over the epoch, each batch at its pre-update parameters.
+    """
+    kernel = (
+        _batch_epoch_any_size
+        if may_run_in_parallel(rows.batch_size, model.params.shape[0])
+        else _batch_epoch_serial
+    )
+    return kernel(rows, model, scratch, settings)
+
+
+def gradient_kernel(batch_size, n_params):
+    """The compiled :func:`batch_gradient` for one batch of ``batch_size`` rows.
+
+    Same arguments and results as :func:`batch_gradient`; only the kernel
+    that runs is compiled.
+    """
+    if may_run_in_parallel(batch_size, n_params):
+        return _batch_gradient_parallel
+    return _batch_gradient_serial

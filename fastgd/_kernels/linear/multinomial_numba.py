@@ -20,15 +20,24 @@ import math
 
 import numpy as np
 
-from fastgd._kernels.linear.batch_numba import n_chunks_for, reduce_chunks, take_step
+from fastgd._kernels.linear.batch_numba import (
+    may_run_in_parallel,
+    n_chunks_for,
+    reduce_chunks,
+    take_step,
+)
 from fastgd._kernels.linear.sgd_numba import clip_towards_zero, learning_rate, prefetch_row
 from fastgd._kernels.runtime.codes import L1_TOTAL, LOSS_SUM, N_AVERAGED, N_UPDATES, SCALE, T
-from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, parallel_and_serial
+from fastgd._kernels.runtime.numba_setup import (
+    KERNEL_OPTIONS,
+    any_size_and_serial,
+    numba,
+    parallel_and_serial,
+)
 from fastgd._kernels.runtime.tuning import (
     BATCH_ROWS_AHEAD,
     CHUNK_ROWS,
     MIN_SCALE,
-    PARALLEL_MIN_WORK,
     ROWS_AHEAD,
 )
 
@@ -225,14 +234,13 @@ def batch_gradient(rows, start, stop, params, settings, scratch):
 
     Returns the batch's Σ sᵢ·ℓᵢ at ``params``; the gradient is in ``scratch.grad``.
     """
-    if (stop - start) * params.shape[0] >= PARALLEL_MIN_WORK:
+    if may_run_in_parallel(stop - start, params.shape[0]):
         return _batch_gradient_parallel(rows, start, stop, params, settings, scratch)
     return _batch_gradient_serial(rows, start, stop, params, settings, scratch)
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def batch_epoch(rows, model, scratch, settings):
-    """One epoch of mini-batch (or full-batch) GD on ``rows`` (BatchRows); return Σ sᵢ·ℓᵢ."""
+def batch_epoch_kernel(rows, model, scratch, settings):
+    """Body of :func:`batch_epoch`, compiled twice (see there)."""
     n_rows = rows.order.shape[0]
     loss_sum = 0.0
     for start in range(0, n_rows, rows.batch_size):
@@ -240,3 +248,22 @@ def batch_epoch(rows, model, scratch, settings):
         loss_sum += batch_gradient(rows, start, stop, model.params, settings, scratch)
         take_step(model, scratch.grad, settings)
     return loss_sum
+
+
+_batch_epoch_any_size, _batch_epoch_serial = any_size_and_serial(
+    batch_epoch_kernel, "batch_gradient", _batch_gradient_serial
+)
+
+
+def batch_epoch(rows, model, scratch, settings):
+    """One epoch of mini-batch (or full-batch) GD on ``rows`` (BatchRows); return Σ sᵢ·ℓᵢ.
+
+    Epochs whose batches are too small for a parallel region run a kernel
+    that never reaches the parallel code (which then is never compiled).
+    """
+    kernel = (
+        _batch_epoch_any_size
+        if may_run_in_parallel(rows.batch_size, model.params.shape[0])
+        else _batch_epoch_serial
+    )
+    return kernel(rows, model, scratch, settings)

@@ -40,6 +40,7 @@ __all__ = [
     "LEAF_KERNEL_OPTIONS",
     "PARALLEL_KERNEL_OPTIONS",
     "parallel_and_serial",
+    "any_size_and_serial",
 ]
 
 
@@ -71,7 +72,6 @@ KERNEL_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 REASSOCIATE = frozenset({"reassoc", "contract"})
 LEAF_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "fastmath": set(REASSOCIATE)}
 PARALLEL_KERNEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
-
 
 
 # ----------------------------------------------------------- compile lock
@@ -229,23 +229,50 @@ def njit(py_func=None, **options):
     return decorate if py_func is None else decorate(py_func)
 
 
-def serial_twin(py_func):
-    """A copy of ``py_func`` to compile without ``parallel`` (prange → range).
+def twin(py_func, suffix, **rebound_globals):
+    """A copy of ``py_func`` named ``name + suffix``, some of its global names rebound.
 
     The copy has its own name, so Numba's on-disk cache keeps the two
     compilations apart (it keys entries by qualified name and line, not by
-    compiler flags).
+    compiler flags or globals). ``rebound_globals`` maps global names the
+    function reads to what the copy reads instead (say, a kernel it calls);
+    the copy sees the module's globals as they are when it is made.
     """
-    twin = types.FunctionType(
+    namespace = py_func.__globals__
+    if rebound_globals:
+        namespace = {**namespace, **rebound_globals}
+    copy = types.FunctionType(
         py_func.__code__,
-        py_func.__globals__,
-        py_func.__name__ + "_serial",
+        namespace,
+        py_func.__name__ + suffix,
         py_func.__defaults__,
         py_func.__closure__,
     )
-    twin.__qualname__ = py_func.__qualname__ + "_serial"
-    twin.__doc__ = py_func.__doc__
-    return twin
+    copy.__qualname__ = py_func.__qualname__ + suffix
+    copy.__module__ = py_func.__module__
+    copy.__doc__ = py_func.__doc__
+    return copy
+
+
+def serial_twin(py_func):
+    """A copy of ``py_func`` to compile without ``parallel`` (prange → range)."""
+    return twin(py_func, "_serial")
+
+
+def any_size_and_serial(py_func, gradient_name, serial_gradient):
+    """Compile an epoch twice: ``(dispatcher, dispatcher calling only serial code)``.
+
+    ``py_func`` calls the global ``gradient_name``, a kernel that runs large
+    batches in parallel; the second dispatcher is a twin of ``py_func`` that
+    calls ``serial_gradient`` instead. Epochs whose batches are all below
+    :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK` run the twin,
+    so their first fit never compiles a parallel region (seconds of
+    compilation for a fit of milliseconds).
+    """
+    return (
+        numba.njit(**KERNEL_OPTIONS)(py_func),
+        numba.njit(**KERNEL_OPTIONS)(twin(py_func, "_serial", **{gradient_name: serial_gradient})),
+    )
 
 
 def parallel_and_serial(py_func):
