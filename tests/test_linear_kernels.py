@@ -204,8 +204,9 @@ def test_the_cython_kernels_refuse_structures_that_do_not_fit(backend):
         with pytest.raises(ValueError, match="columns"):
             _sgd_fast.sgd_epoch(rows, LinearModel.zeros(5, np.float64), scratch, settings)
         with pytest.raises(ValueError, match="one value per visited row"):
-            _sgd_fast.sgd_epoch(rows._replace(y=y[:10]), LinearModel.zeros(4, np.float64),
-                                scratch, settings)
+            _sgd_fast.sgd_epoch(
+                rows._replace(y=y[:10]), LinearModel.zeros(4, np.float64), scratch, settings
+            )
         with pytest.raises(ValueError, match="dtype mismatch"):
             _sgd_fast.sgd_epoch(rows, LinearModel.zeros(4, np.float32), scratch, settings)
 
@@ -252,8 +253,9 @@ def test_batch_gradient_finite_differences(loss):
     params = np.random.RandomState(9).randn(6) * 0.3
     scratch = batch_scratch(150, 5)
     settings = settings_of(loss=loss, epsilon=0.5, l2=0.1)
-    batch_numba.batch_gradient(batch_rows(X, y, sw, np.arange(150)), 0, 150, params, settings,
-                               scratch)
+    batch_numba.batch_gradient(
+        batch_rows(X, y, sw, np.arange(150)), 0, 150, params, settings, scratch
+    )
     h = 1e-6
     for j in range(6):
         up, down = params.copy(), params.copy()
@@ -353,3 +355,16 @@ def test_loss_sums_match_numpy(loss, unit_weights):
     assert losses.loss_sum(loss, p, y, sw, 0.3) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="one prediction"):
         _sgd_fast.loss_sum(loss, p[:10], y, sw, 0.3)
+
+
+@pytest.mark.parametrize("shape", [(50_000,), (3, 7)])
+def test_the_epoch_objective_penalty_is_alpha_times_the_elastic_net_norms(shape):
+    from types import SimpleNamespace
+
+    from fastgd._engine.linear import penalty
+
+    coef = np.random.RandomState(0).standard_normal(shape)
+    config = SimpleNamespace(penalty_l1=0.3, penalty_l2=0.7)
+    expected = 0.3 * np.abs(coef).sum() + 0.5 * 0.7 * (coef**2).sum()
+    assert penalty(coef, config) == pytest.approx(expected, rel=1e-12)
+    assert penalty(coef, SimpleNamespace(penalty_l1=0.0, penalty_l2=0.0)) == 0.0
