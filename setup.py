@@ -64,7 +64,6 @@ extensions = [
 ]
 
 
-
 def network_extensions():
     """The network kernels (``_network_fast.pxi``), one extension per instruction set.
 

@@ -68,6 +68,4 @@ def test_one_epoch_fit(benchmark, problems, workload, library):
     three_epochs = {**ONE_EPOCH, "max_iter": 3}
     trained = fit_quietly(clone(model).set_params(**three_epochs), X_train, y_train)
     reference = fit_quietly(SGDClassifier(loss=loss, **three_epochs), X_train, y_train)
-    assert trained.score(X_test, y_test) == pytest.approx(
-        reference.score(X_test, y_test), abs=0.02
-    )
+    assert trained.score(X_test, y_test) == pytest.approx(reference.score(X_test, y_test), abs=0.02)

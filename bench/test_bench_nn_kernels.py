@@ -245,16 +245,45 @@ class NativeConv:
     def pool_forward(self, X, W, b, out, argmax):
         self.native.pack_weights(W, self.packed)
         self.native.conv2d_pool_forward(
-            X, W, b, 1, 0, 0, *self.size, codes.RELU, 2, 2, 2, out, argmax, self.packed,
-            self.workspace, self.threads,
+            X,
+            W,
+            b,
+            1,
+            0,
+            0,
+            *self.size,
+            codes.RELU,
+            2,
+            2,
+            2,
+            out,
+            argmax,
+            self.packed,
+            self.workspace,
+            self.threads,
         )
 
     def backward(self, X, W, A, dA, argmax, dW, db, dX):
         # The weight-gradient path the engine chooses for this shape.
         dense = self.native.dense_weight_grad(W[0].size, pooled=argmax is not None)
         self.native.conv2d_backward(
-            X, W, A, dA, argmax, codes.RELU, 1, 0, 0, *self.size, dW, db, dX, self.workspace,
-            self.partials, self.threads, dense,
+            X,
+            W,
+            A,
+            dA,
+            argmax,
+            codes.RELU,
+            1,
+            0,
+            0,
+            *self.size,
+            dW,
+            db,
+            dX,
+            self.workspace,
+            self.partials,
+            self.threads,
+            dense,
         )
 
 

@@ -90,8 +90,7 @@ class BaseGD(CallbackSupport, BaseEstimator):
         if self.learning_rate in ("pa1", "pa2"):
             if self.loss != self._pa_loss:
                 raise ValueError(
-                    f"Learning rate '{self.learning_rate}' only works with loss "
-                    f"'{self._pa_loss}'."
+                    f"Learning rate '{self.learning_rate}' only works with loss '{self._pa_loss}'."
                 )
             if self.batch_size != 1 or self.optimizer != "sgd":
                 raise ValueError(

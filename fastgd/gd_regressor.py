@@ -297,9 +297,7 @@ class GDRegressor(RegressorMixin, BaseGD):
             validation = HeldOut("r2", X_val, y_val.astype(X.dtype, copy=False), w_val, config)
         elif self.early_stopping:
             rows, val_rows = self._validation_split(y, sample_weight)
-            validation = HeldOut(
-                "r2", X[val_rows], y[val_rows], sample_weight[val_rows], config
-            )
+            validation = HeldOut("r2", X[val_rows], y[val_rows], sample_weight[val_rows], config)
             self._check_finite_features(validation.X)
 
         history, n_epochs = self._train_one_model(

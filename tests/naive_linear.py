@@ -222,8 +222,9 @@ def softmax_cross_entropy(scores, labels):
     return -log_probabilities[np.arange(len(labels)), labels], np.exp(log_probabilities)
 
 
-def multinomial_sgd_epochs(X, y, sw, orders, n_classes, *, eta0=0.05, l2=0.0, l1=0.0,
-                           fit_intercept=True, average_start=0):
+def multinomial_sgd_epochs(
+    X, y, sw, orders, n_classes, *, eta0=0.05, l2=0.0, l1=0.0, fit_intercept=True, average_start=0
+):
     """Per-sample plain SGD of a softmax model (constant rate); returns (W, b, avg, losses)."""
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]

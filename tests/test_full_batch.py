@@ -42,9 +42,7 @@ def test_default_full_batch_reaches_ridges_coefficients(diabetes):
 
 
 @pytest.mark.parametrize("alpha, l1_ratio", [(1.0, 0.9), (5.0, 0.5), (0.3, 1.0)])
-def test_default_full_batch_reaches_elastic_nets_coefficients_and_zeros(
-    diabetes, alpha, l1_ratio
-):
+def test_default_full_batch_reaches_elastic_nets_coefficients_and_zeros(diabetes, alpha, l1_ratio):
     X, y = diabetes
     penalty = "l1" if l1_ratio == 1.0 else "elasticnet"
     model = GDRegressor(batch_size="full", penalty=penalty, alpha=alpha, l1_ratio=l1_ratio)
@@ -157,9 +155,7 @@ def test_float32_stays_float32_and_is_accurate(diabetes, gram, monkeypatch):
     assert m32.n_iter_ < (FEW_HUNDRED if gram else 1000)
 
 
-@pytest.mark.parametrize(
-    "loss, epsilon", [("huber", 20.0), ("squared_epsilon_insensitive", 10.0)]
-)
+@pytest.mark.parametrize("loss, epsilon", [("huber", 20.0), ("squared_epsilon_insensitive", 10.0)])
 def test_smooth_losses_reach_the_minimum(diabetes, loss, epsilon):
     """Compared with SciPy's L-BFGS on the same objective (the tests' NumPy twin)."""
     X, y = diabetes

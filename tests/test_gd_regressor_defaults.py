@@ -45,7 +45,7 @@ def test_defaults_reach_ridge(request, problem, optimizer, batch_size):
 
 
 def test_plain_sgd_keeps_sgdregressors_defaults(diabetes):
-    """"auto" gives plain per-sample SGD SGDRegressor's schedule: the same steps."""
+    """ "auto" gives plain per-sample SGD SGDRegressor's schedule: the same steps."""
     X, y = diabetes
     y = (y - y.mean()) / y.std()
     params = dict(shuffle=False, max_iter=3, tol=None, random_state=0)

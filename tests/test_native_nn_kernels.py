@@ -58,15 +58,40 @@ class Conv:
 
     def pool_forward(self, X, Wt, b, OH, OW, code, pool, out, argmax):
         native.conv2d_pool_forward(
-            X, Wt, b, *self.geometry, OH, OW, code, *pool, out, argmax, self.packed,
-            self.workspace, self.threads,
+            X,
+            Wt,
+            b,
+            *self.geometry,
+            OH,
+            OW,
+            code,
+            *pool,
+            out,
+            argmax,
+            self.packed,
+            self.workspace,
+            self.threads,
         )
 
     def backward(self, X, Wt, A, dA, argmax, code, OH, OW, dX, dense=False):
         dW, db = np.empty_like(Wt), np.empty(Wt.shape[0], Wt.dtype)
         native.conv2d_backward(
-            X, Wt, A, dA, argmax, code, *self.geometry, OH, OW, dW, db, dX, self.workspace,
-            self.partials, self.threads, dense,
+            X,
+            Wt,
+            A,
+            dA,
+            argmax,
+            code,
+            *self.geometry,
+            OH,
+            OW,
+            dW,
+            db,
+            dX,
+            self.workspace,
+            self.partials,
+            self.threads,
+            dense,
         )
         return dW, db
 

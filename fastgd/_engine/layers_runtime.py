@@ -51,6 +51,7 @@ def _native():
 
 _NATIVE = None
 
+
 # Overflow in a pass is not an error here: the trainer checks the loss and
 # raises DivergenceError (the compiled kernels do not warn either). A network's
 # forward and backward passes each run under one such context (entering one
@@ -435,8 +436,19 @@ class Conv2DLayer(RuntimeLayer):
     def _geometry(self):
         c, h, w = self.input_shape
         _, oh, ow = self.output_shape
-        return (c, h, w, self.filters, self.kh, self.kw, self.stride, self.pad_top,
-                self.pad_left, oh, ow)
+        return (
+            c,
+            h,
+            w,
+            self.filters,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+            oh,
+            ow,
+        )
 
     def make_state(self, capacity, dtype, training, need_dx):
         st = super().make_state(capacity, dtype, training, need_dx)
@@ -478,15 +490,38 @@ class Conv2DLayer(RuntimeLayer):
         threads = self._threads(n)
         if self.pool is None:
             native.conv2d_forward(
-                X, self.W, self.b, self.stride, self.pad_top, self.pad_left, out, self.code,
-                st.packed, st.workspace, threads,
+                X,
+                self.W,
+                self.b,
+                self.stride,
+                self.pad_top,
+                self.pad_left,
+                out,
+                self.code,
+                st.packed,
+                st.workspace,
+                threads,
             )
         else:
             pool = self.pool
             native.conv2d_pool_forward(
-                X, self.W, self.b, self.stride, self.pad_top, self.pad_left, oh, ow,
-                self.code, pool.ph, pool.pw, pool.stride, out, st.argmax[:n], st.packed,
-                st.workspace, threads,
+                X,
+                self.W,
+                self.b,
+                self.stride,
+                self.pad_top,
+                self.pad_left,
+                oh,
+                ow,
+                self.code,
+                pool.ph,
+                pool.pw,
+                pool.stride,
+                out,
+                st.argmax[:n],
+                st.packed,
+                st.workspace,
+                threads,
             )
         st.X = X
         return out
@@ -495,9 +530,23 @@ class Conv2DLayer(RuntimeLayer):
         dx = st.dx[:n] if st.dx is not None else None
         _, oh, ow = self.output_shape
         _native().conv2d_backward(
-            st.X, self.W, st.out[:n], dA, None if st.argmax is None else st.argmax[:n],
-            self.code, self.stride, self.pad_top, self.pad_left, oh, ow, self.dW, self.db,
-            dx, st.workspace, st.partials, self._threads(n),
+            st.X,
+            self.W,
+            st.out[:n],
+            dA,
+            None if st.argmax is None else st.argmax[:n],
+            self.code,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+            oh,
+            ow,
+            self.dW,
+            self.db,
+            dx,
+            st.workspace,
+            st.partials,
+            self._threads(n),
             _native().dense_weight_grad(self.channels * self.kh * self.kw, self.pool is not None),
         )
         return dx

@@ -95,7 +95,11 @@ def new_flags(batch_size):
 def shared_epoch(rows, model, scratch, settings):
     """The :class:`SharedEpoch` of one epoch of ``batch_epoch``'s arguments (fresh flags)."""
     return SharedEpoch(
-        rows, model.params, settings, scratch.partials, scratch.chunk_losses,
+        rows,
+        model.params,
+        settings,
+        scratch.partials,
+        scratch.chunk_losses,
         new_flags(rows.batch_size),
     )
 

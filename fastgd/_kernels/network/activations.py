@@ -36,7 +36,6 @@ TANH = codes.TANH
 SIGMOID = codes.SIGMOID
 
 
-
 @numba.njit(inline="always", **KERNEL_OPTIONS)
 def _sigmoid(z, one):
     """Numerically stable logistic function for one scalar.
@@ -66,27 +65,6 @@ def activation_forward_range(z, start, stop, code):
     elif code == SIGMOID:
         for i in range(start, stop):
             z[i] = _sigmoid(z[i], one)
-
-
-@numba.njit(inline="always", **KERNEL_OPTIONS)
-def bias_activation_forward_range(z, start, stop, bias, code):
-    """``z[start:stop] = f(z[start:stop] + bias)`` in place, scalar bias."""
-    zero = z.dtype.type(0.0)
-    one = z.dtype.type(1.0)
-    bv = z.dtype.type(bias)
-    if code == RELU:
-        for i in range(start, stop):
-            v = z[i] + bv
-            z[i] = zero if v < zero else v
-    elif code == TANH:
-        for i in range(start, stop):
-            z[i] = np.tanh(z[i] + bv)
-    elif code == SIGMOID:
-        for i in range(start, stop):
-            z[i] = _sigmoid(z[i] + bv, one)
-    else:
-        for i in range(start, stop):
-            z[i] = z[i] + bv
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)

@@ -160,7 +160,6 @@ def cycle_counter(typingctx):
     return types.int64(), codegen
 
 
-
 @numba.njit(inline="always", **KERNEL_OPTIONS)
 def wait_step(n_waits):
     """One round of a wait loop: pause, and yield the CPU every few hundred rounds.
