@@ -42,15 +42,12 @@ cdef extern from "_simd.h" nogil:
                         const float *w, Py_ssize_t stride, float *acc)
     void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
                         const double *w, Py_ssize_t stride, double *acc)
-    int FG_WGRAD_CHUNK_VALUES
-    void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1, const float *dz,
-                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
-                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, float *acc0,
-                         float *acc1)
-    void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1, const double *dz,
-                         Py_ssize_t plane_stride, Py_ssize_t i0, Py_ssize_t i1,
-                         Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride, double *acc0,
-                         double *acc1)
+    void fg_wgrad_taps_f(const float *x, const Py_ssize_t *off, Py_ssize_t n, const float *dz,
+                         Py_ssize_t OH, Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
+                         float *acc)
+    void fg_wgrad_taps_d(const double *x, const Py_ssize_t *off, Py_ssize_t n,
+                         const double *dz, Py_ssize_t OH, Py_ssize_t n_jb, Py_ssize_t WP,
+                         Py_ssize_t stride, double *acc)
     float fg_sum_f(const float *x, Py_ssize_t n)
     double fg_sum_d(const double *x, Py_ssize_t n)
     void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
@@ -68,6 +65,10 @@ cdef extern from "_simd.h" nogil:
                             int code)
     void fg_act_grad_f(const float *a, float *da, Py_ssize_t n, int code)
     void fg_act_grad_d(const double *a, double *da, Py_ssize_t n, int code)
+    float fg_dense_dz_f(const float *a, const float *da, Py_ssize_t OH, Py_ssize_t OW,
+                        Py_ssize_t n_jb, int code, float *out)
+    double fg_dense_dz_d(const double *a, const double *da, Py_ssize_t OH, Py_ssize_t OW,
+                         Py_ssize_t n_jb, int code, double *out)
     float fg_act_slope_f(float a, int code)
     double fg_act_slope_d(double a, int code)
     float fg_tanh_f(float x)
@@ -106,9 +107,9 @@ cdef struct Geometry:
     Py_ssize_t ckkp     # ckk rounded up to a multiple of 16 (patch rows)
     Py_ssize_t n_fb     # filter tiles
     Py_ssize_t plane    # C·HP·WP
-    Py_ssize_t dz_plane # one filter's dense output gradient, OH rows of n_jb·lanes
-    Py_ssize_t dz_size  # n_fb·FG_FB of them
-    Py_ssize_t acc_size # lane sums of the dense weight gradient: taps (even) × n_fb·FG_FB
+    Py_ssize_t dz_tile  # a filter tile's dense output gradient, OH·n_jb·FG_FB·lanes
+    Py_ssize_t dz_size  # n_fb of them
+    Py_ssize_t acc_size # lane sums of the dense weight gradient, ckk·n_fb·FG_FB vectors
 
 
 cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t KH,
@@ -126,9 +127,9 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.ckkp = (g.ckk + 15) // 16 * 16
     g.n_fb = (F + FG_FB - 1) // FG_FB
     g.plane = C * g.HP * g.WP
-    g.dz_plane = OH * g.n_jb * g.lanes
-    g.dz_size = g.n_fb * FG_FB * g.dz_plane
-    g.acc_size = (g.ckk + 1) // 2 * 2 * g.n_fb * FG_FB * g.lanes
+    g.dz_tile = OH * g.n_jb * FG_FB * g.lanes
+    g.dz_size = g.n_fb * g.dz_tile
+    g.acc_size = g.ckk * g.n_fb * FG_FB * g.lanes
     return g
 
 
@@ -445,48 +446,40 @@ cdef void _fold_patches(const floating* rows, const Py_ssize_t* xoff, Geometry* 
                 dxp[base + xoff[k]] += r[k]
 
 
+cdef inline Py_ssize_t _dz_at(Geometry* g, Py_ssize_t f, Py_ssize_t i,
+                              Py_ssize_t j) noexcept nogil:
+    """Where output (i, j) of filter f is in the interleaved dense output gradient."""
+    return (((f // FG_FB * g.OH + i) * g.n_jb + j // g.lanes) * FG_FB + f % FG_FB) * g.lanes \
+        + j % g.lanes
+
+
 cdef void _dense_weight_grad(const floating* xp, const floating* dz, const Py_ssize_t* xoff,
                              Geometry* g, floating* acc) noexcept nogil:
-    """acc (lane sums) += Σ_pos dz[f, pos] · tap k of pos's window, two taps per pass.
+    """acc (lane sums) += Σ over positions of dz[f, pos] · tap k of pos's window.
 
-    Passes run over chunks of output rows small enough for L1; ``acc`` holds,
-    for each pair of taps and filter tile, 2 × FG_FB vectors (see
-    :func:`_sum_lanes`).
+    One register tile per filter tile and three taps, over the whole sample
+    (:c:func:`fg_wgrad_taps_f`); ``acc`` holds a vector per tap and filter,
+    filter tile by filter tile (see :func:`_sum_lanes`).
     """
-    cdef Py_ssize_t fb, kp, i0, o1
-    cdef Py_ssize_t row = g.n_jb * g.lanes
-    cdef Py_ssize_t chunk = max(1, FG_WGRAD_CHUNK_VALUES // (FG_FB * row))
-    cdef Py_ssize_t n_kp = (g.ckk + 1) // 2
-    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
-    cdef floating* a
-    i0 = 0
-    while i0 < g.OH:
-        for fb in range(g.n_fb):
-            for kp in range(n_kp):
-                # An odd last tap is paired with itself (its second sum is dropped).
-                o1 = xoff[2 * kp + 1] if 2 * kp + 1 < g.ckk else xoff[2 * kp]
-                a = acc + (kp * g.n_fb + fb) * pair
-                if floating is float:
-                    fg_wgrad_tile_f(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
-                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
-                                    g.stride, a, a + FG_FB * g.lanes)
-                else:
-                    fg_wgrad_tile_d(xp, xoff[2 * kp], o1, dz + fb * FG_FB * g.dz_plane,
-                                    g.dz_plane, i0, min(g.OH, i0 + chunk), g.n_jb, g.WP,
-                                    g.stride, a, a + FG_FB * g.lanes)
-        i0 += chunk
+    cdef Py_ssize_t fb
+    cdef Py_ssize_t tile = g.ckk * FG_FB * g.lanes
+    for fb in range(g.n_fb):
+        if floating is float:
+            fg_wgrad_taps_f(xp, xoff, g.ckk, dz + fb * g.dz_tile, g.OH, g.n_jb, g.WP,
+                            g.stride, acc + fb * tile)
+        else:
+            fg_wgrad_taps_d(xp, xoff, g.ckk, dz + fb * g.dz_tile, g.OH, g.n_jb, g.WP,
+                            g.stride, acc + fb * tile)
 
 
 cdef void _sum_lanes(const floating* acc, Geometry* g, floating* dwp) noexcept nogil:
     """dwp[f, k] += the lanes of acc's vector for tap k and filter f, in lane order."""
     cdef Py_ssize_t k, f, j
-    cdef Py_ssize_t pair = 2 * FG_FB * g.lanes
     cdef const floating* v
     cdef floating total
-    for k in range(g.ckk):
-        for f in range(g.F):
-            v = acc + ((k // 2) * g.n_fb + f // FG_FB) * pair
-            v += ((k % 2) * FG_FB + f % FG_FB) * g.lanes
+    for f in range(g.F):
+        for k in range(g.ckk):
+            v = acc + (((f // FG_FB) * g.ckk + k) * FG_FB + f % FG_FB) * g.lanes
             total = 0
             for j in range(g.lanes):
                 total += v[j]
@@ -512,28 +505,30 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
     cdef floating* drows = acc + g.acc_size
     cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
     cdef Py_ssize_t f, t, pos, i, j
-    cdef Py_ssize_t row = g.n_jb * g.lanes
     cdef floating gv
     cdef floating zero = 0
-    cdef floating* dzf
     _pad_copy(x, xp, g)
-    if dense:
+    if not dense:
+        _patches(xp, xoff, g, rows)
+    elif am != NULL:
         memset(dz, 0, g.dz_size * sizeof(floating))
     else:
-        _patches(xp, xoff, g, rows)
+        # The gradient at every position (zero for the filters past F of the last tile).
+        for f in range(g.F):
+            if floating is float:
+                dbp[f] += fg_dense_dz_f(a + f * n_out, da + f * n_out, g.OH, g.OW, g.n_jb,
+                                        code, dz + _dz_at(g, f, 0, 0))
+            else:
+                dbp[f] += fg_dense_dz_d(a + f * n_out, da + f * n_out, g.OH, g.OW, g.n_jb,
+                                        code, dz + _dz_at(g, f, 0, 0))
+        for f in range(g.F, g.n_fb * FG_FB):
+            for i in range(g.OH):
+                for j in range(g.n_jb):
+                    memset(dz + _dz_at(g, f, i, j * g.lanes), 0, g.lanes * sizeof(floating))
     if dx != NULL:
         memset(drows, 0, g.OH * g.OW * g.ckkp * sizeof(floating))
     for f in range(g.F):
-        dzf = dz + f * g.dz_plane
-        if dense and am == NULL:
-            # The gradient at every position, a row at a time.
-            for i in range(g.OH):
-                memcpy(dzf + i * row, da + f * n_out + i * g.OW, g.OW * sizeof(floating))
-                if floating is float:
-                    fg_act_grad_f(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
-                else:
-                    fg_act_grad_d(a + f * n_out + i * g.OW, dzf + i * row, g.OW, code)
-        elif not dense:
+        if not dense:
             # Patch rows: the weight gradient summed in registers, then the
             # rows' gradient (for the input gradient) one output at a time.
             if floating is float:
@@ -559,26 +554,23 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                 else:
                     fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
             continue
-        else:
+        if am != NULL:
             # Dense path after a pooling: scatter the pooled gradients.
             for t in range(n_out):
                 if floating is float:
                     gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
                 else:
                     gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
+                dbp[f] += gv
                 if gv == zero:
                     continue
                 # Overlapping pooling windows can share a maximum.
                 pos = am[f * n_out + t]
-                dzf[(pos // g.OW) * row + pos % g.OW] += gv
-        if floating is float:
-            dbp[f] += fg_sum_f(dzf, g.dz_plane)
-        else:
-            dbp[f] += fg_sum_d(dzf, g.dz_plane)
+                dz[_dz_at(g, f, pos // g.OW, pos % g.OW)] += gv
         if dx != NULL:
             for i in range(g.OH):
                 for j in range(g.OW):
-                    gv = dzf[i * row + j]
+                    gv = dz[_dz_at(g, f, i, j)]
                     if gv == zero:
                         continue
                     pos = i * g.OW + j

@@ -93,69 +93,111 @@ static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ss
 }
 
 /* ------------------------------------------------ weight-gradient tile */
-/* One pass of the dense weight gradient over output rows [i0, i1) of a
- * sample: acc0[f] += Σ_pos dz[f, pos] · x[pos's window + o0] lane by lane,
- * and acc1[f] the same at tap offset o1, for the FG_FB filters of a tile
- * (acc0, acc1: FG_FB vectors each, in memory: they add up over row chunks
- * and samples, and their lanes are summed once per gradient block). dz
- * holds FG_FB planes of rows of n_jb·LANES values (zero past the output
- * width), plane_stride apart; x is the padded sample (rows WP apart). */
-#define FG_WGRAD_LOAD(T, V, LANES, var, src)                                   \
+/* acc[t·FG_FB + f] += Σ_{i < OH, jb < n_jb} x(i, jb, off[t]) · dz[((i·n_jb + jb)·FG_FB + f)·LANES]
+ * lane by lane, for the NT ≤ 3 taps t of off[] and the FG_FB filters of a
+ * tile (acc: NT·FG_FB vectors in memory, read once and written once per
+ * call; their lanes are summed once per gradient block). x(i, jb, o) is the
+ * vector of LANES inputs at o + i·stride·WP + jb·LANES·stride (stride apart)
+ * of the padded sample; dz holds the tile's output gradient interleaved,
+ * one vector per filter for each output row and vector of columns (zero
+ * past the output width). The whole sample stays in registers: NT·FG_FB
+ * sums, each input vector loaded once for FG_FB products. */
+#define FG_WT_LOAD(T, V, LANES, var, src)                                      \
     V var;                                                                     \
     if (stride == 1) {                                                         \
         memcpy(&var, (src), sizeof var);                                       \
     } else {                                                                   \
         for (int j = 0; j < LANES; j++) var[j] = (src)[j * stride];            \
     }
-#define FG_WGRAD_FMA(V, f)                                                     \
+#define FG_WT_FMA(f)                                                           \
     {                                                                          \
-        V d;                                                                   \
-        memcpy(&d, dr + f * plane_stride, sizeof d);                           \
+        fg_v_ d;                                                               \
+        memcpy(&d, dr + f * fg_lanes_, sizeof d);                              \
         p##f += x0 * d;                                                        \
-        q##f += x1 * d;                                                        \
+        if (fg_nt_ > 1) q##f += x1 * d;                                        \
+        if (fg_nt_ > 2) r##f += x2 * d;                                        \
     }
-#define FG_WGRAD_GET(f) memcpy(&p##f, acc0 + f * LANES_, sizeof p##f);        \
-                        memcpy(&q##f, acc1 + f * LANES_, sizeof q##f);
-#define FG_WGRAD_PUT(f) memcpy(acc0 + f * LANES_, &p##f, sizeof p##f);        \
-                        memcpy(acc1 + f * LANES_, &q##f, sizeof q##f);
-#define FG_WGRAD_BODY(T, V, LANES)                                             \
-    enum { LANES_ = LANES };                                                   \
-    V p0, p1, p2, p3, p4, p5, p6, p7, q0, q1, q2, q3, q4, q5, q6, q7;         \
-    FG_WGRAD_GET(0) FG_WGRAD_GET(1) FG_WGRAD_GET(2) FG_WGRAD_GET(3)            \
-    FG_WGRAD_GET(4) FG_WGRAD_GET(5) FG_WGRAD_GET(6) FG_WGRAD_GET(7)            \
-    Py_ssize_t row = n_jb * LANES;                                             \
-    for (Py_ssize_t i = i0; i < i1; i++) {                                     \
+#define FG_WT_ACC(f, v, t)                                                     \
+    {                                                                          \
+        fg_v_ o;                                                               \
+        fg_t_ *out = acc + (t * FG_FB + f) * fg_lanes_;                        \
+        memcpy(&o, out, sizeof o);                                             \
+        o += v##f;                                                             \
+        memcpy(out, &o, sizeof o);                                             \
+    }
+#define FG_WT_PUT(f)                                                           \
+    FG_WT_ACC(f, p, 0)                                                         \
+    if (fg_nt_ > 1) FG_WT_ACC(f, q, 1)                                         \
+    if (fg_nt_ > 2) FG_WT_ACC(f, r, 2)
+#define FG_WT_ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+#define FG_WT_BODY(T, V, LANES, NT)                                            \
+    typedef T fg_t_;                                                           \
+    typedef V fg_v_;                                                           \
+    enum { fg_lanes_ = LANES, fg_nt_ = NT };                                   \
+    V p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0},    \
+      p7 = {0};                                                                \
+    V q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, q4 = {0}, q5 = {0}, q6 = {0},    \
+      q7 = {0};                                                                \
+    V r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0},    \
+      r7 = {0};                                                                \
+    Py_ssize_t o0 = off[0], o1 = NT > 1 ? off[1] : 0, o2 = NT > 2 ? off[2] : 0; \
+    const T *dr = dz;                                                          \
+    for (Py_ssize_t i = 0; i < OH; i++) {                                      \
+        const T *xr = x + i * stride * WP;                                     \
         for (Py_ssize_t jb = 0; jb < n_jb; jb++) {                             \
-            const T *xr = x + i * stride * WP + jb * LANES * stride;           \
-            FG_WGRAD_LOAD(T, V, LANES, x0, xr + o0)                            \
-            FG_WGRAD_LOAD(T, V, LANES, x1, xr + o1)                            \
-            const T *dr = dz + i * row + jb * LANES;                           \
-            FG_WGRAD_FMA(V, 0) FG_WGRAD_FMA(V, 1) FG_WGRAD_FMA(V, 2)           \
-            FG_WGRAD_FMA(V, 3) FG_WGRAD_FMA(V, 4) FG_WGRAD_FMA(V, 5)           \
-            FG_WGRAD_FMA(V, 6) FG_WGRAD_FMA(V, 7)                              \
+            FG_WT_LOAD(T, V, LANES, x0, xr + o0)                               \
+            FG_WT_LOAD(T, V, LANES, x1, xr + o1)                               \
+            FG_WT_LOAD(T, V, LANES, x2, xr + o2)                               \
+            FG_WT_ALL(FG_WT_FMA)                                               \
+            xr += LANES * stride;                                              \
+            dr += FG_FB * LANES;                                               \
         }                                                                      \
     }                                                                          \
-    FG_WGRAD_PUT(0) FG_WGRAD_PUT(1) FG_WGRAD_PUT(2) FG_WGRAD_PUT(3)            \
-    FG_WGRAD_PUT(4) FG_WGRAD_PUT(5) FG_WGRAD_PUT(6) FG_WGRAD_PUT(7)
+    FG_WT_ALL(FG_WT_PUT)                                                       \
+    (void)q0; (void)q1; (void)q2; (void)q3; (void)q4; (void)q5; (void)q6;      \
+    (void)q7; (void)r0; (void)r1; (void)r2; (void)r3; (void)r4; (void)r5;      \
+    (void)r6; (void)r7;
 
-/* Output-gradient values of a filter tile one pass reads (with the input
- * rows they meet, a few KiB: the pass stays in L1). */
-#define FG_WGRAD_CHUNK_VALUES 2048
+/* One variant per tap count (the compiler drops the unused sums); not
+ * inlined, so that the tile's sums and pointers get the registers. */
+#define FG_WT_FN(NAME, T, V, LANES, NT)                                        \
+    static __attribute__((noinline)) void NAME(                                \
+        const T *restrict x, const Py_ssize_t *off, const T *restrict dz,      \
+        Py_ssize_t OH, Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,      \
+        T *restrict acc)                                                       \
+    {                                                                          \
+        FG_WT_BODY(T, V, LANES, NT)                                            \
+    }
+FG_WT_FN(fg_wgrad_tile3_f, float, fg_vf, FG_VF, 3)
+FG_WT_FN(fg_wgrad_tile2_f, float, fg_vf, FG_VF, 2)
+FG_WT_FN(fg_wgrad_tile1_f, float, fg_vf, FG_VF, 1)
+FG_WT_FN(fg_wgrad_tile3_d, double, fg_vd, FG_VD, 3)
+FG_WT_FN(fg_wgrad_tile2_d, double, fg_vd, FG_VD, 2)
+FG_WT_FN(fg_wgrad_tile1_d, double, fg_vd, FG_VD, 1)
 
-static inline void fg_wgrad_tile_f(const float *x, Py_ssize_t o0, Py_ssize_t o1,
-                                   const float *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
-                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
-                                   Py_ssize_t stride, float *acc0, float *acc1)
+/* The taps off[0:n] of one filter tile, three at a time, then the one or two
+ * left (acc: n·FG_FB vectors). */
+#define FG_WT_TAPS_BODY(T3, T2, T1, LANES)                                     \
+    Py_ssize_t t = 0;                                                          \
+    for (; t + 3 <= n; t += 3)                                                 \
+        T3(x, off + t, dz, OH, n_jb, WP, stride, acc + t * FG_FB * LANES);     \
+    if (n - t == 2)                                                            \
+        T2(x, off + t, dz, OH, n_jb, WP, stride, acc + t * FG_FB * LANES);     \
+    else if (n - t == 1)                                                       \
+        T1(x, off + t, dz, OH, n_jb, WP, stride, acc + t * FG_FB * LANES);
+
+static inline void fg_wgrad_taps_f(const float *x, const Py_ssize_t *off, Py_ssize_t n,
+                                   const float *dz, Py_ssize_t OH, Py_ssize_t n_jb,
+                                   Py_ssize_t WP, Py_ssize_t stride, float *acc)
 {
-    FG_WGRAD_BODY(float, fg_vf, FG_VF)
+    FG_WT_TAPS_BODY(fg_wgrad_tile3_f, fg_wgrad_tile2_f, fg_wgrad_tile1_f, FG_VF)
 }
 
-static inline void fg_wgrad_tile_d(const double *x, Py_ssize_t o0, Py_ssize_t o1,
-                                   const double *dz, Py_ssize_t plane_stride, Py_ssize_t i0,
-                                   Py_ssize_t i1, Py_ssize_t n_jb, Py_ssize_t WP,
-                                   Py_ssize_t stride, double *acc0, double *acc1)
+static inline void fg_wgrad_taps_d(const double *x, const Py_ssize_t *off, Py_ssize_t n,
+                                   const double *dz, Py_ssize_t OH, Py_ssize_t n_jb,
+                                   Py_ssize_t WP, Py_ssize_t stride, double *acc)
 {
-    FG_WGRAD_BODY(double, fg_vd, FG_VD)
+    FG_WT_TAPS_BODY(fg_wgrad_tile3_d, fg_wgrad_tile2_d, fg_wgrad_tile1_d, FG_VD)
 }
 
 /* Σ x[0:n], one partial sum per lane added in a fixed order. */
@@ -366,27 +408,42 @@ static inline void fg_bias_act_rows_d(double *restrict z, Py_ssize_t n_rows,
     FG_BIAS_ACT_ROWS_BODY(double, fg_tanh_d, fg_sigmoid_d)
 }
 
-/* da[0:n] *= f'(z), written with the output a. */
+/* out[0:n] = da[0:n] · f'(z), written with the output a (out may be da). */
 #define FG_ACT_GRAD_BODY(T)                                                    \
     T zero = 0, one = 1;                                                       \
     if (code == FG_RELU) {                                                     \
-        for (Py_ssize_t i = 0; i < n; i++) da[i] = a[i] > zero ? da[i] : zero; \
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = a[i] > zero ? da[i] : zero; \
     } else if (code == FG_TANH) {                                              \
-        for (Py_ssize_t i = 0; i < n; i++) da[i] = da[i] * (one - a[i] * a[i]); \
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = da[i] * (one - a[i] * a[i]); \
     } else if (code == FG_SIGMOID) {                                           \
-        for (Py_ssize_t i = 0; i < n; i++) da[i] = da[i] * (a[i] * (one - a[i])); \
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = da[i] * (a[i] * (one - a[i])); \
+    } else if (out != da) {                                                    \
+        memcpy(out, da, n * sizeof(T));                                        \
     }
 
+static inline void fg_act_grad_to_f(const float *restrict a, const float *da, float *out,
+                                    Py_ssize_t n, int code)
+{
+    FG_ACT_GRAD_BODY(float)
+}
+
+static inline void fg_act_grad_to_d(const double *restrict a, const double *da, double *out,
+                                    Py_ssize_t n, int code)
+{
+    FG_ACT_GRAD_BODY(double)
+}
+
+/* da[0:n] *= f'(z), written with the output a. */
 static inline void fg_act_grad_f(const float *restrict a, float *restrict da, Py_ssize_t n,
                                  int code)
 {
-    FG_ACT_GRAD_BODY(float)
+    fg_act_grad_to_f(a, da, da, n, code);
 }
 
 static inline void fg_act_grad_d(const double *restrict a, double *restrict da, Py_ssize_t n,
                                  int code)
 {
-    FG_ACT_GRAD_BODY(double)
+    fg_act_grad_to_d(a, da, da, n, code);
 }
 
 /* The derivative factor for one output value a. */
@@ -529,6 +586,70 @@ static inline void fg_maxpool_plane_d(const double *restrict a, Py_ssize_t W, Py
                                       Py_ssize_t PW, double *restrict out, int *restrict idx)
 {
     FG_MAXPOOL_BODY(double)
+}
+
+/* One filter's dense output gradient in the interleaved layout of
+ * fg_wgrad_taps_*: out[(i·n_jb + jb)·FG_FB·LANES + j] = da·f'(a) at output
+ * (i, jb·LANES + j) of the (OH, OW) planes a and da, zero past the width.
+ * Returns the sum of the gradient (the bias's share): one sum per lane
+ * over the full vectors, the lanes added in order at the end, then the sum
+ * of the partial vectors at the ends of the rows. */
+#define FG_DENSE_DZ_BODY(T, V, LANES, ACT_GRAD)                                 \
+    V bsum = {0}, lane;                                                        \
+    for (int j = 0; j < LANES; j++) lane[j] = (T)j;                            \
+    T tail = 0;                                                                \
+    for (Py_ssize_t i = 0; i < OH; i++) {                                      \
+        for (Py_ssize_t jb = 0; jb < n_jb; jb++) {                             \
+            Py_ssize_t j0 = jb * LANES;                                        \
+            Py_ssize_t nj = OW - j0 < LANES ? OW - j0 : LANES;                 \
+            T *v = out + (i * n_jb + jb) * FG_FB * LANES;                      \
+            V g;                                                               \
+            /* A partial vector is read whole (and its lanes past the width    \
+             * cleared) where the read stays in the plane. */                  \
+            int whole = nj == LANES || (i + 1 < OH && LANES - nj <= OW);       \
+            if (whole) {                                                       \
+                V av, dv;                                                      \
+                memcpy(&av, a + i * OW + j0, sizeof av);                       \
+                memcpy(&dv, da + i * OW + j0, sizeof dv);                      \
+                if (code == FG_RELU) {                                         \
+                    __typeof__(av > av) keep = av > (T)0;                      \
+                    g = (V)((__typeof__(keep))dv & keep);                      \
+                } else if (code == FG_TANH) {                                  \
+                    g = dv * ((T)1 - av * av);                                 \
+                } else if (code == FG_SIGMOID) {                               \
+                    g = dv * (av * ((T)1 - av));                               \
+                } else {                                                       \
+                    g = dv;                                                    \
+                }                                                              \
+                if (nj < LANES) {                                              \
+                    __typeof__(av > av) in_row = lane < (T)nj;                 \
+                    g = (V)((__typeof__(in_row))g & in_row);                   \
+                }                                                              \
+                memcpy(v, &g, sizeof g);                                       \
+                bsum += g;                                                     \
+            } else {                                                           \
+                /* (summed as scalars: a vector load of v right after these    \
+                 * narrow stores would wait for them) */                       \
+                ACT_GRAD(a + i * OW + j0, da + i * OW + j0, v, nj, code);      \
+                for (Py_ssize_t j = nj; j < LANES; j++) v[j] = 0;              \
+                for (Py_ssize_t j = 0; j < nj; j++) tail += v[j];              \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+    T total = 0;                                                               \
+    for (int j = 0; j < LANES; j++) total += bsum[j];                          \
+    return total + tail;
+
+static inline float fg_dense_dz_f(const float *a, const float *da, Py_ssize_t OH,
+                                  Py_ssize_t OW, Py_ssize_t n_jb, int code, float *out)
+{
+    FG_DENSE_DZ_BODY(float, fg_vf, FG_VF, fg_act_grad_to_f)
+}
+
+static inline double fg_dense_dz_d(const double *a, const double *da, Py_ssize_t OH,
+                                   Py_ssize_t OW, Py_ssize_t n_jb, int code, double *out)
+{
+    FG_DENSE_DZ_BODY(double, fg_vd, FG_VD, fg_act_grad_to_d)
 }
 
 /* ----------------------------------------------- pooled weight gradient */
