@@ -353,8 +353,11 @@ def measure_kernel_rates(repeats=20):
     convolution, the fused convolution → relu → max pooling, the weight
     gradient after the fused pooling (FLOPs counted as for the dense weight
     gradient, what the unfused layer computes) and without it (each the way
-    :func:`~fastgd._kernels.network.native.dense_weight_grad` chooses), PyTorch's
-    ``conv2d`` and weight gradient, and a dense layer (128 × 784 → 256).
+    :func:`~fastgd._kernels.network.native.dense_weight_grad` chooses; the
+    unpooled one with the relu derivative and the bias gradient it includes),
+    PyTorch's ``conv2d`` + relu, its relu derivative + weight + bias gradient
+    (the same work as fastgd's row) and its bare weight gradient, and a dense
+    layer (128 × 784 → 256).
     """
     import contextlib
 
@@ -417,7 +420,7 @@ def measure_kernel_rates(repeats=20):
         ),
     )
     rate(
-        "conv2d weight grad",
+        "conv2d weight grad (relu', dW, db)",
         "fastgd",
         flops,
         lambda: native.conv2d_backward(
@@ -426,7 +429,14 @@ def measure_kernel_rates(repeats=20):
     )
     if torch is not None:
         Xt, Wtt = torch.from_numpy(X), torch.from_numpy(Wt)
-        bt, dAt = torch.from_numpy(b), torch.from_numpy(dA)
+        bt, dAt, At = torch.from_numpy(b), torch.from_numpy(dA), torch.from_numpy(out)
+
+        def torch_layer_grads():
+            # What fastgd's row computes: relu's derivative, then dW and db.
+            dZ = dAt * (At > 0)
+            torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dZ)
+            dZ.sum(dim=(0, 2, 3))
+
         with torch.no_grad():
             rate(
                 "conv2d forward (ref shape)",
@@ -434,8 +444,9 @@ def measure_kernel_rates(repeats=20):
                 flops,
                 lambda: torch.relu(torch.nn.functional.conv2d(Xt, Wtt, bt)),
             )
+            rate("conv2d weight grad (relu', dW, db)", "pytorch", flops, torch_layer_grads)
             rate(
-                "conv2d weight grad",
+                "conv2d weight grad (dW only)",
                 "pytorch",
                 flops,
                 lambda: torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dAt),

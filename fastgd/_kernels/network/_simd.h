@@ -652,6 +652,42 @@ static inline double fg_dense_dz_d(const double *a, const double *da, Py_ssize_t
     FG_DENSE_DZ_BODY(double, fg_vd, FG_VD, fg_act_grad_to_d)
 }
 
+/* ------------------------------------------------------ fold (col2im) */
+/* The input gradient of one output row of a stride-1 convolution with
+ * 3-wide kernels: for each channel and kernel row (n_cp of them, taps
+ * 3·cp .. 3·cp + 2 of the patch rows), dxp[xoff[3·cp] + j + q] +=
+ * rows[j·ckkp + 3·cp + q] over the row's OW outputs j and q < 3. Sweeping j,
+ * the two partial sums still open stay in registers: one read-modify-write
+ * of dxp per output instead of three. */
+#define FG_FOLD_ROW3_BODY(T)                                                   \
+    for (Py_ssize_t cp = 0; cp < n_cp; cp++) {                                 \
+        T *d = dxp + xoff[3 * cp];                                             \
+        const T *r = rows + 3 * cp;                                            \
+        T s0 = 0, s1 = 0;                                                      \
+        for (Py_ssize_t j = 0; j < OW; j++) {                                  \
+            const T *rj = r + j * ckkp;                                        \
+            d[j] += s0 + rj[0];                                                \
+            s0 = s1 + rj[1];                                                   \
+            s1 = rj[2];                                                        \
+        }                                                                      \
+        d[OW] += s0;                                                           \
+        d[OW + 1] += s1;                                                       \
+    }
+
+static inline void fg_fold_row3_f(const float *restrict rows, Py_ssize_t ckkp, Py_ssize_t OW,
+                                  const Py_ssize_t *xoff, Py_ssize_t n_cp,
+                                  float *restrict dxp)
+{
+    FG_FOLD_ROW3_BODY(float)
+}
+
+static inline void fg_fold_row3_d(const double *restrict rows, Py_ssize_t ckkp, Py_ssize_t OW,
+                                  const Py_ssize_t *xoff, Py_ssize_t n_cp,
+                                  double *restrict dxp)
+{
+    FG_FOLD_ROW3_BODY(double)
+}
+
 /* ----------------------------------------------- pooled weight gradient */
 /* dw[0:ckkp] += Σ_t g_t · rows[pos_t] over the n_out outputs of one filter,
  * g_t = da[t]·f'(a[t]) (outputs with g_t = 0 skipped), pos_t = am[t] (or t

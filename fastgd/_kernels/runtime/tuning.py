@@ -105,12 +105,13 @@ CONV_GEMM_MAX_MNK = 1 << 18
 # How a convolution's weight gradient is formed (the same to rounding either
 # way; see conv2d_backward in _network_fast.pxi). With no max pooling after
 # the layer every output position has a gradient, and up to this many taps
-# per filter (C·KH·KW) the dense register tiles win: 3-4x faster than one
-# patch row per output at batch 32, 3×32×32 input, 32 filters 3×3 (27
-# taps); at 288 taps (32 channels on 15×15) the two are even. After a fused
-# max pooling only one position per window has a gradient and the patch
-# rows win: by 2.7x at 288 taps, by about 1.2x at 27 taps.
-DENSE_WEIGHT_GRAD_MAX_TAPS = 64
+# per filter (C·KH·KW) the dense register tiles win; one patch row per
+# nonzero output gradient wins above (a relu leaves about half of them) and
+# after a fused max pooling (one position per window). Batch 32, 32 filters
+# 3×3, 1 thread, patch rows / dense tiles: unpooled 2.6x at 27 taps (3×32×32),
+# 1.15x at 72 (8×16×16), 0.93x at 144 (16×15×15), 0.8x at 288 (32×15×15,
+# 64 filters); pooled 0.5x at 27 and 72 taps, 0.23x at 288.
+DENSE_WEIGHT_GRAD_MAX_TAPS = 96
 # Bytes of activations per chunk of rows when a network predicts: small
 # enough to stay in cache, large enough for efficient matrix products.
 PREDICT_CHUNK_BYTES = 8 * 2**20
