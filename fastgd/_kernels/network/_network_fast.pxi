@@ -15,9 +15,13 @@
 #   the conv plane) of each maximum for the backward pass.
 # * conv2d_backward: weight, bias and (optionally) input gradients, from the
 #   gradient of the conv output or, after a fused pooling, of the pooled
-#   output (only the pooled positions get a gradient). Per-sample patch rows
-#   (the receptive field of each output, C·KH·KW values) are built once and
-#   each nonzero output gradient adds g·patch to its filter's gradient.
+#   output (only the pooled positions get a gradient). The weight gradient
+#   either from the dense output gradient (register tiles of FG_FB filters ×
+#   3 taps over vectors of output columns) or from per-sample patch rows
+#   (the receptive field of each output, C·KH·KW values): each nonzero
+#   output gradient adds g·patch to its filter's gradient. The input
+#   gradient: each output's patch-row gradient Σ_f g_f·W[f] summed in
+#   registers over its nonzero gradients, then folded back onto the input.
 #   Samples are grouped in fixed blocks of GRAD_BLOCK whose partials are
 #   summed in block order: results do not depend on the thread count.
 
@@ -50,13 +54,11 @@ cdef extern from "_simd.h" nogil:
                          Py_ssize_t stride, double *acc)
     float fg_sum_f(const float *x, Py_ssize_t n)
     double fg_sum_d(const double *x, Py_ssize_t n)
-    void fg_axpy_f(Py_ssize_t n, float g, const float *x, float *y)
     float fg_rows_wgrad_f(const float *da, const float *a, const int *am, Py_ssize_t n_out,
                           int code, const float *rows, Py_ssize_t ckkp, float *dw)
     double fg_rows_wgrad_d(const double *da, const double *a, const int *am,
                            Py_ssize_t n_out, int code, const double *rows, Py_ssize_t ckkp,
                            double *dw)
-    void fg_axpy_d(Py_ssize_t n, double g, const double *x, double *y)
     void fg_bias_act_f(float *z, Py_ssize_t n, float bias, int code)
     void fg_bias_act_d(double *z, Py_ssize_t n, double bias, int code)
     void fg_bias_act_rows_f(float *z, Py_ssize_t n_rows, Py_ssize_t n_cols, const float *b,
@@ -65,6 +67,10 @@ cdef extern from "_simd.h" nogil:
                             int code)
     void fg_act_grad_f(const float *a, float *da, Py_ssize_t n, int code)
     void fg_act_grad_d(const double *a, double *da, Py_ssize_t n, int code)
+    void fg_dx_rows_f(const float *G, Py_ssize_t F, Py_ssize_t n_pos, const float *wpad,
+                      Py_ssize_t ckkp, float *gvals, int *fidx, float *drows)
+    void fg_dx_rows_d(const double *G, Py_ssize_t F, Py_ssize_t n_pos, const double *wpad,
+                      Py_ssize_t ckkp, double *gvals, int *fidx, double *drows)
     void fg_fold_row3_f(const float *rows, Py_ssize_t ckkp, Py_ssize_t OW,
                         const Py_ssize_t *xoff, Py_ssize_t n_cp, float *dxp)
     void fg_fold_row3_d(const double *rows, Py_ssize_t ckkp, Py_ssize_t OW,
@@ -111,6 +117,7 @@ cdef struct Geometry:
     Py_ssize_t ckkp     # ckk rounded up to a multiple of 16 (patch rows)
     Py_ssize_t n_fb     # filter tiles
     Py_ssize_t plane    # C·HP·WP
+    Py_ssize_t n_pos    # output positions, OH·OW
     Py_ssize_t dz_tile  # a filter tile's dense output gradient, OH·n_jb·FG_FB·lanes
     Py_ssize_t dz_size  # n_fb of them
     Py_ssize_t acc_size # lane sums of the dense weight gradient, ckk·n_fb·FG_FB vectors
@@ -131,6 +138,7 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.ckkp = (g.ckk + 15) // 16 * 16
     g.n_fb = (F + FG_FB - 1) // FG_FB
     g.plane = C * g.HP * g.WP
+    g.n_pos = OH * OW
     g.dz_tile = OH * g.n_jb * FG_FB * g.lanes
     g.dz_size = g.n_fb * g.dz_tile
     g.acc_size = g.ckk * g.n_fb * FG_FB * g.lanes
@@ -164,6 +172,11 @@ cdef bint _same_shape(Py_ssize_t* a, Py_ssize_t* b, int ndim):
     return True
 
 
+cdef Py_ssize_t _dx_size(Geometry* g):
+    """Workspace values of the input gradient (see :func:`workspace_sizes`)."""
+    return g.OH * g.OW * g.ckkp + g.plane + g.F * g.OH * g.OW + g.F * g.ckkp + 2 * g.F
+
+
 def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, itemsize,
                     pooled, need_dx):
     """Values per thread of the forward and backward workspaces, and per gradient block.
@@ -174,8 +187,9 @@ def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, items
         ``forward``: padded sample plus (``pooled``) the sample's conv
         output and the few values the vectorised pooling reads past it;
         ``backward``: padded sample, patch rows, the dense output gradient
-        and, with ``need_dx``, the patch rows' gradient and the padded input
-        gradient;
+        and, with ``need_dx``, the patch rows' gradient, the padded input
+        gradient, the output gradient by filter, the padded weights and
+        room for one position's nonzero gradients;
         ``partial``: one block's weight and bias gradient partial.
     """
     cdef Geometry g = _geometry(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW,
@@ -183,7 +197,7 @@ def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, items
     forward = g.plane + (F * OH * OW + FG_POOL_SLACK if pooled else 0)
     backward = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if need_dx:
-        backward += OH * OW * g.ckkp + g.plane
+        backward += _dx_size(&g)
     return forward, backward, F * g.ckkp + F
 
 
@@ -529,6 +543,10 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
     cdef floating* acc = dz + g.dz_size
     cdef floating* drows = acc + g.acc_size
     cdef floating* dxp = drows + g.OH * g.OW * g.ckkp
+    cdef floating* gplane = dxp + g.plane
+    cdef floating* wpad = gplane + g.F * g.n_pos
+    cdef floating* gvals = wpad + g.F * g.ckkp
+    cdef int* fidx = <int*>(gvals + g.F)
     cdef Py_ssize_t f, t, pos, i, j
     cdef floating gv
     cdef floating zero = 0
@@ -551,7 +569,11 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                 for j in range(g.n_jb):
                     memset(dz + _dz_at(g, f, i, j * g.lanes), 0, g.lanes * sizeof(floating))
     if dx != NULL:
-        memset(drows, 0, g.OH * g.OW * g.ckkp * sizeof(floating))
+        # The gradient by filter and position, and the weights padded to ckkp.
+        memset(gplane, 0, g.F * g.n_pos * sizeof(floating))
+        for f in range(g.F):
+            memcpy(wpad + f * g.ckkp, wflat + f * g.ckk, g.ckk * sizeof(floating))
+            memset(wpad + f * g.ckkp + g.ckk, 0, (g.ckkp - g.ckk) * sizeof(floating))
     for f in range(g.F):
         if not dense:
             # Patch rows: the weight gradient summed in registers, then the
@@ -571,13 +593,9 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
                     gv = da[f * n_out + t] * fg_act_slope_f(a[f * n_out + t], code)
                 else:
                     gv = da[f * n_out + t] * fg_act_slope_d(a[f * n_out + t], code)
-                if gv == zero:
-                    continue
+                # Overlapping pooling windows can share a maximum.
                 pos = am[f * n_out + t] if am != NULL else t
-                if floating is float:
-                    fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
-                else:
-                    fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+                gplane[f * g.n_pos + pos] += gv
             continue
         if am != NULL:
             # Dense path after a pooling: scatter the pooled gradients.
@@ -595,17 +613,14 @@ cdef void _backward_sample(const floating* x, const floating* wflat, const float
         if dx != NULL:
             for i in range(g.OH):
                 for j in range(g.OW):
-                    gv = dz[_dz_at(g, f, i, j)]
-                    if gv == zero:
-                        continue
-                    pos = i * g.OW + j
-                    if floating is float:
-                        fg_axpy_f(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
-                    else:
-                        fg_axpy_d(g.ckk, gv, wflat + f * g.ckk, drows + pos * g.ckkp)
+                    gplane[f * g.n_pos + i * g.OW + j] = dz[_dz_at(g, f, i, j)]
     if dense:
         _dense_weight_grad(xp, dz, xoff, g, acc)
     if dx != NULL:
+        if floating is float:
+            fg_dx_rows_f(gplane, g.F, g.n_pos, wpad, g.ckkp, gvals, fidx, drows)
+        else:
+            fg_dx_rows_d(gplane, g.F, g.n_pos, wpad, g.ckkp, gvals, fidx, drows)
         _fold_patches(drows, xoff, g, dxp)
         _crop_add(dxp, dx, g)
 
@@ -671,7 +686,7 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
             raise ValueError("conv2d_backward: dX must have the shape of X")
     cdef Py_ssize_t need = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if dX is not None:
-        need += OH * OW * g.ckkp + g.plane
+        need += _dx_size(&g)
     if workspace.shape[0] < n_threads or workspace.shape[1] < need:
         raise ValueError("conv2d_backward: workspace too small")
     cdef Py_ssize_t n_blocks = (B + _GRAD_BLOCK - 1) // _GRAD_BLOCK

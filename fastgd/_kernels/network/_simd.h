@@ -221,18 +221,6 @@ static inline double fg_sum_d(const double *x, Py_ssize_t n)
     FG_SUM_BODY(double, fg_vd, FG_VD)
 }
 
-/* y[0:n] += g · x[0:n] */
-static inline void fg_axpy_f(Py_ssize_t n, float g, const float *restrict x, float *restrict y)
-{
-    for (Py_ssize_t i = 0; i < n; i++) y[i] += g * x[i];
-}
-
-static inline void fg_axpy_d(Py_ssize_t n, double g, const double *restrict x,
-                             double *restrict y)
-{
-    for (Py_ssize_t i = 0; i < n; i++) y[i] += g * x[i];
-}
-
 /* ------------------------------------------------------- exp, tanh, σ */
 /* e^x for x in [-87.3, 88.7] (callers clamp); relative error ~1 ulp. */
 static inline float fg_exp_core_f(float x)
@@ -650,6 +638,72 @@ static inline double fg_dense_dz_d(const double *a, const double *da, Py_ssize_t
                                    Py_ssize_t OW, Py_ssize_t n_jb, int code, double *out)
 {
     FG_DENSE_DZ_BODY(double, fg_vd, FG_VD, fg_act_grad_to_d)
+}
+
+/* ------------------------------------------------- patch-row gradients */
+/* drows[pos·ckkp + k] = Σ_f G[f·n_pos + pos] · w[f·ckkp + k] (k < ckkp) for
+ * every position (the gradient of its patch row; w: the weights, rows padded
+ * to ckkp with zeros): the nonzero gradients of a position gathered without
+ * branches (filters in increasing order), then up to 8 vectors of its row
+ * summed over them in registers (a loop without the tests when all 8 are
+ * there) and stored once. gvals / fidx: room for F
+ * values. ckkp is a multiple of 16. */
+#define FG_DX_TERM(k)                                                          \
+    if (nv > k) { memcpy(&x, w + k * fg_lanes_, sizeof x); e##k += gv * x; }
+#define FG_DX_TERM8(k) { memcpy(&x, w + k * fg_lanes_, sizeof x); e##k += gv * x; }
+#define FG_DX_PUT(k)                                                           \
+    if (nv > k) memcpy(out + (v0 + k) * fg_lanes_, &e##k, sizeof e##k);
+#define FG_DX_ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+#define FG_DX_ROWS_BODY(T, V, LANES)                                           \
+    typedef T fg_t_;                                                           \
+    enum { fg_lanes_ = LANES };                                                \
+    Py_ssize_t nvec = ckkp / LANES;                                            \
+    for (Py_ssize_t pos = 0; pos < n_pos; pos++) {                             \
+        Py_ssize_t n = 0;                                                      \
+        for (Py_ssize_t f = 0; f < F; f++) {                                   \
+            T gv = G[f * n_pos + pos];                                         \
+            gvals[n] = gv;                                                     \
+            fidx[n] = (int)f;                                                  \
+            n += gv != (T)0;                                                   \
+        }                                                                      \
+        T *out = drows + pos * ckkp;                                           \
+        for (Py_ssize_t v0 = 0; v0 < nvec; v0 += 8) {                          \
+            Py_ssize_t nv = nvec - v0 < 8 ? nvec - v0 : 8;                     \
+            V e0 = {0}, e1 = {0}, e2 = {0}, e3 = {0};                          \
+            V e4 = {0}, e5 = {0}, e6 = {0}, e7 = {0};                          \
+            V x;                                                               \
+            if (nv == 8) {                                                     \
+                for (Py_ssize_t j = 0; j < n; j++) {                           \
+                    T gv = gvals[j];                                           \
+                    const T *w = wpad + fidx[j] * ckkp + v0 * LANES;           \
+                    FG_DX_ALL(FG_DX_TERM8)                                     \
+                }                                                              \
+            } else {                                                           \
+                for (Py_ssize_t j = 0; j < n; j++) {                           \
+                    T gv = gvals[j];                                           \
+                    const T *w = wpad + fidx[j] * ckkp + v0 * LANES;           \
+                    FG_DX_ALL(FG_DX_TERM)                                      \
+                }                                                              \
+            }                                                                  \
+            FG_DX_ALL(FG_DX_PUT)                                               \
+        }                                                                      \
+    }                                                                          \
+    (void)sizeof(fg_t_);
+
+static inline void fg_dx_rows_f(const float *restrict G, Py_ssize_t F, Py_ssize_t n_pos,
+                                const float *restrict wpad, Py_ssize_t ckkp,
+                                float *restrict gvals, int *restrict fidx,
+                                float *restrict drows)
+{
+    FG_DX_ROWS_BODY(float, fg_vf, FG_VF)
+}
+
+static inline void fg_dx_rows_d(const double *restrict G, Py_ssize_t F, Py_ssize_t n_pos,
+                                const double *restrict wpad, Py_ssize_t ckkp,
+                                double *restrict gvals, int *restrict fidx,
+                                double *restrict drows)
+{
+    FG_DX_ROWS_BODY(double, fg_vd, FG_VD)
 }
 
 /* ------------------------------------------------------ fold (col2im) */
