@@ -432,10 +432,12 @@ def measure_kernel_rates(repeats=20):
         bt, dAt, At = torch.from_numpy(b), torch.from_numpy(dA), torch.from_numpy(out)
 
         def torch_layer_grads():
-            # What fastgd's row computes: relu's derivative, then dW and db.
-            dZ = dAt * (At > 0)
-            torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dZ)
-            dZ.sum(dim=(0, 2, 3))
+            # What fastgd's row computes (relu's derivative, then dW and db), with
+            # the operators PyTorch's autograd runs for a first conv layer.
+            dZ = torch.ops.aten.threshold_backward(dAt, At, 0)
+            torch.ops.aten.convolution_backward(
+                dZ, Xt, Wtt, [F], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True]
+            )
 
         with torch.no_grad():
             rate(
