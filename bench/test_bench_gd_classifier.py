@@ -6,7 +6,7 @@ per-sample backends) and SGDClassifier, one-epoch fits with the same settings:
 
 * a binary dense problem, hinge and log loss;
 * a 10-class one-vs-rest problem (GDClassifier trains the classes in parallel);
-* a binary tf-idf-like CSR problem.
+* a binary tf-idf-like CSR problem, hinge and log loss.
 
 Every benchmark also fits its model for three epochs and checks that its
 held-out accuracy is within two points of SGDClassifier's after three epochs
@@ -38,6 +38,7 @@ WORKLOADS = {
     "binary-log_loss": ("binary", "log_loss"),
     "multiclass-hinge": ("multiclass", "hinge"),
     "sparse-hinge": ("sparse", "hinge"),
+    "sparse-log_loss": ("sparse", "log_loss"),
 }
 
 

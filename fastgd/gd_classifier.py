@@ -102,9 +102,11 @@ class GDClassifier(ClassifierMixin, BaseGD):
         ``batch_size="full"`` and "sgd", "momentum" or "nesterov", the
         accelerated proximal gradient solver with the step 1/L of the
         problem for the smooth losses ("log_loss", "modified_huber",
-        "squared_hinge") and one-vs-rest models, plain gradient steps from
-        1/L with the "adaptive" schedule for the others
-        (see :class:`~fastgd.GDRegressor`). Otherwise: "optimal"
+        "squared_hinge") and one-vs-rest models, proximal subgradient steps
+        under a backtracking line search for "hinge" and the
+        epsilon-insensitive loss, the batch perceptron's constant steps for
+        "perceptron", plain gradient steps from 1/L with the "adaptive"
+        schedule for a multinomial model (see :class:`~fastgd.GDRegressor`). Otherwise: "optimal"
         η = 1 / (α (t₀ + t − 1));
         "constant" η = eta0; "invscaling" η = eta0 / t^power_t; "adaptive"
         η = eta0, divided by 5 whenever ``n_iter_no_change`` epochs pass

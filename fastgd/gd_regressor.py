@@ -80,8 +80,8 @@ class GDRegressor(RegressorMixin, BaseGD):
         ``batch_size="full"`` with "sgd", "momentum" or "nesterov" no rate at
         all: the accelerated proximal gradient solver (FISTA with restart)
         with the step 1/L of the problem, L the largest curvature of the
-        objective (a loss with kinks, "epsilon_insensitive", takes plain
-        gradient steps from 1/L with the "adaptive" schedule instead).
+        objective (a loss with kinks, "epsilon_insensitive", takes proximal
+        subgradient steps under a backtracking line search instead).
         Otherwise: "constant" η = eta0;
         "optimal" η = 1 / (α (t₀ + t − 1)); "invscaling" η = eta0 / t^power_t;
         "adaptive" η = eta0, divided by 5 whenever ``n_iter_no_change``

@@ -368,3 +368,23 @@ def test_the_epoch_objective_penalty_is_alpha_times_the_elastic_net_norms(shape)
     expected = 0.3 * np.abs(coef).sum() + 0.5 * 0.7 * (coef**2).sum()
     assert penalty(coef, config) == pytest.approx(expected, rel=1e-12)
     assert penalty(coef, SimpleNamespace(penalty_l1=0.0, penalty_l2=0.0)) == 0.0
+
+
+def same_float(a, b):
+    """Equal bit for bit as doubles, or both NaN (of either sign)."""
+    return np.float64(a).tobytes() == np.float64(b).tobytes() or (np.isnan(a) and np.isnan(b))
+
+
+@pytest.mark.parametrize("loss", REGRESSION_LOSSES + CLASSIFICATION_LOSSES)
+def test_the_fused_loss_and_derivative_are_the_separate_ones_bit_for_bit(loss):
+    """The per-sample steps take ℓ and dℓ/dp from one call (one exponential for the
+    log loss); it must give exactly what loss_value and loss_derivative give."""
+    rng = np.random.RandomState(7)
+    margins = np.r_[rng.randn(300) * 4, [0.0, -0.0, 1.0, -1.0, 700.0, -700.0, 1e300, np.nan]]
+    targets = rng.choice([-1.0, 1.0], size=margins.size)
+    if loss in REGRESSION_LOSSES:
+        targets = rng.randn(margins.size)
+    for p, y in zip(margins, targets, strict=True):
+        value, derivative = _sgd_fast.py_loss_and_derivative(loss, p, y, 0.3)
+        assert same_float(value, _sgd_fast.py_loss_value(loss, p, y, 0.3)), (p, y)
+        assert same_float(derivative, _sgd_fast.py_loss_derivative(loss, p, y, 0.3)), (p, y)

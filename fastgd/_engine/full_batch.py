@@ -42,10 +42,15 @@ iterations each cost a pass over X, stop once the largest move is ``tol``
 times the first iteration's (or the precision is reached).
 
 Losses with kinks (hinge, perceptron, epsilon-insensitive) have no curvature
-bound: their full-batch steps are plain (sub)gradient steps under the
-"adaptive" schedule, starting from Polyak's step f(θ₀)/‖∇f(θ₀)‖² (with 0,
-a lower bound of these losses, for the optimum's value), and a softmax
-model's from 1/L (:func:`first_plain_step`).
+bound: they are trained by proximal subgradient steps with a backtracking
+line search (:class:`SubgradientDescent`). The first trial step is
+Polyak's f(θ₀)/‖g‖² (with 0, a lower bound of these losses, for the
+optimum's value); a step that does not lower the objective is rejected and
+halved, an accepted one grows by half for the next trial, so the objective
+never rises and the step follows the problem. The perceptron, whose
+objective is lowest at zero weights, takes the batch perceptron's constant
+steps instead. A softmax model takes plain
+steps under the "adaptive" schedule from 1/L (:func:`first_plain_step`).
 """
 
 import math
@@ -83,6 +88,13 @@ SOFTMAX_CURVATURE = 0.5
 # rounding noise of a step, below the error wanted (the error of the
 # coefficients is at most the condition number times the move).
 SOLVER_RELATIVE_STEP = 10.0
+# The backtracking line search of the losses with kinks: a rejected step is
+# multiplied by BACKTRACK_SHRINK, an accepted one by BACKTRACK_GROWTH for the
+# next trial.
+BACKTRACK_SHRINK = 0.5
+BACKTRACK_GROWTH = 1.5
+# The batch perceptron's constant step.
+BATCH_PERCEPTRON_STEP = 1.0
 # Power iterations overestimate nothing: their estimate of λ_max is raised by
 # this factor to stay above the true value.
 POWER_ITERATION_MARGIN = 1.1
@@ -383,19 +395,105 @@ class AcceleratedProximalGradient:
         return objective
 
 
-class FullBatchTrainer:
-    """The training of one linear model by :class:`AcceleratedProximalGradient`.
+class SubgradientDescent:
+    """Proximal subgradient steps, their size set by a backtracking line search.
 
-    Same interface as :class:`~fastgd._engine.linear.LinearTrainer` (one
-    iteration per epoch).
+    For an objective with kinks (no curvature bound, so no safe fixed step):
+    the trial point is ``prox(θ − η g)``, g a subgradient of f at the
+    iterate θ and prox the soft-threshold of the L1 part; it is accepted
+    when it lowers the objective F = f + l1·‖w‖₁, and the next trial's step
+    is ``BACKTRACK_GROWTH·η``; otherwise θ stays and the step is
+    ``BACKTRACK_SHRINK·η``. Without the line search every trial is accepted
+    and the step stays (the batch perceptron). The objective is evaluated,
+    with its subgradient, in one pass over X per trial, so an accepted
+    trial's subgradient serves the next step. Same interface as
+    :class:`AcceleratedProximalGradient`.
+
+    Parameters
+    ----------
+    objective : PassObjective
+        The loss part f (loss and L2).
+    theta : ndarray of float64
+        The starting point ``[w, b']``.
+    step : float or None
+        The first trial step; None: Polyak's step F(θ)/‖g‖² (0 standing for
+        the optimum's value: these losses and penalties are non-negative).
+    l1 : float
+        Weight of ‖w‖₁ (proximal part).
+    relative_step : float
+        Converged once a trial would move no parameter by more than this,
+        relative to the largest parameter.
+    line_search : bool
+        Accept only the trials that lower the objective, and adapt the step.
+
+    Attributes
+    ----------
+    first_move_fraction : float
+        Also converged once the largest accepted move is at most this
+        fraction of the first accepted one (0: never).
+    """
+
+    def __init__(self, objective, theta, step, l1, relative_step, line_search=True):
+        self.objective = objective
+        self.l1 = l1
+        self.relative_step = relative_step
+        self.line_search = line_search
+        self.first_move_fraction = 0.0
+        self.first_move = None
+        self.x = theta.copy()
+        self.value, self.gradient = self._evaluate(self.x)
+        if step is None:
+            squared_norm = float(self.gradient @ self.gradient)
+            step = self.value / squared_norm if squared_norm > 0 else 1.0
+        self.step = step
+        self.converged = False
+
+    def _evaluate(self, theta):
+        """F and a subgradient of f (the L1 part is left to the proximal step)."""
+        value, gradient = self.objective.value_and_gradient(theta)
+        if self.l1 > 0:
+            value += self.l1 * float(np.abs(theta[:-1]).sum())
+        return value, gradient
+
+    def iterate(self):
+        """One trial step; return the objective at the iterate after it."""
+        trial = self.x - self.step * self.gradient
+        if self.l1 > 0:
+            trial[:-1] = soft_threshold(trial[:-1], self.l1 * self.step)
+        largest_move = float(np.abs(trial - self.x).max())
+        value, gradient = self._evaluate(trial)
+        if not self.line_search or value < self.value:
+            if self.first_move is None:
+                self.first_move = largest_move
+            self.x, self.value, self.gradient = trial, value, gradient
+            if self.line_search:
+                self.step *= BACKTRACK_GROWTH
+        else:
+            self.step *= BACKTRACK_SHRINK
+        self.converged = largest_move <= self.relative_step * float(np.abs(self.x).max()) or (
+            self.first_move is not None
+            and largest_move <= self.first_move_fraction * self.first_move
+        )
+        return self.value
+
+
+class FullBatchTrainer:
+    """The full-batch training of one linear model with one output.
+
+    By :class:`AcceleratedProximalGradient` for a smooth loss, by
+    :class:`SubgradientDescent` for a loss with kinks. Same interface
+    as :class:`~fastgd._engine.linear.LinearTrainer` (one iteration per
+    epoch).
 
     Parameters
     ----------
     data : LinearData
     state : LinearState
-        Its parameters are the solver's iterate after every iteration.
+        Its parameters are the solver's iterate after every iteration; a
+        loss with kinks keeps its line search's step in ``state.eta``, so
+        ``partial_fit`` goes on where the last call stopped.
     config : LinearConfig
-        A smooth loss and one output (``n_classes`` 1).
+        One output (``n_classes`` 1).
     order : ndarray of intp
         The rows to train on.
     """
@@ -406,6 +504,9 @@ class FullBatchTrainer:
         # NaN or inf in X make the moments non-finite: reported, not warned.
         with np.errstate(invalid="ignore", over="ignore"):
             moments = FeatureMoments(data, order, center=config.fit_intercept)
+            if not is_smooth(config.loss):
+                self._start_subgradient(data, state, config, order, moments)
+                return
             curvature = LOSS_CURVATURE[config.loss]
             if config.loss == codes.SQUARED_ERROR and _gram_pays(data, order):
                 intercept = float(state.intercept)
@@ -426,6 +527,29 @@ class FullBatchTrainer:
             relative_step,
         )
 
+    def _start_subgradient(self, data, state, config, order, moments):
+        """The solver of a loss with kinks, from the step of the last call if any.
+
+        The perceptron's objective is lowest at zero weights (its loss is
+        positively homogeneous), so a line search would never leave them:
+        it takes the batch perceptron's constant steps instead (any step
+        gives the same classifier from zero weights without a penalty).
+        """
+        self.lipschitz = None
+        self.means = moments.means
+        perceptron = config.loss == codes.PERCEPTRON
+        step = state.eta
+        if perceptron and step is None:
+            step = BATCH_PERCEPTRON_STEP
+        self.solver = SubgradientDescent(
+            PassObjective(data, order, moments, config),
+            to_centred(state.params, self.means),
+            step,
+            config.penalty_l1,
+            SOLVER_RELATIVE_STEP * float(np.finfo(data.dtype).eps),
+            line_search=not perceptron,
+        )
+
     @property
     def converged(self):
         """Whether the last iteration solved the problem to the dtype's precision."""
@@ -435,8 +559,12 @@ class FullBatchTrainer:
         """The stopping rule (see the module's docstring).
 
         The squared error is solved to the arithmetic's precision; the other
-        losses stop once their largest move is ``tol`` times their first.
+        losses stop once their largest move is ``tol`` times their first,
+        the batch perceptron by the loss (as the epochs of SGD do).
         """
+        if self.config.loss == codes.PERCEPTRON:
+            # Constant steps: the loss decides, as for the epochs of SGD.
+            return TrainingHistory(tol, n_iter_no_change, early_stopping, validating=validating)
         if self.config.loss != codes.SQUARED_ERROR and tol is not None:
             self.solver.first_move_fraction = tol
         return TrainingHistory(
@@ -456,6 +584,8 @@ class FullBatchTrainer:
                 "The fit diverged: the objective or the coefficients became NaN or infinite."
             )
         self.state.params[:] = params
+        if isinstance(self.solver, SubgradientDescent):
+            self.state.eta = self.solver.step
         counters = self.state.counters
         counters[N_UPDATES] += 1.0
         counters[T] += 1.0
@@ -466,7 +596,7 @@ class FullBatchTrainer:
         return False
 
     def learning_rate(self):
-        """The step, 1/L."""
+        """The step: 1/L, or the line search's next trial step."""
         return self.solver.step
 
     def initial_loss(self):
@@ -479,30 +609,16 @@ def _gram_pays(data, order):
     return data.n_features <= GRAM_MAX_FEATURES and order.shape[0] >= data.n_features
 
 
-def first_plain_step(data, state, order, config):
-    """The first rate of plain full-batch steps: a loss with kinks, or a softmax model.
+def first_plain_step(data, order, config):
+    """The first rate of a softmax model's plain full-batch steps.
 
-    A softmax model: 1/L, its curvature bound :data:`SOFTMAX_CURVATURE`
-    times λ_max of the second moment of ``[xᵢ, 1]`` (raw coordinates: these
-    steps are taken on ``[w, b]``). A loss with kinks: Polyak's step
-    f(θ₀)/‖g‖², with g a subgradient of the objective at the model's current
-    parameters θ₀ and 0 (these losses and penalties are non-negative) for
-    the optimum's value; 1/L with the curvature 1 if g is 0.
+    1/L, with the curvature bound :data:`SOFTMAX_CURVATURE` times λ_max of
+    the second moment of ``[xᵢ, 1]`` (raw coordinates: these steps are taken
+    on ``[w, b]``).
     """
     with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf in X: reported
-        moments = FeatureMoments(data, order, center=False)
-        if config.n_classes == 1:
-            theta = np.asarray(state.params, dtype=np.float64)
-            value, gradient = PassObjective(data, order, moments, config).value_and_gradient(theta)
-            w = theta[:-1]
-            value += config.penalty_l1 * float(np.abs(w).sum())
-            gradient[:-1] += config.penalty_l1 * np.sign(w)
-            squared_norm = float(gradient @ gradient)
-            if squared_norm > 0 and math.isfinite(value):
-                return value / squared_norm
-        eigenvalue = moments.largest_eigenvalue()
-    curvature = SOFTMAX_CURVATURE if config.n_classes > 1 else 1.0
+        eigenvalue = FeatureMoments(data, order, center=False).largest_eigenvalue()
     if config.fit_intercept:
         # λ_max of [[M, x̄], [x̄ᵀ, 1]] is at most λ_max(M) + 1 (M the second moment).
         eigenvalue += 1.0
-    return 1.0 / (curvature * eigenvalue + config.penalty_l2)
+    return 1.0 / (SOFTMAX_CURVATURE * eigenvalue + config.penalty_l2)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastgd._engine.full_batch import FullBatchTrainer, first_plain_step, is_smooth
+from fastgd._engine.full_batch import FullBatchTrainer, first_plain_step
 from fastgd._engine.linear_epochs import batch_epoch, per_sample_epoch
 from fastgd._engine.training import TrainingHistory, run_epochs
 from fastgd._kernels.linear.arguments import (
@@ -52,8 +52,9 @@ class LinearConfig:
     one output, else the classes of a multinomial (softmax) model.
     ``solver`` is "epochs" (the schedule's steps) or "accelerated" (full
     batch: the accelerated proximal gradient solver of
-    :mod:`fastgd._engine.full_batch` for a smooth loss, plain steps with the
-    "adaptive" schedule from a step taken from the data otherwise; see
+    :mod:`fastgd._engine.full_batch` for a smooth loss and one output,
+    a backtracking line search for a loss with kinks, plain steps with the
+    "adaptive" schedule from 1/L for a softmax model; see
     :func:`make_trainer`). ``optimal_t0_floor``: the smallest t₀ of the
     "optimal" schedule (see
     :func:`~fastgd._engine.linear_defaults.stable_optimal_t0`; 0: Bottou's t₀).
@@ -558,16 +559,16 @@ def make_trainer(data, state, config, *, rng, rows=None, shuffle=True, max_threa
 
     Same parameters as :class:`LinearTrainer`. A config with the
     "accelerated" solver gets a
-    :class:`~fastgd._engine.full_batch.FullBatchTrainer` for a smooth loss
-    and one output; otherwise (the loss has kinks, or the model is a
-    softmax) plain full-batch steps with the "adaptive" schedule, from
-    :func:`~fastgd._engine.full_batch.first_plain_step`.
+    :class:`~fastgd._engine.full_batch.FullBatchTrainer` for a model with
+    one output (accelerated steps for a smooth loss, a line search for a
+    loss with kinks); a softmax model plain full-batch steps with the
+    "adaptive" schedule, from :func:`~fastgd._engine.full_batch.first_plain_step`.
     """
     if config.solver == "accelerated":
         order = _rows_to_visit(state, data.n_samples, rows, rng)
-        if config.n_classes == 1 and is_smooth(config.loss):
+        if config.n_classes == 1:
             return FullBatchTrainer(data, state, config, order)
-        eta0 = first_plain_step(data, state, order, config)
+        eta0 = first_plain_step(data, order, config)
         config = dataclasses.replace(config, solver="epochs", schedule=codes.ADAPTIVE, eta0=eta0)
     return LinearTrainer(
         data, state, config, rng=rng, rows=rows, shuffle=shuffle, max_threads=max_threads

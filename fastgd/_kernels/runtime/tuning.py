@@ -26,6 +26,11 @@ ROWS_AHEAD = 8
 # ...into L2 (LLVM's locality 2, x86's prefetcht1): L1 has too few line-fill
 # buffers to keep a whole row in flight.
 PREFETCH_LOCALITY = 2
+# The Cython kernels ask for a sparse row again this many steps ahead, into
+# L1 (prefetcht0), by then mostly from L2: the weights' random loads wait on
+# the row's column numbers, which then come from L1. (The Numba twin measured
+# slower with it and does without; prefetches do not change results.)
+SPARSE_L1_ROWS_AHEAD = 4
 # A batch row costs less arithmetic per byte than a per-sample step (no
 # update of the weights per row), so the batch loops prefetch further ahead.
 BATCH_ROWS_AHEAD = 2 * ROWS_AHEAD
