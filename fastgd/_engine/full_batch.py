@@ -332,6 +332,19 @@ def soft_threshold(values, threshold):
     return np.sign(values) * np.maximum(np.abs(values) - threshold, 0.0)
 
 
+def _small_move(largest_move, x, solver):
+    """The solvers' convergence test: a move within the precision, or ``tol`` times the first.
+
+    ``solver`` gives ``relative_step``, ``first_move_fraction`` and
+    ``first_move`` (None until a first move is taken).
+    """
+    first_move = 0.0 if solver.first_move is None else solver.first_move
+    return largest_move <= max(
+        solver.relative_step * float(np.abs(x).max()),
+        solver.first_move_fraction * first_move,
+    )
+
+
 class AcceleratedProximalGradient:
     """FISTA with gradient restart over an objective with ``value_and_gradient``.
 
@@ -380,10 +393,7 @@ class AcceleratedProximalGradient:
         largest_move = float(np.abs(move).max())
         if self.first_move is None:
             self.first_move = largest_move
-        self.converged = largest_move <= max(
-            self.relative_step * float(np.abs(x).max()),
-            self.first_move_fraction * self.first_move,
-        )
+        self.converged = _small_move(largest_move, x, self)
         # Restart when the momentum points uphill: the gradient mapping
         # (−move/step) has a positive product with the last displacement.
         displacement = x - self.x
@@ -470,10 +480,7 @@ class SubgradientDescent:
                 self.step *= BACKTRACK_GROWTH
         else:
             self.step *= BACKTRACK_SHRINK
-        self.converged = largest_move <= self.relative_step * float(np.abs(self.x).max()) or (
-            self.first_move is not None
-            and largest_move <= self.first_move_fraction * self.first_move
-        )
+        self.converged = _small_move(largest_move, self.x, self)
         return self.value
 
 
@@ -535,7 +542,6 @@ class FullBatchTrainer:
         it takes the batch perceptron's constant steps instead (any step
         gives the same classifier from zero weights without a penalty).
         """
-        self.lipschitz = None
         self.means = moments.means
         perceptron = config.loss == codes.PERCEPTRON
         step = state.eta
