@@ -52,6 +52,19 @@ def _native():
 _NATIVE = None
 
 
+def row_invariant_dense(X, W, b, out, code):
+    """``out = act(X @ W + b)`` with every row computed alone, for predictions.
+
+    BLAS rounds a row of a product differently depending on the matrix sizes
+    and on where the row sits in the call, so a prediction through it would
+    depend on the other rows predicted with it; the native kernel
+    (:func:`~fastgd._kernels.network.native.dense_rows_forward`) does not.
+    """
+    native = _native()
+    X = np.ascontiguousarray(X)
+    native.dense_rows_forward(X, W, b, out, code, native.thread_count(X.shape[0] * W.size))
+
+
 # Overflow in a pass is not an error here: the trainer checks the loss and
 # raises DivergenceError (the compiled kernels do not warn either). A network's
 # forward and backward passes each run under one such context (entering one
@@ -280,8 +293,11 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
         out = st.out[:n]
         if isinstance(X, (CSRBatch, SparseJoin)):
             return self._sparse_forward(X, st, out, training)
-        np.dot(X, self.W, out=out)
-        _native().bias_activation_rows(out, self.b, self.code)
+        if training:
+            np.dot(X, self.W, out=out)
+            _native().bias_activation_rows(out, self.b, self.code)
+        else:
+            row_invariant_dense(X, self.W, self.b, out, self.code)
         st.X = X
         return out
 
@@ -304,7 +320,11 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
             if getattr(st, "joined_out", None) is None:
                 st.joined_out = np.empty_like(st.out)
             part = st.joined_out[: out.shape[0]]
-            np.dot(X.previous, self.W[own:], out=part)
+            if training:
+                np.dot(X.previous, self.W[own:], out=part)
+            else:
+                no_bias = np.zeros(self.units, dtype=part.dtype)
+                row_invariant_dense(X.previous, self.W[own:], no_bias, part, codes.IDENTITY)
             part *= part.dtype.type(self.weight_scale)
             out += part
             _sparse_kernels()[2].activation_forward(out, self.code)

@@ -57,9 +57,6 @@ from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
 
-# Fewest rows a prediction pass computes (see Network._predict).
-PREDICT_MIN_ROWS = 16
-
 FUSIONS = ("concat", "late", "hybrid", "serial")
 # Version of the order of the flat parameter buffer, kept in pickles: 2 since
 # task heads are stacked (fastgd._engine.task_heads).
@@ -1024,38 +1021,31 @@ class Network:
         sources = self.gather_sources(X, columns, materialize=False)
         hwcs = [self._folded_hwc(b) for b in range(self.n_branches)]
         chunk = self.predict_chunk_size(n_samples)
-        # Batch invariance: BLAS computes a row of a product of fewer than
-        # PREDICT_MIN_ROWS rows by other code paths (matrix-vector, small-M
-        # kernels) whose rounding differs, so shorter chunks are padded with
-        # zero rows: a row's prediction then does not depend on the rest of
-        # the call (tested with scikit-learn's check_methods_subset_invariance).
-        capacity = max(chunk, PREDICT_MIN_ROWS)
-        ws = self.make_workspace(capacity, training=False)
+        # A row's prediction does not depend on the other rows of the call:
+        # every kernel of a forward pass with training=False computes each
+        # row alone (tested with scikit-learn's check_methods_subset_invariance
+        # and bit for bit in tests/test_batch_invariance.py).
+        ws = self.make_workspace(chunk, training=False)
         inputs = [None] * self.n_branches
         for start in range(0, n_samples, chunk):
             stop = min(start + chunk, n_samples)
             m = stop - start
-            rows_in = max(m, PREDICT_MIN_ROWS)
             for b, src in enumerate(sources):
                 rows = src[start:stop]
-                if rows_in > m:
-                    buf = ws.inputs[b][:rows_in]
-                    buf[m:] = 0
-                else:
-                    buf = ws.inputs[b][:m]
+                buf = ws.inputs[b][:m]
                 if hwcs[b] is not None:
                     h, w, c = hwcs[b]
                     np.copyto(
-                        buf[:m].reshape(m, c, h, w),
+                        buf.reshape(m, c, h, w),
                         rows.reshape(m, h, w, c).transpose(0, 3, 1, 2),
                     )
                     inputs[b] = buf
-                elif rows.flags.c_contiguous and rows_in == m:
+                elif rows.flags.c_contiguous:
                     inputs[b] = rows
                 else:
-                    np.copyto(buf[:m], rows)
+                    np.copyto(buf, rows)
                     inputs[b] = buf
-            result[start:stop] = self.forward(inputs, ws, rows_in, training=False)[:m]
+            result[start:stop] = self.forward(inputs, ws, m, training=False)
         return result
 
     def fusion_weights(self):

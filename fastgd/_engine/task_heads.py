@@ -24,6 +24,7 @@ from fastgd._engine.layers_runtime import (
     _native,
     _positive_int,
     _weight_limit,
+    row_invariant_dense,
 )
 from fastgd._kernels.runtime import codes
 
@@ -106,6 +107,14 @@ class StackedDenseLayer:
 
     def forward(self, X, st, n, training):
         out = self._block(st.out, n, self.units)
+        if not training:
+            # Predictions row by row (a loop over the tasks, once per chunk of
+            # rows): see row_invariant_dense.
+            for k in range(self.n_tasks):
+                rows = X if X.ndim == 2 else X[k]
+                row_invariant_dense(rows, self.W[k], self.b[k], out[k], self.code)
+            st.X = X
+            return out
         # (n, n_in) broadcast against every head's W, or (tasks, n, n_in).
         np.matmul(X, self.W, out=out)
         np.add(out, self.b[:, None, :], out=out)

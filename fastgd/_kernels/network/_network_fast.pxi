@@ -26,7 +26,7 @@
 #   summed in block order: results do not depend on the thread count.
 
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -90,6 +90,11 @@ cdef extern from "_simd.h" nogil:
     void fg_maxpool_plane_d(const double *a, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
                             Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW, double *out,
                             int *idx)
+    int FG_DENSE_ROWS
+    void fg_dense_tile_f(const float *x, Py_ssize_t ldx, Py_ssize_t K, const float *w,
+                         Py_ssize_t ldw, float *acc)
+    void fg_dense_tile_d(const double *x, Py_ssize_t ldx, Py_ssize_t K, const double *w,
+                         Py_ssize_t ldw, double *acc)
 
 # Samples per block of the gradient partials (fixes the arithmetic).
 GRAD_BLOCK = 4
@@ -751,8 +756,95 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
         free(xoff)
 
 
+# ------------------------------------------------ batch-invariant dense
+cdef int _dense_row_tile(const floating* X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t M,
+                         const floating* packed, Py_ssize_t ldw, Py_ssize_t tile,
+                         floating* out) noexcept nogil:
+    """Rows ``tile·FG_DENSE_ROWS`` on of ``out = X @ W`` (a short last tile through zero rows).
+
+    Returns -1 if the zero-padded copy of a short tile cannot be allocated.
+    """
+    cdef floating acc[4 * 2 * 16]
+    cdef Py_ssize_t width = 2 * fg_vec_bytes() // sizeof(floating)
+    cdef Py_ssize_t r0 = tile * FG_DENSE_ROWS
+    cdef Py_ssize_t n_rows = min(<Py_ssize_t>FG_DENSE_ROWS, n - r0)
+    cdef Py_ssize_t j0, r, nj
+    cdef const floating* x = X + r0 * K
+    cdef floating* padded = NULL
+    if n_rows < FG_DENSE_ROWS:
+        padded = <floating*>calloc(FG_DENSE_ROWS * K, sizeof(floating))
+        if padded == NULL:
+            return -1
+        memcpy(padded, x, n_rows * K * sizeof(floating))
+        x = padded
+    j0 = 0
+    while j0 < M:
+        if floating is float:
+            fg_dense_tile_f(x, K, K, packed + j0, ldw, acc)
+        else:
+            fg_dense_tile_d(x, K, K, packed + j0, ldw, acc)
+        nj = min(width, M - j0)
+        for r in range(n_rows):
+            memcpy(out + (r0 + r) * M + j0, acc + r * width, nj * sizeof(floating))
+        j0 += width
+    free(padded)
+    return 0
+
+
+def dense_rows_forward(const floating[:, ::1] X, const floating[:, ::1] W,
+                       const floating[::1] b, floating[:, ::1] out, int code, int n_threads):
+    """``out = act(X @ W + b)``, each row computed the same way whatever the rest of X.
+
+    A row's outputs are sums over the inputs in a fixed order, in a tile
+    whose other rows do not enter them, so a prediction does not depend on
+    the other rows of the call (BLAS's products do: their blocking follows
+    the matrix sizes and a row's position). For predictions; training keeps
+    BLAS.
+
+    Parameters
+    ----------
+    X : ndarray (n, K), C-contiguous
+    W : ndarray (K, M), C-contiguous
+    b : ndarray (M,)
+    out : ndarray (n, M), C-contiguous
+    code : int
+        Activation code.
+    n_threads : int
+        Threads over the row tiles (results do not depend on it).
+    """
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t K = X.shape[1]
+    cdef Py_ssize_t M = W.shape[1]
+    if W.shape[0] != K or b.shape[0] != M or out.shape[0] != n or out.shape[1] != M:
+        raise ValueError("dense_rows_forward: shapes of X (n, K), W (K, M), b (M,) and "
+                         "out (n, M) do not agree")
+    if n == 0 or M == 0:
+        return
+    cdef Py_ssize_t width = 2 * fg_vec_bytes() // sizeof(floating)
+    cdef Py_ssize_t ldw = (M + width - 1) // width * width
+    cdef Py_ssize_t n_tiles = (n + FG_DENSE_ROWS - 1) // FG_DENSE_ROWS
+    cdef Py_ssize_t k, tile
+    cdef int failed = 0
+    # W with its rows padded to whole tiles of columns (zeros past M).
+    cdef floating* packed = <floating*>calloc(max(K, 1) * ldw, sizeof(floating))
+    if packed == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(K):
+                memcpy(packed + k * ldw, &W[k, 0], M * sizeof(floating))
+        for tile in prange(n_tiles, nogil=True, num_threads=n_threads, schedule="static"):
+            if _dense_row_tile(&X[0, 0], n, K, M, packed, ldw, tile, &out[0, 0]) != 0:
+                failed = 1
+    finally:
+        free(packed)
+    if failed:
+        raise MemoryError()
+    bias_activation_rows(out, b, code)
+
+
 # ----------------------------------------------------------- activations
-def bias_activation_rows(floating[:, ::1] Z, floating[::1] b, int code):
+def bias_activation_rows(floating[:, ::1] Z, const floating[::1] b, int code):
     """``Z[i] = f(Z[i] + b)`` in place for every row (fused bias + activation)."""
     if b.shape[0] != Z.shape[1]:
         raise ValueError("bias_activation_rows: b does not match Z.shape[1]")

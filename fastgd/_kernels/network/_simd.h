@@ -836,4 +836,50 @@ static inline double fg_rows_wgrad_d(const double *restrict da, const double *re
     FG_ROWS_WGRAD_BODY(double, fg_vd, FG_VD, fg_act_slope_d, fg_sum_d)
 }
 
+/* ------------------------------------------- batch-invariant dense rows */
+/* A tile of FG_DENSE_ROWS rows × 2 vectors of columns of out = x · W:
+ * acc[(r·2 + v)·LANES + j] = Σ_k x[r·ldx + k] · w[k·ldw + v·LANES + j].
+ * Every output is one chain of multiply-adds over k in ascending order, the
+ * same instructions whichever row of the tile it is in, so a row's result
+ * does not depend on the rows computed beside it (BLAS, whose blocking
+ * depends on the matrix sizes and on a row's position in the call, gives
+ * no such promise). w: packed weights, ldw a multiple of 2·LANES. */
+#define FG_DENSE_ROWS 4
+#define FG_DENSE_TILE_BODY(T, V, LANES)                                        \
+    V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};                              \
+    V a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};                              \
+    const T *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;      \
+    for (Py_ssize_t k = 0; k < K; k++) {                                       \
+        V w0, w1;                                                              \
+        memcpy(&w0, w + k * ldw, sizeof w0);                                   \
+        memcpy(&w1, w + k * ldw + LANES, sizeof w1);                           \
+        T v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];                      \
+        a00 += w0 * v0; a01 += w1 * v0;                                        \
+        a10 += w0 * v1; a11 += w1 * v1;                                        \
+        a20 += w0 * v2; a21 += w1 * v2;                                        \
+        a30 += w0 * v3; a31 += w1 * v3;                                        \
+    }                                                                          \
+    memcpy(acc + 0 * LANES, &a00, sizeof a00);                                 \
+    memcpy(acc + 1 * LANES, &a01, sizeof a01);                                 \
+    memcpy(acc + 2 * LANES, &a10, sizeof a10);                                 \
+    memcpy(acc + 3 * LANES, &a11, sizeof a11);                                 \
+    memcpy(acc + 4 * LANES, &a20, sizeof a20);                                 \
+    memcpy(acc + 5 * LANES, &a21, sizeof a21);                                 \
+    memcpy(acc + 6 * LANES, &a30, sizeof a30);                                 \
+    memcpy(acc + 7 * LANES, &a31, sizeof a31);
+
+static inline void fg_dense_tile_f(const float *restrict x, Py_ssize_t ldx, Py_ssize_t K,
+                                   const float *restrict w, Py_ssize_t ldw,
+                                   float *restrict acc)
+{
+    FG_DENSE_TILE_BODY(float, fg_vf, FG_VF)
+}
+
+static inline void fg_dense_tile_d(const double *restrict x, Py_ssize_t ldx, Py_ssize_t K,
+                                   const double *restrict w, Py_ssize_t ldw,
+                                   double *restrict acc)
+{
+    FG_DENSE_TILE_BODY(double, fg_vd, FG_VD)
+}
+
 #endif

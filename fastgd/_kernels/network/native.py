@@ -41,6 +41,7 @@ bias_activation_rows = kernels.bias_activation_rows
 conv2d_backward = kernels.conv2d_backward
 conv2d_forward = kernels.conv2d_forward
 conv2d_pool_forward = kernels.conv2d_pool_forward
+dense_rows_forward = kernels.dense_rows_forward
 pack_weights = kernels.pack_weights
 packed_weights_size = kernels.packed_weights_size
 workspace_sizes = kernels.workspace_sizes
