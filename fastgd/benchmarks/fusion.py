@@ -453,6 +453,7 @@ def measure_kernel_rates(repeats=20):
                 flops,
                 lambda: torch.nn.grad.conv2d_weight(Xt, Wtt.shape, dAt),
             )
+    rows.extend(_deeper_conv_rates(rng, repeats))
     Xd = rng.standard_normal((128, 784)).astype(f32)
     Wd = rng.standard_normal((784, 256)).astype(f32)
     bd, outd = np.zeros(256, f32), np.empty((128, 256), f32)
@@ -489,6 +490,77 @@ def measure_kernel_rates(repeats=20):
                 z.size,
                 lambda zz=zz: np.divide(1.0, 1.0 + np.exp(-z, out=zz), out=zz),
             )
+    return rows
+
+
+def unfold_patches(X, kernel, cols):
+    """im2col: ``cols[n, (c, p, q), (i, j)] = X[n, c, i + p, j + q]`` (stride 1, no padding)."""
+    B, C, H, W = X.shape
+    OH, OW = H - kernel + 1, W - kernel + 1
+    windows = np.lib.stride_tricks.sliding_window_view(X, (kernel, kernel), axis=(2, 3))
+    cols.reshape(B, C, kernel, kernel, OH, OW)[...] = windows.transpose(0, 1, 4, 5, 2, 3)
+    return cols
+
+
+def _deeper_conv_rates(rng, repeats):
+    """The deeper model's second conv (32 → 64 channels, 15 × 15, 3 × 3): direct vs im2col + GEMM.
+
+    The im2col + GEMM row unfolds the patches with NumPy and multiplies them
+    with BLAS (its threads as the engine runs them); the GEMM alone is timed
+    too, the best that path could do. Every result is checked against the
+    direct convolution's.
+    """
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    from fastgd._kernels.network import native
+    from fastgd._kernels.runtime.cpu_load import machine_busy
+    from fastgd.benchmarks.timing import median_time
+
+    f32 = np.float32
+    B, C, H, F, K = 32, 32, 15, 64, 3
+    OH = H - K + 1
+    X = rng.rand(B, C, H, H).astype(f32)
+    Wt = (0.1 * rng.standard_normal((F, C, K, K))).astype(f32)
+    b = np.zeros(F, f32)
+    threads = native.thread_count(B * Wt.size * OH * OH)
+    forward, _, _ = native.workspace_sizes(C, H, H, F, K, K, 1, 0, 0, OH, OH, 4, False, False)
+    ws = np.empty((native.max_threads(), forward), f32)
+    packed = np.empty(native.packed_weights_size(F, C, K, K), f32)
+    native.pack_weights(Wt, packed)
+    out = np.empty((B, F, OH, OH), f32)
+    cols = np.empty((B, C * K * K, OH * OH), f32)
+    products = np.empty((B, F, OH * OH), f32)
+    W_rows = Wt.reshape(F, -1)
+    flops = 2 * B * F * C * K * K * OH * OH
+    name = "conv2d forward, 2nd conv of the deeper model"
+
+    def direct():
+        native.conv2d_forward(X, Wt, b, 1, 0, 0, out, 0, packed, ws, threads)
+
+    def im2col_gemm():
+        with contextlib.ExitStack() as stack:
+            if machine_busy():  # BLAS threads as the engine runs them
+                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            np.matmul(W_rows, unfold_patches(X, K, cols), out=products)
+
+    direct()
+    im2col_gemm()
+    np.testing.assert_allclose(products.reshape(out.shape), out, rtol=1e-4, atol=1e-4)
+    rows = []
+    for impl, fn in (
+        ("fastgd", direct),
+        ("im2col+gemm", im2col_gemm),
+        ("gemm alone", lambda: np.matmul(W_rows, cols, out=products)),
+    ):
+        seconds = median_time(fn, repeats, warmup=2)
+        rows.append((name, impl, seconds, flops / seconds / 1e9))
+    if torch is not None:
+        Xt, Wtt = torch.from_numpy(X), torch.from_numpy(Wt)
+        with torch.no_grad():
+            seconds = median_time(lambda: torch.nn.functional.conv2d(Xt, Wtt), repeats, warmup=2)
+        rows.append((name, "pytorch", seconds, flops / seconds / 1e9))
     return rows
 
 
