@@ -53,6 +53,17 @@ static inline int fg_cpu_level(void)
     return 0;
 }
 
+/* acc[i·LANES : (i+1)·LANES] = the i-th of eight vector registers. */
+#define FG_STORE_8(LANES, r0, r1, r2, r3, r4, r5, r6, r7)                      \
+    memcpy(acc + 0 * LANES, &r0, sizeof r0);                                   \
+    memcpy(acc + 1 * LANES, &r1, sizeof r1);                                   \
+    memcpy(acc + 2 * LANES, &r2, sizeof r2);                                   \
+    memcpy(acc + 3 * LANES, &r3, sizeof r3);                                   \
+    memcpy(acc + 4 * LANES, &r4, sizeof r4);                                   \
+    memcpy(acc + 5 * LANES, &r5, sizeof r5);                                   \
+    memcpy(acc + 6 * LANES, &r6, sizeof r6);                                   \
+    memcpy(acc + 7 * LANES, &r7, sizeof r7);
+
 /* ------------------------------------------------------------ conv tile */
 #define FG_TILE_BODY(T, V, LANES)                                               \
     V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0},     \
@@ -69,14 +80,7 @@ static inline int fg_cpu_level(void)
         a0 += xv * wk[0]; a1 += xv * wk[1]; a2 += xv * wk[2]; a3 += xv * wk[3]; \
         a4 += xv * wk[4]; a5 += xv * wk[5]; a6 += xv * wk[6]; a7 += xv * wk[7]; \
     }                                                                           \
-    memcpy(acc + 0 * LANES, &a0, sizeof a0);                                    \
-    memcpy(acc + 1 * LANES, &a1, sizeof a1);                                    \
-    memcpy(acc + 2 * LANES, &a2, sizeof a2);                                    \
-    memcpy(acc + 3 * LANES, &a3, sizeof a3);                                    \
-    memcpy(acc + 4 * LANES, &a4, sizeof a4);                                    \
-    memcpy(acc + 5 * LANES, &a5, sizeof a5);                                    \
-    memcpy(acc + 6 * LANES, &a6, sizeof a6);                                    \
-    memcpy(acc + 7 * LANES, &a7, sizeof a7);
+    FG_STORE_8(LANES, a0, a1, a2, a3, a4, a5, a6, a7)
 
 /* acc[f * LANES + j] = Σ_k w[k * FG_FB + f] · x[xoff[k] + j · stride]
  * for f < FG_FB and j < LANES (the taps of LANES neighbouring outputs). */
@@ -859,14 +863,7 @@ static inline double fg_rows_wgrad_d(const double *restrict da, const double *re
         a20 += w0 * v2; a21 += w1 * v2;                                        \
         a30 += w0 * v3; a31 += w1 * v3;                                        \
     }                                                                          \
-    memcpy(acc + 0 * LANES, &a00, sizeof a00);                                 \
-    memcpy(acc + 1 * LANES, &a01, sizeof a01);                                 \
-    memcpy(acc + 2 * LANES, &a10, sizeof a10);                                 \
-    memcpy(acc + 3 * LANES, &a11, sizeof a11);                                 \
-    memcpy(acc + 4 * LANES, &a20, sizeof a20);                                 \
-    memcpy(acc + 5 * LANES, &a21, sizeof a21);                                 \
-    memcpy(acc + 6 * LANES, &a30, sizeof a30);                                 \
-    memcpy(acc + 7 * LANES, &a31, sizeof a31);
+    FG_STORE_8(LANES, a00, a01, a10, a11, a20, a21, a30, a31)
 
 static inline void fg_dense_tile_f(const float *restrict x, Py_ssize_t ldx, Py_ssize_t K,
                                    const float *restrict w, Py_ssize_t ldw,
