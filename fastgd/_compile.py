@@ -177,7 +177,6 @@ def _multitask_models(dtype):
 
 def _kernel_dispatchers():
     """``(name, dispatcher)`` of every Numba kernel defined in ``fastgd._kernels``."""
-    from numba.core.registry import CPUDispatcher
 
     import fastgd._kernels
 
@@ -189,10 +188,35 @@ def _kernel_dispatchers():
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
-                short_name = info.name.removeprefix("fastgd._kernels.")
-                found[f"{short_name}.{value.py_func.__name__}"] = value
+            for dispatcher in _dispatchers_in(value):
+                # Named after the module defining its Python function (a kernel
+                # imported elsewhere, or compiled from another module's body,
+                # is listed once).
+                defined_in = dispatcher.py_func.__module__
+                if defined_in.startswith("fastgd._kernels."):
+                    short_name = defined_in.removeprefix("fastgd._kernels.")
+                    found[f"{short_name}.{dispatcher.py_func.__name__}"] = dispatcher
     return sorted(found.items())
+
+
+def _dispatchers_in(value):
+    """The Numba dispatchers a module-level value holds.
+
+    A dispatcher, the values of a dict of dispatchers (the variants of a
+    kernel per kind of rows or of step), or the ``dispatchers()`` of a family
+    of variants (:class:`fastgd._kernels.linear.batch_numba.BatchKernels`).
+    """
+    from numba.core.registry import CPUDispatcher
+
+    if isinstance(value, CPUDispatcher):
+        return [value]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, CPUDispatcher)]
+    from fastgd._kernels.linear.batch_numba import BatchKernels
+
+    if isinstance(value, BatchKernels):
+        return value.dispatchers()
+    return []
 
 
 _FAMILIES = {
