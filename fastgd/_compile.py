@@ -39,7 +39,9 @@ def _linear_models(dtype):
     settings = [
         dict(backend="numba"),  # per-sample SGD, the Numba backend
         dict(backend="numba", average=True),
-        dict(batch_size=8),  # mini-batch
+        dict(batch_size=8),  # mini-batch, plain SGD steps
+        # mini-batch with the general steps (another optimizer, L1, averaging)
+        dict(batch_size=8, optimizer="adam", penalty="elasticnet", average=True),
         dict(batch_size="full", penalty="elasticnet"),  # full batch, proximal steps
         dict(batch_size="full", loss="huber"),  # full batch, a pass over X per step
     ]
@@ -60,13 +62,15 @@ def _linear_models(dtype):
     X = rng.standard_normal((n_rows, -(-MIN_VALUES_FOR_TWO_THREADS // n_rows))).astype(dtype)
     y = X.sum(axis=1)
     # Full batches this large reach the parallel gradient kernels, which
-    # small batches never compile.
+    # small batches never compile; the epochs of both kinds of step.
     large_batches = (
         dict(batch_size="full", loss="huber"),
         dict(batch_size="full", optimizer="adam"),
+        dict(batch_size="full", learning_rate="constant"),
     )
+    two_thread_epochs = (dict(batch_size=256), dict(batch_size=256, optimizer="adam"))
     for data in (X, sp.csr_matrix(X)):
-        for params in (dict(batch_size=256), dict(backend="numba"), *large_batches):
+        for params in (*two_thread_epochs, dict(backend="numba"), *large_batches):
             GDRegressor(max_iter=1, tol=None, random_state=0, **params).fit(data, y)
 
 
@@ -101,9 +105,15 @@ def _classifier_models(dtype):
     X = rng.standard_normal((-(-PARALLEL_MIN_WORK // 15), 4)).astype(dtype)
     y = np.arange(X.shape[0]) % 3
     for data in (X, sp.csr_matrix(X)):
-        GDClassifier(
-            batch_size="full", loss="log_loss", multi_class="multinomial", max_iter=1, tol=None
-        ).fit(data, y)
+        for optimizer in ("sgd", "adam"):  # both kinds of step
+            GDClassifier(
+                batch_size="full",
+                loss="log_loss",
+                multi_class="multinomial",
+                optimizer=optimizer,
+                max_iter=1,
+                tol=None,
+            ).fit(data, y)
 
 
 def _fusion_models(dtype):
@@ -177,7 +187,6 @@ def _multitask_models(dtype):
 
 def _kernel_dispatchers():
     """``(name, dispatcher)`` of every Numba kernel defined in ``fastgd._kernels``."""
-    from numba.core.registry import CPUDispatcher
 
     import fastgd._kernels
 
@@ -189,10 +198,35 @@ def _kernel_dispatchers():
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
-                short_name = info.name.removeprefix("fastgd._kernels.")
-                found[f"{short_name}.{value.py_func.__name__}"] = value
+            for dispatcher in _dispatchers_in(value):
+                # Named after the module defining its Python function (a kernel
+                # imported elsewhere, or compiled from another module's body,
+                # is listed once).
+                defined_in = dispatcher.py_func.__module__
+                if defined_in.startswith("fastgd._kernels."):
+                    short_name = defined_in.removeprefix("fastgd._kernels.")
+                    found[f"{short_name}.{dispatcher.py_func.__name__}"] = dispatcher
     return sorted(found.items())
+
+
+def _dispatchers_in(value):
+    """The Numba dispatchers a module-level value holds.
+
+    A dispatcher, the values of a dict of dispatchers (the variants of a
+    kernel per kind of rows or of step), or the ``dispatchers()`` of a family
+    of variants (:class:`fastgd._kernels.linear.batch_numba.BatchKernels`).
+    """
+    from numba.core.registry import CPUDispatcher
+
+    if isinstance(value, CPUDispatcher):
+        return [value]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, CPUDispatcher)]
+    from fastgd._kernels.linear.batch_numba import BatchKernels
+
+    if isinstance(value, BatchKernels):
+        return value.dispatchers()
+    return []
 
 
 _FAMILIES = {

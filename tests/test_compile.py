@@ -76,7 +76,7 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
 
     stats = _run("fit", cache_dir)
     assert "fastgd._kernels.linear.sgd_numba.sgd_steps" in stats
-    assert "fastgd._kernels.linear.batch_numba.batch_epoch_kernel_serial" in stats
+    assert "fastgd._kernels.linear.batch_numba.batch_epoch_kernel_dense_sgd_serial" in stats
     misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
     assert not misses, f"compiled again: {misses}"
 
@@ -103,12 +103,14 @@ SMALL_FITS = textwrap.dedent(
         GDClassifier(
             batch_size=32, loss="log_loss", multi_class="multinomial", max_iter=2, tol=None
         ).fit(X, labels)
-    kernels = {
-        "binary gradient": batch_numba._batch_gradient_parallel,
-        "binary epoch": batch_numba._batch_epoch_any_size,
-        "multinomial gradient": multinomial_numba._batch_gradient_parallel,
-        "multinomial epoch": multinomial_numba._batch_epoch_any_size,
-    }
+    kernels = {}
+    for family, variants in (
+        ("binary", batch_numba.ONE_OUTPUT), ("multinomial", multinomial_numba.SOFTMAX)
+    ):
+        for rows, kernel in variants.gradient_parallel.items():
+            kernels[f"{family} gradient {rows}"] = kernel
+        for kinds, kernel in variants.epoch_any_size.items():
+            kernels[f"{family} epoch {kinds}"] = kernel
     print(json.dumps([name for name, kernel in kernels.items() if kernel.signatures]))
     """
 )

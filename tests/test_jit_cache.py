@@ -135,20 +135,22 @@ def kernel_cache_stats():
     dict of str -> [int, int]
         ``"module.function" -> [hits, misses]`` for kernels that were used.
     """
-    from numba.core.registry import CPUDispatcher
+    from fastgd._compile import _dispatchers_in
 
     stats = {}
     for module_name, module in list(sys.modules.items()):
         if not module_name.startswith("fastgd._kernels.") or module is None:
             continue
         for value in vars(module).values():
-            if isinstance(value, CPUDispatcher) and value.signatures:
-                counts = value.stats
-                key = f"{module_name}.{value.py_func.__qualname__}"
-                stats[key] = [
-                    sum(counts.cache_hits.values()),
-                    sum(counts.cache_misses.values()),
-                ]
+            # Kernels and their compiled variants (per kind of rows or step).
+            for dispatcher in _dispatchers_in(value):
+                if dispatcher.signatures:
+                    counts = dispatcher.stats
+                    key = f"{dispatcher.py_func.__module__}.{dispatcher.py_func.__qualname__}"
+                    stats[key] = [
+                        sum(counts.cache_hits.values()),
+                        sum(counts.cache_misses.values()),
+                    ]
     return stats
 
 
@@ -238,19 +240,10 @@ def test_parallel_first_use_of_an_empty_cache(tmp_path, reference):
 
 # ---------------------------------------------------------------- root cause
 def test_every_cached_kernel_compiles_under_the_lock():
-    import importlib
-    import pkgutil
+    from fastgd._compile import _kernel_dispatchers
 
-    from numba.core.registry import CPUDispatcher
-
-    import fastgd._kernels
-
-    dispatchers = []
-    for info in pkgutil.walk_packages(fastgd._kernels.__path__, "fastgd._kernels."):
-        if info.ispkg or info.name.endswith("._sgd_fast"):
-            continue
-        module = importlib.import_module(info.name)
-        dispatchers += [v for v in vars(module).values() if isinstance(v, CPUDispatcher)]
+    # Every kernel of fastgd._kernels, the compiled variants included.
+    dispatchers = [dispatcher for _, dispatcher in _kernel_dispatchers()]
     assert len(dispatchers) > 20
     unlocked = [
         d.py_func.__qualname__

@@ -215,7 +215,9 @@ def test_the_serial_epoch_kernel_gives_the_any_size_one_bit_for_bit():
     X, y, sw, order = problem(2 * batch_size + 100, n_params - 1, seed=3)
     any_size = epoch_of(X, y, sw, order, batch_size)
     serial = epoch_of(X, y, sw, order, batch_size)
+    kinds = (batch_numba.row_kind(any_size[0]), batch_numba.step_kind(any_size[3]))
+    kernels = batch_numba.ONE_OUTPUT
     for _ in range(2):
-        loss_any = batch_numba._batch_epoch_any_size(*any_size)
-        assert batch_numba._batch_epoch_serial(*serial) == loss_any
+        loss_any = kernels.epoch_any_size[kinds](*any_size)
+        assert kernels.epoch_serial[kinds](*serial) == loss_any
     assert_same_state(any_size, serial)

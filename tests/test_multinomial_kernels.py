@@ -105,7 +105,8 @@ def test_parallel_and_serial_batch_gradients_agree_bit_for_bit():
     params = np.random.RandomState(7).randn(N_CLASSES * 41) * 0.1
     settings = settings_of(l2=0.01, n_classes=N_CLASSES)
     results = []
-    kernels = (multinomial_numba._batch_gradient_parallel, multinomial_numba._batch_gradient_serial)
+    softmax = multinomial_numba.SOFTMAX
+    kernels = (softmax.gradient_parallel["dense"], softmax.gradient_serial["dense"])
     for kernel in kernels:
         scratch = batch_scratch(len(y), 40)
         results.append((kernel(rows, 0, len(y), params, settings, scratch), scratch.grad.copy()))
@@ -135,7 +136,9 @@ def test_the_serial_epoch_kernel_gives_the_any_size_one_bit_for_bit():
     order = np.random.RandomState(11).permutation(len(y)).astype(np.intp)
     settings = settings_of(eta0=0.1, n_classes=N_CLASSES, l2=0.01, optimizer=codes.ADAM)
     models = []
-    for kernel in (multinomial_numba._batch_epoch_any_size, multinomial_numba._batch_epoch_serial):
+    kinds = ("dense", "general")  # Adam
+    softmax = multinomial_numba.SOFTMAX
+    for kernel in (softmax.epoch_any_size[kinds], softmax.epoch_serial[kinds]):
         rows = BatchRows.of(Features.of(X), order, y, sw, batch_size)
         model = LinearModel.zeros(d, np.float64, N_CLASSES)
         losses = [kernel(rows, model, batch_scratch(batch_size, d), settings) for _ in range(2)]

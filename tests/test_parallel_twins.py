@@ -75,7 +75,8 @@ def test_batch_gradient_twins():
     params = np.full(d + 1, 0.1)
     settings = settings_of(loss=1, epsilon=0.5, l2=0.01)
     results = []
-    for kernel in (batch_numba._batch_gradient_parallel, batch_numba._batch_gradient_serial):
+    kernels = batch_numba.ONE_OUTPUT
+    for kernel in (kernels.gradient_parallel["dense"], kernels.gradient_serial["dense"]):
         scratch = Scratch.for_batches(d, batch_numba.partials_shape(n, d), np.float64)
         loss = kernel(rows, 0, n, params, settings, scratch)
         results.append((loss, scratch.grad))

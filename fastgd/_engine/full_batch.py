@@ -282,7 +282,7 @@ class PassObjective:
             from fastgd._kernels.linear.batch_numba import gradient_kernel
 
             n_rows = self.rows.order.shape[0]
-            batch_gradient = gradient_kernel(n_rows, self.params.shape[0])
+            batch_gradient = gradient_kernel(self.rows, n_rows, self.params.shape[0])
             loss_sum = batch_gradient(
                 self.rows, 0, n_rows, self.params, self.settings, self.scratch
             )

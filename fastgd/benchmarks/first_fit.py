@@ -1,9 +1,10 @@
 """Time to the first fit: import + a first small fit in a fresh process, per estimator.
 
-``python -m fastgd.benchmarks.first_fit [--repeats N]`` (also
-``python -m bench.first_fit``) prints, for every estimator, the wall time of
-a new interpreter that imports it and fits a small model on data shipped
-with scikit-learn:
+``python -m fastgd.benchmarks.first_fit [--repeats N] [--only SUBSTRING]``
+(also ``python -m bench.first_fit``) prints, for every estimator (or those
+whose row name contains ``SUBSTRING``), the wall and CPU time of a new
+interpreter that imports it and fits a small model on data shipped with
+scikit-learn:
 
 * **cold**: an empty Numba cache (``NUMBA_CACHE_DIR`` set to a new folder),
   what the first fit after installing costs;
@@ -14,6 +15,7 @@ Issue 12's targets: cold ≤ 10 s for every estimator, warm ≤ 1.5× MLPClassif
 Every script checks the model it fitted (score far above chance).
 """
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -87,10 +89,26 @@ def _run(script, cache_dir):
     return wall, cpu
 
 
-def measure(repeats=3):
-    """``{estimator: {"cold": s, "warm": s}}``, medians over ``repeats`` fresh processes."""
+def measure(repeats=3, only=None):
+    """``{estimator: {"cold": s, "warm": s, ...}}``, medians over ``repeats`` fresh processes.
+
+    Parameters
+    ----------
+    repeats : int
+        Fresh processes per estimator and cache state.
+    only : str, optional
+        Measure only the rows whose name contains this (case-insensitive).
+
+    Returns
+    -------
+    dict
+        Per row name: median wall (``"cold"``, ``"warm"``) and CPU
+        (``"cold cpu"``, ``"warm cpu"``) seconds.
+    """
     results = {}
     for name, script in SCRIPTS.items():
+        if only is not None and only.lower() not in name.lower():
+            continue
         cold = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as empty:
@@ -109,7 +127,11 @@ def measure(repeats=3):
 
 
 def format_table(results):
-    reference = results[REFERENCE]
+    """The results of :func:`measure` as a text table.
+
+    The warm ratios need the reference row; without it they are left blank.
+    """
+    reference = results.get(REFERENCE)
     lines = [
         "fresh process, import + first fit (median seconds, wall and CPU of the process); "
         "warm ratio = warm / MLPClassifier's (target <= 1.5); cold target <= 10 s",
@@ -117,18 +139,44 @@ def format_table(results):
         f"{'ratio':>6} {'cpu':>6}",
     ]
     for name, r in results.items():
+        ratios = f"{'':>6} {'':>6}"
+        if reference is not None:
+            ratios = (
+                f"{r['warm'] / reference['warm']:6.2f} {r['warm cpu'] / reference['warm cpu']:6.2f}"
+            )
         lines.append(
             f"{name:<62} {r['cold']:7.2f} {r['cold cpu']:6.2f} {r['warm']:7.2f} "
-            f"{r['warm cpu']:6.2f} {r['warm'] / reference['warm']:6.2f} "
-            f"{r['warm cpu'] / reference['warm cpu']:6.2f}"
+            f"{r['warm cpu']:6.2f} {ratios}"
         )
     return "\n".join(lines)
 
 
+def parse_args(argv=None):
+    """The command line of :func:`main` (``sys.argv[1:]`` by default)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fastgd.benchmarks.first_fit",
+        description="Time to the first fit of each estimator in a fresh process, "
+        "with an empty (cold) and a filled (warm) Numba cache.",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="fresh processes per estimator and cache state; medians are shown (default 3)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="SUBSTRING",
+        help="measure only the estimators whose row name contains SUBSTRING (case-insensitive)",
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    repeats = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else 3
-    results = measure(repeats)
+    args = parse_args(argv)
+    results = measure(args.repeats, args.only)
+    if not results:
+        raise SystemExit(f"no estimator row contains {args.only!r}; rows: {list(SCRIPTS)}")
     print(format_table(results))
     return results
 

@@ -162,6 +162,18 @@ def optimizer_step(
         )
 
 
+@numba.njit(inline="always", **KERNEL_OPTIONS)
+def plain_sgd_step(params, grads, lr):
+    """``params -= lr · grads`` in the buffers' dtype: :func:`optimizer_step`'s plain SGD rule.
+
+    The batch kernels' plain-SGD variants call it alone, so that they
+    compile no other rule (see :mod:`fastgd._kernels.linear.batch_numba`).
+    """
+    lr_ = params.dtype.type(lr)
+    for j in range(params.shape[0]):
+        params[j] -= lr_ * grads[j]
+
+
 @numba.njit(**KERNEL_OPTIONS)
 def _general_step(
     params,
@@ -229,8 +241,7 @@ def _fast_step(
     dt = params.dtype.type
     lr_ = dt(lr)
     if optimizer == SGD:
-        for j in range(n):
-            params[j] -= lr_ * grads[j]
+        plain_sgd_step(params, grads, lr)
     elif optimizer == MOMENTUM or optimizer == NESTEROV:
         mu = dt(momentum)
         if optimizer == MOMENTUM:

@@ -33,6 +33,9 @@ Synchronisation lives in a small int64 array (:func:`new_flags`):
 
 The engine (:mod:`fastgd._engine.linear_epochs`) decides when an epoch is
 shared and starts the helper thread; this module holds what each thread runs.
+Like the one-thread epoch, the kernels are compiled per kind of rows and of
+step (see :mod:`fastgd._kernels.linear.batch_numba`); :func:`work_on_batch`,
+:func:`lead_epoch` and :func:`help_epoch` run the variant of their arguments.
 """
 
 from typing import NamedTuple
@@ -41,10 +44,14 @@ import numpy as np
 
 from fastgd._kernels.linear.arguments import BatchRows, LinearSettings
 from fastgd._kernels.linear.batch_numba import (
-    chunk_gradient,
+    CHUNK_GRADIENT,
+    ROW_KINDS,
+    STEP_KINDS,
+    TAKE_STEP,
     n_chunks_for,
     reduce_chunks,
-    take_step,
+    row_kind,
+    step_kind,
 )
 from fastgd._kernels.runtime.atomics import (
     compare_exchange,
@@ -54,7 +61,7 @@ from fastgd._kernels.runtime.atomics import (
     wait_step,
     wait_until_at_least,
 )
-from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, twin
 from fastgd._kernels.runtime.tuning import CACHE_LINE_BYTES, CHUNK_ROWS
 
 INT64_PER_CACHE_LINE = CACHE_LINE_BYTES // 8
@@ -104,12 +111,8 @@ def shared_epoch(rows, model, scratch, settings):
     )
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def work_on_batch(thread, batch, shared):
-    """Compute ``thread``'s chunks of ``batch``, then those the other thread has not claimed.
-
-    Returns how many chunks this call computed.
-    """
+def _work_on_batch_body(thread, batch, shared):
+    """Body of :func:`work_on_batch`, compiled per kind of rows."""
     rows, flags = shared.rows, shared.flags
     batch_size = rows.batch_size
     start = batch * batch_size
@@ -141,14 +144,8 @@ def work_on_batch(thread, batch, shared):
     return n_computed
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def lead_epoch(shared, model, scratch):
-    """The leading thread's part of the epoch: its chunks, and every step.
-
-    ``model`` and ``scratch`` are those of ``batch_epoch`` (``shared`` holds
-    views of their ``params``, ``partials`` and ``chunk_losses``). Returns
-    the epoch's Σ sᵢ·ℓᵢ, bit for bit as ``batch_epoch``.
-    """
+def _lead_epoch_body(shared, model, scratch):
+    """Body of :func:`lead_epoch`, compiled per kind of rows and of step."""
     rows, settings, flags = shared.rows, shared.settings, shared.flags
     n_rows = rows.order.shape[0]
     loss_sum = 0.0
@@ -165,14 +162,8 @@ def lead_epoch(shared, model, scratch):
     return loss_sum
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def help_epoch(shared):
-    """The helping thread's part: its chunks of each batch once the batch is open.
-
-    A batch opens when the leader has published the parameters it needs
-    (``BATCHES_STEPPED``); batches the leader finished alone are skipped.
-    Returns how many chunks the helper computed.
-    """
+def _help_epoch_body(shared):
+    """Body of :func:`help_epoch`, compiled per kind of rows."""
     flags = shared.flags
     n_batches = -(-shared.rows.order.shape[0] // shared.rows.batch_size)
     batch = 0
@@ -191,3 +182,63 @@ def help_epoch(shared):
             n_computed += work_on_batch(1, batch, shared)
         batch += 1
     return n_computed
+
+
+# The kernels the bodies call, rebound in each compiled variant below.
+chunk_gradient = take_step = None
+
+
+def _compiled(body, suffix, **rebound_globals):
+    """``body`` compiled as its twin named ``name + suffix`` (see numba_setup.twin)."""
+    return numba.njit(**KERNEL_OPTIONS)(twin(body, suffix, **rebound_globals))
+
+
+# kind of rows -> compiled _work_on_batch_body, _help_epoch_body
+WORK_ON_BATCH = {
+    rows: _compiled(_work_on_batch_body, f"_{rows}", chunk_gradient=CHUNK_GRADIENT[rows])
+    for rows in ROW_KINDS
+}
+HELP_EPOCH = {
+    rows: _compiled(_help_epoch_body, f"_{rows}", work_on_batch=WORK_ON_BATCH[rows])
+    for rows in ROW_KINDS
+}
+# (kind of rows, kind of step) -> compiled _lead_epoch_body
+LEAD_EPOCH = {
+    (rows, step): _compiled(
+        _lead_epoch_body,
+        f"_{rows}_{step}",
+        work_on_batch=WORK_ON_BATCH[rows],
+        take_step=TAKE_STEP[step],
+    )
+    for rows in ROW_KINDS
+    for step in STEP_KINDS
+}
+
+
+def work_on_batch(thread, batch, shared):
+    """Compute ``thread``'s chunks of ``batch``, then those the other thread has not claimed.
+
+    Returns how many chunks this call computed.
+    """
+    return WORK_ON_BATCH[row_kind(shared.rows)](thread, batch, shared)
+
+
+def lead_epoch(shared, model, scratch):
+    """The leading thread's part of the epoch: its chunks, and every step.
+
+    ``model`` and ``scratch`` are those of ``batch_epoch`` (``shared`` holds
+    views of their ``params``, ``partials`` and ``chunk_losses``). Returns
+    the epoch's Σ sᵢ·ℓᵢ, bit for bit as ``batch_epoch``.
+    """
+    kinds = (row_kind(shared.rows), step_kind(shared.settings))
+    return LEAD_EPOCH[kinds](shared, model, scratch)
+
+
+def help_epoch(shared):
+    """The helping thread's part: its chunks of each batch once the batch is open.
+
+    A batch opens when the leader has published the parameters it needs
+    (``BATCHES_STEPPED``); batches the leader finished alone are skipped.
+    Returns how many chunks the helper computed.
+    """
+    return HELP_EPOCH[row_kind(shared.rows)](shared)

@@ -14,6 +14,9 @@ class indices (as floats) and ``settings.n_classes`` is K.
 * :func:`batch_epoch` runs mini-batches (or the full batch, with proximal L1
   steps) with every optimizer; chunks of rows write partial gradients summed
   in chunk order, so the result does not depend on the number of threads.
+  Its kernels are those of :mod:`fastgd._kernels.linear.batch_numba` around
+  this module's :func:`chunk_gradient` (:data:`SOFTMAX`), compiled per kind
+  of rows and of step as there.
 """
 
 import math
@@ -21,25 +24,14 @@ import math
 import numpy as np
 
 from fastgd._kernels.linear.batch_numba import (
-    may_run_in_parallel,
-    n_chunks_for,
-    reduce_chunks,
-    take_step,
+    ROW_KINDS,
+    SPARSE_ROWS,
+    BatchKernels,
 )
 from fastgd._kernels.linear.sgd_numba import clip_towards_zero, learning_rate, prefetch_row
 from fastgd._kernels.runtime.codes import L1_TOTAL, LOSS_SUM, N_AVERAGED, N_UPDATES, SCALE, T
-from fastgd._kernels.runtime.numba_setup import (
-    KERNEL_OPTIONS,
-    any_size_and_serial,
-    numba,
-    parallel_and_serial,
-)
-from fastgd._kernels.runtime.tuning import (
-    BATCH_ROWS_AHEAD,
-    CHUNK_ROWS,
-    MIN_SCALE,
-    ROWS_AHEAD,
-)
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, twin
+from fastgd._kernels.runtime.tuning import BATCH_ROWS_AHEAD, MIN_SCALE, ROWS_AHEAD
 
 
 @numba.njit(inline="always", **KERNEL_OPTIONS)
@@ -175,11 +167,12 @@ def sgd_epoch(rows, model, scratch, settings):
     return model.counters[LOSS_SUM]
 
 
-@numba.njit(**KERNEL_OPTIONS)
-def chunk_gradient(rows, start, stop, params, settings, partial):
+def chunk_gradient(rows, start, stop, prefetch_from, params, settings, partial):
     """Σ over rows ``order[start:stop]`` of sᵢ·(p − e_c)⊗[xᵢ, 1] into ``partial``.
 
-    Returns the rows' Σ sᵢ·ℓᵢ.
+    Returns the rows' Σ sᵢ·ℓᵢ. Rows are prefetched ahead in ``order``, past
+    ``stop`` from position ``prefetch_from`` on (a hint only). Compiled per
+    kind of rows: :data:`CHUNK_GRADIENT`.
     """
     n_classes = settings.n_classes
     n_features = params.shape[0] // n_classes - 1
@@ -190,8 +183,11 @@ def chunk_gradient(rows, start, stop, params, settings, partial):
     unit_weights = sample_weight.shape[0] == 0
     loss_sum = 0.0
     for k in range(start, stop):
-        if k + BATCH_ROWS_AHEAD < stop:
-            prefetch_row(rows, order[k + BATCH_ROWS_AHEAD])
+        ahead = k + BATCH_ROWS_AHEAD
+        if ahead >= stop:
+            ahead += prefetch_from - stop
+        if ahead < order.shape[0]:
+            prefetch_row(rows, order[ahead])
         i = order[k]
         label = int(rows.y[i])
         s = 1.0 if unit_weights else sample_weight[i]
@@ -200,7 +196,7 @@ def chunk_gradient(rows, start, stop, params, settings, partial):
         for c in range(n_classes):
             gradient = s * (probabilities[c] - (1.0 if c == label else 0.0))
             base = c * n_features
-            if rows.is_sparse:
+            if SPARSE_ROWS:
                 for q in range(rows.indptr[i], rows.indptr[i + 1]):
                     partial[base + rows.indices[q]] += gradient * rows.data[q]
             else:
@@ -210,49 +206,21 @@ def chunk_gradient(rows, start, stop, params, settings, partial):
     return loss_sum
 
 
-def _batch_gradient_body(rows, start, stop, params, settings, scratch):
-    """Gradient of the batch ``order[start:stop]`` into ``scratch.grad``, chunk by chunk."""
-    n_chunks = n_chunks_for(stop - start)
-    # Buffers out of ``scratch`` first: Numba's parallel loops lose writes to
-    # arrays reached through a named tuple.
-    partials, chunk_losses = scratch.partials, scratch.chunk_losses
-    for c in numba.prange(n_chunks):
-        chunk_start = start + c * CHUNK_ROWS
-        chunk_stop = min(chunk_start + CHUNK_ROWS, stop)
-        chunk_losses[c] = chunk_gradient(
-            rows, chunk_start, chunk_stop, params, settings, partials[c]
-        )
-    return reduce_chunks(rows, start, stop, params, settings, scratch)
+# kind of rows -> compiled chunk_gradient
+CHUNK_GRADIENT = {
+    kind: numba.njit(**KERNEL_OPTIONS)(twin(chunk_gradient, f"_{kind}", **constants))
+    for kind, constants in ROW_KINDS.items()
+}
+SOFTMAX = BatchKernels("_softmax", CHUNK_GRADIENT)
 
 
-_batch_gradient_parallel, _batch_gradient_serial = parallel_and_serial(_batch_gradient_body)
-
-
-@numba.njit(**KERNEL_OPTIONS)
 def batch_gradient(rows, start, stop, params, settings, scratch):
     """Weighted-mean gradient of the penalised cross-entropy over ``rows.order[start:stop]``.
 
     Returns the batch's Σ sᵢ·ℓᵢ at ``params``; the gradient is in ``scratch.grad``.
     """
-    if may_run_in_parallel(stop - start, params.shape[0]):
-        return _batch_gradient_parallel(rows, start, stop, params, settings, scratch)
-    return _batch_gradient_serial(rows, start, stop, params, settings, scratch)
-
-
-def batch_epoch_kernel(rows, model, scratch, settings):
-    """Body of :func:`batch_epoch`, compiled twice (see there)."""
-    n_rows = rows.order.shape[0]
-    loss_sum = 0.0
-    for start in range(0, n_rows, rows.batch_size):
-        stop = min(start + rows.batch_size, n_rows)
-        loss_sum += batch_gradient(rows, start, stop, model.params, settings, scratch)
-        take_step(model, scratch.grad, settings)
-    return loss_sum
-
-
-_batch_epoch_any_size, _batch_epoch_serial = any_size_and_serial(
-    batch_epoch_kernel, "batch_gradient", _batch_gradient_serial
-)
+    kernel = SOFTMAX.gradient_kernel(rows, stop - start, params.shape[0])
+    return kernel(rows, start, stop, params, settings, scratch)
 
 
 def batch_epoch(rows, model, scratch, settings):
@@ -261,9 +229,4 @@ def batch_epoch(rows, model, scratch, settings):
     Epochs whose batches are too small for a parallel region run a kernel
     that never reaches the parallel code (which then is never compiled).
     """
-    kernel = (
-        _batch_epoch_any_size
-        if may_run_in_parallel(rows.batch_size, model.params.shape[0])
-        else _batch_epoch_serial
-    )
-    return kernel(rows, model, scratch, settings)
+    return SOFTMAX.epoch_kernel(rows, model, settings)(rows, model, scratch, settings)

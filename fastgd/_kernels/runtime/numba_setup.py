@@ -254,12 +254,7 @@ def twin(py_func, suffix, **rebound_globals):
     return copy
 
 
-def serial_twin(py_func):
-    """A copy of ``py_func`` to compile without ``parallel`` (prange → range)."""
-    return twin(py_func, "_serial")
-
-
-def any_size_and_serial(py_func, gradient_name, serial_gradient):
+def any_size_and_serial(py_func, gradient_name, serial_gradient, suffix="", **rebound_globals):
     """Compile an epoch twice: ``(dispatcher, dispatcher calling only serial code)``.
 
     ``py_func`` calls the global ``gradient_name``, a kernel that runs large
@@ -268,21 +263,33 @@ def any_size_and_serial(py_func, gradient_name, serial_gradient):
     :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK` run the twin,
     so their first fit never compiles a parallel region (seconds of
     compilation for a fit of milliseconds).
+
+    With a ``suffix``, both dispatchers compile twins named ``name + suffix``
+    (and ``name + suffix + "_serial"``) that read ``rebound_globals``
+    instead of the module's globals (see :func:`twin`).
     """
-    return (
-        numba.njit(**KERNEL_OPTIONS)(py_func),
-        numba.njit(**KERNEL_OPTIONS)(twin(py_func, "_serial", **{gradient_name: serial_gradient})),
+    if rebound_globals and not suffix:
+        raise ValueError("rebound globals need a suffix (a cache entry of their own)")
+    any_size = twin(py_func, suffix, **rebound_globals) if suffix else py_func
+    serial = twin(
+        py_func, suffix + "_serial", **{**rebound_globals, gradient_name: serial_gradient}
     )
+    return numba.njit(**KERNEL_OPTIONS)(any_size), numba.njit(**KERNEL_OPTIONS)(serial)
 
 
-def parallel_and_serial(py_func):
+def parallel_and_serial(py_func, suffix="", **rebound_globals):
     """Compile ``py_func`` twice: ``(parallel dispatcher, serial dispatcher)``.
 
     A parallel region costs microseconds on idle cores but milliseconds when
     another process holds a core, so callers use the serial twin below
-    :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`.
+    :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`. With a
+    ``suffix``, both compile twins named ``name + suffix`` (``+ "_serial"``)
+    that read ``rebound_globals`` (see :func:`twin`).
     """
+    if rebound_globals and not suffix:
+        raise ValueError("rebound globals need a suffix (a cache entry of their own)")
+    parallel = twin(py_func, suffix, **rebound_globals) if suffix else py_func
     return (
-        numba.njit(**PARALLEL_KERNEL_OPTIONS)(py_func),
-        numba.njit(**KERNEL_OPTIONS)(serial_twin(py_func)),
+        numba.njit(**PARALLEL_KERNEL_OPTIONS)(parallel),
+        numba.njit(**KERNEL_OPTIONS)(twin(py_func, suffix + "_serial", **rebound_globals)),
     )
