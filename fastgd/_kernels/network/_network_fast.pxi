@@ -24,6 +24,9 @@
 #   registers over its nonzero gradients, then folded back onto the input.
 #   Samples are grouped in fixed blocks of GRAD_BLOCK whose partials are
 #   summed in block order: results do not depend on the thread count.
+# * dense_rows_forward: act(X @ W + b) with every row computed alone (tiles
+#   of FG_DENSE_ROWS rows), for predictions that do not depend on the other
+#   rows of the call.
 
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
@@ -764,6 +767,7 @@ cdef int _dense_row_tile(const floating* X, Py_ssize_t n, Py_ssize_t K, Py_ssize
 
     Returns -1 if the zero-padded copy of a short tile cannot be allocated.
     """
+    # FG_DENSE_ROWS (4) rows × 2 vectors of at most 16 values (float32, AVX-512).
     cdef floating acc[4 * 2 * 16]
     cdef Py_ssize_t width = 2 * fg_vec_bytes() // sizeof(floating)
     cdef Py_ssize_t r0 = tile * FG_DENSE_ROWS
