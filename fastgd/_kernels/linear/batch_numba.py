@@ -49,9 +49,10 @@ from fastgd._kernels.runtime.numba_setup import (
     KERNEL_OPTIONS,
     LEAF_KERNEL_OPTIONS,
     any_size_and_serial,
+    compiled_per_kind,
+    compiled_twin,
     numba,
     parallel_and_serial,
-    twin,
 )
 from fastgd._kernels.runtime.prefetch import prefetch_element
 from fastgd._kernels.runtime.tuning import (
@@ -156,10 +157,7 @@ def chunk_gradient(rows, start, stop, prefetch_from, params, settings, partial):
 
 
 # kind of rows -> compiled chunk_gradient
-CHUNK_GRADIENT = {
-    kind: numba.njit(**LEAF_KERNEL_OPTIONS)(twin(chunk_gradient, f"_{kind}", **constants))
-    for kind, constants in ROW_KINDS.items()
-}
+CHUNK_GRADIENT = compiled_per_kind(chunk_gradient, ROW_KINDS, LEAF_KERNEL_OPTIONS)
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -274,10 +272,7 @@ def take_step(model, grad, settings):
 
 
 # kind of step -> compiled take_step
-TAKE_STEP = {
-    kind: numba.njit(**KERNEL_OPTIONS)(twin(take_step, f"_{kind}", **constants))
-    for kind, constants in STEP_KINDS.items()
-}
+TAKE_STEP = compiled_per_kind(take_step, STEP_KINDS)
 
 
 def batch_epoch_kernel(rows, model, scratch, settings):
@@ -320,13 +315,11 @@ class BatchKernels:
             self.gradient_parallel[rows], self.gradient_serial[rows] = parallel_and_serial(
                 _batch_gradient_body, variant, chunk_gradient=chunk_gradients[rows]
             )
-            self.gradient[rows] = numba.njit(**KERNEL_OPTIONS)(
-                twin(
-                    _batch_gradient_any_size,
-                    variant,
-                    _batch_gradient_parallel=self.gradient_parallel[rows],
-                    _batch_gradient_serial=self.gradient_serial[rows],
-                )
+            self.gradient[rows] = compiled_twin(
+                _batch_gradient_any_size,
+                variant,
+                _batch_gradient_parallel=self.gradient_parallel[rows],
+                _batch_gradient_serial=self.gradient_serial[rows],
             )
         self.epoch_any_size, self.epoch_serial = {}, {}
         for rows in ROW_KINDS:

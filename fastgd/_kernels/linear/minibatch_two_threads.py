@@ -61,7 +61,7 @@ from fastgd._kernels.runtime.atomics import (
     wait_step,
     wait_until_at_least,
 )
-from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, twin
+from fastgd._kernels.runtime.numba_setup import compiled_twin
 from fastgd._kernels.runtime.tuning import CACHE_LINE_BYTES, CHUNK_ROWS
 
 INT64_PER_CACHE_LINE = CACHE_LINE_BYTES // 8
@@ -188,23 +188,18 @@ def _help_epoch_body(shared):
 chunk_gradient = take_step = None
 
 
-def _compiled(body, suffix, **rebound_globals):
-    """``body`` compiled as its twin named ``name + suffix`` (see numba_setup.twin)."""
-    return numba.njit(**KERNEL_OPTIONS)(twin(body, suffix, **rebound_globals))
-
-
 # kind of rows -> compiled _work_on_batch_body, _help_epoch_body
 WORK_ON_BATCH = {
-    rows: _compiled(_work_on_batch_body, f"_{rows}", chunk_gradient=CHUNK_GRADIENT[rows])
+    rows: compiled_twin(_work_on_batch_body, f"_{rows}", chunk_gradient=CHUNK_GRADIENT[rows])
     for rows in ROW_KINDS
 }
 HELP_EPOCH = {
-    rows: _compiled(_help_epoch_body, f"_{rows}", work_on_batch=WORK_ON_BATCH[rows])
+    rows: compiled_twin(_help_epoch_body, f"_{rows}", work_on_batch=WORK_ON_BATCH[rows])
     for rows in ROW_KINDS
 }
 # (kind of rows, kind of step) -> compiled _lead_epoch_body
 LEAD_EPOCH = {
-    (rows, step): _compiled(
+    (rows, step): compiled_twin(
         _lead_epoch_body,
         f"_{rows}_{step}",
         work_on_batch=WORK_ON_BATCH[rows],

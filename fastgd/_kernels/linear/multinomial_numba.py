@@ -30,7 +30,7 @@ from fastgd._kernels.linear.batch_numba import (
 )
 from fastgd._kernels.linear.sgd_numba import clip_towards_zero, learning_rate, prefetch_row
 from fastgd._kernels.runtime.codes import L1_TOTAL, LOSS_SUM, N_AVERAGED, N_UPDATES, SCALE, T
-from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, numba, twin
+from fastgd._kernels.runtime.numba_setup import KERNEL_OPTIONS, compiled_per_kind, numba
 from fastgd._kernels.runtime.tuning import BATCH_ROWS_AHEAD, MIN_SCALE, ROWS_AHEAD
 
 
@@ -207,10 +207,7 @@ def chunk_gradient(rows, start, stop, prefetch_from, params, settings, partial):
 
 
 # kind of rows -> compiled chunk_gradient
-CHUNK_GRADIENT = {
-    kind: numba.njit(**KERNEL_OPTIONS)(twin(chunk_gradient, f"_{kind}", **constants))
-    for kind, constants in ROW_KINDS.items()
-}
+CHUNK_GRADIENT = compiled_per_kind(chunk_gradient, ROW_KINDS)
 SOFTMAX = BatchKernels("_softmax", CHUNK_GRADIENT)
 
 

@@ -254,6 +254,30 @@ def twin(py_func, suffix, **rebound_globals):
     return copy
 
 
+def compiled_twin(py_func, suffix, options=KERNEL_OPTIONS, **rebound_globals):
+    """:func:`twin` of ``py_func`` compiled with ``numba.njit(**options)``."""
+    return numba.njit(**options)(twin(py_func, suffix, **rebound_globals))
+
+
+def compiled_per_kind(py_func, kinds, options=KERNEL_OPTIONS):
+    """``{kind: py_func compiled as its twin name + "_" + kind}`` for ``kinds``.
+
+    ``kinds`` maps each kind to the global names (constants, kernels) its
+    twin reads instead of the module's (see :func:`twin`).
+    """
+    return {
+        kind: compiled_twin(py_func, f"_{kind}", options, **rebound_globals)
+        for kind, rebound_globals in kinds.items()
+    }
+
+
+def _named_variant(py_func, suffix, rebound_globals):
+    """``py_func`` itself without a suffix, else its twin ``name + suffix`` (see :func:`twin`)."""
+    if rebound_globals and not suffix:
+        raise ValueError("rebound globals need a suffix (a cache entry of their own)")
+    return twin(py_func, suffix, **rebound_globals) if suffix else py_func
+
+
 def any_size_and_serial(py_func, gradient_name, serial_gradient, suffix="", **rebound_globals):
     """Compile an epoch twice: ``(dispatcher, dispatcher calling only serial code)``.
 
@@ -268,13 +292,12 @@ def any_size_and_serial(py_func, gradient_name, serial_gradient, suffix="", **re
     (and ``name + suffix + "_serial"``) that read ``rebound_globals``
     instead of the module's globals (see :func:`twin`).
     """
-    if rebound_globals and not suffix:
-        raise ValueError("rebound globals need a suffix (a cache entry of their own)")
-    any_size = twin(py_func, suffix, **rebound_globals) if suffix else py_func
-    serial = twin(
-        py_func, suffix + "_serial", **{**rebound_globals, gradient_name: serial_gradient}
+    any_size = _named_variant(py_func, suffix, rebound_globals)
+    serial_globals = {**rebound_globals, gradient_name: serial_gradient}
+    return (
+        numba.njit(**KERNEL_OPTIONS)(any_size),
+        compiled_twin(py_func, suffix + "_serial", **serial_globals),
     )
-    return numba.njit(**KERNEL_OPTIONS)(any_size), numba.njit(**KERNEL_OPTIONS)(serial)
 
 
 def parallel_and_serial(py_func, suffix="", **rebound_globals):
@@ -286,10 +309,8 @@ def parallel_and_serial(py_func, suffix="", **rebound_globals):
     ``suffix``, both compile twins named ``name + suffix`` (``+ "_serial"``)
     that read ``rebound_globals`` (see :func:`twin`).
     """
-    if rebound_globals and not suffix:
-        raise ValueError("rebound globals need a suffix (a cache entry of their own)")
-    parallel = twin(py_func, suffix, **rebound_globals) if suffix else py_func
+    parallel = _named_variant(py_func, suffix, rebound_globals)
     return (
         numba.njit(**PARALLEL_KERNEL_OPTIONS)(parallel),
-        numba.njit(**KERNEL_OPTIONS)(twin(py_func, suffix + "_serial", **rebound_globals)),
+        compiled_twin(py_func, suffix + "_serial", **rebound_globals),
     )
