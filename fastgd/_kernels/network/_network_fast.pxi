@@ -760,27 +760,18 @@ def conv2d_backward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W,
 
 
 # ------------------------------------------------ batch-invariant dense
-cdef int _dense_row_tile(const floating* X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t M,
-                         const floating* packed, Py_ssize_t ldw, Py_ssize_t tile,
-                         floating* out) noexcept nogil:
-    """Rows ``tile·FG_DENSE_ROWS`` on of ``out = X @ W`` (a short last tile through zero rows).
+cdef void _dense_row_tile(const floating* x, Py_ssize_t n_rows, Py_ssize_t K, Py_ssize_t M,
+                          const floating* packed, Py_ssize_t ldw,
+                          floating* out) noexcept nogil:
+    """``out[:n_rows] = x @ W`` for one tile of FG_DENSE_ROWS rows of ``x`` (K values each).
 
-    Returns -1 if the zero-padded copy of a short tile cannot be allocated.
+    ``n_rows`` of them are written out; a short tile's ``x`` holds zero rows
+    after its own.
     """
     # FG_DENSE_ROWS (4) rows × 2 vectors of at most 16 values (float32, AVX-512).
     cdef floating acc[4 * 2 * 16]
     cdef Py_ssize_t width = 2 * fg_vec_bytes() // sizeof(floating)
-    cdef Py_ssize_t r0 = tile * FG_DENSE_ROWS
-    cdef Py_ssize_t n_rows = min(<Py_ssize_t>FG_DENSE_ROWS, n - r0)
     cdef Py_ssize_t j0, r, nj
-    cdef const floating* x = X + r0 * K
-    cdef floating* padded = NULL
-    if n_rows < FG_DENSE_ROWS:
-        padded = <floating*>calloc(FG_DENSE_ROWS * K, sizeof(floating))
-        if padded == NULL:
-            return -1
-        memcpy(padded, x, n_rows * K * sizeof(floating))
-        x = padded
     j0 = 0
     while j0 < M:
         if floating is float:
@@ -789,10 +780,8 @@ cdef int _dense_row_tile(const floating* X, Py_ssize_t n, Py_ssize_t K, Py_ssize
             fg_dense_tile_d(x, K, K, packed + j0, ldw, acc)
         nj = min(width, M - j0)
         for r in range(n_rows):
-            memcpy(out + (r0 + r) * M + j0, acc + r * width, nj * sizeof(floating))
+            memcpy(out + r * M + j0, acc + r * width, nj * sizeof(floating))
         j0 += width
-    free(padded)
-    return 0
 
 
 def dense_rows_forward(const floating[:, ::1] X, const floating[:, ::1] W,
@@ -826,24 +815,32 @@ def dense_rows_forward(const floating[:, ::1] X, const floating[:, ::1] W,
         return
     cdef Py_ssize_t width = 2 * fg_vec_bytes() // sizeof(floating)
     cdef Py_ssize_t ldw = (M + width - 1) // width * width
-    cdef Py_ssize_t n_tiles = (n + FG_DENSE_ROWS - 1) // FG_DENSE_ROWS
+    cdef Py_ssize_t n_full = n // FG_DENSE_ROWS
+    cdef Py_ssize_t n_tail = n - n_full * FG_DENSE_ROWS
     cdef Py_ssize_t k, tile
-    cdef int failed = 0
-    # W with its rows padded to whole tiles of columns (zeros past M).
+    cdef const floating* xs = &X[0, 0]
+    cdef floating* os = &out[0, 0]
+    # W with its rows padded to whole tiles of columns (zeros past M), and the
+    # last rows of X padded with zero rows to a whole tile.
     cdef floating* packed = <floating*>calloc(max(K, 1) * ldw, sizeof(floating))
-    if packed == NULL:
-        raise MemoryError()
+    cdef floating* tail = <floating*>calloc(max(K, 1) * FG_DENSE_ROWS, sizeof(floating))
     try:
+        if packed == NULL or tail == NULL:
+            raise MemoryError()
         with nogil:
             for k in range(K):
                 memcpy(packed + k * ldw, &W[k, 0], M * sizeof(floating))
-        for tile in prange(n_tiles, nogil=True, num_threads=n_threads, schedule="static"):
-            if _dense_row_tile(&X[0, 0], n, K, M, packed, ldw, tile, &out[0, 0]) != 0:
-                failed = 1
+            memcpy(tail, xs + n_full * FG_DENSE_ROWS * K, n_tail * K * sizeof(floating))
+        for tile in prange(n_full, nogil=True, num_threads=n_threads, schedule="static"):
+            _dense_row_tile(xs + tile * FG_DENSE_ROWS * K, FG_DENSE_ROWS, K, M, packed, ldw,
+                            os + tile * FG_DENSE_ROWS * M)
+        if n_tail > 0:
+            with nogil:
+                _dense_row_tile(tail, n_tail, K, M, packed, ldw,
+                                os + n_full * FG_DENSE_ROWS * M)
     finally:
         free(packed)
-    if failed:
-        raise MemoryError()
+        free(tail)
     bias_activation_rows(out, b, code)
 
 
