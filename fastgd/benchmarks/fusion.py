@@ -359,12 +359,8 @@ def measure_kernel_rates(repeats=20):
     (the same work as fastgd's row) and its bare weight gradient, and a dense
     layer (128 × 784 → 256).
     """
-    import contextlib
-
-    from threadpoolctl import threadpool_limits
 
     from fastgd._kernels.network import native
-    from fastgd._kernels.runtime.cpu_load import machine_busy
     from fastgd.benchmarks.timing import median_time
 
     rng = np.random.RandomState(0)
@@ -459,10 +455,7 @@ def measure_kernel_rates(repeats=20):
     bd, outd = np.zeros(256, f32), np.empty((128, 256), f32)
 
     def dense():
-        # BLAS threads as the engine runs them (one while the machine is busy).
-        with contextlib.ExitStack() as stack:
-            if machine_busy():
-                stack.enter_context(threadpool_limits(1, user_api="blas"))
+        with blas_threads_of_a_dense_network():
             np.dot(Xd, Wd, out=outd)
             native.bias_activation_rows(outd, bd, 1)
 
@@ -493,6 +486,22 @@ def measure_kernel_rates(repeats=20):
     return rows
 
 
+def blas_threads_of_a_dense_network():
+    """BLAS's threads as the engine runs them around dense layers: one while the machine is busy.
+
+    A context manager (see :meth:`fastgd._engine.network.Network.blas_limits`).
+    """
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    from fastgd._kernels.runtime.cpu_load import machine_busy
+
+    if machine_busy():
+        return threadpool_limits(1, user_api="blas")
+    return contextlib.nullcontext()
+
+
 def unfold_patches(X, kernel, cols):
     """im2col: ``cols[n, (c, p, q), (i, j)] = X[n, c, i + p, j + q]`` (stride 1, no padding)."""
     B, C, H, W = X.shape
@@ -510,12 +519,8 @@ def _deeper_conv_rates(rng, repeats):
     too, the best that path could do. Every result is checked against the
     direct convolution's.
     """
-    import contextlib
-
-    from threadpoolctl import threadpool_limits
 
     from fastgd._kernels.network import native
-    from fastgd._kernels.runtime.cpu_load import machine_busy
     from fastgd.benchmarks.timing import median_time
 
     f32 = np.float32
@@ -540,9 +545,7 @@ def _deeper_conv_rates(rng, repeats):
         native.conv2d_forward(X, Wt, b, 1, 0, 0, out, 0, packed, ws, threads)
 
     def im2col_gemm():
-        with contextlib.ExitStack() as stack:
-            if machine_busy():  # BLAS threads as the engine runs them
-                stack.enter_context(threadpool_limits(1, user_api="blas"))
+        with blas_threads_of_a_dense_network():
             np.matmul(W_rows, unfold_patches(X, K, cols), out=products)
 
     direct()
