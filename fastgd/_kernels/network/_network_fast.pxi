@@ -45,10 +45,12 @@ cdef extern from "_simd.h" nogil:
     int FG_VD
     int fg_vec_bytes()
     int fg_cpu_level()
-    void fg_conv_tile_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
-                        const float *w, Py_ssize_t stride, float *acc)
-    void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
-                        const double *w, Py_ssize_t stride, double *acc)
+    void fg_conv_row_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                       const float *w, Py_ssize_t stride, Py_ssize_t OW, const float *bias,
+                       int n_f, int code, float *out, Py_ssize_t ldf, int spill)
+    void fg_conv_row_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
+                       const double *w, Py_ssize_t stride, Py_ssize_t OW, const double *bias,
+                       int n_f, int code, double *out, Py_ssize_t ldf, int spill)
     void fg_wgrad_taps_f(const float *x, const Py_ssize_t *off, Py_ssize_t n, const float *dz,
                          Py_ssize_t OH, Py_ssize_t n_jb, Py_ssize_t WP, Py_ssize_t stride,
                          float *acc)
@@ -88,11 +90,12 @@ cdef extern from "_simd.h" nogil:
     double fg_tanh_d(double x)
     float fg_sigmoid_f(float x)
     double fg_sigmoid_d(double x)
-    void fg_maxpool_plane_f(const float *a, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW, float *out, int *idx)
-    void fg_maxpool_plane_d(const double *a, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW, double *out,
-                            int *idx)
+    void fg_maxpool_plane_f(const float *a, Py_ssize_t lda, Py_ssize_t W, Py_ssize_t ph,
+                            Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW,
+                            float *out, int *idx)
+    void fg_maxpool_plane_d(const double *a, Py_ssize_t lda, Py_ssize_t W, Py_ssize_t ph,
+                            Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW,
+                            double *out, int *idx)
     int FG_DENSE_ROWS
     void fg_dense_tile_f(const float *x, Py_ssize_t ldx, Py_ssize_t K, const float *w,
                          Py_ssize_t ldw, float *acc)
@@ -120,6 +123,7 @@ cdef struct Geometry:
     Py_ssize_t C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW
     Py_ssize_t lanes    # outputs per register tile row
     Py_ssize_t n_jb     # register tiles per output row
+    Py_ssize_t ldp      # row stride of a conv plane padded to whole tiles, n_jb·lanes
     Py_ssize_t HP, WP   # padded sample plane
     Py_ssize_t ckk      # taps per filter, C·KH·KW
     Py_ssize_t ckkp     # ckk rounded up to a multiple of 16 (patch rows)
@@ -139,6 +143,7 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.stride, g.pad_top, g.pad_left, g.OH, g.OW = stride, pad_top, pad_left, OH, OW
     g.lanes = fg_vec_bytes() // itemsize
     g.n_jb = (OW + g.lanes - 1) // g.lanes
+    g.ldp = g.n_jb * g.lanes
     g.HP = (OH - 1) * stride + KH
     # Room for every lane of the last tile of a row (their outputs are discarded).
     g.WP = (g.n_jb * g.lanes - 1) * stride + KW
@@ -202,7 +207,7 @@ def workspace_sizes(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW, items
     """
     cdef Geometry g = _geometry(C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW,
                                 itemsize)
-    forward = g.plane + (F * OH * OW + FG_POOL_SLACK if pooled else 0)
+    forward = g.plane + (F * OH * g.ldp + FG_POOL_SLACK if pooled else 0)
     backward = g.plane + OH * OW * g.ckkp + g.dz_size + g.acc_size
     if need_dx:
         backward += _dx_size(&g)
@@ -254,35 +259,29 @@ cdef void _crop_add(const floating* dxp, floating* dx, Geometry* g) noexcept nog
 
 
 cdef void _conv_sample(const floating* x, floating* xp, const floating* wp, const floating* b,
-                       const Py_ssize_t* xoff, Geometry* g, floating* out,
+                       const Py_ssize_t* xoff, Geometry* g, floating* out, Py_ssize_t ldo,
                        int code) noexcept nogil:
-    """out (F, OH, OW) = act(conv(x) + b) for one sample, through the padded copy xp."""
-    cdef floating acc[8 * 16]
-    cdef Py_ssize_t fb, i, jb, j0, nj, f, fo, n_f
+    """out (F, OH, rows ldo apart) = act(conv(x) + b) for one sample, through the padded copy xp."""
+    cdef Py_ssize_t fb, i, n_f
     cdef Py_ssize_t s = g.stride
-    cdef Py_ssize_t ohw = g.OH * g.OW
+    cdef Py_ssize_t ldf = g.OH * ldo
+    # Values a row's last whole vector writes past the row (kept inside the
+    # filter's plane, whose later rows overwrite them).
+    cdef Py_ssize_t overrun = g.ldp - g.OW
+    cdef int spill
     cdef const floating* wblk
     _pad_copy(x, xp, g)
     for fb in range(g.n_fb):
         wblk = wp + fb * g.ckk * FG_FB
         n_f = min(<Py_ssize_t>FG_FB, g.F - fb * FG_FB)
         for i in range(g.OH):
-            for jb in range(g.n_jb):
-                j0 = jb * g.lanes
-                if floating is float:
-                    fg_conv_tile_f(xp + i * s * g.WP + j0 * s, xoff, g.ckk, wblk, s, acc)
-                else:
-                    fg_conv_tile_d(xp + i * s * g.WP + j0 * s, xoff, g.ckk, wblk, s, acc)
-                nj = min(g.lanes, g.OW - j0)
-                for f in range(n_f):
-                    fo = fb * FG_FB + f
-                    memcpy(out + (fo * g.OH + i) * g.OW + j0, acc + f * g.lanes,
-                           nj * sizeof(floating))
-    for f in range(g.F):
-        if floating is float:
-            fg_bias_act_f(out + f * ohw, ohw, b[f], code)
-        else:
-            fg_bias_act_d(out + f * ohw, ohw, b[f], code)
+            spill = (g.OH - 1 - i) * ldo + ldo - g.OW >= overrun
+            if floating is float:
+                fg_conv_row_f(xp + i * s * g.WP, xoff, g.ckk, wblk, s, g.OW, b + fb * FG_FB,
+                              n_f, code, out + fb * FG_FB * ldf + i * ldo, ldf, spill)
+            else:
+                fg_conv_row_d(xp + i * s * g.WP, xoff, g.ckk, wblk, s, g.OW, b + fb * FG_FB,
+                              n_f, code, out + fb * FG_FB * ldf + i * ldo, ldf, spill)
 
 
 def pack_weights(floating[:, :, :, ::1] W, floating[::1] packed):
@@ -358,7 +357,7 @@ def conv2d_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floating[
         for n in prange(B, nogil=True, num_threads=n_threads, schedule="static"):
             t = threadid()
             _conv_sample(xs + n * in_size, ws + t * ws_stride, &packed[0], &b[0], xoff, &g,
-                         os + n * out_size, code)
+                         os + n * out_size, g.OW, code)
     finally:
         free(xoff)
 
@@ -396,7 +395,7 @@ def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floa
                                 W.shape[3], stride, pad_top, pad_left, OH, OW,
                                 sizeof(floating))
     if workspace.shape[0] < n_threads or \
-            workspace.shape[1] < g.plane + g.F * OH * OW + FG_POOL_SLACK:
+            workspace.shape[1] < g.plane + g.F * OH * g.ldp + FG_POOL_SLACK:
         raise ValueError("conv2d_pool_forward: workspace too small")
     if packed.shape[0] < g.n_fb * g.ckk * FG_FB:
         raise ValueError("conv2d_pool_forward: packed weights too small")
@@ -405,7 +404,7 @@ def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floa
     cdef Py_ssize_t n, t, f
     cdef Py_ssize_t in_size = g.C * g.H * g.W
     cdef Py_ssize_t pooled = PH * PW
-    cdef Py_ssize_t ohw = OH * OW
+    cdef Py_ssize_t plane_values = OH * g.ldp
     cdef Py_ssize_t* xoff = <Py_ssize_t*>malloc(g.ckk * sizeof(Py_ssize_t))
     if xoff == NULL:
         raise MemoryError()
@@ -421,15 +420,15 @@ def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floa
             t = threadid()
             plane = ws + t * ws_stride + g.plane
             _conv_sample(xs + n * in_size, ws + t * ws_stride, &packed[0], &b[0], xoff, &g,
-                         plane, code)
+                         plane, g.ldp, code)
             for f in range(g.F):
                 if floating is float:
-                    fg_maxpool_plane_f(plane + f * ohw, OW, pool_h, pool_w, pool_stride, PH,
-                                       PW, os + (n * g.F + f) * pooled,
+                    fg_maxpool_plane_f(plane + f * plane_values, g.ldp, OW, pool_h, pool_w, pool_stride,
+                                       PH, PW, os + (n * g.F + f) * pooled,
                                        am + (n * g.F + f) * pooled)
                 else:
-                    fg_maxpool_plane_d(plane + f * ohw, OW, pool_h, pool_w, pool_stride, PH,
-                                       PW, os + (n * g.F + f) * pooled,
+                    fg_maxpool_plane_d(plane + f * plane_values, g.ldp, OW, pool_h, pool_w, pool_stride,
+                                       PH, PW, os + (n * g.F + f) * pooled,
                                        am + (n * g.F + f) * pooled)
     finally:
         free(xoff)

@@ -64,38 +64,6 @@ static inline int fg_cpu_level(void)
     memcpy(acc + 6 * LANES, &r6, sizeof r6);                                   \
     memcpy(acc + 7 * LANES, &r7, sizeof r7);
 
-/* ------------------------------------------------------------ conv tile */
-#define FG_TILE_BODY(T, V, LANES)                                               \
-    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0},     \
-      a7 = {0};                                                                 \
-    for (Py_ssize_t k = 0; k < ckk; k++) {                                      \
-        V xv;                                                                   \
-        const T *xk = x + xoff[k];                                              \
-        if (stride == 1) {                                                      \
-            memcpy(&xv, xk, sizeof xv);                                         \
-        } else {                                                                \
-            for (int j = 0; j < LANES; j++) xv[j] = xk[j * stride];             \
-        }                                                                       \
-        const T *wk = w + k * FG_FB;                                            \
-        a0 += xv * wk[0]; a1 += xv * wk[1]; a2 += xv * wk[2]; a3 += xv * wk[3]; \
-        a4 += xv * wk[4]; a5 += xv * wk[5]; a6 += xv * wk[6]; a7 += xv * wk[7]; \
-    }                                                                           \
-    FG_STORE_8(LANES, a0, a1, a2, a3, a4, a5, a6, a7)
-
-/* acc[f * LANES + j] = Σ_k w[k * FG_FB + f] · x[xoff[k] + j · stride]
- * for f < FG_FB and j < LANES (the taps of LANES neighbouring outputs). */
-static inline void fg_conv_tile_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
-                                  const float *w, Py_ssize_t stride, float *acc)
-{
-    FG_TILE_BODY(float, fg_vf, FG_VF)
-}
-
-static inline void fg_conv_tile_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t ckk,
-                                  const double *w, Py_ssize_t stride, double *acc)
-{
-    FG_TILE_BODY(double, fg_vd, FG_VD)
-}
-
 /* ------------------------------------------------ weight-gradient tile */
 /* acc[t·FG_FB + f] += Σ_{i < OH, jb < n_jb} x(i, jb, off[t]) · dz[((i·n_jb + jb)·FG_FB + f)·LANES]
  * lane by lane, for the NT ≤ 3 taps t of off[] and the FG_FB filters of a
@@ -463,15 +431,97 @@ static inline double fg_act_slope_d(double a, int code)
     return 1.0;
 }
 
+/* ------------------------------------------------------------ conv row */
+typedef int32_t fg_vf_bits __attribute__((vector_size(FG_VEC_BYTES)));
+typedef int64_t fg_vd_bits __attribute__((vector_size(FG_VEC_BYTES)));
+
+/* v = f(v + bias) lane by lane, as fg_bias_act_* computes it (no addition
+ * when bias is 0; relu keeps NaN and −0). */
+#define FG_VEC_BIAS_ACT(T, V, BITS, LANES, TANH, SIGMOID, v, bias)             \
+    if ((bias) != (T)0) v += (bias);                                           \
+    if (code == FG_RELU) {                                                     \
+        V zero = {0};                                                          \
+        v = (V)((BITS)v & ~(BITS)(v < zero));                                  \
+    } else if (code == FG_TANH) {                                              \
+        for (int j = 0; j < LANES; j++) v[j] = TANH(v[j]);                     \
+    } else if (code == FG_SIGMOID) {                                           \
+        for (int j = 0; j < LANES; j++) v[j] = SIGMOID(v[j]);                  \
+    }
+
+#define FG_ROW_PUT(f, TANH, SIGMOID)                                           \
+    if (f < n_f) {                                                             \
+        FG_VEC_BIAS_ACT(fg_t_, fg_v_, fg_bits_, fg_lanes_, TANH, SIGMOID, a##f, \
+                        bias[f])                                               \
+        fg_t_ *o = out + f * ldf + j0;                                         \
+        if (whole) {                                                           \
+            memcpy(o, &a##f, sizeof a##f);                                     \
+        } else {                                                               \
+            for (Py_ssize_t j = 0; j < nj; j++) o[j] = a##f[j];                \
+        }                                                                      \
+    }
+
+/* One output row of a tile of n_f ≤ FG_FB filters of a direct convolution:
+ *   out[f·ldf + j] = act(Σ_k w[k·FG_FB + f] · x[xoff[k] + j·stride] + bias[f])
+ * for j < OW, LANES columns at a time accumulated in registers over the ckk
+ * taps (x: the row's first input in the padded sample). With `spill` the last
+ * vector of the row is stored whole (the caller has room for up to LANES − 1
+ * values past the row and writes them later); otherwise value by value. */
+#define FG_CONV_ROW_BODY(T, V, BITS, LANES, TANH, SIGMOID)                      \
+    typedef T fg_t_;                                                            \
+    typedef V fg_v_;                                                            \
+    typedef BITS fg_bits_;                                                      \
+    enum { fg_lanes_ = LANES };                                                 \
+    for (Py_ssize_t j0 = 0; j0 < OW; j0 += LANES) {                             \
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, \
+          a7 = {0};                                                             \
+        const T *xj = x + j0 * stride;                                          \
+        for (Py_ssize_t k = 0; k < ckk; k++) {                                  \
+            V xv;                                                               \
+            const T *xk = xj + xoff[k];                                         \
+            if (stride == 1) {                                                  \
+                memcpy(&xv, xk, sizeof xv);                                     \
+            } else {                                                            \
+                for (int j = 0; j < LANES; j++) xv[j] = xk[j * stride];         \
+            }                                                                   \
+            const T *wk = w + k * FG_FB;                                        \
+            a0 += xv * wk[0]; a1 += xv * wk[1]; a2 += xv * wk[2];               \
+            a3 += xv * wk[3]; a4 += xv * wk[4]; a5 += xv * wk[5];               \
+            a6 += xv * wk[6]; a7 += xv * wk[7];                                 \
+        }                                                                       \
+        Py_ssize_t nj = OW - j0 < LANES ? OW - j0 : LANES;                      \
+        int whole = nj == LANES || spill;                                       \
+        FG_ROW_PUT(0, TANH, SIGMOID) FG_ROW_PUT(1, TANH, SIGMOID)               \
+        FG_ROW_PUT(2, TANH, SIGMOID) FG_ROW_PUT(3, TANH, SIGMOID)               \
+        FG_ROW_PUT(4, TANH, SIGMOID) FG_ROW_PUT(5, TANH, SIGMOID)               \
+        FG_ROW_PUT(6, TANH, SIGMOID) FG_ROW_PUT(7, TANH, SIGMOID)               \
+    }
+
+static inline void fg_conv_row_f(const float *restrict x, const Py_ssize_t *xoff,
+                                 Py_ssize_t ckk, const float *restrict w, Py_ssize_t stride,
+                                 Py_ssize_t OW, const float *bias, int n_f, int code,
+                                 float *restrict out, Py_ssize_t ldf, int spill)
+{
+    FG_CONV_ROW_BODY(float, fg_vf, fg_vf_bits, FG_VF, fg_tanh_f, fg_sigmoid_f)
+}
+
+static inline void fg_conv_row_d(const double *restrict x, const Py_ssize_t *xoff,
+                                 Py_ssize_t ckk, const double *restrict w, Py_ssize_t stride,
+                                 Py_ssize_t OW, const double *bias, int n_f, int code,
+                                 double *restrict out, Py_ssize_t ldf, int spill)
+{
+    FG_CONV_ROW_BODY(double, fg_vd, fg_vd_bits, FG_VD, fg_tanh_d, fg_sigmoid_d)
+}
+
 /* ------------------------------------------------------- max pooling */
-/* Max pooling of one plane a (H, W) into out (PH, PW); idx gets the flat
- * index h·W + w of each maximum: the first in row-major order, or the first
- * NaN (NaN propagates). 2×2 windows with stride 2 are a fixed chain of
- * selects the compiler vectorises over an output row. */
+/* Max pooling of one plane a (H rows lda values apart, W values each) into
+ * out (PH, PW); idx gets the flat index h·W + w of each maximum: the first in
+ * row-major order, or the first NaN (NaN propagates). 2×2 windows with
+ * stride 2 are a fixed chain of selects the compiler vectorises over an
+ * output row. */
 #define FG_MAXPOOL_BODY(T)                                                     \
     if (ph == 2 && pw == 2 && ps == 2) {                                       \
         for (Py_ssize_t i = 0; i < PH; i++) {                                  \
-            const T *r0 = a + 2 * i * W, *r1 = r0 + W;                         \
+            const T *r0 = a + 2 * i * lda, *r1 = r0 + lda;                     \
             int b0 = (int)(2 * i * W), b1 = b0 + (int)W;                       \
             T *o = out + i * PW;                                               \
             int *d = idx + i * PW;                                             \
@@ -497,11 +547,11 @@ static inline double fg_act_slope_d(double a, int code)
         for (Py_ssize_t j = 0; j < PW; j++) {                                  \
             Py_ssize_t h0 = i * ps, w0 = j * ps;                               \
             Py_ssize_t kbest = h0 * W + w0;                                    \
-            T best = a[kbest];                                                 \
+            T best = a[h0 * lda + w0];                                         \
             for (Py_ssize_t p = 0; p < ph; p++) {                              \
                 for (Py_ssize_t q = 0; q < pw; q++) {                          \
                     Py_ssize_t k = (h0 + p) * W + w0 + q;                      \
-                    T v = a[k];                                                \
+                    T v = a[(h0 + p) * lda + w0 + q];                          \
                     int take = FG_TAKE(v, best);                               \
                     best = take ? v : best;                                    \
                     kbest = take ? k : kbest;                                  \
@@ -520,9 +570,11 @@ typedef int32_t fg_vi __attribute__((vector_size(FG_VEC_BYTES)));
 
 /* One output row of 2×2 / stride-2 max pooling, FG_VF outputs per step; the
  * same selects as FG_MAXPOOL_BODY, lane by lane. Reads up to 2·FG_VF − 2
- * values past the end of row r1 (the caller's buffer has them). */
+ * values past the end of row r1 (the caller's buffer has them). With
+ * `spill` the last vector is stored whole (the values past PW belong to
+ * rows written later). */
 static inline void fg_maxpool_row2x2_f(const float *r0, const float *r1, int b0, int b1,
-                                       Py_ssize_t PW, float *o, int *d)
+                                       Py_ssize_t PW, float *o, int *d, int spill)
 {
     fg_vi even, odd, lane;
     for (int t = 0; t < FG_VF; t++) {
@@ -552,8 +604,15 @@ static inline void fg_maxpool_row2x2_f(const float *r0, const float *r1, int b0,
         k = FG_BLEND((v01 == mf) | (v01 != v01), b0 + jj + 1, k);
         k = FG_BLEND((v00 == mf) | (v00 != v00), b0 + jj, k);
         Py_ssize_t nj = PW - j0 < FG_VF ? PW - j0 : FG_VF;
-        memcpy(o + j0, &mf, nj * sizeof(float));
-        memcpy(d + j0, &k, nj * sizeof(int));
+        if (nj == FG_VF || spill) {
+            memcpy(o + j0, &mf, sizeof mf);
+            memcpy(d + j0, &k, sizeof k);
+        } else {
+            for (Py_ssize_t j = 0; j < nj; j++) {
+                o[j0 + j] = mf[j];
+                d[j0 + j] = k[j];
+            }
+        }
     }
 }
 #define FG_POOL_ROWS_VECTORISED 1
@@ -564,16 +623,19 @@ static inline void fg_maxpool_row2x2_f(const float *r0, const float *r1, int b0,
 /* Values a plane buffer needs past its end for fg_maxpool_plane_f. */
 #define FG_POOL_SLACK (2 * FG_VF)
 
-static inline void fg_maxpool_plane_f(const float *restrict a, Py_ssize_t W, Py_ssize_t ph,
-                                      Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH,
-                                      Py_ssize_t PW, float *restrict out, int *restrict idx)
+static inline void fg_maxpool_plane_f(const float *restrict a, Py_ssize_t lda, Py_ssize_t W,
+                                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ps,
+                                      Py_ssize_t PH, Py_ssize_t PW, float *restrict out,
+                                      int *restrict idx)
 {
 #if FG_POOL_ROWS_VECTORISED
     if (ph == 2 && pw == 2 && ps == 2) {
+        Py_ssize_t overrun = (PW + FG_VF - 1) / FG_VF * FG_VF - PW;
         for (Py_ssize_t i = 0; i < PH; i++) {
+            const float *r0 = a + 2 * i * lda;
             int b0 = (int)(2 * i * W);
-            fg_maxpool_row2x2_f(a + b0, a + b0 + W, b0, b0 + (int)W, PW, out + i * PW,
-                                idx + i * PW);
+            fg_maxpool_row2x2_f(r0, r0 + lda, b0, b0 + (int)W, PW, out + i * PW,
+                                idx + i * PW, (PH - 1 - i) * PW >= overrun);
         }
         return;
     }
@@ -581,9 +643,10 @@ static inline void fg_maxpool_plane_f(const float *restrict a, Py_ssize_t W, Py_
     FG_MAXPOOL_BODY(float)
 }
 
-static inline void fg_maxpool_plane_d(const double *restrict a, Py_ssize_t W, Py_ssize_t ph,
-                                      Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t PH,
-                                      Py_ssize_t PW, double *restrict out, int *restrict idx)
+static inline void fg_maxpool_plane_d(const double *restrict a, Py_ssize_t lda,
+                                      Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                      Py_ssize_t ps, Py_ssize_t PH, Py_ssize_t PW,
+                                      double *restrict out, int *restrict idx)
 {
     FG_MAXPOOL_BODY(double)
 }
