@@ -146,7 +146,7 @@ cdef Geometry _geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, 
     g.ldp = g.n_jb * g.lanes
     g.HP = (OH - 1) * stride + KH
     # Room for every lane of the last tile of a row (their outputs are discarded).
-    g.WP = (g.n_jb * g.lanes - 1) * stride + KW
+    g.WP = (g.ldp - 1) * stride + KW
     g.ckk = C * KH * KW
     g.ckkp = (g.ckk + 15) // 16 * 16
     g.n_fb = (F + FG_FB - 1) // FG_FB
@@ -261,7 +261,7 @@ cdef void _crop_add(const floating* dxp, floating* dx, Geometry* g) noexcept nog
 cdef void _conv_sample(const floating* x, floating* xp, const floating* wp, const floating* b,
                        const Py_ssize_t* xoff, Geometry* g, floating* out, Py_ssize_t ldo,
                        int code) noexcept nogil:
-    """out (F, OH, rows ldo apart) = act(conv(x) + b) for one sample, through the padded copy xp."""
+    """out (F, OH rows ldo apart) = act(conv(x) + b) for one sample, via the padded copy xp."""
     cdef Py_ssize_t fb, i, n_f
     cdef Py_ssize_t s = g.stride
     cdef Py_ssize_t ldf = g.OH * ldo
@@ -423,12 +423,12 @@ def conv2d_pool_forward(floating[:, :, :, ::1] X, floating[:, :, :, ::1] W, floa
                          plane, g.ldp, code)
             for f in range(g.F):
                 if floating is float:
-                    fg_maxpool_plane_f(plane + f * plane_values, g.ldp, OW, pool_h, pool_w, pool_stride,
-                                       PH, PW, os + (n * g.F + f) * pooled,
+                    fg_maxpool_plane_f(plane + f * plane_values, g.ldp, OW, pool_h, pool_w,
+                                       pool_stride, PH, PW, os + (n * g.F + f) * pooled,
                                        am + (n * g.F + f) * pooled)
                 else:
-                    fg_maxpool_plane_d(plane + f * plane_values, g.ldp, OW, pool_h, pool_w, pool_stride,
-                                       PH, PW, os + (n * g.F + f) * pooled,
+                    fg_maxpool_plane_d(plane + f * plane_values, g.ldp, OW, pool_h, pool_w,
+                                       pool_stride, PH, PW, os + (n * g.F + f) * pooled,
                                        am + (n * g.F + f) * pooled)
     finally:
         free(xoff)

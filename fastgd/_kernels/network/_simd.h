@@ -4,8 +4,9 @@
  * extension (generic, AVX2 + FMA, AVX-512) gets registers of its width
  * (FG_VEC_BYTES, set by setup.py) from the same source:
  *
- *  - fg_conv_tile_*: FG_FB filters × one vector of output columns of a direct
- *    convolution, accumulated in registers over the C·KH·KW taps;
+ *  - fg_conv_row_*: one output row of FG_FB filters of a direct convolution,
+ *    a vector of output columns at a time accumulated in registers over the
+ *    C·KH·KW taps, bias and activation applied before the store;
  *  - fg_exp_* / fg_tanh_* / fg_sigmoid_*: branch-free (vectorisable)
  *    exponential, tanh and logistic function: the exponential by range
  *    reduction + polynomial (Cephes' coefficients), the 2^n scale built from
@@ -36,6 +37,9 @@
 
 typedef float fg_vf __attribute__((vector_size(FG_VEC_BYTES)));
 typedef double fg_vd __attribute__((vector_size(FG_VEC_BYTES)));
+/* Integer vectors of the same lanes (comparison masks, bit operations). */
+typedef int32_t fg_vi __attribute__((vector_size(FG_VEC_BYTES)));
+typedef int64_t fg_vl __attribute__((vector_size(FG_VEC_BYTES)));
 
 static inline int fg_vec_bytes(void) { return FG_VEC_BYTES; }
 
@@ -432,8 +436,6 @@ static inline double fg_act_slope_d(double a, int code)
 }
 
 /* ------------------------------------------------------------ conv row */
-typedef int32_t fg_vf_bits __attribute__((vector_size(FG_VEC_BYTES)));
-typedef int64_t fg_vd_bits __attribute__((vector_size(FG_VEC_BYTES)));
 
 /* v = f(v + bias) lane by lane, as fg_bias_act_* computes it (no addition
  * when bias is 0; relu keeps NaN and −0). */
@@ -501,7 +503,7 @@ static inline void fg_conv_row_f(const float *restrict x, const Py_ssize_t *xoff
                                  Py_ssize_t OW, const float *bias, int n_f, int code,
                                  float *restrict out, Py_ssize_t ldf, int spill)
 {
-    FG_CONV_ROW_BODY(float, fg_vf, fg_vf_bits, FG_VF, fg_tanh_f, fg_sigmoid_f)
+    FG_CONV_ROW_BODY(float, fg_vf, fg_vi, FG_VF, fg_tanh_f, fg_sigmoid_f)
 }
 
 static inline void fg_conv_row_d(const double *restrict x, const Py_ssize_t *xoff,
@@ -509,7 +511,7 @@ static inline void fg_conv_row_d(const double *restrict x, const Py_ssize_t *xof
                                  Py_ssize_t OW, const double *bias, int n_f, int code,
                                  double *restrict out, Py_ssize_t ldf, int spill)
 {
-    FG_CONV_ROW_BODY(double, fg_vd, fg_vd_bits, FG_VD, fg_tanh_d, fg_sigmoid_d)
+    FG_CONV_ROW_BODY(double, fg_vd, fg_vl, FG_VD, fg_tanh_d, fg_sigmoid_d)
 }
 
 /* ------------------------------------------------------- max pooling */
@@ -565,7 +567,6 @@ static inline void fg_conv_row_d(const double *restrict x, const Py_ssize_t *xof
 #define FG_TAKE(v, m) (((v) > (m)) | (((v) != (v)) & ((m) == (m))))
 
 #if defined(__GNUC__) && !defined(__clang__)
-typedef int32_t fg_vi __attribute__((vector_size(FG_VEC_BYTES)));
 #define FG_BLEND(mask, a, b) (((a) & (mask)) | ((b) & ~(mask)))
 
 /* One output row of 2×2 / stride-2 max pooling, FG_VF outputs per step; the
