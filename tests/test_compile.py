@@ -16,31 +16,26 @@ from fastgd._cli import main
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-# Compiles GDRegressor's kernels, or, with "fit", fits the models users fit
-# (GDRegressor's Numba paths in both dtypes) and reports the kernels' cache
-# counters.
+# Compiles MultiTaskRegressor's kernels (the estimator whose kernels compile
+# fastest: seconds, where GDRegressor's take minutes on a slow machine), or,
+# with "fit", fits the models compile_kernels() compiles for it, in both
+# dtypes, and reports the kernels' cache counters.
 WORKER = textwrap.dedent(
     """
     import json, sys, warnings
-    import numpy as np
     sys.path.insert(0, {tests_dir!r})
     import fastgd
+    from fastgd._compile import DTYPES, _multitask_models
     from test_jit_cache import kernel_cache_stats
 
     if sys.argv[1] == "compile":
-        report = fastgd.compile_kernels(estimators=["GDRegressor"])
+        report = fastgd.compile_kernels(estimators=["MultiTaskRegressor"])
         print(json.dumps({{k: report[k] for k in ("compiled", "loaded", "cache_dir")}}))
     else:
-        from fastgd import GDRegressor
-
-        rng = np.random.RandomState(1)
-        X = rng.standard_normal((50, 3))
-        y = X @ rng.standard_normal(3)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for dtype in (np.float32, np.float64):
-                for params in (dict(backend="numba"), dict(batch_size=32)):
-                    GDRegressor(random_state=0, **params).fit(X.astype(dtype), y.astype(dtype))
+            for dtype in DTYPES:
+                _multitask_models(dtype)
         print(json.dumps(kernel_cache_stats()))
     """
 )
@@ -67,16 +62,16 @@ def test_compiled_kernels_are_loaded_by_the_next_process(tmp_path):
     assert first["loaded"] == 0  # the cache was empty
     assert first["cache_dir"].startswith(str(cache_dir))
     index_files = [f for _, _, files in os.walk(cache_dir) for f in files if f.endswith(".nbi")]
-    assert any(f.startswith("sgd_numba.sgd_steps") for f in index_files), index_files
-    assert any(f.startswith("batch_numba.batch_epoch") for f in index_files), index_files
+    assert any(f.startswith("optimizers.optimizer_step") for f in index_files), index_files
+    assert any(f.startswith("losses.masked_regression_loss") for f in index_files), index_files
 
     second = _run("compile", cache_dir)
     assert second["compiled"] == 0
     assert second["loaded"] > 0
 
     stats = _run("fit", cache_dir)
-    assert "fastgd._kernels.linear.sgd_numba.sgd_steps" in stats
-    assert "fastgd._kernels.linear.batch_numba.batch_epoch_kernel_dense_sgd_serial" in stats
+    assert "fastgd._kernels.common.optimizers.optimizer_step" in stats
+    assert "fastgd._kernels.network.losses.masked_regression_loss" in stats
     misses = {name: counts for name, counts in stats.items() if counts[1] > 0}
     assert not misses, f"compiled again: {misses}"
 

@@ -141,7 +141,7 @@ def kernel_cache_stats():
     for module_name, module in list(sys.modules.items()):
         if not module_name.startswith("fastgd._kernels.") or module is None:
             continue
-        for value in vars(module).values():
+        for value in list(vars(module).values()):
             # Kernels and their compiled variants (per kind of rows or step).
             for dispatcher in _dispatchers_in(value):
                 if dispatcher.signatures:
