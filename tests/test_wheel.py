@@ -151,11 +151,13 @@ def test_every_command_runs_from_an_installed_wheel(tmp_path_factory):
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
 
-    # The README's first command, from the checkout root: the installed
-    # package runs (not ./fastgd), on its Cython extension, and writes no
-    # Numba cache into the checkout.
-    checkout_cache = _numba_cache_files(ROOT / "fastgd")
-    demo = _run([str(python), "-m", "fastgd", "demo"], cwd=ROOT, env=env)
+    # The README's first command, from a checkout's root (the copy the wheel
+    # was built from, which no other test writes to): the installed package
+    # runs (not ./fastgd), on its Cython extension, and writes no Numba cache
+    # into the checkout.
+    checkout = work / "source"
+    checkout_cache = _numba_cache_files(checkout / "fastgd")
+    demo = _run([str(python), "-m", "fastgd", "demo"], cwd=checkout, env=env)
     assert f"running the installed fastgd ({installed})" in demo.stderr
     out = demo.stdout
     assert out.splitlines()[0].endswith(f"({installed})")
@@ -170,7 +172,7 @@ def test_every_command_runs_from_an_installed_wheel(tmp_path_factory):
     r2 = [float(v) for v in re.findall(r"R² +(-?\d\.\d+)", out)]
     assert len(r2) == 4 and min(r2[:2]) > 0.3, r2  # diabetes, both libraries
     assert re.search(r"Demo finished in \d+\.\d s\.", out)
-    assert _numba_cache_files(ROOT / "fastgd") == checkout_cache
+    assert _numba_cache_files(checkout / "fastgd") == checkout_cache
     assert _numba_cache_files(installed)  # the demo's kernels, cached beside the installed ones
 
     fastgd = str(python.parent / "fastgd")  # the console script
