@@ -26,6 +26,10 @@ EXTRA_CASES = [
     (3, 3, 12, 37, 13, 3, 3, 1, "valid"),
     (2, 3, 10, 10, 9, 3, 3, 1, "same"),
     (2, 5, 9, 9, 17, 2, 2, 1, "valid"),
+    # 3-wide patch rows that fill the padded row (C·KH·KW = 48), and a sample
+    # row exactly as wide as the patch copies may read (OW = 8, no padding).
+    (2, 8, 7, 9, 5, 2, 3, 1, "valid"),
+    (2, 3, 6, 10, 4, 3, 3, 1, "valid"),
 ]
 ALL_CASES = CONV_CASES + EXTRA_CASES
 

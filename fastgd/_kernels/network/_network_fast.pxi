@@ -76,6 +76,10 @@ cdef extern from "_simd.h" nogil:
                       Py_ssize_t ckkp, float *gvals, int *fidx, float *drows)
     void fg_dx_rows_d(const double *G, Py_ssize_t F, Py_ssize_t n_pos, const double *wpad,
                       Py_ssize_t ckkp, double *gvals, int *fidx, double *drows)
+    void fg_patch_row3_f(const float *x, const Py_ssize_t *xoff, Py_ssize_t n_cp,
+                         Py_ssize_t OW, Py_ssize_t ckkp, float *rows)
+    void fg_patch_row3_d(const double *x, const Py_ssize_t *xoff, Py_ssize_t n_cp,
+                         Py_ssize_t OW, Py_ssize_t ckkp, double *rows)
     void fg_fold_row3_f(const float *rows, Py_ssize_t ckkp, Py_ssize_t OW,
                         const Py_ssize_t *xoff, Py_ssize_t n_cp, float *dxp)
     void fg_fold_row3_d(const double *rows, Py_ssize_t ckkp, Py_ssize_t OW,
@@ -439,28 +443,31 @@ cdef void _patches(const floating* xp, const Py_ssize_t* xoff, Geometry* g,
     """rows[pos, k] = the k-th tap of output pos's receptive field (zeros past ckk).
 
     The taps of one channel and kernel row are KW neighbours in the padded
-    sample: copied KW at a time (xoff[k] for k = (c·KH + p)·KW is their start).
+    sample: copied KW at a time (xoff[k] for k = (c·KH + p)·KW is their start);
+    stride 1 and 3-wide kernels (the common case) a row of outputs at a time
+    (:c:func:`fg_patch_row3_f`).
     """
     cdef Py_ssize_t i, j, k, cp, q, base
     cdef floating* r
     cdef const floating* src
+    if g.stride == 1 and g.KW == 3:
+        for i in range(g.OH):
+            if floating is float:
+                fg_patch_row3_f(xp + i * g.WP, xoff, g.C * g.KH, g.OW, g.ckkp,
+                                rows + i * g.OW * g.ckkp)
+            else:
+                fg_patch_row3_d(xp + i * g.WP, xoff, g.C * g.KH, g.OW, g.ckkp,
+                                rows + i * g.OW * g.ckkp)
+        return
     for i in range(g.OH):
         for j in range(g.OW):
             base = i * g.stride * g.WP + j * g.stride
             r = rows + (i * g.OW + j) * g.ckkp
-            if g.KW == 3:
-                # (3-wide kernels, the common case: no loop over q)
-                for cp in range(g.C * g.KH):
-                    src = xp + base + xoff[3 * cp]
-                    r[3 * cp] = src[0]
-                    r[3 * cp + 1] = src[1]
-                    r[3 * cp + 2] = src[2]
-            else:
-                for cp in range(g.C * g.KH):
-                    k = cp * g.KW
-                    src = xp + base + xoff[k]
-                    for q in range(g.KW):
-                        r[k + q] = src[q]
+            for cp in range(g.C * g.KH):
+                k = cp * g.KW
+                src = xp + base + xoff[k]
+                for q in range(g.KW):
+                    r[k + q] = src[q]
             for k in range(g.ckk, g.ckkp):
                 r[k] = 0
 

@@ -782,6 +782,46 @@ static inline void fg_dx_rows_d(const double *restrict G, Py_ssize_t F, Py_ssize
     FG_DX_ROWS_BODY(double, fg_vd, FG_VD)
 }
 
+/* ------------------------------------------------ patch rows (im2col) */
+/* The patch rows of one output row of a stride-1 convolution with 3-wide
+ * kernels: rows[j·ckkp + 3·cp + q] = x[xoff[3·cp] + j + q] for the row's OW
+ * outputs j, the n_cp channels and kernel rows cp and q < 3; zeros from
+ * 3·n_cp to ckkp. Each run of three taps is one 4-value move (its fourth
+ * value lands where the next run starts, or on the padding zeroed after),
+ * except for the last output, whose fourth value would lie past the padded
+ * sample row, and when the runs fill the row to its end. */
+#define FG_PATCH_ROW3_BODY(T)                                                  \
+    Py_ssize_t ckk = 3 * n_cp;                                                 \
+    for (Py_ssize_t j = 0; j < OW; j++) {                                      \
+        T *r = rows + j * ckkp;                                                \
+        if (j + 1 < OW && ckk < ckkp) {                                        \
+            for (Py_ssize_t cp = 0; cp < n_cp; cp++)                           \
+                memcpy(r + 3 * cp, x + xoff[3 * cp] + j, 4 * sizeof(T));       \
+        } else {                                                               \
+            for (Py_ssize_t cp = 0; cp < n_cp; cp++) {                         \
+                const T *src = x + xoff[3 * cp] + j;                           \
+                r[3 * cp] = src[0];                                            \
+                r[3 * cp + 1] = src[1];                                        \
+                r[3 * cp + 2] = src[2];                                        \
+            }                                                                  \
+        }                                                                      \
+        for (Py_ssize_t k = ckk; k < ckkp; k++) r[k] = 0;                      \
+    }
+
+static inline void fg_patch_row3_f(const float *restrict x, const Py_ssize_t *restrict xoff,
+                                   Py_ssize_t n_cp, Py_ssize_t OW, Py_ssize_t ckkp,
+                                   float *restrict rows)
+{
+    FG_PATCH_ROW3_BODY(float)
+}
+
+static inline void fg_patch_row3_d(const double *restrict x, const Py_ssize_t *restrict xoff,
+                                   Py_ssize_t n_cp, Py_ssize_t OW, Py_ssize_t ckkp,
+                                   double *restrict rows)
+{
+    FG_PATCH_ROW3_BODY(double)
+}
+
 /* ------------------------------------------------------ fold (col2im) */
 /* The input gradient of one output row of a stride-1 convolution with
  * 3-wide kernels: for each channel and kernel row (n_cp of them, taps
