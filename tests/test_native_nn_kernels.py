@@ -240,6 +240,48 @@ def test_native_conv_independent_of_threads_and_batch(rng, dtype, dense):
     np.testing.assert_array_equal(part, full[5:8])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_aligned_rows_start_on_cache_lines(dtype):
+    for n_rows, row_size in [(1, 1), (2, 7), (3, 100), (4, 4096)]:
+        rows = native.aligned_rows(n_rows, row_size, dtype)
+        assert rows.dtype == dtype and rows.flags.c_contiguous
+        assert rows.shape[0] == n_rows and row_size <= rows.shape[1] < row_size + 64
+        for row in rows:
+            assert row.ctypes.data % native.CACHE_LINE == 0
+
+
+@pytest.mark.parametrize("dense", WEIGHT_GRADS)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_native_conv_independent_of_workspace_alignment(rng, pooled, dense):
+    """The kernels give the same values bit for bit from workspaces on cache lines (what
+    the layers allocate) and from ones that start 4 bytes past them."""
+    X, Wt, b, s, pt, pl, OH, OW = _conv_setup(rng, (5, 3, 12, 19, 10, 3, 3, 1, "same"), np.float32)
+    B, F = X.shape[0], Wt.shape[0]
+    results = []
+    for shift in (0, 1):
+        conv = Conv(X, Wt, s, pt, pl, OH, OW, pooled=pooled)
+        for name in ("workspace", "partials"):
+            rows = native.aligned_rows(*getattr(conv, name).shape, np.float32)
+            if shift:
+                buffer = np.full(rows.size + 1, np.nan, np.float32)
+                rows = buffer[1:].reshape(rows.shape)
+                assert rows.ctypes.data % native.CACHE_LINE != 0
+            setattr(conv, name, rows)
+        if pooled:
+            shape = (B, F) + _pool_shape(OH, OW, (2, 2, 2))
+            out, argmax = np.empty(shape, np.float32), np.empty(shape, np.int32)
+            conv.pool_forward(X, Wt, b, OH, OW, codes.RELU, (2, 2, 2), out, argmax)
+        else:
+            out, argmax = np.empty((B, F, OH, OW), np.float32), None
+            conv.forward(X, Wt, b, out, codes.RELU)
+        G = rng.standard_normal(out.shape).astype(np.float32) if not results else results[0][-1]
+        dX = np.empty_like(X)
+        dW, db = conv.backward(X, Wt, out, G, argmax, codes.RELU, OH, OW, dX, dense)
+        results.append((out, dW, db, dX, G))
+    for a, b_ in zip(results[0][:-1], results[1][:-1], strict=True):
+        np.testing.assert_array_equal(a, b_)
+
+
 @pytest.mark.parametrize("pooled", [False, True])
 def test_weight_gradient_paths_agree(rng, pooled):
     """Both weight-gradient paths give the same gradients (to rounding; db and dX exactly

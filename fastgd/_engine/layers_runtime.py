@@ -493,8 +493,10 @@ class Conv2DLayer(RuntimeLayer):
             if need_dx:
                 st.dx = np.empty((capacity,) + self.input_shape, dtype=dtype)
             n_blocks = -(-capacity // native.GRAD_BLOCK)
-            st.partials = np.empty((n_blocks, partial), dtype=dtype)
-        st.workspace = np.empty((threads, max(forward, backward if training else 0)), dtype)
+            st.partials = native.aligned_rows(n_blocks, partial, dtype)
+        st.workspace = native.aligned_rows(
+            threads, max(forward, backward if training else 0), dtype
+        )
         st.X = None
         return st
 

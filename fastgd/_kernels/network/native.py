@@ -13,6 +13,8 @@ the variable when it is loaded, so it is set before the import.
 import importlib
 import os
 
+import numpy as np
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fastgd._kernels.network import _network_fast_generic as _generic  # noqa: E402
@@ -73,6 +75,27 @@ def thread_count(work):
     if work < PARALLEL_MIN_WORK or machine_busy():
         return 1
     return max_threads()
+
+
+def aligned_rows(n_rows, row_size, dtype):
+    """An uninitialised C-contiguous array of ``n_rows`` rows of at least ``row_size`` values,
+    each row starting on a 64-byte boundary.
+
+    For the kernels' workspaces: their vector loads and stores then stay
+    inside a cache line (NumPy aligns an allocation to 16 bytes only, so a
+    64-byte AVX-512 load from it would span two lines). Rows are padded to a
+    whole number of cache lines (``shape[1]`` is the padded size); the result
+    is a view into a slightly larger buffer.
+    """
+    dtype = np.dtype(dtype)
+    per_line = CACHE_LINE // dtype.itemsize
+    stride = -(-row_size // per_line) * per_line
+    buffer = np.empty(n_rows * stride + per_line, dtype=dtype)
+    start = (-buffer.ctypes.data % CACHE_LINE) // dtype.itemsize
+    return buffer[start : start + n_rows * stride].reshape(n_rows, stride)
+
+
+CACHE_LINE = 64
 
 
 def max_threads():
