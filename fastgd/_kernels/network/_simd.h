@@ -57,6 +57,15 @@ static inline int fg_cpu_level(void)
     return 0;
 }
 
+/* Keeps v in a vector register: GCC would otherwise fold the load of a
+ * vector used by several multiply-adds into each of them (one load per
+ * product instead of one in all), which makes a register tile load-bound. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define FG_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FG_IN_REGISTER(v) ((void)0)
+#endif
+
 /* acc[i·LANES : (i+1)·LANES] = the i-th of eight vector registers. */
 #define FG_STORE_8(LANES, r0, r1, r2, r3, r4, r5, r6, r7)                      \
     memcpy(acc + 0 * LANES, &r0, sizeof r0);                                   \
@@ -89,6 +98,7 @@ static inline int fg_cpu_level(void)
     {                                                                          \
         fg_v_ d;                                                               \
         memcpy(&d, dr + f * fg_lanes_, sizeof d);                              \
+        FG_IN_REGISTER(d);                                                     \
         p##f += x0 * d;                                                        \
         if (fg_nt_ > 1) q##f += x1 * d;                                        \
         if (fg_nt_ > 2) r##f += x2 * d;                                        \
@@ -860,21 +870,31 @@ static inline void fg_fold_row3_d(const double *restrict rows, Py_ssize_t ckkp, 
 
 /* ----------------------------------------------- pooled weight gradient */
 /* dw[0:ckkp] += Σ_t g_t · rows[pos_t] over the n_out outputs of one filter,
- * g_t = da[t]·f'(a[t]) (outputs with g_t = 0 skipped), pos_t = am[t] (or t
- * when am is NULL); returns Σ_t g_t, the bias gradient's share. The nonzero
- * g_t of each chunk of outputs are first gathered without branches (half of
- * them are 0 after a ReLU, in no predictable order); the products are then
+ * g_t = da[t]·f'(a[t]), pos_t = am[t] (or t when am is NULL); returns Σ_t g_t,
+ * the bias gradient's share. The g_t of each chunk of outputs are first
+ * gathered: all of them after a pooling (am given: few are 0, a whole window
+ * at or below 0, so skipping them costs more than it saves), else the
+ * nonzero ones without branches (half of them are 0 after a ReLU, in no
+ * predictable order); the products are then
  * summed in vector registers, up to 4 vectors of dw per pass, the even and
  * the odd terms of a chunk in two sets of sums added at its end (two
  * independent chains of additions: a fixed order, whatever the threads).
  * ckkp is a multiple of 16. */
 #define FG_ROWS_CHUNK 256
 #define FG_ROWS_GATHER(T, GV)                                                   \
-    for (Py_ssize_t t = t0; t < stop; t++) {                                    \
-        T gv = GV;                                                              \
-        gvals[n] = gv;                                                          \
-        offs[n] = (am != NULL ? am[t] : t) * ckkp;                              \
-        n += gv != zero;                                                        \
+    if (am != NULL) {                                                           \
+        for (Py_ssize_t t = t0; t < stop; t++) {                                \
+            gvals[t - t0] = GV;                                                 \
+            offs[t - t0] = (Py_ssize_t)am[t] * ckkp;                            \
+        }                                                                       \
+        n = stop - t0;                                                          \
+    } else {                                                                    \
+        for (Py_ssize_t t = t0; t < stop; t++) {                                \
+            T gv = GV;                                                          \
+            gvals[n] = gv;                                                      \
+            offs[n] = t * ckkp;                                                 \
+            n += gv != zero;                                                    \
+        }                                                                       \
     }
 #define FG_ROWS_TERM(k, x, r, acc)                                              \
     if (nv > k) { memcpy(&x, (r) + k * lanes, sizeof x); acc##k += gv * x; }
