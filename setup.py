@@ -85,7 +85,10 @@ def network_extensions():
             f"fastgd._kernels.network._network_fast_{name}",
             [f"{folder}/_network_fast_{name}.pyx"],
             # The shared source (in the sdist, and a change rebuilds every variant).
-            depends=[f"{folder}/_network_fast.pxi", f"{folder}/_simd.h"],
+            depends=[
+                f"{folder}/{name}"
+                for name in ("_network_fast.pxi", "_simd.h", "_train_steps.pxi", "_train_steps.h")
+            ],
             include_dirs=[np.get_include(), folder],
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

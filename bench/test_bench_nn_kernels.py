@@ -586,7 +586,7 @@ def numpy_cross_entropy(scores, y):
 
 @pytest.mark.benchmark(group="kernel: softmax cross-entropy, loss and gradient")
 def test_fastgd_cross_entropy(benchmark, scores_case):
-    from fastgd._kernels.network.losses import softmax_cross_entropy
+    from fastgd._kernels.network.native import softmax_cross_entropy
 
     scores, y = scores_case
     label(benchmark, "fastgd", shape=scores.shape)
@@ -641,16 +641,14 @@ def numpy_masked_loss(pred, y, mask, task_weights):
 
 @pytest.mark.benchmark(group="kernel: masked multi-task squared error, loss and gradient")
 def test_fastgd_masked_loss(benchmark, masked_case):
-    from fastgd._kernels.network.losses import masked_regression_loss
+    from fastgd._kernels.network.native import masked_regression_loss
 
     pred, y, mask, task_weights = masked_case
     label(benchmark, "fastgd", shape=pred.shape)
     dpred, task_losses = np.empty_like(pred), np.zeros(pred.shape[1])
 
     def loss():
-        return masked_regression_loss(
-            pred, y, mask, task_weights, codes.SQUARED_ERROR, 1.0, dpred, task_losses
-        )
+        return masked_regression_loss(pred, y, mask, task_weights, False, 1.0, dpred, task_losses)
 
     total = warm_then_benchmark(benchmark, loss)
     expected_total, expected_grad = numpy_masked_loss(pred, y, mask, task_weights)

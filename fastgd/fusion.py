@@ -636,12 +636,12 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
             Columns follow ``classes_``; in the compute dtype (computed in
             float64, then rounded).
         """
-        from fastgd._kernels.network.losses import softmax
+        from fastgd._kernels.network import native
 
         scores = self._network_scores(X)
         dtype = scores.dtype
         scores = scores.astype(np.float64)
-        softmax(scores, scores)
+        native.softmax(scores, scores, native.thread_count(scores.size))
         return scores.astype(dtype, copy=False)
 
     def predict_log_proba(self, X):
@@ -662,12 +662,12 @@ class FusionClassifier(ClassifierMixin, NetworkEstimator):
         log_proba : ndarray of shape (n_samples, n_classes)
             In the compute dtype.
         """
-        from fastgd._kernels.network.losses import log_softmax
+        from fastgd._kernels.network import native
 
         scores = self._network_scores(X)
         dtype = scores.dtype
         log_proba = scores.astype(np.float64)
-        log_softmax(log_proba, log_proba)
+        native.log_softmax(log_proba, log_proba, native.thread_count(scores.size))
         proba = np.exp(log_proba).astype(dtype)
         rounded = (proba == 0) | (proba == 1)
         with np.errstate(divide="ignore"):

@@ -17,7 +17,7 @@ from fastgd._kernels.network.activations import (
 )
 from fastgd._kernels.network.dense import dense_backward, dense_forward
 from fastgd._kernels.network.dropout import dropout_backward, dropout_forward
-from fastgd._kernels.network.losses import (
+from fastgd._kernels.network.native import (
     log_softmax,
     masked_regression_loss,
     softmax,
@@ -434,8 +434,9 @@ def test_masked_regression_loss_matches_twin(rng, dtype, loss_code):
     for B, T in [(1, 1), (9, 3), (40, 5)]:
         pred, y, mask, lam = _masked_data(rng, B, T, dtype)
         dpred = np.full_like(pred, np.nan)
-        task_losses = np.empty(T, dtype)
-        total = masked_regression_loss(pred, y, mask, lam, loss_code, 1.0, dpred, task_losses)
+        task_losses = np.empty(T)
+        huber = loss_code == codes.HUBER
+        total = masked_regression_loss(pred, y, mask, lam, huber, 1.0, dpred, task_losses)
         assert isinstance(total, float) and np.isfinite(total)
         r_total, r_task, r_grad = naive.masked_regression_loss(pred, y, mask, lam, loss_code, 1.0)
         np.testing.assert_allclose(total, r_total, rtol=1e-5 if dtype == np.float32 else 1e-10)
@@ -454,10 +455,12 @@ def test_masked_regression_loss_finite_differences(rng, loss_code):
     dpred = np.empty_like(pred)
     tl = np.empty(3)
 
-    def f():
-        return masked_regression_loss(pred, y, mask, lam, loss_code, 0.7, np.empty_like(pred), tl)
+    huber = loss_code == codes.HUBER
 
-    masked_regression_loss(pred, y, mask, lam, loss_code, 0.7, dpred, tl)
+    def f():
+        return masked_regression_loss(pred, y, mask, lam, huber, 0.7, np.empty_like(pred), tl)
+
+    masked_regression_loss(pred, y, mask, lam, huber, 0.7, dpred, tl)
     np.testing.assert_allclose(dpred, numerical_grad(f, pred), rtol=1e-6, atol=1e-9)
 
 
@@ -465,10 +468,10 @@ def test_masked_loss_ignores_values_under_missing_labels(rng):
     pred, y, mask, lam = _masked_data(rng, 10, 3, np.float64)
     d1, d2 = np.empty_like(pred), np.empty_like(pred)
     t1, t2 = np.empty(3), np.empty(3)
-    l1 = masked_regression_loss(pred, y, mask, lam, 1, 1.0, d1, t1)
+    l1 = masked_regression_loss(pred, y, mask, lam, True, 1.0, d1, t1)
     y2 = y.copy()
     y2[mask == 0] = 1e300  # anything there must not matter
-    l2 = masked_regression_loss(pred, y2, mask, lam, 1, 1.0, d2, t2)
+    l2 = masked_regression_loss(pred, y2, mask, lam, True, 1.0, d2, t2)
     assert l1 == l2
     np.testing.assert_array_equal(d1, d2)
     np.testing.assert_array_equal(t1, t2)
@@ -514,14 +517,22 @@ def test_kernels_bit_identical_on_repeat_and_thread_count(rng):
 
 
 # --------------------------------------------------------------------------
-# Optimizer update without L1 (the vectorised path the networks use).
+# Optimizer update without L1: the linear engine's (Numba) and the network
+# trainer's (ahead of time, the same bits).
+def _optimizer_steps():
+    from fastgd._kernels.common.optimizers import optimizer_step as numba_step
+    from fastgd._kernels.network.native import optimizer_step as native_step
+
+    return {"numba": numba_step, "native": native_step}
+
+
+@pytest.mark.parametrize("implementation", ["numba", "native"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", list(codes.OPTIMIZER_CODES.values()))
-def test_optimizer_step_without_l1_matches_naive(optimizer, dtype):
+def test_optimizer_step_without_l1_matches_naive(optimizer, dtype, implementation):
     from naive_linear import NaiveOptimizer
 
-    from fastgd._kernels.common.optimizers import optimizer_step
-
+    optimizer_step = _optimizer_steps()[implementation]
     rng = np.random.RandomState(optimizer)
     n = 1003  # not a multiple of any vector width
     params = rng.randn(n).astype(dtype)
@@ -537,6 +548,71 @@ def test_optimizer_step_without_l1_matches_naive(optimizer, dtype):
         assert params.dtype == s1.dtype == s2.dtype == dtype
         expected, _ = ref.update(expected, g.astype(np.float64), lr)
         np.testing.assert_allclose(params, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_optimizer_step_is_the_numba_step_bit_for_bit(dtype):
+    """The network trainer's update gives the linear engine's bits (and so those of the
+    row-sparse steps of a sparse first layer, checked against the dense fits)."""
+    steps = _optimizer_steps()
+    rng = np.random.RandomState(1)
+    n = 517
+    for optimizer in codes.OPTIMIZER_CODES.values():
+        start = [rng.randn(n).astype(dtype), rng.rand(n).astype(dtype), rng.rand(n).astype(dtype)]
+        runs = {}
+        for name, step in steps.items():
+            params, s1, s2 = (a.copy() for a in start)
+            grads = np.random.RandomState(2)
+            for t in (1, 2, 3, 50, 70000):  # past 2**16 Numba takes math.pow
+                g = grads.randn(n).astype(dtype)
+                step(params, g, s1, s2, 0.01, t, optimizer, 0.9, 0.8, 0.999, 1e-8)
+            runs[name] = (params, s1, s2)
+        for a, b in zip(runs["numba"], runs["native"], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=str(optimizer))
+
+
+def test_native_optimizer_codes_and_bad_input():
+    from fastgd._kernels.network import native
+
+    assert native.kernels.optimizer_codes() == (codes.RMSPROP, codes.ADAM)
+    p = np.zeros(4)
+    with pytest.raises(ValueError, match="differ in size"):
+        native.optimizer_step(p, np.zeros(3), p.copy(), p.copy(), 0.1, 1, codes.SGD, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        native.optimizer_step(p, p.copy(), p.copy(), p.copy(), 0.1, 1, 17, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="counts from 1"):
+        native.optimizer_step(p, p.copy(), p.copy(), p.copy(), 0.1, 0, codes.ADAM, 0, 0, 0, 0)
+
+
+def test_native_losses_reject_bad_input(rng):
+    S = rng.standard_normal((5, 3))
+    proba, dS = np.empty_like(S), np.empty_like(S)
+    with pytest.raises(ValueError, match="out of range"):
+        softmax_cross_entropy(S, np.array([0, 1, 3, 0, 0]), None, proba, dS)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        softmax_cross_entropy(S, np.zeros(4, np.int64), None, proba, dS)
+    with pytest.raises(ValueError, match="sample_weight"):
+        softmax_cross_entropy(S, np.zeros(5, np.int64), np.ones(4), proba, dS)
+    with pytest.raises(ValueError, match="wrong shape"):
+        softmax(S, np.empty((5, 2)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        masked_regression_loss(S, S, S[:4], np.ones(3), False, 1.0, dS, np.empty(3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_independent_of_threads(rng, dtype):
+    S = (4 * rng.standard_normal((301, 7))).astype(dtype)
+    results = []
+    for function in (softmax, log_softmax):
+        for threads in (1, 2, 3):
+            out = np.empty_like(S)
+            function(S, out, threads)
+            results.append(out)
+        part = np.empty((9, 7), dtype)
+        function(S[100:109].copy(), part, 1)
+        np.testing.assert_array_equal(part, results[-1][100:109])
+    for a, b in ((0, 1), (0, 2), (3, 4), (3, 5)):
+        np.testing.assert_array_equal(results[a], results[b])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -53,6 +53,7 @@ from fastgd._engine.layers_runtime import (
     fuse_conv_pool,
 )
 from fastgd._engine.task_heads import group_task_heads
+from fastgd._kernels.runtime import codes
 from fastgd._kernels.runtime.tuning import PREDICT_CHUNK_BYTES
 
 __all__ = ["Network", "SoftmaxCrossEntropyLoss", "MaskedRegressionLoss", "FUSIONS"]
@@ -1098,7 +1099,7 @@ class SoftmaxCrossEntropyLoss:
         return state
 
     def __call__(self, scores, targets, dscores, n):
-        from fastgd._kernels.network.losses import softmax_cross_entropy
+        from fastgd._kernels.network.native import softmax_cross_entropy
 
         y_index, weight = targets
         return softmax_cross_entropy(scores, y_index, weight, self.proba[:n], dscores)
@@ -1129,7 +1130,7 @@ class MaskedRegressionLoss:
         return state
 
     def __call__(self, scores, targets, dscores, n):
-        from fastgd._kernels.network.losses import masked_regression_loss
+        from fastgd._kernels.network.native import masked_regression_loss
 
         y, mask = targets
         return masked_regression_loss(
@@ -1137,7 +1138,7 @@ class MaskedRegressionLoss:
             y,
             mask,
             self.task_weights_dt,
-            self.loss_code,
+            self.loss_code == codes.HUBER,
             self.huber_delta,
             dscores,
             self.task_losses,

@@ -10,8 +10,9 @@ Python only slices preallocated buffers and calls kernels:
    (``np.take(..., out=)``, no allocation),
 2. forward pass → scores, loss and its gradient (the loss object),
 3. backward pass → ``grads``; L2: ``grads[:p] += (alpha / m) · params[:p]``,
-4. one :func:`~fastgd._kernels.common.optimizers.optimizer_step` over the flat
-   buffer.
+4. one optimizer update over the flat buffer (ahead-of-time code,
+   :func:`fastgd._kernels.network.native.optimizer_step`: the Numba rule of
+   :mod:`fastgd._kernels.common.optimizers` bit for bit).
 
 The objective of a batch of m samples is the loss plus
 ``alpha / (2 m) · ‖W‖²`` over the weights (scikit-learn's MLP convention);
@@ -259,7 +260,7 @@ class NetworkTrainer:
 
     def train_epoch(self, sources, targets, shuffle):
         """One pass over the data; returns the mean objective per sample."""
-        from fastgd._kernels.common.optimizers import optimizer_step
+        from fastgd._kernels.network.native import optimizer_step
 
         net = self.network
         ws = self.workspace

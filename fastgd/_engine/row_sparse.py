@@ -124,7 +124,8 @@ class RowSparseSteps:
 
     def step(self, lr, m):
         """One update: the flat rule on the dense segments, lazy rows elsewhere."""
-        from fastgd._kernels.common.optimizers import optimizer_step, row_sparse_step
+        from fastgd._kernels.common.optimizers import row_sparse_step
+        from fastgd._kernels.network.native import optimizer_step
 
         t = self.trainer
         constants = (t.momentum, t.beta_1, t.beta_2, t.epsilon)

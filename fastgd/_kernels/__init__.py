@@ -6,7 +6,8 @@ or changes a process-wide setting. It is split by concern:
 * :mod:`~fastgd._kernels.linear`: the linear models' epochs (per-sample SGD in
   Cython and Numba, mini-batch and full-batch GD in Numba) and their losses;
 * :mod:`~fastgd._kernels.network`: the network layers' forward and backward
-  passes (dense, conv2d, pooling, dropout, activations) and their losses;
+  passes (dense, conv2d, pooling, dropout, activations), their losses and the
+  network trainer's optimizer update;
 * :mod:`~fastgd._kernels.common`: what both engines use (optimizer rules over
   flat parameter buffers, the seeded row shuffle);
 * :mod:`~fastgd._kernels.runtime`: the plumbing under all of them (Numba's

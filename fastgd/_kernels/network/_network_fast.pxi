@@ -886,3 +886,6 @@ def activation_backward(floating[::1] a, floating[::1] da, int code):
             fg_act_grad_f(&a[0], &da[0], a.shape[0], code)
         else:
             fg_act_grad_d(&a[0], &da[0], a.shape[0], code)
+
+
+include "_train_steps.pxi"

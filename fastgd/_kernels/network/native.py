@@ -44,8 +44,13 @@ conv2d_backward = kernels.conv2d_backward
 conv2d_forward = kernels.conv2d_forward
 conv2d_pool_forward = kernels.conv2d_pool_forward
 dense_rows_forward = kernels.dense_rows_forward
+log_softmax = kernels.log_softmax
+masked_regression_loss = kernels.masked_regression_loss
+optimizer_step = kernels.optimizer_step
 pack_weights = kernels.pack_weights
 packed_weights_size = kernels.packed_weights_size
+softmax = kernels.softmax
+softmax_cross_entropy = kernels.softmax_cross_entropy
 workspace_sizes = kernels.workspace_sizes
 
 
