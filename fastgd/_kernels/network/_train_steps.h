@@ -23,9 +23,9 @@
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
-/* No fused multiply-adds (they round once where the reference rounds
- * twice); sqrt without errno, so that the loops vectorise. */
-#pragma GCC optimize("fp-contract=off", "no-math-errno")
+/* No fused multiply-adds: they round once where the reference rounds twice.
+ * (setup.py builds without errno for sqrt, so that the loops vectorise.) */
+#pragma GCC optimize("fp-contract=off")
 #endif
 
 /* The constants of one update, in the buffers' type (computed by the caller
