@@ -93,13 +93,17 @@ static void fg_optimizer_step_d(double *restrict p, const double *restrict g,
 }
 
 /* ------------------------------------------------------------- softmax */
+/* m = the largest of the row's K scores s. */
+#define FG_ROW_MAX(T)                                                          \
+    T m = s[0];                                                                \
+    for (Py_ssize_t k = 1; k < K; k++)                                         \
+        if (s[k] > m) m = s[k];
+
 /* p = softmax(s) of one row of K scores (stable: the row maximum m is
  * subtracted first; the sum of the exponentials in double precision);
  * *lse = log Σ exp(s − m), *max = m. */
 #define FG_SOFTMAX_ROW_BODY(T, EXP)                                            \
-    T m = s[0];                                                                \
-    for (Py_ssize_t k = 1; k < K; k++)                                         \
-        if (s[k] > m) m = s[k];                                                \
+    FG_ROW_MAX(T)                                                              \
     double total = 0.0;                                                        \
     for (Py_ssize_t k = 0; k < K; k++) {                                       \
         T e = EXP(s[k] - m);                                                   \
@@ -125,9 +129,7 @@ static inline void fg_softmax_row_d(const double *s, double *p, Py_ssize_t K, do
 
 /* o = log-softmax(s) of one row: s − (m + log Σ exp(s − m)). */
 #define FG_LOG_SOFTMAX_ROW_BODY(T, EXP)                                        \
-    T m = s[0];                                                                \
-    for (Py_ssize_t k = 1; k < K; k++)                                         \
-        if (s[k] > m) m = s[k];                                                \
+    FG_ROW_MAX(T)                                                              \
     double total = 0.0;                                                        \
     for (Py_ssize_t k = 0; k < K; k++) total += EXP(s[k] - m);                 \
     double shift = m + log(total);                                             \
