@@ -86,8 +86,8 @@ def network_extensions():
             [f"{folder}/_network_fast_{name}.pyx"],
             # The shared source (in the sdist, and a change rebuilds every variant).
             depends=[
-                f"{folder}/{name}"
-                for name in ("_network_fast.pxi", "_simd.h", "_train_steps.pxi", "_train_steps.h")
+                f"{folder}/{source}"
+                for source in ("_network_fast.pxi", "_simd.h", "_train_steps.pxi", "_train_steps.h")
             ],
             include_dirs=[np.get_include(), folder],
             define_macros=[
