@@ -18,9 +18,10 @@ import time
 def thread_budget(n_threads):
     """Run every library on at most ``n_threads`` threads: Numba's kernels, BLAS, OpenMP.
 
-    fastgd's kernels follow Numba's thread count (``numba.set_num_threads``);
-    scikit-learn's computations run in BLAS and OpenMP, limited through
-    threadpoolctl, as a scikit-learn user would limit them.
+    fastgd's Numba kernels follow Numba's thread count (``numba.set_num_threads``),
+    its ahead-of-time network kernels OpenMP's limit; scikit-learn's
+    computations run in BLAS and OpenMP; both limited through threadpoolctl, as
+    a scikit-learn user would limit them.
     """
     import numba
     from threadpoolctl import threadpool_limits

@@ -452,6 +452,7 @@ def test_divergence_raises():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_thread_count_does_not_change_the_model():
     import numba
+    from threadpoolctl import threadpool_limits
 
     X, y = make_fusion_problem(200)
     branches = _small_branches() + [("d", [Dense(6, activation="tanh"), Dropout(0.3)], slice(None))]
@@ -463,7 +464,9 @@ def test_thread_count_does_not_change_the_model():
             clf = FusionClassifier(
                 branches=branches, fusion="hybrid", max_iter=3, random_state=0, allow_overlap=True
             )
-            params.append(clf.fit(X, y)._network.params.copy())
+            # The ahead-of-time kernels follow OpenMP's limit.
+            with threadpool_limits(limits=threads, user_api="openmp"):
+                params.append(clf.fit(X, y)._network.params.copy())
     finally:
         numba.set_num_threads(before)
     for p in params[1:]:

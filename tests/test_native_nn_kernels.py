@@ -240,6 +240,21 @@ def test_native_conv_independent_of_threads_and_batch(rng, dtype, dense):
     np.testing.assert_array_equal(part, full[5:8])
 
 
+def test_thread_count_follows_the_openmp_limit(monkeypatch):
+    """threadpoolctl's OpenMP limit (what scikit-learn users set) caps the kernels' threads."""
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(native, "machine_busy", lambda: False)
+    monkeypatch.setattr(native, "_MAX_THREADS", 4)
+    huge = 1 << 40
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert native.kernels.openmp_threads() == 1
+        assert native.thread_count(huge) == 1
+    with threadpool_limits(limits=3, user_api="openmp"):
+        assert native.thread_count(huge) == min(3, native.kernels.openmp_threads())
+    assert native.thread_count(1) == 1  # below the parallel size
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_aligned_rows_start_on_cache_lines(dtype):
     for n_rows, row_size in [(1, 1), (2, 7), (3, 100), (4, 4096)]:

@@ -123,6 +123,28 @@ def cpu_level():
     return fg_cpu_level()
 
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fg_openmp_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int fg_openmp_threads(void) { return 1; }
+    #endif
+    """
+    int fg_openmp_threads() nogil
+
+
+def openmp_threads():
+    """OpenMP's thread limit for a parallel region started by the calling thread.
+
+    ``OMP_NUM_THREADS`` sets it, and ``threadpoolctl.threadpool_limits`` (or
+    ``torch.set_num_threads``) changes it; 1 where the variant was compiled
+    without OpenMP.
+    """
+    return fg_openmp_threads()
+
+
 cdef struct Geometry:
     Py_ssize_t C, H, W, F, KH, KW, stride, pad_top, pad_left, OH, OW
     Py_ssize_t lanes    # outputs per register tile row

@@ -72,14 +72,16 @@ def thread_count(work):
     One below :data:`~fastgd._kernels.runtime.tuning.PARALLEL_MIN_WORK`, and
     one while other processes leave fewer than two CPUs free
     (:func:`~fastgd._kernels.runtime.cpu_load.machine_busy`). Else Numba's
-    thread count (``NUMBA_NUM_THREADS``, by default the CPUs). Results never
-    depend on it.
+    thread count (``NUMBA_NUM_THREADS``, by default the CPUs), capped by
+    OpenMP's current limit (``OMP_NUM_THREADS``, or what
+    ``threadpoolctl.threadpool_limits`` sets, as for scikit-learn's own
+    OpenMP code). Results never depend on it.
     """
     from fastgd._kernels.runtime.tuning import PARALLEL_MIN_WORK
 
     if work < PARALLEL_MIN_WORK or machine_busy():
         return 1
-    return max_threads()
+    return max(1, min(max_threads(), kernels.openmp_threads()))
 
 
 def aligned_rows(n_rows, row_size, dtype):
