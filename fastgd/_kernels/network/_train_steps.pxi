@@ -120,9 +120,9 @@ def softmax_cross_entropy(const floating[:, ::1] scores, const int64_t[::1] y_in
     """
     cdef Py_ssize_t B = scores.shape[0]
     cdef Py_ssize_t K = scores.shape[1]
-    if y_index.shape[0] != B or proba.shape[0] != B or proba.shape[1] != K:
+    if y_index.shape[0] != B or not _same_shape(proba.shape, scores.shape, 2):
         raise ValueError("softmax_cross_entropy: shapes disagree")
-    if dscores.shape[0] != B or dscores.shape[1] != K:
+    if not _same_shape(dscores.shape, scores.shape, 2):
         raise ValueError("softmax_cross_entropy: dscores has the wrong shape")
     cdef const floating[::1] weights
     cdef const floating* w = NULL
@@ -150,17 +150,13 @@ def softmax_cross_entropy(const floating[:, ::1] scores, const int64_t[::1] y_in
     return loss
 
 
-def _check_rows(scores, out, name):
-    if out.shape[0] != scores.shape[0] or out.shape[1] != scores.shape[1]:
-        raise ValueError(f"{name}: out has the wrong shape")
-
-
 def softmax(const floating[:, ::1] scores, floating[:, ::1] out, int n_threads=1):
     """Row-wise softmax (stable), ``out`` may be ``scores``; rows split over ``n_threads``.
 
     Each row is computed alone: the result does not depend on the threads.
     """
-    _check_rows(scores, out, "softmax")
+    if not _same_shape(out.shape, scores.shape, 2):
+        raise ValueError("softmax: out has the wrong shape")
     cdef Py_ssize_t i
     cdef Py_ssize_t K = scores.shape[1]
     cdef double lse, mx
@@ -175,7 +171,8 @@ def softmax(const floating[:, ::1] scores, floating[:, ::1] out, int n_threads=1
 
 def log_softmax(const floating[:, ::1] scores, floating[:, ::1] out, int n_threads=1):
     """Row-wise ``s_k − max(s) − log Σ_j exp(s_j − max(s))``, ``out`` may be ``scores``."""
-    _check_rows(scores, out, "log_softmax")
+    if not _same_shape(out.shape, scores.shape, 2):
+        raise ValueError("log_softmax: out has the wrong shape")
     cdef Py_ssize_t i
     cdef Py_ssize_t K = scores.shape[1]
     if scores.shape[0] == 0 or K == 0:
@@ -226,8 +223,8 @@ def masked_regression_loss(const floating[:, ::1] pred, const floating[:, ::1] y
     cdef Py_ssize_t B = pred.shape[0]
     cdef Py_ssize_t T = pred.shape[1]
     cdef Py_ssize_t k
-    if (y.shape[0] != B or y.shape[1] != T or mask.shape[0] != B or mask.shape[1] != T
-            or dpred.shape[0] != B or dpred.shape[1] != T):
+    if not (_same_shape(y.shape, pred.shape, 2) and _same_shape(mask.shape, pred.shape, 2)
+            and _same_shape(dpred.shape, pred.shape, 2)):
         raise ValueError("masked_regression_loss: pred, y, mask, dpred shapes differ")
     if task_weights.shape[0] != T or task_losses.shape[0] != T:
         raise ValueError("masked_regression_loss: task_weights / task_losses size")
