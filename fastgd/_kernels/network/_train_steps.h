@@ -101,7 +101,7 @@ static void fg_optimizer_step_d(double *restrict p, const double *restrict g,
 
 /* p = softmax(s) of one row of K scores (stable: the row maximum m is
  * subtracted first; the sum of the exponentials in double precision);
- * *lse = log Σ exp(s − m), *max = m. */
+ * *lse = log Σ exp(s − m), *max = m, unless they are NULL. */
 #define FG_SOFTMAX_ROW_BODY(T, EXP)                                            \
     FG_ROW_MAX(T)                                                              \
     double total = 0.0;                                                        \
@@ -112,8 +112,8 @@ static void fg_optimizer_step_d(double *restrict p, const double *restrict g,
     }                                                                          \
     double inv = 1.0 / total;                                                  \
     for (Py_ssize_t k = 0; k < K; k++) p[k] = (T)(p[k] * inv);                 \
-    *lse = log(total);                                                         \
-    *max = m;
+    if (lse != NULL) *lse = log(total);                                        \
+    if (max != NULL) *max = m;
 
 static inline void fg_softmax_row_f(const float *s, float *p, Py_ssize_t K, double *lse,
                                     double *max)

@@ -159,14 +159,13 @@ def softmax(const floating[:, ::1] scores, floating[:, ::1] out, int n_threads=1
         raise ValueError("softmax: out has the wrong shape")
     cdef Py_ssize_t i
     cdef Py_ssize_t K = scores.shape[1]
-    cdef double lse, mx
     if scores.shape[0] == 0 or K == 0:
         return
     for i in prange(scores.shape[0], nogil=True, num_threads=n_threads, schedule="static"):
         if floating is float:
-            fg_softmax_row_f(&scores[i, 0], &out[i, 0], K, &lse, &mx)
+            fg_softmax_row_f(&scores[i, 0], &out[i, 0], K, NULL, NULL)
         else:
-            fg_softmax_row_d(&scores[i, 0], &out[i, 0], K, &lse, &mx)
+            fg_softmax_row_d(&scores[i, 0], &out[i, 0], K, NULL, NULL)
 
 
 def log_softmax(const floating[:, ::1] scores, floating[:, ::1] out, int n_threads=1):
