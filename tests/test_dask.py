@@ -25,20 +25,35 @@ import dask.array as da  # noqa: E402
 from fastgd import FusionClassifier, GDRegressor  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
 
+N_WORKERS = 2
+
 
 @pytest.fixture(scope="module")
 def client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=N_WORKERS, processes=True, threads_per_worker=1, dashboard_address=None
         )
         client = distributed.Client(cluster)
+        # The cluster's constructor returns before the workers have all
+        # registered with the scheduler: a test run first could see none.
+        client.wait_for_workers(N_WORKERS, timeout=120)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def worker_addresses(client):
+    """The cluster's worker addresses, sorted, once all workers are up.
+
+    A worker that died in an earlier test is restarted by its nanny under a
+    new address; waiting for it keeps a test from seeing fewer workers.
+    """
+    client.wait_for_workers(N_WORKERS, timeout=120)
+    return sorted(client.scheduler_info()["workers"])
 
 
 # ------------------------------------------------------------------ data
@@ -259,7 +274,7 @@ def test_incremental_fusion_classifier(client):
     # test_partial_fit_moving_between_workers_continues_exactly moves it.
     X, y = classification_data(96)
     model = fusion_classifier()
-    worker = sorted(client.scheduler_info()["workers"])[0]
+    worker = worker_addresses(client)[0]
     got = _incremental(clone(model), X, y, 32, worker=worker, classes=[0, 1, 2])
     expected = _manual_partial_fits(clone(model), X, y, 32, classes=[0, 1, 2])
     np.testing.assert_array_equal(got.classes_, [0, 1, 2])
@@ -311,7 +326,7 @@ def test_partial_fit_moving_between_workers_continues_exactly(client, name):
     make, _, data = SEARCHES[name]
     X, y = data(96)
     kwargs = {"classes": [0, 1, 2]} if name == "FusionClassifier" else {}
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = worker_addresses(client)
     model = client.scatter(make(), workers=[workers[0]])
     where = []
     for i, start in enumerate(range(0, 96, 32)):
