@@ -26,6 +26,8 @@ from fastgd import FusionClassifier, GDRegressor  # noqa: E402
 from fastgd.layers import Conv2D, Dense, Flatten, MaxPool2D, Reshape  # noqa: E402
 
 N_WORKERS = 2
+# Seconds to wait for the workers to register (a fresh worker imports fastgd).
+WORKER_START_TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def client():
         client = distributed.Client(cluster)
         # The cluster's constructor returns before the workers have all
         # registered with the scheduler: a test run first could see none.
-        client.wait_for_workers(N_WORKERS, timeout=120)
+        client.wait_for_workers(N_WORKERS, timeout=WORKER_START_TIMEOUT)
     try:
         yield client
     finally:
@@ -52,7 +54,7 @@ def worker_addresses(client):
     A worker that died in an earlier test is restarted by its nanny under a
     new address; waiting for it keeps a test from seeing fewer workers.
     """
-    client.wait_for_workers(N_WORKERS, timeout=120)
+    client.wait_for_workers(N_WORKERS, timeout=WORKER_START_TIMEOUT)
     return sorted(client.scheduler_info()["workers"])
 
 
