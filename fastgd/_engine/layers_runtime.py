@@ -27,6 +27,7 @@ import numpy as np
 
 from fastgd import layers as L
 from fastgd._kernels.runtime import codes
+from fastgd._kernels.runtime.tuning import NARROW_DENSE_MAX_UNITS
 
 __all__ = ["build_layer", "fuse_conv_pool", "CSRBatch", "SparseJoin", "LayerState", "RuntimeLayer"]
 
@@ -263,6 +264,9 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
             )
         self.n_in = self.input_shape[0]
         self.output_shape = (self.units,)
+        # Few outputs (a classifier's output layer): trained through the
+        # native narrow kernels, not BLAS (see NARROW_DENSE_MAX_UNITS).
+        self.narrow = self.units <= NARROW_DENSE_MAX_UNITS
 
     def param_specs(self):
         limit = _weight_limit(self.code, self.n_in, self.units)
@@ -293,7 +297,14 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
         out = st.out[:n]
         if isinstance(X, (CSRBatch, SparseJoin)):
             return self._sparse_forward(X, st, out, training)
-        if training:
+        if training and self.narrow:
+            native = _native()
+            X = np.ascontiguousarray(X)
+            work = X.shape[0] * self.W.size
+            native.narrow_dense_forward(
+                X, self.W, self.b, out, self.code, native.thread_count(work)
+            )
+        elif training:
             np.dot(X, self.W, out=out)
             _native().bias_activation_rows(out, self.b, self.code)
         else:
@@ -378,8 +389,15 @@ class DenseLayer(_RowSparseMixin, RuntimeLayer):
         # dZ = dA · f'(z) in place, then dW = Xᵀ dZ, db = Σ_rows dZ, dX = dZ Wᵀ.
         if self.code != codes.IDENTITY:
             _native().activation_backward(st.out[:n].reshape(-1), dA.reshape(-1), self.code)
-        np.dot(st.X.T, dA, out=self.dW)
         np.add.reduce(dA, axis=0, out=self.db)  # np.sum, without its dispatch cost
+        if self.narrow:
+            native = _native()
+            work = n * self.W.size
+            native.narrow_dense_backward(
+                st.X, np.ascontiguousarray(dA), self.W, self.dW, dx, native.thread_count(work)
+            )
+            return dx
+        np.dot(st.X.T, dA, out=self.dW)
         if dx is not None:
             np.dot(dA, self.W.T, out=dx)
         return dx

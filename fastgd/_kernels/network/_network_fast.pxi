@@ -27,6 +27,9 @@
 # * dense_rows_forward: act(X @ W + b) with every row computed alone (tiles
 #   of FG_DENSE_ROWS rows), for predictions that do not depend on the other
 #   rows of the call.
+# * narrow_dense_forward / narrow_dense_backward: a dense layer with few
+#   outputs (a classifier's output layer) for training, lanes over the
+#   inputs against columns of the weights gathered into vectors.
 
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
@@ -105,6 +108,25 @@ cdef extern from "_simd.h" nogil:
                          Py_ssize_t ldw, float *acc)
     void fg_dense_tile_d(const double *x, Py_ssize_t ldx, Py_ssize_t K, const double *w,
                          Py_ssize_t ldw, double *acc)
+    int fg_narrow_fwd_group(Py_ssize_t M)
+    int fg_narrow_bwd_group(Py_ssize_t M)
+    void fg_transpose_f(const float *w, Py_ssize_t width, Py_ssize_t M, float *wt,
+                        Py_ssize_t ldwt)
+    void fg_transpose_d(const double *w, Py_ssize_t width, Py_ssize_t M, double *wt,
+                        Py_ssize_t ldwt)
+    void fg_narrow_fwd_f(int G, const float *x0, const float *x1, Py_ssize_t K,
+                         const float *wt, Py_ssize_t ldwt, int first, float *acc)
+    void fg_narrow_fwd_d(int G, const double *x0, const double *x1, Py_ssize_t K,
+                         const double *wt, Py_ssize_t ldwt, int first, double *acc)
+    void fg_narrow_sums_f(const float *acc, int G, Py_ssize_t n_out, float *out0, float *out1)
+    void fg_narrow_sums_d(const double *acc, int G, Py_ssize_t n_out, double *out0,
+                          double *out1)
+    void fg_narrow_bwd_f(int G, const float *X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t k0,
+                         Py_ssize_t width, const float *dz, Py_ssize_t ldz, const float *w,
+                         Py_ssize_t n_out, float *dw, Py_ssize_t ldw, float *dx, int first)
+    void fg_narrow_bwd_d(int G, const double *X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t k0,
+                         Py_ssize_t width, const double *dz, Py_ssize_t ldz, const double *w,
+                         Py_ssize_t n_out, double *dw, Py_ssize_t ldw, double *dx, int first)
 
 # Samples per block of the gradient partials (fixes the arithmetic).
 GRAD_BLOCK = 4
@@ -870,6 +892,201 @@ def dense_rows_forward(const floating[:, ::1] X, const floating[:, ::1] W,
         free(packed)
         free(tail)
     bias_activation_rows(out, b, code)
+
+# ---------------------------------------------------- narrow dense layers
+
+# Inputs per block of the narrow forward pass (fixes the arithmetic): a
+# block of the transposed weights (16 outputs in float32: 32 KiB) stays in
+# L1 while the thread's rows pass through it.
+NARROW_BLOCK = 512
+cdef Py_ssize_t _NARROW_BLOCK = NARROW_BLOCK
+
+
+cdef int _check_narrow(const char* name, Py_ssize_t n, Py_ssize_t K, Py_ssize_t M,
+                       Py_ssize_t rows_x, Py_ssize_t cols_x, Py_ssize_t rows_g,
+                       Py_ssize_t cols_g) except -1:
+    if rows_x != n or cols_x != K or rows_g != n or cols_g != M:
+        raise ValueError(f"{name.decode()}: shapes of X (n, K), W (K, M) and the (n, M) "
+                         "output or its gradient do not agree")
+    return 0
+
+
+def narrow_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
+                         const floating[::1] b, floating[:, ::1] out, int code, int n_threads):
+    """``out = act(X @ W + b)`` for a layer with few outputs, in training.
+
+    Each thread takes its rows two at a time through fixed blocks of the
+    inputs, against its own transposed copy of the block's weights; each
+    group of outputs is summed in registers, lanes over the inputs, and
+    the lanes are summed at the end.
+
+    Parameters
+    ----------
+    X : ndarray (n, K), C-contiguous
+    W : ndarray (K, M), C-contiguous
+    b : ndarray (M,)
+    out : ndarray (n, M), C-contiguous
+    code : int
+        Activation code.
+    n_threads : int
+        Threads over the rows (results do not depend on it).
+    """
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t K = W.shape[0]
+    cdef Py_ssize_t M = W.shape[1]
+    _check_narrow(b"narrow_dense_forward", n, K, M, X.shape[0], X.shape[1], out.shape[0],
+                  out.shape[1])
+    if b.shape[0] != M:
+        raise ValueError("narrow_dense_forward: b must have one value per output")
+    if n == 0 or M == 0:
+        return
+    if K == 0:
+        out[:, :] = 0
+        bias_activation_rows(out, b, code)
+        return
+    cdef int group = fg_narrow_fwd_group(M)
+    cdef Py_ssize_t n_groups = (M + group - 1) // group
+    cdef Py_ssize_t lanes = fg_vec_bytes() // sizeof(floating)
+    cdef Py_ssize_t n_blocks = (K + _NARROW_BLOCK - 1) // _NARROW_BLOCK
+    cdef Py_ssize_t n_pairs = (n + 1) // 2
+    # Per pair of rows and group of outputs: the 2·group vectors of sums.
+    cdef Py_ssize_t acc_size = 2 * group * lanes
+    # Per thread: a block of transposed weights, whole groups of rows.
+    cdef Py_ssize_t wt_size = n_groups * group * _NARROW_BLOCK
+    cdef Py_ssize_t per_thread
+    cdef Py_ssize_t t, blk, k0, width, pair, lo, hi, r0, r1, gi
+    cdef const floating* xs = &X[0, 0]
+    cdef const floating* ws = &W[0, 0]
+    cdef floating* os = &out[0, 0]
+    cdef const floating* bs = &b[0]
+    cdef floating* wt
+    n_threads = max(1, min(n_threads, n_pairs))
+    per_thread = (n_pairs + n_threads - 1) // n_threads
+    cdef floating* acc = <floating*>malloc(n_pairs * n_groups * acc_size * sizeof(floating))
+    cdef floating* wts = <floating*>calloc(n_threads * wt_size, sizeof(floating))
+    try:
+        if acc == NULL or wts == NULL:
+            raise MemoryError()
+        for t in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+            lo = t * per_thread
+            hi = min(n_pairs, lo + per_thread)
+            wt = wts + t * wt_size
+            for blk in range(n_blocks):
+                k0 = blk * _NARROW_BLOCK
+                width = min(_NARROW_BLOCK, K - k0)
+                if floating is float:
+                    fg_transpose_f(ws + k0 * M, width, M, wt, _NARROW_BLOCK)
+                else:
+                    fg_transpose_d(ws + k0 * M, width, M, wt, _NARROW_BLOCK)
+                for pair in range(lo, hi):
+                    r0 = 2 * pair
+                    r1 = min(r0 + 1, n - 1)
+                    for gi in range(n_groups):
+                        if floating is float:
+                            fg_narrow_fwd_f(group, xs + r0 * K + k0, xs + r1 * K + k0, width,
+                                            wt + gi * group * _NARROW_BLOCK, _NARROW_BLOCK,
+                                            blk == 0, acc + (pair * n_groups + gi) * acc_size)
+                        else:
+                            fg_narrow_fwd_d(group, xs + r0 * K + k0, xs + r1 * K + k0, width,
+                                            wt + gi * group * _NARROW_BLOCK, _NARROW_BLOCK,
+                                            blk == 0, acc + (pair * n_groups + gi) * acc_size)
+            for pair in range(lo, hi):
+                r0 = 2 * pair
+                r1 = min(r0 + 1, n - 1)
+                for gi in range(n_groups):
+                    if floating is float:
+                        fg_narrow_sums_f(acc + (pair * n_groups + gi) * acc_size, group,
+                                         M - gi * group, os + r0 * M + gi * group,
+                                         os + r1 * M + gi * group)
+                    else:
+                        fg_narrow_sums_d(acc + (pair * n_groups + gi) * acc_size, group,
+                                         M - gi * group, os + r0 * M + gi * group,
+                                         os + r1 * M + gi * group)
+            if hi > lo:
+                r0 = 2 * lo
+                r1 = min(2 * hi, n)
+                if floating is float:
+                    fg_bias_act_rows_f(os + r0 * M, r1 - r0, M, bs, code)
+                else:
+                    fg_bias_act_rows_d(os + r0 * M, r1 - r0, M, bs, code)
+    finally:
+        free(acc)
+        free(wts)
+
+
+def narrow_dense_backward(const floating[:, ::1] X, const floating[:, ::1] dZ,
+                          const floating[:, ::1] W, floating[:, ::1] dW, dX, int n_threads):
+    """Weight and input gradients of a layer with few outputs: ``dW = Xᵀ dZ``, ``dX = dZ Wᵀ``.
+
+    The inputs are split in fixed blocks of one vector; a block's weights
+    and its weight-gradient sums stay in registers for the whole batch
+    (results do not depend on the thread count).
+
+    Parameters
+    ----------
+    X : ndarray (n, K), C-contiguous
+        The layer's input.
+    dZ : ndarray (n, M), C-contiguous
+        Gradient of the pre-activation output.
+    W : ndarray (K, M), C-contiguous
+    dW : ndarray (K, M), C-contiguous
+        Overwritten with the weight gradient.
+    dX : ndarray (n, K), C-contiguous, or None
+        Overwritten with the input gradient unless None.
+    n_threads : int
+    """
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t K = W.shape[0]
+    cdef Py_ssize_t M = W.shape[1]
+    _check_narrow(b"narrow_dense_backward", n, K, M, X.shape[0], X.shape[1], dZ.shape[0],
+                  dZ.shape[1])
+    if dW.shape[0] != K or dW.shape[1] != M:
+        raise ValueError("narrow_dense_backward: dW must have the shape of W")
+    cdef floating[:, ::1] dx_view
+    cdef floating* dxs = NULL
+    if dX is not None:
+        dx_view = dX
+        if dx_view.shape[0] != n or dx_view.shape[1] != K:
+            raise ValueError("narrow_dense_backward: dX must have the shape of X")
+        if n > 0 and K > 0:
+            dxs = &dx_view[0, 0]
+    if K == 0 or M == 0:
+        return
+    if n == 0:
+        dW[:, :] = 0
+        return
+    cdef int group = fg_narrow_bwd_group(M)
+    cdef Py_ssize_t ldz = (M + group - 1) // group * group
+    cdef Py_ssize_t lanes = fg_vec_bytes() // sizeof(floating)
+    cdef Py_ssize_t n_blocks = (K + lanes - 1) // lanes
+    cdef Py_ssize_t blk, k0, width, g0, r
+    cdef const floating* xs = &X[0, 0]
+    cdef const floating* ws = &W[0, 0]
+    cdef floating* dws = &dW[0, 0]
+    # dZ with its rows padded with zeros to whole groups of outputs.
+    cdef floating* dz = <floating*>calloc(n * ldz, sizeof(floating))
+    if dz == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for r in range(n):
+                memcpy(dz + r * ldz, &dZ[r, 0], M * sizeof(floating))
+        for blk in prange(n_blocks, nogil=True, num_threads=n_threads, schedule="static"):
+            k0 = blk * lanes
+            width = min(lanes, K - k0)
+            g0 = 0
+            while g0 < M:
+                if floating is float:
+                    fg_narrow_bwd_f(group, xs, n, K, k0, width, dz + g0, ldz,
+                                    ws + k0 * M + g0, M - g0, dws + k0 * M + g0, M, dxs,
+                                    g0 == 0)
+                else:
+                    fg_narrow_bwd_d(group, xs, n, K, k0, width, dz + g0, ldz,
+                                    ws + k0 * M + g0, M - g0, dws + k0 * M + g0, M, dxs,
+                                    g0 == 0)
+                g0 = g0 + group
+    finally:
+        free(dz)
 
 
 # ----------------------------------------------------------- activations

@@ -22,6 +22,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifndef FG_VEC_BYTES
 #define FG_VEC_BYTES 16
@@ -1002,5 +1005,294 @@ static inline void fg_dense_tile_d(const double *restrict x, Py_ssize_t ldx, Py_
 {
     FG_DENSE_TILE_BODY(double, fg_vd, FG_VD)
 }
+
+/* ---------------------------------------------- narrow dense layers */
+/* A dense layer with few outputs (a classifier's output layer: M of them
+ * over K inputs, K large) is a poor BLAS shape: a vector of M outputs uses
+ * few lanes and the products are too thin to amortise the library's
+ * packing. Here the lanes run over the inputs k instead, against columns
+ * of W gathered into vectors: groups of G outputs whose sums stay in
+ * registers over a block of inputs (forward) or the whole batch
+ * (backward). Every output is a fixed chain of multiply-adds over k, lanes
+ * summed in a fixed order. */
+#if FG_VEC_BYTES >= 64
+#define FG_NG_MAX 8   /* forward: 2 rows × 8 outputs of sums, 8 weights */
+#define FG_NGB_MAX 12 /* backward: 12 weight vectors, 12 sums, 4 more */
+#else
+#define FG_NG_MAX 4
+#define FG_NGB_MAX 6
+#endif
+#define FG_NG_ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
+
+/* v = x[0 : width] with zeros past width (width ≤ LANES), and the reverse
+ * store; element by element below a whole vector (no call to memcpy, which
+ * would make the compiler keep a loop's sums in memory). */
+#define FG_LOAD_PART(v, x, width, LANES)                                       \
+    if ((width) == LANES) {                                                    \
+        memcpy(&v, (x), sizeof v);                                             \
+    } else {                                                                   \
+        for (int j_ = 0; j_ < LANES; j_++) v[j_] = j_ < (width) ? (x)[j_] : 0; \
+    }
+#define FG_STORE_PART(x, v, width, LANES)                                      \
+    if ((width) == LANES) {                                                    \
+        memcpy((x), &v, sizeof v);                                             \
+    } else {                                                                   \
+        for (int j_ = 0; j_ < (width); j_++) (x)[j_] = v[j_];                  \
+    }
+
+/* The lanes of v summed in index order. */
+#define FG_HSUM_FN(NAME, T, V, LANES)                                          \
+    static inline T NAME(V v)                                                  \
+    {                                                                          \
+        T s = v[0];                                                            \
+        for (int j = 1; j < LANES; j++) s += v[j];                             \
+        return s;                                                              \
+    }
+FG_HSUM_FN(fg_hsum_vf, float, fg_vf, FG_VF)
+FG_HSUM_FN(fg_hsum_vd, double, fg_vd, FG_VD)
+#define FG_HSUM(v) _Generic((v), fg_vf: fg_hsum_vf, fg_vd: fg_hsum_vd)(v)
+
+/* The vector of p[j·stride] for j < width (zeros past width). */
+static inline fg_vf fg_gather_col_f(const float *p, Py_ssize_t stride, Py_ssize_t width)
+{
+    fg_vf v = {0};
+#if defined(__AVX512F__)
+    if (width == 16 && 15 * stride < (1 << 28)) {
+        __m512i index = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32((int)stride));
+        __m512 g = _mm512_i32gather_ps(index, p, 4);
+        memcpy(&v, &g, sizeof v);
+        return v;
+    }
+#endif
+    for (Py_ssize_t j = 0; j < width; j++) v[j] = p[j * stride];
+    return v;
+}
+
+static inline fg_vd fg_gather_col_d(const double *p, Py_ssize_t stride, Py_ssize_t width)
+{
+    fg_vd v = {0};
+    for (Py_ssize_t j = 0; j < width; j++) v[j] = p[j * stride];
+    return v;
+}
+#define FG_GATHER_COL(p, stride, width)                                        \
+    _Generic((p), const float *: fg_gather_col_f, float *: fg_gather_col_f,    \
+             const double *: fg_gather_col_d, double *: fg_gather_col_d)(p, stride, width)
+
+/* wt[m·ldwt + j] = w[j·M + m] for j < width, m < M (w: width rows of the
+ * weights), zeros for width ≤ j < ldwt: a vector of j at a time. */
+#define FG_TRANSPOSE_FN(NAME, T, V, LANES)                                     \
+    static inline void NAME(const T *w, Py_ssize_t width, Py_ssize_t M, T *wt, \
+                            Py_ssize_t ldwt)                                   \
+    {                                                                          \
+        for (Py_ssize_t j = 0; j < ldwt; j += LANES) {                         \
+            Py_ssize_t part = width - j < LANES ? (width - j > 0 ? width - j : 0) : LANES; \
+            for (Py_ssize_t m = 0; m < M; m++) {                               \
+                V v = FG_GATHER_COL(w + j * M + m, M, part);                   \
+                memcpy(wt + m * ldwt + j, &v, sizeof v);                       \
+            }                                                                  \
+        }                                                                      \
+    }
+FG_TRANSPOSE_FN(fg_transpose_f, float, fg_vf, FG_VF)
+FG_TRANSPOSE_FN(fg_transpose_d, double, fg_vd, FG_VD)
+
+#define FG_NF_LOAD(g)                                                          \
+    fg_v_ a##g = {0}, b##g = {0};                                              \
+    if (g < fg_g_ && !first) {                                                 \
+        memcpy(&a##g, acc + g * fg_lanes_, sizeof a##g);                       \
+        memcpy(&b##g, acc + (fg_g_ + g) * fg_lanes_, sizeof b##g);             \
+    }
+#define FG_NF_FMA(g)                                                           \
+    if (g < fg_g_) {                                                           \
+        fg_v_ w;                                                               \
+        memcpy(&w, wt + g * ldwt + k0, sizeof w);                              \
+        FG_IN_REGISTER(w);                                                     \
+        a##g += x0 * w;                                                        \
+        b##g += x1 * w;                                                        \
+    }
+#define FG_NF_STORE(g)                                                         \
+    if (g < fg_g_) {                                                           \
+        memcpy(acc + g * fg_lanes_, &a##g, sizeof a##g);                       \
+        memcpy(acc + (fg_g_ + g) * fg_lanes_, &b##g, sizeof b##g);             \
+    }
+/* For a group of G outputs g: acc's vector g (+)= x0[k] · wt[g·ldwt + k]
+ * lane by lane over the k < K, vector G + g likewise for x1 (x1 = x0 for
+ * a lone row); "=" if first. wt: the group's rows of transposed weights,
+ * readable (zero) up to whole vectors. fg_narrow_sums_* sums the lanes. */
+#define FG_NARROW_FWD_FN(NAME, T, V, LANES, G)                                 \
+    static __attribute__((noinline, unused)) void NAME(                        \
+        const T *restrict x0p, const T *restrict x1p, Py_ssize_t K,            \
+        const T *restrict wt, Py_ssize_t ldwt, int first, T *restrict acc)     \
+    {                                                                          \
+        typedef V fg_v_;                                                       \
+        enum { fg_g_ = G, fg_lanes_ = LANES };                                 \
+        FG_NG_ALL(FG_NF_LOAD)                                                  \
+        Py_ssize_t k0 = 0;                                                     \
+        for (; k0 + LANES <= K; k0 += LANES) {                                 \
+            V x0, x1;                                                          \
+            memcpy(&x0, x0p + k0, sizeof x0);                                  \
+            memcpy(&x1, x1p + k0, sizeof x1);                                  \
+            FG_NG_ALL(FG_NF_FMA)                                               \
+        }                                                                      \
+        if (k0 < K) {                                                          \
+            V x0, x1;                                                          \
+            FG_LOAD_PART(x0, x0p + k0, K - k0, LANES)                          \
+            FG_LOAD_PART(x1, x1p + k0, K - k0, LANES)                          \
+            FG_NG_ALL(FG_NF_FMA)                                               \
+        }                                                                      \
+        FG_NG_ALL(FG_NF_STORE)                                                 \
+    }
+
+/* out0[g] = lanes of acc's vector g summed, out1[g] those of vector G + g,
+ * for g < min(G, n_out). */
+#define FG_NARROW_SUMS_FN(NAME, T, V, LANES)                                   \
+    static inline void NAME(const T *acc, int G, Py_ssize_t n_out, T *out0, T *out1) \
+    {                                                                          \
+        for (int g = 0; g < G && g < n_out; g++) {                             \
+            V a, b;                                                            \
+            memcpy(&a, acc + g * LANES, sizeof a);                             \
+            memcpy(&b, acc + (G + g) * LANES, sizeof b);                       \
+            out0[g] = FG_HSUM(a);                                              \
+            out1[g] = FG_HSUM(b);                                              \
+        }                                                                      \
+    }
+FG_NARROW_SUMS_FN(fg_narrow_sums_f, float, fg_vf, FG_VF)
+FG_NARROW_SUMS_FN(fg_narrow_sums_d, double, fg_vd, FG_VD)
+
+#define FG_NB_INIT(g)                                                          \
+    fg_v_ w##g = {0}, s##g = {0};                                              \
+    if (g < fg_g_ && g < n_out) w##g = FG_GATHER_COL(w + g, ldw, width);
+#define FG_NB_FMA(g)                                                           \
+    if (g < fg_g_) {                                                           \
+        fg_t_ d = dzr[g];                                                      \
+        s##g += x * d;                                                         \
+        if (g % 2 == 0) dxa += w##g * d; else dxb += w##g * d;                \
+    }
+#define FG_NB_PUT(g)                                                           \
+    if (g < fg_g_ && g < n_out) {                                              \
+        for (Py_ssize_t j = 0; j < width; j++) dw[j * ldw + g] = s##g[j];      \
+    }
+/* For the inputs k0 .. k0 + width (width ≤ LANES) and one group of G outputs
+ * (the first min(n_out, G) real): dw[j·ldw + g] = Σ_r x[r·K + k0 + j] ·
+ * dz[r·ldz + g] over the n rows, and, unless dx is NULL, dx[r·K + k0 + j]
+ * (+)= Σ_g dz[r·ldz + g] · w[j·ldw + g] ("=" if first); w and dw point at
+ * row k0, column g0 of the weights and of their gradient (ldw columns). dz
+ * has G readable values per row (zeros past the outputs). The group's
+ * weights stay in registers for the whole batch. */
+#define FG_NARROW_BWD_FN(NAME, T, V, LANES, G)                                 \
+    static __attribute__((noinline, unused)) void NAME(                        \
+        const T *restrict X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t k0,        \
+        Py_ssize_t width, const T *restrict dz, Py_ssize_t ldz,                \
+        const T *restrict w, Py_ssize_t n_out, T *restrict dw, Py_ssize_t ldw, \
+        T *restrict dx, int first)                                             \
+    {                                                                          \
+        typedef T fg_t_;                                                       \
+        typedef V fg_v_;                                                       \
+        enum { fg_g_ = G };                                                    \
+        FG_NG_ALL(FG_NB_INIT)                                                  \
+        for (Py_ssize_t r = 0; r < n; r++) {                                   \
+            const T *dzr = dz + r * ldz;                                       \
+            V x, dxa = {0}, dxb = {0};                                         \
+            FG_LOAD_PART(x, X + r * K + k0, width, LANES)                      \
+            FG_NG_ALL(FG_NB_FMA)                                               \
+            if (dx != NULL) {                                                  \
+                T *dxr = dx + r * K + k0;                                      \
+                V sum = dxa + dxb;                                             \
+                if (!first) {                                                  \
+                    V old;                                                     \
+                    FG_LOAD_PART(old, dxr, width, LANES)                       \
+                    sum += old;                                                \
+                }                                                              \
+                FG_STORE_PART(dxr, sum, width, LANES)                          \
+            }                                                                  \
+        }                                                                      \
+        FG_NG_ALL(FG_NB_PUT)                                                   \
+    }
+
+#define FG_NARROW_VARIANTS(G)                                                  \
+    FG_NARROW_FWD_FN(fg_narrow_fwd##G##_f, float, fg_vf, FG_VF, G)             \
+    FG_NARROW_FWD_FN(fg_narrow_fwd##G##_d, double, fg_vd, FG_VD, G)            \
+    FG_NARROW_BWD_FN(fg_narrow_bwd##G##_f, float, fg_vf, FG_VF, G)             \
+    FG_NARROW_BWD_FN(fg_narrow_bwd##G##_d, double, fg_vd, FG_VD, G)
+#define FG_NARROW_BWD_VARIANTS(G)                                              \
+    FG_NARROW_BWD_FN(fg_narrow_bwd##G##_f, float, fg_vf, FG_VF, G)             \
+    FG_NARROW_BWD_FN(fg_narrow_bwd##G##_d, double, fg_vd, FG_VD, G)
+FG_NARROW_VARIANTS(1)
+FG_NARROW_VARIANTS(2)
+FG_NARROW_VARIANTS(3)
+FG_NARROW_VARIANTS(4)
+#if FG_VEC_BYTES >= 64
+FG_NARROW_VARIANTS(5)
+FG_NARROW_VARIANTS(6)
+FG_NARROW_VARIANTS(7)
+FG_NARROW_VARIANTS(8)
+FG_NARROW_BWD_VARIANTS(9)
+FG_NARROW_BWD_VARIANTS(10)
+FG_NARROW_BWD_VARIANTS(11)
+FG_NARROW_BWD_VARIANTS(12)
+#else
+FG_NARROW_BWD_VARIANTS(5)
+FG_NARROW_BWD_VARIANTS(6)
+#endif
+
+/* Outputs per group for M outputs when at most `most` fit the registers:
+ * as few groups as that allows, of equal size (10 outputs, 8 at most: two
+ * groups of 5, not 8 + 2). */
+static inline int fg_narrow_group(Py_ssize_t M, int most)
+{
+    Py_ssize_t groups = (M + most - 1) / most;
+    return (int)((M + groups - 1) / groups);
+}
+static inline int fg_narrow_fwd_group(Py_ssize_t M) { return fg_narrow_group(M, FG_NG_MAX); }
+static inline int fg_narrow_bwd_group(Py_ssize_t M) { return fg_narrow_group(M, FG_NGB_MAX); }
+
+/* The variant of G outputs (1 ≤ G ≤ FG_NG_MAX forward, FG_NGB_MAX backward). */
+#define FG_NARROW_CASE(G, KIND, SUFFIX, ARGS)                                  \
+    case G: fg_narrow_##KIND##G##_##SUFFIX ARGS; break;
+#define FG_NARROW_CASES_4(KIND, SUFFIX, ARGS)                                  \
+    FG_NARROW_CASE(1, KIND, SUFFIX, ARGS) FG_NARROW_CASE(2, KIND, SUFFIX, ARGS) \
+    FG_NARROW_CASE(3, KIND, SUFFIX, ARGS) FG_NARROW_CASE(4, KIND, SUFFIX, ARGS)
+#define FG_NARROW_CASES_5_8(KIND, SUFFIX, ARGS)                                \
+    FG_NARROW_CASE(5, KIND, SUFFIX, ARGS) FG_NARROW_CASE(6, KIND, SUFFIX, ARGS) \
+    FG_NARROW_CASE(7, KIND, SUFFIX, ARGS) FG_NARROW_CASE(8, KIND, SUFFIX, ARGS)
+#define FG_NARROW_CASES_9_12(KIND, SUFFIX, ARGS)                               \
+    FG_NARROW_CASE(9, KIND, SUFFIX, ARGS) FG_NARROW_CASE(10, KIND, SUFFIX, ARGS) \
+    FG_NARROW_CASE(11, KIND, SUFFIX, ARGS) FG_NARROW_CASE(12, KIND, SUFFIX, ARGS)
+#if FG_VEC_BYTES >= 64
+#define FG_NARROW_FWD_SWITCH(SUFFIX, ARGS)                                     \
+    switch (G) { FG_NARROW_CASES_4(fwd, SUFFIX, ARGS) FG_NARROW_CASES_5_8(fwd, SUFFIX, ARGS) }
+#define FG_NARROW_BWD_SWITCH(SUFFIX, ARGS)                                     \
+    switch (G) {                                                               \
+        FG_NARROW_CASES_4(bwd, SUFFIX, ARGS) FG_NARROW_CASES_5_8(bwd, SUFFIX, ARGS) \
+        FG_NARROW_CASES_9_12(bwd, SUFFIX, ARGS)                                \
+    }
+#else
+#define FG_NARROW_FWD_SWITCH(SUFFIX, ARGS) switch (G) { FG_NARROW_CASES_4(fwd, SUFFIX, ARGS) }
+#define FG_NARROW_BWD_SWITCH(SUFFIX, ARGS)                                     \
+    switch (G) {                                                               \
+        FG_NARROW_CASES_4(bwd, SUFFIX, ARGS)                                   \
+        FG_NARROW_CASE(5, bwd, SUFFIX, ARGS) FG_NARROW_CASE(6, bwd, SUFFIX, ARGS) \
+    }
+#endif
+#define FG_NARROW_FWD_ARGS (x0p, x1p, K, wt, ldwt, first, acc)
+#define FG_NARROW_BWD_ARGS (X, n, K, k0, width, dz, ldz, w, n_out, dw, ldw, dx, first)
+
+#define FG_NARROW_DISPATCH_FNS(T, SUFFIX)                                      \
+    static inline void fg_narrow_fwd_##SUFFIX(int G, const T *x0p, const T *x1p, \
+                                              Py_ssize_t K, const T *wt,       \
+                                              Py_ssize_t ldwt, int first, T *acc) \
+    {                                                                          \
+        FG_NARROW_FWD_SWITCH(SUFFIX, FG_NARROW_FWD_ARGS)                       \
+    }                                                                          \
+    static inline void fg_narrow_bwd_##SUFFIX(                                 \
+        int G, const T *X, Py_ssize_t n, Py_ssize_t K, Py_ssize_t k0,          \
+        Py_ssize_t width, const T *dz, Py_ssize_t ldz, const T *w,             \
+        Py_ssize_t n_out, T *dw, Py_ssize_t ldw, T *dx, int first)             \
+    {                                                                          \
+        FG_NARROW_BWD_SWITCH(SUFFIX, FG_NARROW_BWD_ARGS)                       \
+    }
+FG_NARROW_DISPATCH_FNS(float, f)
+FG_NARROW_DISPATCH_FNS(double, d)
 
 #endif
