@@ -652,3 +652,39 @@ def test_pickle_size_does_not_grow_with_n_samples():
     for small, large in zip(sizes[100], sizes[5000], strict=True):
         assert abs(large - small) < 256, sizes
     assert max(sizes[5000]) < 32 * 1024, sizes  # X alone is 400 kB
+
+
+def test_channels_last_images_train_as_their_channels_first_copy():
+    """Channels-last images are transposed batch by batch (not all at once at
+    every fit): the model learns exactly what it learns from the same images
+    given channels first, beside another branch's columns."""
+    rng = np.random.default_rng(0)
+    n, h, w, c = 60, 6, 5, 2
+    images = rng.standard_normal((n, h, w, c))
+    text = rng.standard_normal((n, 3))
+    y = (images[:, :3, :, 0].sum(axis=(1, 2)) > 0).astype(int)
+
+    def fitted(image_columns, reshape):
+        X = np.hstack([image_columns, text])
+        clf = FusionClassifier(
+            branches=[
+                (
+                    "image",
+                    [reshape, Conv2D(3, 3, activation="relu"), Flatten()],
+                    slice(0, h * w * c),
+                ),
+                ("text", [Dense(4)], slice(h * w * c, None)),
+            ],
+            batch_size=8,
+            max_iter=3,
+            tol=None,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        return clf.predict_proba(X)
+
+    last = fitted(images.reshape(n, -1), Reshape((h, w, c), channels_last=True))
+    first = fitted(images.transpose(0, 3, 1, 2).reshape(n, -1), Reshape((c, h, w)))
+    np.testing.assert_array_equal(last, first)

@@ -842,7 +842,7 @@ class Network:
         return down
 
     # ------------------------------------------------------------ inference
-    def gather_sources(self, X, columns, materialize=True):
+    def gather_sources(self, X, columns):
         """Per-branch 2-D sources of X in the order the network reads them.
 
         Parameters
@@ -851,12 +851,10 @@ class Network:
             Validated input (compute dtype). A sparse X stays sparse: every
             branch gets a :class:`SparseSource`.
         columns : list of (slice or ndarray of int)
-            Resolved columns of each branch.
-        materialize : bool, default=True
-            Apply the folded channels-last transposes now (one contiguous
-            copy per such branch, what training wants: its batches are
-            random rows). If False they are left to :meth:`predict`, which
-            applies them chunk by chunk.
+            Resolved columns of each branch. A branch whose channels-last
+            images are read channels first keeps the user's layout here:
+            :meth:`batch_inputs` and :meth:`predict` transpose each batch or
+            chunk (no copy of the whole data at every ``fit`` call).
 
         Returns
         -------
@@ -877,13 +875,6 @@ class Network:
         sources = []
         for b, cols in enumerate(columns):
             src = X[:, cols] if isinstance(cols, slice) else np.ascontiguousarray(X[:, cols])
-            hwc = self._folded_hwc(b)
-            if hwc is not None and materialize:
-                # (n, H, W, C) → (n, C, H, W): a strided copy, much faster
-                # than gathering the permuted columns one by one.
-                n = src.shape[0]
-                src = np.ascontiguousarray(src.reshape((n,) + hwc).transpose(0, 3, 1, 2))
-                src = src.reshape(n, -1)
             if self._embedding(b) is not None:
                 self._embedding(b).check_codes(src)
             sources.append(src)
@@ -936,6 +927,10 @@ class Network:
         """
         m = rows.shape[0]
         for b, src in enumerate(sources):
+            hwc = self._folded_hwc(b)
+            if hwc is not None and not isinstance(src, SparseSource):
+                inputs[b] = _channels_first(src[rows], hwc, ws.inputs[b][:m])
+                continue
             if isinstance(src, SparseSource) and src.reads_sparse:
                 if ws.sparse_inputs[b] is None:
                     ws.sparse_inputs[b] = _SparseBatchBuffers(ws.capacity, self.dtype)
@@ -1019,7 +1014,7 @@ class Network:
 
     def _predict(self, X, columns, result):
         n_samples = X.shape[0]
-        sources = self.gather_sources(X, columns, materialize=False)
+        sources = self.gather_sources(X, columns)
         hwcs = [self._folded_hwc(b) for b in range(self.n_branches)]
         chunk = self.predict_chunk_size(n_samples)
         # A row's prediction does not depend on the other rows of the call:
@@ -1035,12 +1030,7 @@ class Network:
                 rows = src[start:stop]
                 buf = ws.inputs[b][:m]
                 if hwcs[b] is not None:
-                    h, w, c = hwcs[b]
-                    np.copyto(
-                        buf.reshape(m, c, h, w),
-                        rows.reshape(m, h, w, c).transpose(0, 3, 1, 2),
-                    )
-                    inputs[b] = buf
+                    inputs[b] = _channels_first(rows, hwcs[b], buf)
                 elif rows.flags.c_contiguous:
                     inputs[b] = rows
                 else:
@@ -1054,6 +1044,18 @@ class Network:
         if not self.use_late:
             return None
         return np.array(self.alpha, dtype=np.float64)
+
+
+def _channels_first(rows, hwc, out):
+    """Copy the channels-last images ``rows`` (m, H·W·C) into ``out`` (m, C·H·W), channels first.
+
+    One strided copy of the batch (or chunk): much faster than gathering
+    the permuted columns one by one.
+    """
+    h, w, c = hwc
+    m = rows.shape[0]
+    np.copyto(out.reshape(m, c, h, w), rows.reshape(m, h, w, c).transpose(0, 3, 1, 2))
+    return out
 
 
 def _blas_controller():
