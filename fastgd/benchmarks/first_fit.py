@@ -11,11 +11,15 @@ scikit-learn:
 * **warm**: the cache filled by an earlier process;
 
 beside scikit-learn's MLPClassifier doing the same (it compiles nothing).
+The estimators take turns, one cold and one warm process each per round, and
+medians over the rounds are shown.
 Issue 12's targets: cold ≤ 10 s for every estimator, warm ≤ 1.5× MLPClassifier.
 Every script checks the model it fitted (score far above chance).
 """
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,8 +80,6 @@ REFERENCE = "scikit-learn MLPClassifier (digits, 5 epochs)"
 
 def _run(script, cache_dir):
     """(wall seconds, CPU seconds) of ``python -c script`` with this Numba cache."""
-    import os
-    import resource
 
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -105,22 +107,27 @@ def measure(repeats=3, only=None):
         Per row name: median wall (``"cold"``, ``"warm"``) and CPU
         (``"cold cpu"``, ``"warm cpu"``) seconds.
     """
-    results = {}
-    for name, script in SCRIPTS.items():
-        if only is not None and only.lower() not in name.lower():
-            continue
-        cold = []
+    names = [name for name in SCRIPTS if only is None or only.lower() in name.lower()]
+    # The estimators take turns in every round, so that the machine's drift
+    # over minutes touches them all alike and only their ratios are compared.
+    cold = {name: [] for name in names}
+    warm = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as caches:
+        cache_of = {name: os.path.join(caches, str(i)) for i, name in enumerate(names)}
+        for name in names:
+            _run(SCRIPTS[name], cache_of[name])  # fills the cache
         for _ in range(repeats):
-            with tempfile.TemporaryDirectory() as empty:
-                cold.append(_run(script, empty))
-        with tempfile.TemporaryDirectory() as cache:
-            _run(script, cache)  # fills the cache
-            warm = [_run(script, cache) for _ in range(repeats)]
+            for name in names:
+                with tempfile.TemporaryDirectory() as empty:
+                    cold[name].append(_run(SCRIPTS[name], empty))
+                warm[name].append(_run(SCRIPTS[name], cache_of[name]))
+    results = {}
+    for name in names:
         results[name] = {
-            "cold": statistics.median(w for w, _ in cold),
-            "warm": statistics.median(w for w, _ in warm),
-            "cold cpu": statistics.median(c for _, c in cold),
-            "warm cpu": statistics.median(c for _, c in warm),
+            "cold": statistics.median(w for w, _ in cold[name]),
+            "warm": statistics.median(w for w, _ in warm[name]),
+            "cold cpu": statistics.median(c for _, c in cold[name]),
+            "warm cpu": statistics.median(c for _, c in warm[name]),
         }
         print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
     return results
