@@ -80,7 +80,6 @@ REFERENCE = "scikit-learn MLPClassifier (digits, 5 epochs)"
 
 def _run(script, cache_dir):
     """(wall seconds, CPU seconds) of ``python -c script`` with this Numba cache."""
-
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
