@@ -18,6 +18,7 @@ Every script checks the model it fitted (score far above chance).
 """
 
 import argparse
+import functools
 import os
 import resource
 import statistics
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from fastgd.benchmarks.timing import interleaved_results
 
 _DIGITS = (
     "from sklearn.datasets import load_digits\n"
@@ -90,6 +93,12 @@ def _run(script, cache_dir):
     return wall, cpu
 
 
+def _run_with_empty_cache(script):
+    """:func:`_run` with a new, empty Numba cache."""
+    with tempfile.TemporaryDirectory() as empty:
+        return _run(script, empty)
+
+
 def measure(repeats=3, only=None):
     """``{estimator: {"cold": s, "warm": s, ...}}``, medians over ``repeats`` fresh processes.
 
@@ -107,26 +116,25 @@ def measure(repeats=3, only=None):
         (``"cold cpu"``, ``"warm cpu"``) seconds.
     """
     names = [name for name in SCRIPTS if only is None or only.lower() in name.lower()]
-    # The estimators take turns in every round, so that the machine's drift
-    # over minutes touches them all alike and only their ratios are compared.
-    cold = {name: [] for name in names}
-    warm = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as caches:
         cache_of = {name: os.path.join(caches, str(i)) for i, name in enumerate(names)}
         for name in names:
             _run(SCRIPTS[name], cache_of[name])  # fills the cache
-        for _ in range(repeats):
-            for name in names:
-                with tempfile.TemporaryDirectory() as empty:
-                    cold[name].append(_run(SCRIPTS[name], empty))
-                warm[name].append(_run(SCRIPTS[name], cache_of[name]))
+        # The estimators take turns in every round, so that the machine's drift
+        # over minutes touches them all alike and only their ratios are compared.
+        runs = {}
+        for name in names:
+            runs[name, "cold"] = functools.partial(_run_with_empty_cache, SCRIPTS[name])
+            runs[name, "warm"] = functools.partial(_run, SCRIPTS[name], cache_of[name])
+        samples = interleaved_results(runs, repeats)
     results = {}
     for name in names:
+        cold, warm = samples[name, "cold"], samples[name, "warm"]
         results[name] = {
-            "cold": statistics.median(w for w, _ in cold[name]),
-            "warm": statistics.median(w for w, _ in warm[name]),
-            "cold cpu": statistics.median(c for _, c in cold[name]),
-            "warm cpu": statistics.median(c for _, c in warm[name]),
+            "cold": statistics.median(w for w, _ in cold),
+            "warm": statistics.median(w for w, _ in warm),
+            "cold cpu": statistics.median(c for _, c in cold),
+            "warm cpu": statistics.median(c for _, c in warm),
         }
         print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
     return results

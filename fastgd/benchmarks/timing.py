@@ -1,5 +1,6 @@
 """Timing helpers of the benchmarks: medians of repeated and interleaved runs."""
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,32 @@ def median_time(function, repeats=5, warmup=1):
     return statistics.median(times)
 
 
+def interleaved_results(functions, repeats=5):
+    """What each function returns, over ``repeats`` rounds in which they run in turn.
+
+    Parameters
+    ----------
+    functions : dict of name -> callable
+
+    Returns
+    -------
+    dict of name -> list
+        The ``repeats`` return values of each function, in round order.
+    """
+    results = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            results[name].append(function())
+    return results
+
+
+def _elapsed(function):
+    """Wall seconds of one ``function()`` call."""
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
 def interleaved_median_times(functions, repeats=5, warmup=1):
     """Median times of several functions, run in turn, so machine noise hits all alike.
 
@@ -34,12 +61,8 @@ def interleaved_median_times(functions, repeats=5, warmup=1):
     for function in functions.values():
         for _ in range(warmup):
             function()
-    samples = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - started)
+    timed = {name: functools.partial(_elapsed, function) for name, function in functions.items()}
+    samples = interleaved_results(timed, repeats)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
